@@ -1,0 +1,184 @@
+"""The `carepath` command: run the system, one service, a worker; migrate; mint tokens."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+import uvicorn
+
+from services.registry import all_specs, spec_of
+from shared.auth import Role, issue_token
+from shared.client import ApiProblem, CarepathClient
+from shared.messaging import InProcessWorkers, make_broker
+from shared.observability import configure_logging
+from shared.runtime import ServiceRuntime
+from shared.settings import (
+    SERVICES,
+    BrokerKind,
+    InsecureConfiguration,
+    PlatformSettings,
+    load_service_settings,
+)
+from shared.web import build_app
+
+service_choice = click.Choice(SERVICES)
+
+
+def _platform(**overrides: object) -> PlatformSettings:
+    settings = PlatformSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings.check_production()
+    except InsecureConfiguration as error:
+        raise click.ClickException(str(error)) from None
+    configure_logging(settings.log_level, settings.log_json)
+    return settings
+
+
+@click.group()
+def main() -> None:
+    """carepath: one care pathway per patient for chronic pain and depression."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the SQLite files [default: ./data, or CAREPATH_DATA_DIR]")
+def up(host: str, port: int, data_dir: Path | None) -> None:
+    """Run every service in this one process on the embedded default."""
+    overrides: dict[str, object] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    platform = _platform(**overrides)
+    broker = make_broker(platform)
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+    runtimes = [
+        ServiceRuntime(spec, load_service_settings(spec.name, platform, default_base_url=base),
+                       broker)
+        for spec in all_specs()
+    ]
+    workers = InProcessWorkers(broker, platform.worker_threads)
+    app = build_app(runtimes, broker, platform, embedded=True, migrate_on_start=True,
+                    workers=workers)
+    click.echo(f"carepath is starting on {base} (data in {platform.data_dir.resolve()})",
+               err=True)
+    uvicorn.run(app, host=host, port=port, log_level=platform.log_level.lower(),
+                access_log=False)
+
+
+def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime]:
+    platform = _platform(broker=BrokerKind.redis)
+    broker = make_broker(platform)
+    runtime = ServiceRuntime(spec_of(service), load_service_settings(service, platform), broker)
+    return platform, runtime
+
+
+@main.command()
+@click.argument("service", type=service_choice)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def serve(service: str, host: str, port: int) -> None:
+    """Run one service's API against its database and Redis (distributed mode)."""
+    platform, runtime = _distributed_runtime(service)
+    app = build_app([runtime], runtime.broker, platform, embedded=False,
+                    migrate_on_start=False, title=f"carepath {service}")
+    uvicorn.run(app, host=host, port=port, log_level=platform.log_level.lower(),
+                access_log=False)
+
+
+@main.command()
+@click.argument("service", type=service_choice)
+def worker(service: str) -> None:
+    """Run one service's event consumer and outbox relay (distributed mode)."""
+    platform, runtime = _distributed_runtime(service)
+    runtime.declare_consumer()
+    workers = InProcessWorkers(runtime.broker, platform.worker_threads)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    runtime.relay.start()
+    workers.start()
+    click.echo(f"carepath {service} worker is consuming {service}.events", err=True)
+    stopping.wait()
+    runtime.relay.stop()
+    workers.stop()
+    runtime.close()
+    runtime.broker.close()
+
+
+@main.command()
+@click.argument("service", type=service_choice)
+def migrate(service: str) -> None:
+    """Apply the service's database migrations (distributed mode; `up` does it itself)."""
+    platform = _platform()
+    settings = load_service_settings(service, platform)
+    from shared.migrations import upgrade
+
+    upgrade(spec_of(service).migrations_dir, settings.database_url)
+    click.echo(f"{service}: migrations applied", err=True)
+
+
+@main.command()
+@click.option("--role", required=True, type=click.Choice([role.value for role in Role]))
+@click.option("--user", "user_id", required=True, help="The user id the token names")
+def token(role: str, user_id: str) -> None:
+    """Print a bearer token signed with CAREPATH_JWT_SECRET."""
+    platform = PlatformSettings()
+    click.echo(issue_token(platform, user_id, Role(role)))
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """List and replay messages that failed every retry."""
+
+
+def _service_client(service: str) -> CarepathClient:
+    platform = PlatformSettings()
+    base = os.environ.get("CAREPATH_BASE_URL", "http://127.0.0.1:8000")
+    url = load_service_settings(service, platform, default_base_url=base).url_of(service)
+    return CarepathClient(url, issue_token(platform, "carepath-cli", Role.admin))
+
+
+@dead_letters.command("list")
+@click.option("--service", required=True, type=service_choice)
+@click.option("--include-replayed", is_flag=True)
+def list_dead_letters(service: str, include_replayed: bool) -> None:
+    with _service_client(service) as client:
+        for item in client.dead_letters(include_replayed):
+            replayed = f" replayed {item.replay_count}x" if item.replay_count else ""
+            click.echo(f"{item.id}\t{item.queue_name}\t{item.event_type}\t{item.failed_at:%Y-%m-%d %H:%M}"
+                       f"\t{item.error}{replayed}")
+
+
+@dead_letters.command("replay")
+@click.option("--service", required=True, type=service_choice)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter not yet replayed")
+@click.argument("ids", nargs=-1, type=int)
+def replay_dead_letters(service: str, replay_all: bool, ids: tuple[int, ...]) -> None:
+    if not ids and not replay_all:
+        raise click.UsageError("name dead letter ids, or pass --all")
+    with _service_client(service) as client:
+        chosen = [item.id for item in client.dead_letters()] if replay_all else list(ids)
+        failed = 0
+        for dead_letter_id in chosen:
+            try:
+                client.replay_dead_letter(dead_letter_id)
+                click.echo(f"replayed {dead_letter_id}")
+            except ApiProblem as problem:
+                failed += 1
+                click.echo(f"could not replay {dead_letter_id}: {problem}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The pathway and its parts, as values (DESIGN.md, "Pathway model")."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+
+Stage = Literal[
+    "registered", "referred", "triaged", "assessment", "induction", "maintenance",
+    "follow-up", "discharged",
+]
+Severity = Literal["urgent", "high", "routine"]
+AlertStatus = Literal["open", "acknowledged", "resolved"]
+
+
+class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: UUID
+    type: str
+    occurred_at: datetime
+    producer: str
+    subject_type: str
+    subject_id: str
+    summary: str
+
+
+class ReferralStream(msgspec.Struct, frozen=True, kw_only=True):
+    referral_id: str
+    target: str
+    priority: str
+    status: str
+    received_at: datetime
+
+
+class MeasurePoint(msgspec.Struct, frozen=True, kw_only=True):
+    at: datetime
+    value: int
+    source: str
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    severity: Severity
+    status: AlertStatus
+    reason: str
+    who: str
+    due: datetime
+    raised_at: datetime
+    source: str  # the CLINICAL.md rule it implements
+
+
+class NextAction(msgspec.Struct, frozen=True, kw_only=True):
+    action: str
+    who: str
+    due: datetime
+
+
+class Pathway(msgspec.Struct, frozen=True, kw_only=True):
+    patient_id: UUID
+    stage: Stage
+    stage_since: datetime
+    referrals: list[ReferralStream]
+    timeline: list[TimelineEntry]
+    measures: dict[str, list[MeasurePoint]]
+    alerts: list[Alert]
+    next_actions: list[NextAction]
+    event_count: int
+    last_event_at: datetime

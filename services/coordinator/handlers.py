@@ -1,0 +1,51 @@
+"""The coordinator consumes every event: store it, then re-fold that patient's pathway."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID
+
+import msgspec
+from sqlmodel import Session, select
+
+from services.coordinator.models import PathwayRow, StoredEvent
+from services.coordinator.projection import project
+from shared.events import Envelope, decode_envelope, encode_envelope
+
+
+def handle_event(session: Session, envelope: Envelope) -> None:
+    if session.get(StoredEvent, envelope.event_id) is None:
+        session.add(_stored(envelope))
+        session.flush()
+    refresh_pathway(session, envelope.patient_id)
+
+
+def _stored(envelope: Envelope) -> StoredEvent:
+    return StoredEvent(
+        event_id=envelope.event_id, patient_id=envelope.patient_id, type=envelope.type,
+        schema_version=envelope.schema_version, producer=envelope.producer,
+        subject_type=envelope.subject.type, subject_id=envelope.subject.id,
+        sequence=envelope.sequence, occurred_at=envelope.occurred_at,
+        envelope=encode_envelope(envelope),
+    )
+
+
+def stored_events(session: Session, patient_id: UUID) -> list[Envelope]:
+    rows = session.exec(select(StoredEvent).where(StoredEvent.patient_id == patient_id)).all()
+    return [decode_envelope(row.envelope, allow_unknown=True) for row in rows]
+
+
+def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
+    pathway = project(patient_id, stored_events(session, patient_id))
+    row = session.get(PathwayRow, patient_id) or PathwayRow(
+        patient_id=patient_id, stage=pathway.stage, stage_since=pathway.stage_since,
+        event_count=0, document={},
+    )
+    row.stage = pathway.stage
+    row.stage_since = pathway.stage_since
+    row.open_alerts = sum(1 for alert in pathway.alerts if alert.status != "resolved")
+    row.event_count = pathway.event_count
+    row.document = msgspec.to_builtins(pathway)
+    row.updated_at = datetime.now(UTC)
+    session.add(row)
+    return row

@@ -1,0 +1,47 @@
+"""The coordinator's tables: the event store and the pathway projection. No demographics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import JSON, Column, DateTime, Index
+from sqlmodel import Field, SQLModel
+
+from shared.tables import utcnow
+
+TABLES = frozenset({"stored_event", "pathway"})
+
+
+class StoredEvent(SQLModel, table=True):
+    """Every event received, append-only, unique by event id."""
+
+    __tablename__ = "stored_event"
+    __table_args__ = (Index("ix_stored_event_subject", "subject_type", "subject_id", "sequence"),)
+
+    event_id: UUID = Field(primary_key=True)
+    patient_id: UUID = Field(index=True)
+    type: str = Field(max_length=100)
+    schema_version: int
+    producer: str = Field(max_length=40)
+    subject_type: str = Field(max_length=50)
+    subject_id: str = Field(max_length=64)
+    sequence: int
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    envelope: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+class PathwayRow(SQLModel, table=True):
+    """The current projection of one patient's pathway; always rebuilt, never edited."""
+
+    __tablename__ = "pathway"
+
+    patient_id: UUID = Field(primary_key=True)
+    stage: str = Field(max_length=20, index=True)
+    stage_since: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    open_alerts: int = 0
+    event_count: int
+    document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]

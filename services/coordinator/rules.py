@@ -1,0 +1,44 @@
+"""Alert rules: small pure functions over facts the projection has gathered.
+
+Each cites the line of ../shared/CLINICAL.md it implements.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from services.coordinator.domain import Alert
+
+
+def phq9_item9_alert(item9: int | None, seen_at: datetime, source_event: str) -> Alert | None:
+    """CLINICAL.md, Measures: PHQ-9 item 9 above 0 → urgent safety alert, same working day
+    (Simon et al. 2013: item 9 predicts suicide attempts)."""
+    if item9 is None or item9 <= 0:
+        return None
+    return Alert(
+        kind="phq9-item9",
+        severity="urgent",
+        status="open",
+        reason=f"PHQ-9 item 9 answered {item9} ({source_event}): thoughts of self-harm",
+        who="duty clinician",
+        due=_end_of_day(seen_at),
+        raised_at=seen_at,
+        source="CLINICAL.md Measures: PHQ-9 item 9 > 0, urgent safety alert, same working day",
+    )
+
+
+def _end_of_day(moment: datetime) -> datetime:
+    return moment.replace(hour=23, minute=59, second=59, microsecond=0)
+
+
+def triage_due(received_at: datetime, priority: str) -> datetime:
+    """CLINICAL.md, Waiting times: urgent referrals triaged within 2 working days
+    (local policy); routine ones get the same 2 working days as a working target here."""
+    due = received_at
+    added = 0
+    days = 2 if priority == "urgent" else 5
+    while added < days:
+        due += timedelta(days=1)
+        if due.weekday() < 5:
+            added += 1
+    return due

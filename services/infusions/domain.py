@@ -1,0 +1,1 @@
+"""The infusions service's rules, pure (filled in by the infusions issue)."""

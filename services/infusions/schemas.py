@@ -1,0 +1,1 @@
+"""Request and response bodies of the infusions API (filled in by the infusions issue)."""

@@ -1,0 +1,1 @@
+"""The therapy service's rules, pure (filled in by the therapy issue)."""

@@ -1,0 +1,11 @@
+"""Events the therapy service consumes (referral.accepted opens its care with the therapy issue)."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from shared.events import Envelope
+
+
+def handle_event(session: Session, envelope: Envelope) -> None:
+    """Acknowledge: the inbox row written by the consumer records that it arrived."""

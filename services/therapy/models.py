@@ -1,0 +1,6 @@
+"""The therapy service's tables. Its own clinical tables come with the therapy issue; until then its
+database holds the platform tables (outbox, inbox, dead letters, audit)."""
+
+from __future__ import annotations
+
+TABLES: frozenset[str] = frozenset()

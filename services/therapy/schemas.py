@@ -1,0 +1,1 @@
+"""Request and response bodies of the therapy API (filled in by the therapy issue)."""

@@ -1,0 +1,53 @@
+"""The append-only audit log of every access to patient data (FHIR AuditEvent's shape)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from uuid import UUID
+
+from sqlmodel import Session
+
+from shared.tables import AuditRecord
+
+
+class AuditAction(StrEnum):
+    create = "C"
+    read = "R"
+    update = "U"
+    delete = "D"
+    execute = "E"
+
+
+class AuditOutcome(StrEnum):
+    success = "0"
+    denied = "4"  # FHIR: minor failure
+    failed = "8"  # FHIR: serious failure
+
+
+def record_access(
+    session: Session,
+    *,
+    user_id: str,
+    role: str,
+    action: AuditAction,
+    entity_type: str,
+    entity_id: str | None,
+    patient_id: UUID | None,
+    path: str,
+    outcome: AuditOutcome = AuditOutcome.success,
+    detail: str | None = None,
+) -> None:
+    """Add an audit row to the caller's transaction (it commits with the change it describes)."""
+    session.add(
+        AuditRecord(
+            action=action.value,
+            outcome=outcome.value,
+            agent_user=user_id[:100],
+            agent_role=role[:40],
+            entity_type=entity_type,
+            entity_id=entity_id,
+            patient_id=patient_id,
+            path=path[:300],
+            detail=detail[:300] if detail else None,
+        )
+    )

@@ -1,0 +1,80 @@
+"""JWT bearer authentication with roles, and guards for routes.
+
+A token carries the user id in ``sub`` and the role in ``role``. Object-level checks
+(which referral a psychologist may see) belong to each service; the guards here only
+check the role.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.security.jwt import JWTAuth, Token
+
+from shared.settings import PlatformSettings
+
+
+class Role(StrEnum):
+    referrer = "referrer"
+    psychologist = "psychologist"
+    infusion_clinician = "infusion-clinician"
+    mdt = "mdt"
+    admin = "admin"
+    service = "service"
+
+
+class User(msgspec.Struct, frozen=True, kw_only=True):
+    """The authenticated caller, as the token describes them."""
+
+    id: str
+    role: Role
+
+
+# Paths anyone may reach: liveness, readiness, metrics, the API's own description.
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics", "^/schema", "^/[a-z]+/(health|ready)$"]
+
+
+def user_from_token(token: Token, _connection: ASGIConnection[Any, Any, Any, Any]) -> User:
+    role = token.extras.get("role")
+    try:
+        return User(id=token.sub, role=Role(str(role)))
+    except ValueError:
+        raise NotAuthorizedException("the token carries no known role") from None
+
+
+def make_jwt_auth(settings: PlatformSettings) -> JWTAuth[User, Token]:
+    return JWTAuth[User, Token](
+        retrieve_user_handler=user_from_token,
+        token_secret=settings.jwt_secret,
+        exclude=PUBLIC_PATHS,
+        default_token_expiration=timedelta(hours=settings.token_hours),
+    )
+
+
+def issue_token(settings: PlatformSettings, user_id: str, role: Role) -> str:
+    auth = make_jwt_auth(settings)
+    return auth.create_token(identifier=user_id, token_extras={"role": role.value})
+
+
+def requires(*roles: Role) -> Any:
+    """A guard letting only the named roles through."""
+    allowed = frozenset(roles)
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+        user = connection.user
+        if not isinstance(user, User) or user.role not in allowed:
+            raise PermissionDeniedException(
+                f"this action needs one of the roles: {', '.join(sorted(allowed))}"
+            )
+
+    guard.__name__ = "requires_" + "_".join(sorted(r.value.replace("-", "_") for r in allowed))
+    return guard
+
+
+ANY_STAFF = (Role.referrer, Role.psychologist, Role.infusion_clinician, Role.mdt, Role.admin)

@@ -1,0 +1,147 @@
+"""A typed httpx client for carepath's APIs, used by the CLI, other services and tests.
+
+``base_url`` is one service's base (``CAREPATH_<SERVICE>_URL``), or the embedded
+server's root, where every resource answers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from uuid import UUID
+
+import httpx
+import msgspec
+
+from shared.observability import CORRELATION_HEADER
+
+T = TypeVar("T")
+
+
+class ApiProblem(Exception):
+    """A problem+json answer (RFC 9457)."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {body.get('title', '')}: {body.get('detail', '')}")
+        self.status = status
+        self.body = body
+
+
+class Created(msgspec.Struct, kw_only=True):
+    id: UUID
+
+
+class ReferralCreated(msgspec.Struct, kw_only=True):
+    id: UUID
+    patient_id: UUID
+    target: str
+    status: str
+
+
+class TimelineItem(msgspec.Struct, kw_only=True):
+    type: str
+    occurred_at: datetime
+    event_id: UUID | None = None
+
+
+class AlertItem(msgspec.Struct, kw_only=True):
+    kind: str
+    severity: str
+    status: str
+
+
+class PathwaySummary(msgspec.Struct, kw_only=True):
+    patient_id: UUID
+    stage: str
+    timeline: list[TimelineItem]
+    alerts: list[AlertItem]
+
+
+class FeedPage(msgspec.Struct, kw_only=True):
+    items: list[dict[str, Any]]
+    next_after: int
+
+
+class DeadLetterItem(msgspec.Struct, kw_only=True):
+    id: int
+    message_id: str
+    queue_name: str
+    event_id: str | None
+    event_type: str | None
+    error: str
+    failed_at: datetime
+    replayed_at: datetime | None
+    replay_count: int
+
+
+class CarepathClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        correlation_id: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if correlation_id:
+            headers[CORRELATION_HEADER] = correlation_id
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, into: type[T], **kwargs: Any) -> T:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"detail": response.text[:200]}
+            raise ApiProblem(response.status_code, body)
+        return msgspec.json.decode(response.content, type=into)
+
+    # referrals
+    def register_patient(self, **patient: Any) -> Created:
+        return self._call("POST", "/api/patients", Created, json=patient)
+
+    def create_referral(self, **referral: Any) -> ReferralCreated:
+        return self._call("POST", "/api/referrals", ReferralCreated, json=referral)
+
+    # coordinator
+    def pathway(self, patient_id: UUID | str) -> PathwaySummary:
+        return self._call("GET", f"/api/pathways/{patient_id}", PathwaySummary)
+
+    # platform, on every service
+    def events(self, after: int = 0, limit: int = 100) -> FeedPage:
+        return self._call("GET", "/api/events", FeedPage, params={"after": after, "limit": limit})
+
+    def dead_letters(self, include_replayed: bool = False) -> list[DeadLetterItem]:
+        return self._call(
+            "GET", "/api/dead-letters", list[DeadLetterItem],
+            params={"include_replayed": str(include_replayed).lower()},
+        )
+
+    def replay_dead_letter(self, dead_letter_id: int) -> DeadLetterItem:
+        return self._call("POST", f"/api/dead-letters/{dead_letter_id}/replay", DeadLetterItem)
+
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health", dict[str, Any])
+
+    def ready(self) -> dict[str, Any]:
+        return self._call("GET", "/ready", dict[str, Any])

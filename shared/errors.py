@@ -1,0 +1,120 @@
+"""Every error is RFC 9457 problem+json; validation errors name the fields."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_409_CONFLICT,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+)
+
+from shared.observability import current_correlation_id, get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class FieldProblem(HTTPException):
+    """Input that parsed but breaks a rule: 422 naming the field."""
+
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(detail=f"{field}: {message}")
+        self.errors = [{"field": field, "message": message}]
+
+
+class Conflict(HTTPException):
+    """The request clashes with the current state (a duplicate, an illegal transition)."""
+
+    status_code = HTTP_409_CONFLICT
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail=detail)
+        self.problem_extra = extra
+
+
+def problem(
+    status: int, detail: str, *, errors: list[dict[str, str]] | None = None, **extra: Any
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "correlation_id": current_correlation_id(),
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field_errors(extra: Any) -> list[dict[str, str]]:
+    if not isinstance(extra, list):
+        return []
+    errors = []
+    for item in extra:
+        if isinstance(item, dict) and item.get("key"):
+            errors.append({"field": str(item["key"]), "message": str(item.get("message", ""))})
+    return errors
+
+
+def _named_fields(extra: Any) -> list[dict[str, str]]:
+    if not isinstance(extra, list):
+        return []
+    return [
+        {"field": str(item["field"]), "message": str(item.get("message", ""))}
+        for item in extra
+        if isinstance(item, dict) and item.get("field")
+    ]
+
+
+def validation_problem(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    errors = _field_errors(exc.extra)
+    if errors:
+        fields = ", ".join(error["field"] for error in errors)
+        return problem(HTTP_422_UNPROCESSABLE_ENTITY, f"invalid fields: {fields}", errors=errors)
+    # No field named: the body did not parse at all.
+    return problem(HTTP_400_BAD_REQUEST, "the request body is not valid JSON of the expected shape")
+
+
+def http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if isinstance(exc, ValidationException):
+        return validation_problem(request, exc)
+    errors = getattr(exc, "errors", None) or _named_fields(exc.extra)
+    extra = getattr(exc, "problem_extra", {})
+    return problem(exc.status_code, str(exc.detail), errors=errors, **extra)
+
+
+def unexpected_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # The exception's text may quote input values (a database error names the row), so
+    # log its type and where it was raised, never its message.
+    log.error(
+        "request.failed",
+        path=request.scope["path"],
+        error=type(exc).__name__,
+        frames=traceback.format_tb(exc.__traceback__)[-3:],
+    )
+    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "the server could not complete the request")
+

@@ -1,0 +1,67 @@
+"""Alembic, one migration history per service, run from code.
+
+Each service keeps its history in ``services/<name>/migrations``; its ``env.py`` hands
+the names of the tables it owns to ``run_env`` so autogenerate never touches another
+service's tables (all of them share SQLModel's one metadata object in this process).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import shared.tables  # noqa: F401 - the platform tables join the metadata
+from alembic import command, context
+from alembic.config import Config
+from sqlalchemy import pool
+from sqlmodel import SQLModel, create_engine
+
+# Every service's database has these, beside its own tables.
+PLATFORM_TABLES = frozenset({"outbox", "inbox", "dead_letter", "audit_log"})
+
+
+def alembic_config(migrations_dir: Path, database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    # ConfigParser would read a literal '%' in a password as interpolation.
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+def upgrade(migrations_dir: Path, database_url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(migrations_dir, database_url), revision)
+
+
+def run_env(own_tables: Iterable[str]) -> None:
+    """The body of every service's env.py."""
+    tables = PLATFORM_TABLES | frozenset(own_tables)
+
+    def include_object(obj: Any, name: str | None, type_: str, *_: Any) -> bool:
+        if type_ == "table":
+            return name in tables
+        table = getattr(obj, "table", None)
+        return table is None or table.name in tables
+
+    url = context.config.get_main_option("sqlalchemy.url")
+    assert url is not None
+    if context.is_offline_mode():
+        context.configure(
+            url=url, target_metadata=SQLModel.metadata, include_object=include_object,
+            literal_binds=True, render_as_batch=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_engine(url, poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=SQLModel.metadata,
+            include_object=include_object,
+            # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()

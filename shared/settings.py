@@ -1,0 +1,109 @@
+"""Configuration from environment variables, one settings object per service.
+
+Every variable is prefixed ``CAREPATH_``; a service's own ones add its name
+(``CAREPATH_REFERRALS_DATABASE_URL``). The defaults run the embedded mode on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_JWT_SECRET = "carepath-development-secret-change-me"  # noqa: S105 - refused in production
+SERVICES = ("referrals", "infusions", "therapy", "coordinator")
+
+
+class RunMode(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class BrokerKind(StrEnum):
+    memory = "memory"  # dramatiq StubBroker with in-process worker threads
+    redis = "redis"
+
+
+class InsecureConfiguration(RuntimeError):
+    """Raised at start-up when production would run with a development default."""
+
+
+class PlatformSettings(BaseSettings):
+    """Settings every carepath process shares."""
+
+    model_config = SettingsConfigDict(env_prefix="CAREPATH_", extra="ignore")
+
+    env: RunMode = RunMode.development
+    jwt_secret: str = DEFAULT_JWT_SECRET
+    token_hours: int = Field(default=12, ge=1, le=24 * 7)
+    data_dir: Path = Path("data")
+    broker: BrokerKind = BrokerKind.memory
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = "carepath"
+    # Retries with exponential backoff before a message is dead-lettered.
+    max_retries: int = Field(default=5, ge=0)
+    min_backoff_ms: int = Field(default=1_000, ge=1)
+    max_backoff_ms: int = Field(default=300_000, ge=1)
+    # A crashed worker's messages come back after this long without a heartbeat.
+    heartbeat_timeout_ms: int = Field(default=60_000, ge=100)
+    maintenance_chance: int = Field(default=1_000, ge=0, le=1_000_000)
+    # Message bodies carry no demographics, but keep dead letters in Redis briefly;
+    # the consumer's own dead_letter table is the durable record.
+    dead_message_ttl_ms: int = Field(default=3 * 24 * 3600 * 1000, ge=1_000)
+    worker_threads: int = Field(default=4, ge=1)
+    relay_interval_s: float = Field(default=2.0, gt=0)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def check_production(self) -> None:
+        if self.env is RunMode.production and self.jwt_secret == DEFAULT_JWT_SECRET:
+            raise InsecureConfiguration(
+                "CAREPATH_JWT_SECRET is the development default; set a real secret in production"
+            )
+        if self.env is RunMode.production and len(self.jwt_secret) < 32:
+            raise InsecureConfiguration("CAREPATH_JWT_SECRET must be at least 32 characters")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """One service's view: the platform settings plus its own database and peers."""
+
+    service: str
+    platform: PlatformSettings
+    database_url: str
+    service_urls: dict[str, str]
+
+    def url_of(self, service: str) -> str:
+        return self.service_urls[service]
+
+
+def service_env(service: str, name: str) -> str:
+    return f"CAREPATH_{service.upper()}_{name}"
+
+
+def load_service_settings(
+    service: str,
+    platform: PlatformSettings | None = None,
+    environ: dict[str, str] | None = None,
+    default_base_url: str = "http://127.0.0.1:8000",
+) -> ServiceSettings:
+    """Build a service's settings; unset URLs fall back to the embedded layout."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+    env = os.environ if environ is None else environ
+    platform = platform or PlatformSettings()
+    default_db = f"sqlite:///{platform.data_dir / service}.sqlite3"
+    urls = {
+        peer: env.get(service_env(peer, "URL"), f"{default_base_url}/{peer}").rstrip("/")
+        for peer in SERVICES
+    }
+    return ServiceSettings(
+        service=service,
+        platform=platform,
+        database_url=env.get(service_env(service, "DATABASE_URL"), default_db),
+        service_urls=urls,
+    )

@@ -1,0 +1,105 @@
+"""Tables every service has in its own database: outbox, inbox, dead letters, audit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def Timestamp(*, nullable: bool = False, index: bool = False) -> Any:  # noqa: N802 - a Field
+    """An aware UTC timestamp column (timestamptz on PostgreSQL)."""
+    return Field(
+        default=None if nullable else ...,
+        sa_type=DateTime(timezone=True),  # type: ignore[call-overload]
+        nullable=nullable,
+        index=index,
+    )
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class OutboxEvent(SQLModel, table=True):
+    """An event written in the transaction that caused it, sent after commit."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("subject_type", "subject_id", "sequence", name="uq_outbox_sequence"),
+        Index("ix_outbox_unsent", "sent_at", "position"),
+    )
+
+    # The feed cursor: the order rows were written in.
+    position: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    )
+    event_id: UUID = Field(unique=True)
+    type: str = Field(max_length=100)
+    patient_id: UUID = Field(index=True)
+    subject_type: str = Field(max_length=50)
+    subject_id: str = Field(max_length=64)
+    sequence: int
+    occurred_at: datetime = Timestamp()
+    envelope: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    sent_at: datetime | None = Timestamp(nullable=True)
+    send_attempts: int = 0
+
+
+class InboxEvent(SQLModel, table=True):
+    """An event this service has already acted on; its key makes redelivery a no-op."""
+
+    __tablename__ = "inbox"
+
+    event_id: UUID = Field(primary_key=True)
+    type: str = Field(max_length=100)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+
+
+class DeadLetter(SQLModel, table=True):
+    """A message that failed every retry: kept here until someone replays it."""
+
+    __tablename__ = "dead_letter"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(unique=True, max_length=64)
+    queue_name: str = Field(max_length=100)
+    actor_name: str = Field(max_length=100)
+    event_id: str | None = Field(default=None, max_length=64)
+    event_type: str | None = Field(default=None, max_length=100)
+    error: str = Field(max_length=500)
+    message: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    failed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    replayed_at: datetime | None = Timestamp(nullable=True)
+    replay_count: int = 0
+
+
+class AuditRecord(SQLModel, table=True):
+    """Who touched which patient's data, when, and with what outcome.
+
+    Shaped after FHIR AuditEvent: action C/R/U/D/E, recorded, outcome (0 success,
+    4 minor failure such as a denial, 8 serious failure), agent, entity. Append-only.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    recorded: datetime = Field(default_factory=utcnow, index=True, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    action: str = Field(max_length=1)
+    outcome: str = Field(max_length=2)
+    agent_user: str = Field(max_length=100)
+    agent_role: str = Field(max_length=40)
+    entity_type: str = Field(max_length=60)
+    entity_id: str | None = Field(default=None, max_length=64)
+    patient_id: UUID | None = Field(default=None, index=True)
+    path: str = Field(max_length=300)
+    detail: str | None = Field(default=None, max_length=300)

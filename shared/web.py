@@ -1,0 +1,387 @@
+"""The HTTP side of the platform: app assembly, health, feed, dead letters, errors.
+
+One function builds every app: a single service (``carepath serve``) or all four on
+one port (``carepath up``). In the embedded app each service's resources answer at
+``/api/...`` and the whole service again below ``/<service>``, which is that
+service's base URL (its event feed is ``/<service>/api/events``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Generator, Sequence
+from contextlib import suppress
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import structlog
+from dramatiq import Broker, Message
+from dramatiq.brokers.stub import StubBroker
+from litestar import Controller, Litestar, Request, Response, Router, get, post
+from litestar.config.app import ExperimentalFeatures  # noqa: F401 - re-exported for apps
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import Parameter
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+from litestar.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
+from sqlmodel import Session, col, select
+
+from shared.audit import AuditAction, AuditOutcome, record_access
+from shared.auth import Role, User, make_jwt_auth, requires
+from shared.errors import http_problem, problem, unexpected_problem
+from shared.messaging import InProcessWorkers
+from shared.observability import (
+    CORRELATION_HEADER,
+    bind_correlation_id,
+    get_logger,
+    new_correlation_id,
+)
+from shared.outbox import read_feed
+from shared.runtime import ServiceRuntime, check_broker
+from shared.settings import PlatformSettings
+from shared.tables import DeadLetter, as_utc
+
+log = get_logger(__name__)
+
+_CORRELATION_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_METHOD_ACTIONS = {"GET": AuditAction.read, "POST": AuditAction.create, "PUT": AuditAction.update,
+                   "PATCH": AuditAction.update, "DELETE": AuditAction.delete}
+
+
+# --- dependencies -------------------------------------------------------------------
+
+
+def provide_runtime(request: Request[Any, Any, Any]) -> ServiceRuntime:
+    """The runtime of the service that owns the route (its router's ``opt``)."""
+    runtimes: dict[str, ServiceRuntime] = request.app.state.runtimes
+    runtime = runtimes[request.route_handler.opt["service"]]
+    return runtime
+
+
+def provide_db(runtime: ServiceRuntime) -> Generator[Session, None, None]:
+    """A request's session; a handler commits what it means to keep."""
+    session = runtime.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def provide_user(request: Request[Any, Any, Any]) -> User:
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
+def service_router(
+    runtime: ServiceRuntime, route_handlers: Sequence[Any], path: str = "/",
+    *, include_in_schema: bool = True,
+) -> Router:
+    # Routers are copied when registered, so they name their service instead of
+    # holding its runtime (which owns threads and connections).
+    return Router(
+        path=path,
+        route_handlers=list(route_handlers),
+        opt={"service": runtime.name},
+        tags=[runtime.name],
+        include_in_schema=include_in_schema,
+    )
+
+
+# --- platform routes every service has -----------------------------------------------
+
+
+class FeedPage(msgspec.Struct, kw_only=True):
+    items: list[dict[str, Any]]
+    next_after: int
+
+
+class EventFeedController(Controller):
+    path = "/api/events"
+    guards = [requires(Role.service, Role.admin)]  # noqa: RUF012
+
+    @get(operation_id="readEventFeed", summary="This service's events in order, after a cursor",
+         sync_to_thread=True)
+    def read(
+        self,
+        db: Session,
+        user: User,
+        request: Request[Any, Any, Any],
+        after: int = Parameter(default=0, ge=0),
+        limit: int = Parameter(default=100, ge=1, le=1000),
+    ) -> FeedPage:
+        rows = read_feed(db, after, limit)
+        record_access(db, user_id=user.id, role=user.role, action=AuditAction.read,
+                      entity_type="EventFeed", entity_id=None, patient_id=None,
+                      path=request.url.path, detail=f"after={after} count={len(rows)}")
+        db.commit()
+        items = [{"position": row.position, **row.envelope} for row in rows]
+        return FeedPage(items=items, next_after=rows[-1].position or after if rows else after)
+
+
+class DeadLetterView(msgspec.Struct, kw_only=True):
+    id: int
+    message_id: str
+    queue_name: str
+    event_id: str | None
+    event_type: str | None
+    error: str
+    failed_at: datetime
+    replayed_at: datetime | None
+    replay_count: int
+
+
+class DeadLetterController(Controller):
+    path = "/api/dead-letters"
+    guards = [requires(Role.admin, Role.service)]  # noqa: RUF012
+
+    @get(operation_id="listDeadLetters", sync_to_thread=True)
+    def list_dead_letters(self, db: Session, include_replayed: bool = False) -> list[DeadLetterView]:
+        statement = select(DeadLetter).order_by(col(DeadLetter.id))
+        if not include_replayed:
+            statement = statement.where(col(DeadLetter.replayed_at).is_(None))
+        return [_dead_letter_view(row) for row in db.exec(statement).all()]
+
+    @post("/{dead_letter_id:int}/replay", operation_id="replayDeadLetter", sync_to_thread=True,
+          status_code=200)
+    def replay(self, db: Session, runtime: ServiceRuntime, dead_letter_id: int) -> DeadLetterView:
+        row = db.get(DeadLetter, dead_letter_id)
+        if row is None:
+            raise NotFoundException(f"no dead letter {dead_letter_id}")
+        original = row.message
+        # A fresh message id and no retry count: the replay gets its own full set of
+        # retries, and a second failure is recorded as its own dead letter.
+        runtime.broker.enqueue(
+            Message(
+                queue_name=original["queue_name"],
+                actor_name=original["actor_name"],
+                args=tuple(original["args"]),
+                kwargs=original.get("kwargs") or {},
+                options={},
+            )
+        )
+        row.replayed_at = datetime.now(UTC)
+        row.replay_count += 1
+        db.add(row)
+        db.commit()
+        log.info("dead_letter.replayed", queue=row.queue_name, dead_letter_id=row.id)
+        return _dead_letter_view(row)
+
+
+def _dead_letter_view(row: DeadLetter) -> DeadLetterView:
+    assert row.id is not None
+    return DeadLetterView(
+        id=row.id, message_id=row.message_id, queue_name=row.queue_name, event_id=row.event_id,
+        event_type=row.event_type, error=row.error, failed_at=as_utc(row.failed_at),
+        replayed_at=as_utc(row.replayed_at) if row.replayed_at else None,
+        replay_count=row.replay_count,
+    )
+
+
+PLATFORM_CONTROLLERS: tuple[type[Controller], ...] = (EventFeedController, DeadLetterController)
+
+
+@get("/health", operation_id="health", summary="The process is serving", sync_to_thread=False)
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/ready", operation_id="ready", summary="Databases and broker answer", sync_to_thread=True)
+def ready(state: State) -> Response[Any]:
+    checks: dict[str, str] = {}
+    runtimes: dict[str, ServiceRuntime] = state.runtimes
+    for name, runtime in runtimes.items():
+        checks[f"{name}.database"] = _check(runtime.check_database)
+    checks["broker"] = _check(partial(check_broker, state.broker))
+    failing = sorted(part for part, outcome in checks.items() if outcome != "ok")
+    if failing:
+        return problem(HTTP_503_SERVICE_UNAVAILABLE, "not ready: " + ", ".join(failing),
+                       checks=checks)
+    return Response({"status": "ready", "checks": checks})
+
+
+def _check(probe: Callable[[], None]) -> str:
+    try:
+        probe()
+    except Exception as error:
+        return f"failing: {type(error).__name__}"
+    return "ok"
+
+
+# --- errors, with an audit row for every denied attempt ------------------------------
+
+
+def problem_with_audit(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if exc.status_code in (401, 403):
+        with suppress(Exception):  # a failing audit write must not hide the denial
+            _audit_denied(request, exc.status_code)
+    return http_problem(request, exc)
+
+
+def _audit_denied(request: Request[Any, Any, Any], status: int) -> None:
+    handler = request.scope.get("route_handler")
+    service = handler.opt.get("service") if handler is not None else None
+    runtimes: dict[str, ServiceRuntime] = request.app.state.runtimes
+    if service not in runtimes:
+        return
+    user = request.scope.get("user")
+    patient_id = _patient_id_in_path(request.scope.get("path_params") or {})
+    with runtimes[service].sessions() as session:
+        record_access(
+            session,
+            user_id=user.id if isinstance(user, User) else "anonymous",
+            role=user.role if isinstance(user, User) else "none",
+            action=_METHOD_ACTIONS.get(request.method, AuditAction.execute),
+            entity_type=handler.opt.get("resource", "api") if handler is not None else "api",
+            entity_id=None,
+            patient_id=patient_id,
+            path=request.scope["path"],
+            outcome=AuditOutcome.denied,
+            detail=f"HTTP {status}",
+        )
+        session.commit()
+
+
+def _patient_id_in_path(path_params: dict[str, Any]) -> UUID | None:
+    value = path_params.get("patient_id")
+    if isinstance(value, UUID):
+        return value
+    with suppress(ValueError, TypeError):
+        return UUID(str(value))
+    return None
+
+
+# --- correlation id ------------------------------------------------------------------
+
+
+def correlation_middleware(app: ASGIApp) -> ASGIApp:
+    """Carry X-Correlation-ID from the request into logs, events and the response."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(CORRELATION_HEADER.lower().encode(), b"").decode(
+            "latin-1"
+        )
+        correlation_id = given if _CORRELATION_ID.match(given) else new_correlation_id()
+        structlog.contextvars.clear_contextvars()
+        bind_correlation_id(correlation_id)
+
+        async def send_with_header(message: AsgiMessage) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((CORRELATION_HEADER.lower().encode(), correlation_id.encode()))
+                message["headers"] = headers  # type: ignore[typeddict-unknown-key]
+            await send(message)
+
+        await app(scope, receive, send_with_header)
+
+    return middleware
+
+
+# --- assembly ------------------------------------------------------------------------
+
+
+def build_app(
+    runtimes: Sequence[ServiceRuntime],
+    broker: Broker,
+    platform: PlatformSettings,
+    *,
+    embedded: bool,
+    migrate_on_start: bool,
+    workers: InProcessWorkers | None = None,
+    title: str = "carepath",
+) -> Litestar:
+    platform.check_production()
+    route_handlers: list[Any] = [health, ready]
+    for runtime in runtimes:
+        own = list(runtime.spec.route_handlers)
+        if embedded:
+            route_handlers.append(service_router(runtime, own))
+            route_handlers.append(
+                service_router(runtime, [*own, *PLATFORM_CONTROLLERS], f"/{runtime.name}",
+                               include_in_schema=False)
+            )
+        else:
+            route_handlers.append(service_router(runtime, [*own, *PLATFORM_CONTROLLERS]))
+    if embedded:
+        # The platform routes of each service, documented once under its prefix.
+        for runtime in runtimes:
+            route_handlers.append(
+                service_router(runtime, PLATFORM_CONTROLLERS, f"/{runtime.name}/platform",
+                               include_in_schema=False)
+            )
+    prometheus = PrometheusConfig(
+        app_name="carepath", prefix="carepath_http", group_path=True,
+        exclude=["/metrics", "/health"],
+    )
+    route_handlers.append(PrometheusController)
+    jwt_auth = make_jwt_auth(platform)
+    by_name = {runtime.name: runtime for runtime in runtimes}
+
+    def start() -> None:
+        for runtime in runtimes:
+            if migrate_on_start:
+                runtime.migrate()
+        for runtime in runtimes:
+            runtime.relay.start()
+        if workers is not None:
+            for runtime in runtimes:
+                runtime.declare_consumer()
+            workers.start()
+        log.info("carepath.started", services=list(by_name), embedded=embedded)
+
+    def stop() -> None:
+        for runtime in runtimes:
+            runtime.relay.stop()
+        if workers is not None:
+            _drain(broker)
+            workers.stop()
+        for runtime in runtimes:
+            runtime.close()
+        broker.close()
+        log.info("carepath.stopped", services=list(by_name))
+
+    return Litestar(
+        route_handlers=route_handlers,
+        dependencies={
+            "user": Provide(provide_user, sync_to_thread=False),
+            "runtime": Provide(provide_runtime, sync_to_thread=False),
+            "db": Provide(provide_db, sync_to_thread=False),
+        },
+        middleware=[correlation_middleware, jwt_auth.middleware, prometheus.middleware],
+        on_app_init=[jwt_auth.on_app_init],
+        exception_handlers={HTTPException: problem_with_audit, Exception: unexpected_problem},
+        on_startup=[start],
+        on_shutdown=[stop],
+        state=State({"runtimes": by_name, "broker": broker}),
+        openapi_config=OpenAPIConfig(
+            title=title,
+            version="0.1.0",
+            description=(
+                "carepath: one care pathway per patient across referrals, ketamine infusions "
+                "and CBT/psychology. Every call needs a bearer token (`carepath token`)."
+            ),
+            path="/schema",
+        ),
+    )
+
+
+def _drain(broker: Broker, timeout_ms: int = 10_000) -> None:
+    """Let in-process workers finish what the relay already handed them.
+
+    The in-memory broker forgets its queues when the process ends; draining them
+    first means a clean shutdown loses nothing that was marked sent.
+    """
+    if not isinstance(broker, StubBroker):
+        return
+    for queue in list(broker.queues):
+        with suppress(Exception):
+            broker.join(queue, timeout=timeout_ms, fail_fast=False)
