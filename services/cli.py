@@ -47,8 +47,11 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the SQLite files [default: ./data, or CAREPATH_DATA_DIR]")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the SQLite files [default: ./data, or CAREPATH_DATA_DIR]",
+)
 def up(host: str, port: int, data_dir: Path | None) -> None:
     """Run every service in this one process on the embedded default."""
     overrides: dict[str, object] = {}
@@ -58,17 +61,17 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
     broker = make_broker(platform)
     base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
     runtimes = [
-        ServiceRuntime(spec, load_service_settings(spec.name, platform, default_base_url=base),
-                       broker)
+        ServiceRuntime(
+            spec, load_service_settings(spec.name, platform, default_base_url=base), broker
+        )
         for spec in all_specs()
     ]
     workers = InProcessWorkers(broker, platform.worker_threads)
-    app = build_app(runtimes, broker, platform, embedded=True, migrate_on_start=True,
-                    workers=workers)
-    click.echo(f"carepath is starting on {base} (data in {platform.data_dir.resolve()})",
-               err=True)
-    uvicorn.run(app, host=host, port=port, log_level=platform.log_level.lower(),
-                access_log=False)
+    app = build_app(
+        runtimes, broker, platform, embedded=True, migrate_on_start=True, workers=workers
+    )
+    click.echo(f"carepath is starting on {base} (data in {platform.data_dir.resolve()})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=platform.log_level.lower(), access_log=False)
 
 
 def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime]:
@@ -85,10 +88,15 @@ def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime
 def serve(service: str, host: str, port: int) -> None:
     """Run one service's API against its database and Redis (distributed mode)."""
     platform, runtime = _distributed_runtime(service)
-    app = build_app([runtime], runtime.broker, platform, embedded=False,
-                    migrate_on_start=False, title=f"carepath {service}")
-    uvicorn.run(app, host=host, port=port, log_level=platform.log_level.lower(),
-                access_log=False)
+    app = build_app(
+        [runtime],
+        runtime.broker,
+        platform,
+        embedded=False,
+        migrate_on_start=False,
+        title=f"carepath {service}",
+    )
+    uvicorn.run(app, host=host, port=port, log_level=platform.log_level.lower(), access_log=False)
 
 
 @main.command()
@@ -155,8 +163,10 @@ def list_dead_letters(service: str, include_replayed: bool) -> None:
     with _service_client(service) as client:
         for item in client.dead_letters(include_replayed):
             replayed = f" replayed {item.replay_count}x" if item.replay_count else ""
-            click.echo(f"{item.id}\t{item.queue_name}\t{item.event_type}\t{item.failed_at:%Y-%m-%d %H:%M}"
-                       f"\t{item.error}{replayed}")
+            click.echo(
+                f"{item.id}\t{item.queue_name}\t{item.event_type}\t{item.failed_at:%Y-%m-%d %H:%M}"
+                f"\t{item.error}{replayed}"
+            )
 
 
 @dead_letters.command("replay")

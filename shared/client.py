@@ -98,7 +98,9 @@ class CarepathClient:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None,
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -133,7 +135,9 @@ class CarepathClient:
 
     def dead_letters(self, include_replayed: bool = False) -> list[DeadLetterItem]:
         return self._call(
-            "GET", "/api/dead-letters", list[DeadLetterItem],
+            "GET",
+            "/api/dead-letters",
+            list[DeadLetterItem],
             params={"include_replayed": str(include_replayed).lower()},
         )
 

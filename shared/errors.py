@@ -117,4 +117,3 @@ def unexpected_problem(request: Request[Any, Any, Any], exc: Exception) -> Respo
         frames=traceback.format_tb(exc.__traceback__)[-3:],
     )
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "the server could not complete the request")
-

@@ -29,7 +29,9 @@ class Instrument:
 
 
 PHQ9 = Instrument(
-    "PHQ-9", 9, 3,
+    "PHQ-9",
+    9,
+    3,
     ((4, "minimal"), (9, "mild"), (14, "moderate"), (19, "moderately severe"), (27, "severe")),
 )
 GAD7 = Instrument("GAD-7", 7, 3, ((4, "minimal"), (9, "mild"), (14, "moderate"), (21, "severe")))

@@ -82,7 +82,9 @@ class DeadLetterRecorder(Middleware):
             )
             session.commit()
         log.error(
-            "message.dead_lettered", queue=message.queue_name, message_id=message.message_id,
+            "message.dead_lettered",
+            queue=message.queue_name,
+            message_id=message.message_id,
             event_id=event_id,
         )
 
@@ -122,7 +124,7 @@ def make_broker(settings: PlatformSettings) -> Broker:
     ]
     broker: Broker
     if settings.broker is BrokerKind.redis:
-        broker = RedisBroker(
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
             url=settings.redis_url,
             namespace=settings.redis_namespace,
             middleware=middleware,
@@ -195,18 +197,21 @@ def declare_consumer(
                     return
                 raise
         EVENTS_CONSUMED.labels(service, "processed").inc()
-        log.info("event.consumed", service=service, event_id=str(envelope.event_id), type=envelope.type)
+        log.info(
+            "event.consumed", service=service, event_id=str(envelope.event_id), type=envelope.type
+        )
 
     queue = queue_name(service)
     dead_letter_recorder(broker).register(queue, sessions)
-    return dramatiq.actor(
-        handle_event,
+    declare = dramatiq.actor(
         actor_name=actor_name(service),
         queue_name=queue,
         broker=broker,
         # A message that cannot be valid will not become valid: dead-letter it at once.
         throws=(InvalidEvent,),
     )
+    consumer: dramatiq.Actor[Any, Any] = declare(handle_event)
+    return consumer
 
 
 def _already_consumed(sessions: SessionFactory, envelope: Envelope) -> bool:

@@ -11,11 +11,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import shared.tables  # noqa: F401 - the platform tables join the metadata
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import pool
 from sqlmodel import SQLModel, create_engine
+
+import shared.tables  # noqa: F401 - the platform tables join the metadata
 
 # Every service's database has these, beside its own tables.
 PLATFORM_TABLES = frozenset({"outbox", "inbox", "dead_letter", "audit_log"})
@@ -47,8 +48,11 @@ def run_env(own_tables: Iterable[str]) -> None:
     assert url is not None
     if context.is_offline_mode():
         context.configure(
-            url=url, target_metadata=SQLModel.metadata, include_object=include_object,
-            literal_binds=True, render_as_batch=True,
+            url=url,
+            target_metadata=SQLModel.metadata,
+            include_object=include_object,
+            literal_binds=True,
+            render_as_batch=True,
         )
         with context.begin_transaction():
             context.run_migrations()

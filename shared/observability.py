@@ -16,11 +16,13 @@ from prometheus_client import Counter, Gauge, Histogram
 CORRELATION_HEADER = "X-Correlation-ID"
 
 EVENTS_PUBLISHED = Counter(
-    "carepath_events_published_total", "Events handed to the broker by the relay",
+    "carepath_events_published_total",
+    "Events handed to the broker by the relay",
     ["service", "type"],
 )
 EVENTS_CONSUMED = Counter(
-    "carepath_events_consumed_total", "Events a consumer acted on or ignored as duplicates",
+    "carepath_events_consumed_total",
+    "Events a consumer acted on or ignored as duplicates",
     ["service", "outcome"],
 )
 MESSAGES_RETRIED = Counter(
@@ -36,7 +38,8 @@ OUTBOX_LAG_SECONDS = Gauge(
     "carepath_outbox_lag_seconds", "Age of the oldest unsent outbox row", ["service"]
 )
 RELAY_SEND_SECONDS = Histogram(
-    "carepath_relay_send_seconds", "Time to hand one batch of outbox rows to the broker",
+    "carepath_relay_send_seconds",
+    "Time to hand one batch of outbox rows to the broker",
     ["service"],
 )
 

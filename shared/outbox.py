@@ -110,9 +110,7 @@ class Relay:
         if self._thread is not None:
             return
         self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, name=f"{self.service}-relay", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"{self.service}-relay", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:

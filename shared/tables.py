@@ -14,11 +14,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def Timestamp(*, nullable: bool = False, index: bool = False) -> Any:  # noqa: N802 - a Field
+def Timestamp(*, nullable: bool = False, index: bool = False) -> Any:
     """An aware UTC timestamp column (timestamptz on PostgreSQL)."""
     return Field(
         default=None if nullable else ...,
-        sa_type=DateTime(timezone=True),  # type: ignore[call-overload]
+        sa_type=DateTime(timezone=True),
         nullable=nullable,
         index=index,
     )
@@ -62,7 +62,7 @@ class InboxEvent(SQLModel, table=True):
 
     event_id: UUID = Field(primary_key=True)
     type: str = Field(max_length=100)
-    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class DeadLetter(SQLModel, table=True):
@@ -78,7 +78,7 @@ class DeadLetter(SQLModel, table=True):
     event_type: str | None = Field(default=None, max_length=100)
     error: str = Field(max_length=500)
     message: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    failed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    failed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     replayed_at: datetime | None = Timestamp(nullable=True)
     replay_count: int = 0
 
@@ -93,7 +93,7 @@ class AuditRecord(SQLModel, table=True):
     __tablename__ = "audit_log"
 
     id: int | None = Field(default=None, primary_key=True)
-    recorded: datetime = Field(default_factory=utcnow, index=True, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    recorded: datetime = Field(default_factory=utcnow, index=True, sa_type=DateTime(timezone=True))
     action: str = Field(max_length=1)
     outcome: str = Field(max_length=2)
     agent_user: str = Field(max_length=100)

@@ -21,15 +21,16 @@ import structlog
 from dramatiq import Broker, Message
 from dramatiq.brokers.stub import StubBroker
 from litestar import Controller, Litestar, Request, Response, Router, get, post
-from litestar.config.app import ExperimentalFeatures  # noqa: F401 - re-exported for apps
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import Parameter
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
-from litestar.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import Message as AsgiMessage
 from sqlmodel import Session, col, select
 
 from shared.audit import AuditAction, AuditOutcome, record_access
@@ -50,8 +51,13 @@ from shared.tables import DeadLetter, as_utc
 log = get_logger(__name__)
 
 _CORRELATION_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_METHOD_ACTIONS = {"GET": AuditAction.read, "POST": AuditAction.create, "PUT": AuditAction.update,
-                   "PATCH": AuditAction.update, "DELETE": AuditAction.delete}
+_METHOD_ACTIONS = {
+    "GET": AuditAction.read,
+    "POST": AuditAction.create,
+    "PUT": AuditAction.update,
+    "PATCH": AuditAction.update,
+    "DELETE": AuditAction.delete,
+}
 
 
 # --- dependencies -------------------------------------------------------------------
@@ -80,8 +86,11 @@ def provide_user(request: Request[Any, Any, Any]) -> User:
 
 
 def service_router(
-    runtime: ServiceRuntime, route_handlers: Sequence[Any], path: str = "/",
-    *, include_in_schema: bool = True,
+    runtime: ServiceRuntime,
+    route_handlers: Sequence[Any],
+    path: str = "/",
+    *,
+    include_in_schema: bool = True,
 ) -> Router:
     # Routers are copied when registered, so they name their service instead of
     # holding its runtime (which owns threads and connections).
@@ -104,10 +113,13 @@ class FeedPage(msgspec.Struct, kw_only=True):
 
 class EventFeedController(Controller):
     path = "/api/events"
-    guards = [requires(Role.service, Role.admin)]  # noqa: RUF012
+    guards = [requires(Role.service, Role.admin)]
 
-    @get(operation_id="readEventFeed", summary="This service's events in order, after a cursor",
-         sync_to_thread=True)
+    @get(
+        operation_id="readEventFeed",
+        summary="This service's events in order, after a cursor",
+        sync_to_thread=True,
+    )
     def read(
         self,
         db: Session,
@@ -117,9 +129,17 @@ class EventFeedController(Controller):
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> FeedPage:
         rows = read_feed(db, after, limit)
-        record_access(db, user_id=user.id, role=user.role, action=AuditAction.read,
-                      entity_type="EventFeed", entity_id=None, patient_id=None,
-                      path=request.url.path, detail=f"after={after} count={len(rows)}")
+        record_access(
+            db,
+            user_id=user.id,
+            role=user.role,
+            action=AuditAction.read,
+            entity_type="EventFeed",
+            entity_id=None,
+            patient_id=None,
+            path=request.url.path,
+            detail=f"after={after} count={len(rows)}",
+        )
         db.commit()
         items = [{"position": row.position, **row.envelope} for row in rows]
         return FeedPage(items=items, next_after=rows[-1].position or after if rows else after)
@@ -139,17 +159,23 @@ class DeadLetterView(msgspec.Struct, kw_only=True):
 
 class DeadLetterController(Controller):
     path = "/api/dead-letters"
-    guards = [requires(Role.admin, Role.service)]  # noqa: RUF012
+    guards = [requires(Role.admin, Role.service)]
 
     @get(operation_id="listDeadLetters", sync_to_thread=True)
-    def list_dead_letters(self, db: Session, include_replayed: bool = False) -> list[DeadLetterView]:
+    def list_dead_letters(
+        self, db: Session, include_replayed: bool = False
+    ) -> list[DeadLetterView]:
         statement = select(DeadLetter).order_by(col(DeadLetter.id))
         if not include_replayed:
             statement = statement.where(col(DeadLetter.replayed_at).is_(None))
         return [_dead_letter_view(row) for row in db.exec(statement).all()]
 
-    @post("/{dead_letter_id:int}/replay", operation_id="replayDeadLetter", sync_to_thread=True,
-          status_code=200)
+    @post(
+        "/{dead_letter_id:int}/replay",
+        operation_id="replayDeadLetter",
+        sync_to_thread=True,
+        status_code=200,
+    )
     def replay(self, db: Session, runtime: ServiceRuntime, dead_letter_id: int) -> DeadLetterView:
         row = db.get(DeadLetter, dead_letter_id)
         if row is None:
@@ -177,8 +203,13 @@ class DeadLetterController(Controller):
 def _dead_letter_view(row: DeadLetter) -> DeadLetterView:
     assert row.id is not None
     return DeadLetterView(
-        id=row.id, message_id=row.message_id, queue_name=row.queue_name, event_id=row.event_id,
-        event_type=row.event_type, error=row.error, failed_at=as_utc(row.failed_at),
+        id=row.id,
+        message_id=row.message_id,
+        queue_name=row.queue_name,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        error=row.error,
+        failed_at=as_utc(row.failed_at),
         replayed_at=as_utc(row.replayed_at) if row.replayed_at else None,
         replay_count=row.replay_count,
     )
@@ -201,8 +232,9 @@ def ready(state: State) -> Response[Any]:
     checks["broker"] = _check(partial(check_broker, state.broker))
     failing = sorted(part for part, outcome in checks.items() if outcome != "ok")
     if failing:
-        return problem(HTTP_503_SERVICE_UNAVAILABLE, "not ready: " + ", ".join(failing),
-                       checks=checks)
+        return problem(
+            HTTP_503_SERVICE_UNAVAILABLE, "not ready: " + ", ".join(failing), checks=checks
+        )
     return Response({"status": "ready", "checks": checks})
 
 
@@ -264,11 +296,11 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
     """Carry X-Correlation-ID from the request into logs, events and the response."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(CORRELATION_HEADER.lower().encode(), b"").decode(
-            "latin-1"
+        given = (
+            dict(scope["headers"]).get(CORRELATION_HEADER.lower().encode(), b"").decode("latin-1")
         )
         correlation_id = given if _CORRELATION_ID.match(given) else new_correlation_id()
         structlog.contextvars.clear_contextvars()
@@ -278,7 +310,7 @@ def correlation_middleware(app: ASGIApp) -> ASGIApp:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 headers.append((CORRELATION_HEADER.lower().encode(), correlation_id.encode()))
-                message["headers"] = headers  # type: ignore[typeddict-unknown-key]
+                message["headers"] = headers
             await send(message)
 
         await app(scope, receive, send_with_header)
@@ -306,20 +338,19 @@ def build_app(
         if embedded:
             route_handlers.append(service_router(runtime, own))
             route_handlers.append(
-                service_router(runtime, [*own, *PLATFORM_CONTROLLERS], f"/{runtime.name}",
-                               include_in_schema=False)
+                service_router(
+                    runtime,
+                    [*own, *PLATFORM_CONTROLLERS],
+                    f"/{runtime.name}",
+                    include_in_schema=False,
+                )
             )
         else:
             route_handlers.append(service_router(runtime, [*own, *PLATFORM_CONTROLLERS]))
-    if embedded:
-        # The platform routes of each service, documented once under its prefix.
-        for runtime in runtimes:
-            route_handlers.append(
-                service_router(runtime, PLATFORM_CONTROLLERS, f"/{runtime.name}/platform",
-                               include_in_schema=False)
-            )
     prometheus = PrometheusConfig(
-        app_name="carepath", prefix="carepath_http", group_path=True,
+        app_name="carepath",
+        prefix="carepath_http",
+        group_path=True,
         exclude=["/metrics", "/health"],
     )
     route_handlers.append(PrometheusController)

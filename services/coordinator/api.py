@@ -18,21 +18,31 @@ from shared.auth import Role, User, requires
 
 class PathwayController(Controller):
     path = "/api/pathways"
-    tags = ["pathways"]  # noqa: RUF012
-    opt = {"resource": "CarePlan"}  # noqa: RUF012
-    guards = [requires(Role.mdt, Role.psychologist, Role.infusion_clinician, Role.admin)]  # noqa: RUF012
+    tags = ["pathways"]
+    opt = {"resource": "CarePlan"}
+    guards = [requires(Role.mdt, Role.psychologist, Role.infusion_clinician, Role.admin)]
 
-    @get("/{patient_id:uuid}", operation_id="readPathway",
-         summary="One patient's pathway across referrals, infusions and therapy",
-         sync_to_thread=True)
+    @get(
+        "/{patient_id:uuid}",
+        operation_id="readPathway",
+        summary="One patient's pathway across referrals, infusions and therapy",
+        sync_to_thread=True,
+    )
     def read(
         self, patient_id: UUID, db: Session, user: User, request: Request[Any, Any, Any]
     ) -> PathwayRead:
         row = db.get(PathwayRow, patient_id)
         if row is None:
             raise NotFoundException("the coordinator has no events for this patient")
-        record_access(db, user_id=user.id, role=user.role, action=AuditAction.read,
-                      entity_type="CarePlan", entity_id=str(patient_id), patient_id=patient_id,
-                      path=request.url.path)
+        record_access(
+            db,
+            user_id=user.id,
+            role=user.role,
+            action=AuditAction.read,
+            entity_type="CarePlan",
+            entity_id=str(patient_id),
+            patient_id=patient_id,
+            path=request.url.path,
+        )
         db.commit()
         return msgspec.convert(row.document, PathwayRead)

@@ -9,8 +9,14 @@ from uuid import UUID
 import msgspec
 
 Stage = Literal[
-    "registered", "referred", "triaged", "assessment", "induction", "maintenance",
-    "follow-up", "discharged",
+    "registered",
+    "referred",
+    "triaged",
+    "assessment",
+    "induction",
+    "maintenance",
+    "follow-up",
+    "discharged",
 ]
 Severity = Literal["urgent", "high", "routine"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]

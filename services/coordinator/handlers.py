@@ -22,10 +22,15 @@ def handle_event(session: Session, envelope: Envelope) -> None:
 
 def _stored(envelope: Envelope) -> StoredEvent:
     return StoredEvent(
-        event_id=envelope.event_id, patient_id=envelope.patient_id, type=envelope.type,
-        schema_version=envelope.schema_version, producer=envelope.producer,
-        subject_type=envelope.subject.type, subject_id=envelope.subject.id,
-        sequence=envelope.sequence, occurred_at=envelope.occurred_at,
+        event_id=envelope.event_id,
+        patient_id=envelope.patient_id,
+        type=envelope.type,
+        schema_version=envelope.schema_version,
+        producer=envelope.producer,
+        subject_type=envelope.subject.type,
+        subject_id=envelope.subject.id,
+        sequence=envelope.sequence,
+        occurred_at=envelope.occurred_at,
         envelope=encode_envelope(envelope),
     )
 
@@ -38,8 +43,11 @@ def stored_events(session: Session, patient_id: UUID) -> list[Envelope]:
 def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
     pathway = project(patient_id, stored_events(session, patient_id))
     row = session.get(PathwayRow, patient_id) or PathwayRow(
-        patient_id=patient_id, stage=pathway.stage, stage_since=pathway.stage_since,
-        event_count=0, document={},
+        patient_id=patient_id,
+        stage=pathway.stage,
+        stage_since=pathway.stage_since,
+        event_count=0,
+        document={},
     )
     row.stage = pathway.stage
     row.stage_since = pathway.stage_since

@@ -28,8 +28,8 @@ class StoredEvent(SQLModel, table=True):
     subject_type: str = Field(max_length=50)
     subject_id: str = Field(max_length=64)
     sequence: int
-    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
-    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     envelope: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
 
 
@@ -40,8 +40,8 @@ class PathwayRow(SQLModel, table=True):
 
     patient_id: UUID = Field(primary_key=True)
     stage: str = Field(max_length=20, index=True)
-    stage_since: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    stage_since: datetime = Field(sa_type=DateTime(timezone=True))
     open_alerts: int = 0
     event_count: int
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -31,9 +31,7 @@ TEAM_OF_TARGET = {
 
 def ordered(events: Iterable[Envelope]) -> list[Envelope]:
     unique = {event.event_id: event for event in events}
-    return sorted(
-        unique.values(), key=lambda e: (e.occurred_at, e.sequence, str(e.event_id))
-    )
+    return sorted(unique.values(), key=lambda e: (e.occurred_at, e.sequence, str(e.event_id)))
 
 
 def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
@@ -52,18 +50,29 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         if event.type == "referral.received":
             data = event.data
             referrals[data["referral_id"]] = ReferralStream(
-                referral_id=data["referral_id"], target=data["target"],
-                priority=data["priority"], status="received", received_at=event.occurred_at,
+                referral_id=data["referral_id"],
+                target=data["target"],
+                priority=data["priority"],
+                status="received",
+                received_at=event.occurred_at,
             )
             if stage == "registered":
                 stage, stage_since = "referred", event.occurred_at
             baseline = data.get("baseline") or {}
             if baseline.get("phq9_total") is not None:
-                measures["phq9"].append(MeasurePoint(
-                    at=event.occurred_at, value=baseline["phq9_total"], source="referral baseline"))
+                measures["phq9"].append(
+                    MeasurePoint(
+                        at=event.occurred_at,
+                        value=baseline["phq9_total"],
+                        source="referral baseline",
+                    )
+                )
             if baseline.get("pain_nrs") is not None:
-                measures["pain_nrs"].append(MeasurePoint(
-                    at=event.occurred_at, value=baseline["pain_nrs"], source="referral baseline"))
+                measures["pain_nrs"].append(
+                    MeasurePoint(
+                        at=event.occurred_at, value=baseline["pain_nrs"], source="referral baseline"
+                    )
+                )
             alert = phq9_item9_alert(
                 baseline.get("phq9_item9"), event.occurred_at, "referral baseline"
             )
@@ -95,9 +104,13 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
 
 def _timeline_entry(event: Envelope) -> TimelineEntry:
     return TimelineEntry(
-        event_id=event.event_id, type=event.type, occurred_at=event.occurred_at,
-        producer=event.producer, subject_type=event.subject.type,
-        subject_id=event.subject.id, summary=_summary(event),
+        event_id=event.event_id,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        producer=event.producer,
+        subject_type=event.subject.type,
+        subject_id=event.subject.id,
+        summary=_summary(event),
     )
 
 

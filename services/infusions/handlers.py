@@ -1,4 +1,7 @@
-"""Events the infusions service consumes (referral.accepted opens its care with the infusions issue)."""
+"""Events the infusions service consumes.
+
+referral.accepted opens a course once the infusions issue lands.
+"""
 
 from __future__ import annotations
 

@@ -46,9 +46,9 @@ def _rule(error: domain.ReferralRuleBroken) -> FieldProblem:
 
 class PatientController(Controller):
     path = "/api/patients"
-    tags = ["patients"]  # noqa: RUF012
-    opt = {"resource": "Patient"}  # noqa: RUF012
-    guards = [requires(*CLINICAL_ROLES)]  # noqa: RUF012
+    tags = ["patients"]
+    opt = {"resource": "Patient"}
+    guards = [requires(*CLINICAL_ROLES)]
 
     @post(operation_id="registerPatient", summary="Register a patient", sync_to_thread=True)
     def register(
@@ -70,20 +70,37 @@ class PatientController(Controller):
                     existing_patient_id=str(existing.id),
                 )
         patient = Patient(
-            given_name=data.given_name, family_name=data.family_name, birth_date=data.birth_date,
-            sex=data.sex, nhs_number=nhs_number, contact_preference=data.contact_preference,
+            given_name=data.given_name,
+            family_name=data.family_name,
+            birth_date=data.birth_date,
+            sex=data.sex,
+            nhs_number=nhs_number,
+            contact_preference=data.contact_preference,
             registered_by=user.id,
         )
         db.add(patient)
-        add_event(db, new_event(
-            type="patient.registered", data=PatientRegistered(patient_id=patient.id),
-            producer=SERVICE, patient_id=patient.id,
-            subject=Subject(type="patient", id=str(patient.id)), actor=_actor(user),
-            correlation_id=current_correlation_id(),
-        ))
-        record_access(db, user_id=user.id, role=user.role, action=AuditAction.create,
-                      entity_type="Patient", entity_id=str(patient.id), patient_id=patient.id,
-                      path=request.url.path)
+        add_event(
+            db,
+            new_event(
+                type="patient.registered",
+                data=PatientRegistered(patient_id=patient.id),
+                producer=SERVICE,
+                patient_id=patient.id,
+                subject=Subject(type="patient", id=str(patient.id)),
+                actor=_actor(user),
+                correlation_id=current_correlation_id(),
+            ),
+        )
+        record_access(
+            db,
+            user_id=user.id,
+            role=user.role,
+            action=AuditAction.create,
+            entity_type="Patient",
+            entity_id=str(patient.id),
+            patient_id=patient.id,
+            path=request.url.path,
+        )
         try:
             db.commit()
         except IntegrityError:
@@ -99,17 +116,28 @@ class PatientController(Controller):
         patient = db.get(Patient, patient_id)
         if patient is None:
             raise NotFoundException(f"no patient {patient_id}")
-        record_access(db, user_id=user.id, role=user.role, action=AuditAction.read,
-                      entity_type="Patient", entity_id=str(patient_id), patient_id=patient_id,
-                      path=request.url.path)
+        record_access(
+            db,
+            user_id=user.id,
+            role=user.role,
+            action=AuditAction.read,
+            entity_type="Patient",
+            entity_id=str(patient_id),
+            patient_id=patient_id,
+            path=request.url.path,
+        )
         db.commit()
         return _patient_read(patient)
 
 
 def _patient_read(patient: Patient) -> PatientRead:
     return PatientRead(
-        id=patient.id, given_name=patient.given_name, family_name=patient.family_name,
-        birth_date=patient.birth_date, sex=patient.sex, nhs_number=patient.nhs_number,
+        id=patient.id,
+        given_name=patient.given_name,
+        family_name=patient.family_name,
+        birth_date=patient.birth_date,
+        sex=patient.sex,
+        nhs_number=patient.nhs_number,
         contact_preference=patient.contact_preference,
         registered_at=as_utc(patient.registered_at),
     )
@@ -117,12 +145,11 @@ def _patient_read(patient: Patient) -> PatientRead:
 
 class ReferralController(Controller):
     path = "/api/referrals"
-    tags = ["referrals"]  # noqa: RUF012
-    opt = {"resource": "ServiceRequest"}  # noqa: RUF012
-    guards = [requires(*CLINICAL_ROLES)]  # noqa: RUF012
+    tags = ["referrals"]
+    opt = {"resource": "ServiceRequest"}
+    guards = [requires(*CLINICAL_ROLES)]
 
-    @post(operation_id="createReferral", summary="Refer a patient to a team",
-          sync_to_thread=True)
+    @post(operation_id="createReferral", summary="Refer a patient to a team", sync_to_thread=True)
     def create(
         self, data: ReferralCreate, db: Session, user: User, request: Request[Any, Any, Any]
     ) -> ReferralRead:
@@ -148,33 +175,55 @@ class ReferralController(Controller):
                 "pain_nrs": pain,
             }
         referral = Referral(
-            patient_id=data.patient_id, target=data.target, priority=data.priority,
-            status="received", reason=data.reason, conditions=list(data.conditions),
+            patient_id=data.patient_id,
+            target=data.target,
+            priority=data.priority,
+            status="received",
+            reason=data.reason,
+            conditions=list(data.conditions),
             referrer=msgspec.to_builtins(data.referrer),
             prior_treatments=msgspec.to_builtins(data.prior_treatments),
-            baseline=stored_baseline, created_by=user.id,
+            baseline=stored_baseline,
+            created_by=user.id,
         )
         db.add(referral)
-        add_event(db, new_event(
-            type="referral.received",
-            data=ReferralReceived(
-                referral_id=referral.id, target=data.target, priority=data.priority,
-                conditions=list(data.conditions), referrer_role=data.referrer.role,
-                prior_treatment_count=len(data.prior_treatments),
-                received_at=referral.received_at,
-                baseline=BaselineScores(
-                    phq9_total=phq9.total if phq9 else None,
-                    phq9_item9=phq9.items[8] if phq9 else None,
-                    pain_nrs=pain,
-                ) if baseline is not None else None,
+        add_event(
+            db,
+            new_event(
+                type="referral.received",
+                data=ReferralReceived(
+                    referral_id=referral.id,
+                    target=data.target,
+                    priority=data.priority,
+                    conditions=list(data.conditions),
+                    referrer_role=data.referrer.role,
+                    prior_treatment_count=len(data.prior_treatments),
+                    received_at=referral.received_at,
+                    baseline=BaselineScores(
+                        phq9_total=phq9.total if phq9 else None,
+                        phq9_item9=phq9.items[8] if phq9 else None,
+                        pain_nrs=pain,
+                    )
+                    if baseline is not None
+                    else None,
+                ),
+                producer=SERVICE,
+                patient_id=data.patient_id,
+                subject=Subject(type="referral", id=str(referral.id)),
+                actor=_actor(user),
+                correlation_id=current_correlation_id(),
             ),
-            producer=SERVICE, patient_id=data.patient_id,
-            subject=Subject(type="referral", id=str(referral.id)), actor=_actor(user),
-            correlation_id=current_correlation_id(),
-        ))
-        record_access(db, user_id=user.id, role=user.role, action=AuditAction.create,
-                      entity_type="ServiceRequest", entity_id=str(referral.id),
-                      patient_id=data.patient_id, path=request.url.path)
+        )
+        record_access(
+            db,
+            user_id=user.id,
+            role=user.role,
+            action=AuditAction.create,
+            entity_type="ServiceRequest",
+            entity_id=str(referral.id),
+            patient_id=data.patient_id,
+            path=request.url.path,
+        )
         db.commit()
         return _referral_read(referral)
 
@@ -185,9 +234,16 @@ class ReferralController(Controller):
         referral = db.get(Referral, referral_id)
         if referral is None:
             raise NotFoundException(f"no referral {referral_id}")
-        record_access(db, user_id=user.id, role=user.role, action=AuditAction.read,
-                      entity_type="ServiceRequest", entity_id=str(referral_id),
-                      patient_id=referral.patient_id, path=request.url.path)
+        record_access(
+            db,
+            user_id=user.id,
+            role=user.role,
+            action=AuditAction.read,
+            entity_type="ServiceRequest",
+            entity_id=str(referral_id),
+            patient_id=referral.patient_id,
+            path=request.url.path,
+        )
         db.commit()
         return _referral_read(referral)
 
@@ -195,8 +251,12 @@ class ReferralController(Controller):
 def _referral_read(referral: Referral) -> ReferralRead:
     baseline = referral.baseline
     return ReferralRead(
-        id=referral.id, patient_id=referral.patient_id, target=referral.target,
-        priority=referral.priority, status=referral.status, reason=referral.reason,
+        id=referral.id,
+        patient_id=referral.patient_id,
+        target=referral.target,
+        priority=referral.priority,
+        status=referral.status,
+        reason=referral.reason,
         conditions=list(referral.conditions),
         referrer=msgspec.convert(referral.referrer, Referrer),
         prior_treatments=msgspec.convert(referral.prior_treatments, list[PriorTreatment]),

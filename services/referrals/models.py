@@ -23,7 +23,7 @@ class Patient(SQLModel, table=True):
     nhs_number: str | None = Field(default=None, max_length=10, unique=True)
     contact_preference: str | None = Field(default=None, max_length=10)
     registered_by: str = Field(max_length=100)
-    registered_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    registered_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class Referral(SQLModel, table=True):
@@ -38,4 +38,4 @@ class Referral(SQLModel, table=True):
     prior_treatments: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     baseline: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_by: str = Field(max_length=100)
-    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
