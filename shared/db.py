@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
@@ -77,3 +78,15 @@ def ping(engine: Engine) -> None:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def lock_for_transaction(session: Session, key: UUID) -> None:
+    """Serialise transactions about one thing (e.g. one patient) until commit.
+
+    PostgreSQL takes a transaction-scoped advisory lock; SQLite needs nothing, since
+    every write transaction there already begins with the database's write lock.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        signed = int.from_bytes(key.bytes[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": signed})

@@ -185,7 +185,7 @@ def declare_consumer(
                 session.flush()
             except IntegrityError:
                 session.rollback()
-                EVENTS_CONSUMED.labels(service, "duplicate").inc()
+                _ignored_duplicate(service, envelope)
                 return
             handle(session, envelope)
             try:
@@ -193,7 +193,7 @@ def declare_consumer(
             except IntegrityError:
                 session.rollback()
                 if _already_consumed(sessions, envelope):
-                    EVENTS_CONSUMED.labels(service, "duplicate").inc()
+                    _ignored_duplicate(service, envelope)
                     return
                 raise
         EVENTS_CONSUMED.labels(service, "processed").inc()
@@ -212,6 +212,11 @@ def declare_consumer(
     )
     consumer: dramatiq.Actor[Any, Any] = declare(handle_event)
     return consumer
+
+
+def _ignored_duplicate(service: str, envelope: Envelope) -> None:
+    EVENTS_CONSUMED.labels(service, "duplicate").inc()
+    log.info("event.duplicate_ignored", service=service, event_id=str(envelope.event_id))
 
 
 def _already_consumed(sessions: SessionFactory, envelope: Envelope) -> bool:

@@ -10,10 +10,14 @@ from sqlmodel import Session, select
 
 from services.coordinator.models import PathwayRow, StoredEvent
 from services.coordinator.projection import project
+from shared.db import lock_for_transaction
 from shared.events import Envelope, decode_envelope, encode_envelope
 
 
 def handle_event(session: Session, envelope: Envelope) -> None:
+    # Two workers folding one patient's events at once would each miss the other's
+    # uncommitted event and the later commit would win with a pathway missing one.
+    lock_for_transaction(session, envelope.patient_id)
     if session.get(StoredEvent, envelope.event_id) is None:
         session.add(_stored(envelope))
         session.flush()

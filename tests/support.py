@@ -1,0 +1,165 @@
+"""Helpers the integration and e2e tiers share: processes, ports, databases, bodies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psycopg
+
+T = TypeVar("T")
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "CAREPATH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_TEST_URL = os.environ.get("CAREPATH_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+JWT_SECRET = "test-secret-that-is-long-enough-for-production-0123456789"
+SERVICES = ("referrals", "infusions", "therapy", "coordinator")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    probe: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except (httpx.HTTPError, psycopg.Error, ConnectionError):
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def carepath(*args: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", *args]
+
+
+class Processes:
+    """Subprocesses started by one test, always stopped at its end."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir,
+            start_new_session=True,
+        )
+        self.running[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        process = self.running.pop(name)
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return process.returncode
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+
+def wait_for_http(url: str, timeout: float = 40.0) -> None:
+    def answered() -> bool:
+        return httpx.get(url, timeout=1.0).status_code == 200
+
+    wait_until(answered, timeout=timeout, interval=0.2, what=url)
+
+
+@contextmanager
+def postgres_databases(prefix: str, names: tuple[str, ...]) -> Iterator[dict[str, str]]:
+    """Throwaway databases, one per name, dropped afterwards: name → SQLAlchemy URL."""
+    suffix = uuid.uuid4().hex[:8]
+    created = {name: f"{prefix}_{suffix}_{name}" for name in names}
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        for database in created.values():
+            connection.execute(f'CREATE DATABASE "{database}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    try:
+        yield {name: f"{base}/{database}" for name, database in created.items()}
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            for database in created.values():
+                connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def plain_url(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def scalar(database_url: str, query: str, *params: Any) -> Any:
+    with psycopg.connect(plain_url(database_url), autocommit=True) as connection:
+        row = connection.execute(query, params).fetchone()
+    return row[0] if row else None
+
+
+def execute(database_url: str, query: str, *params: Any) -> None:
+    with psycopg.connect(plain_url(database_url), autocommit=True) as connection:
+        connection.execute(query, params)
+
+
+def token(role: str, user: str = "test-user") -> str:
+    from shared.auth import Role, issue_token
+    from shared.settings import PlatformSettings
+
+    return issue_token(PlatformSettings(jwt_secret=JWT_SECRET), user, Role(role))
+
+
+def patient_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "given_name": "Test", "family_name": "Patient", "birth_date": "1975-04-12",
+        "sex": "female",
+    }
+    body.update(overrides)
+    return body
+
+
+def referral_body(patient_id: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "patient_id": patient_id,
+        "target": "ketamine-infusion",
+        "priority": "routine",
+        "reason": "CRPS of the left foot with low mood despite treatment",
+        "conditions": ["crps", "depression"],
+        "referrer": {"name": "Dr Test", "role": "pain consultant", "organisation": "Test Trust"},
+        "prior_treatments": [
+            {"name": "gabapentin", "kind": "medicine", "outcome": "no meaningful relief"}
+        ],
+        "baseline": {"phq9_items": [2, 2, 1, 1, 2, 1, 1, 1, 0], "pain_nrs": 8},
+    }
+    body.update(overrides)
+    return body
+
+
+def timeline_types(pathway: dict[str, Any]) -> list[str]:
+    return [entry["type"] for entry in pathway.get("timeline", [])]
