@@ -76,7 +76,7 @@ class DeadLetterRecorder(Middleware):
                     actor_name=message.actor_name,
                     event_id=str(event_id) if event_id else None,
                     event_type=str(event_type)[:100] if event_type else None,
-                    error=_last_line(message.options.get("traceback")),
+                    error=message.options.get("carepath_error", "unknown error"),
                     message=message.asdict(),
                 )
             )
@@ -89,21 +89,30 @@ class DeadLetterRecorder(Middleware):
         )
 
 
-class RetryCounter(Middleware):
-    """Counts retries; sits after Retries so ``message.failed`` is already decided."""
+class FailureNotes(Middleware):
+    """Notes why a message failed, and counts retries.
+
+    Sits after Retries, so ``message.failed`` is already decided. The note is the
+    error's type and the first line of its message: a database error's later lines
+    quote the row's values, which may be patient data.
+    """
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: Any = None
     ) -> None:
-        if exception is not None and not message.failed:
+        if exception is None:
+            return
+        message.options["carepath_error"] = describe_error(exception)
+        if not message.failed:
             MESSAGES_RETRIED.labels(message.queue_name).inc()
 
 
-def _last_line(traceback_text: Any) -> str:
-    if not traceback_text:
-        return "unknown error"
-    lines = [line for line in str(traceback_text).strip().splitlines() if line.strip()]
-    return lines[-1][:500] if lines else "unknown error"
+def describe_error(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+    lines = str(cause).strip().splitlines()
+    first = lines[0] if lines else ""
+    kind = f"{type(error).__module__}.{type(error).__qualname__}"
+    return f"{kind}: {first}"[:500]
 
 
 def make_broker(settings: PlatformSettings) -> Broker:
@@ -119,7 +128,7 @@ def make_broker(settings: PlatformSettings) -> Broker:
             min_backoff=settings.min_backoff_ms,
             max_backoff=settings.max_backoff_ms,
         ),
-        RetryCounter(),
+        FailureNotes(),
         DeadLetterRecorder(),
     ]
     broker: Broker
