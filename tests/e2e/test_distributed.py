@@ -1,0 +1,121 @@
+"""Every service's API and worker as its own process, on PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from shared.client import ApiProblem, CarepathClient
+from tests.support import (
+    JWT_SECRET,
+    REDIS_TEST_URL,
+    SERVICES,
+    Processes,
+    carepath,
+    free_port,
+    patient_body,
+    postgres_databases,
+    referral_body,
+    token,
+    wait_for_http,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def distributed_env() -> Iterator[dict[str, str]]:
+    namespace = f"cp-e2e-{uuid.uuid4().hex[:8]}"
+    with postgres_databases("cp_e2e", SERVICES) as urls:
+        env = {key: value for key, value in os.environ.items() if not key.startswith("CAREPATH_")}
+        env.update(
+            {
+                "CAREPATH_ENV": "production",
+                "CAREPATH_JWT_SECRET": JWT_SECRET,
+                "CAREPATH_REDIS_URL": REDIS_TEST_URL,
+                "CAREPATH_REDIS_NAMESPACE": namespace,
+                "CAREPATH_RELAY_INTERVAL_S": "0.5",
+            }
+        )
+        for service in SERVICES:
+            env[f"CAREPATH_{service.upper()}_DATABASE_URL"] = urls[service]
+            env[f"CAREPATH_{service.upper()}_URL"] = f"http://127.0.0.1:{free_port()}"
+        yield env
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    keys = list(client.scan_iter(f"{namespace}*"))
+    if keys:
+        client.delete(*keys)
+
+
+def test_each_service_as_its_own_processes_carries_the_slice(
+    distributed_env: dict[str, str], processes: Processes
+) -> None:
+    env = distributed_env
+    for service in SERVICES:
+        migrated = subprocess.run(
+            carepath("migrate", service),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert migrated.returncode == 0, migrated.stderr
+    for service in SERVICES:
+        port = env[f"CAREPATH_{service.upper()}_URL"].rsplit(":", 1)[1]
+        processes.start(f"{service}-api", carepath("serve", service, "--port", port), env)
+        processes.start(f"{service}-worker", carepath("worker", service), env)
+    for service in SERVICES:
+        url = env[f"CAREPATH_{service.upper()}_URL"]
+        wait_for_http(f"{url}/health")
+        readiness = httpx.get(f"{url}/ready").json()
+        assert readiness["checks"] == {f"{service}.database": "ok", "broker": "ok"}
+
+    referrals_url = env["CAREPATH_REFERRALS_URL"]
+    with CarepathClient(referrals_url, token("referrer")) as referrer:
+        patient = referrer.register_patient(**patient_body())
+        referral = referrer.create_referral(
+            **referral_body(
+                str(patient.id),
+                target="psychology",
+                prior_treatments=[],
+                baseline={"phq9_items": [2, 2, 2, 2, 2, 2, 2, 2, 1]},
+            )
+        )
+    assert referral.status == "received"
+
+    with CarepathClient(env["CAREPATH_COORDINATOR_URL"], token("mdt")) as mdt:
+
+        def pathway_with_referral() -> object:
+            try:
+                found = mdt.pathway(patient.id)
+            except ApiProblem:
+                return None
+            return found if any(e.type == "referral.received" for e in found.timeline) else None
+
+        pathway = wait_until(pathway_with_referral, timeout=30, what="the distributed pathway")
+    assert pathway.stage == "referred"
+    # PHQ-9 item 9 answered 1 at baseline: the urgent safety alert is on the pathway.
+    assert [(a.kind, a.severity, a.status) for a in pathway.alerts] == [
+        ("phq9-item9", "urgent", "open")
+    ]
+
+    # A wrong role is refused by the service that owns the route.
+    with (
+        CarepathClient(referrals_url, token("admin")) as admin,
+        pytest.raises(ApiProblem) as denied,
+    ):
+        admin.create_referral(**referral_body(str(patient.id)))
+    assert denied.value.status == 403
+    # The referrals service's feed gives a consumer its events in order, over HTTP.
+    with CarepathClient(referrals_url, token("service", "coordinator")) as feed:
+        page = feed.events(after=0)
+    assert [item["sequence"] for item in page.items] == [1, 1]
+    assert [item["type"] for item in page.items] == ["patient.registered", "referral.received"]

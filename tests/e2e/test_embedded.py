@@ -1,0 +1,103 @@
+"""`carepath up` as a subprocess, driven over HTTP with the typed httpx client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.client import ApiProblem, CarepathClient
+from tests.support import (
+    JWT_SECRET,
+    Processes,
+    carepath,
+    free_port,
+    patient_body,
+    referral_body,
+    token,
+    wait_for_http,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
+
+
+def _embedded_env() -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREPATH_")}
+    env["CAREPATH_JWT_SECRET"] = JWT_SECRET
+    return env
+
+
+def _count(database: Path, query: str) -> int:
+    with sqlite3.connect(database) as connection:
+        return int(connection.execute(query).fetchone()[0])
+
+
+def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
+    tmp_path: Path, processes: Processes
+) -> None:
+    port = free_port()
+    data_dir = tmp_path / "clinic-data"
+    up = processes.start(
+        "up", carepath("up", "--port", str(port), "--data-dir", str(data_dir)), _embedded_env()
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{base}/health")
+    assert httpx.get(f"{base}/ready").json()["status"] == "ready"
+    assert httpx.get(f"{base}/schema/openapi.json").status_code == 200
+
+    with CarepathClient(base, token("referrer"), correlation_id="e2e-embedded") as referrer:
+        patient = referrer.register_patient(**patient_body(nhs_number="943 476 5919"))
+        referral = referrer.create_referral(**referral_body(str(patient.id)))
+    assert referral.status == "received" and referral.patient_id == patient.id
+
+    with CarepathClient(base, token("mdt")) as mdt:
+        pathway = wait_until(
+            lambda: _pathway_if_complete(mdt, patient.id), timeout=20, what="the pathway"
+        )
+    assert pathway.stage == "referred"
+    assert [alert.kind for alert in pathway.alerts] == []  # baseline item 9 was 0
+
+    # Bad input is a problem+json that names the field, and writes nothing.
+    with CarepathClient(base, token("referrer")) as referrer:
+        with pytest.raises(ApiProblem) as invalid:
+            referrer.register_patient(**patient_body(nhs_number="9434765918"))
+        with pytest.raises(ApiProblem) as duplicate:
+            referrer.register_patient(**patient_body(nhs_number="9434765919"))
+    assert invalid.value.status == 422
+    assert invalid.value.body["errors"][0]["field"] == "nhs_number"
+    assert duplicate.value.status == 409
+    assert duplicate.value.body["existing_patient_id"] == str(patient.id)
+    with CarepathClient(base) as anonymous, pytest.raises(ApiProblem) as unauthenticated:
+        anonymous.pathway(patient.id)
+    assert unauthenticated.value.status == 401
+
+    # The service's own feed answers below its base URL.
+    with CarepathClient(f"{base}/referrals", token("service", "coordinator")) as feed:
+        page = feed.events(after=0)
+    assert [item["type"] for item in page.items] == ["patient.registered", "referral.received"]
+
+    # Ctrl-C: the process ends by itself, leaving no unsent outbox row behind.
+    up.send_signal(signal.SIGINT)
+    assert up.wait(20) == 0
+    referrals_db = data_dir / "referrals.sqlite3"
+    assert _count(referrals_db, "SELECT count(*) FROM patient") == 1
+    assert _count(referrals_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
+    assert _count(referrals_db, "SELECT count(*) FROM audit_log WHERE outcome = '0'") >= 2
+    coordinator_db = data_dir / "coordinator.sqlite3"
+    assert _count(coordinator_db, "SELECT count(*) FROM audit_log WHERE outcome = '4'") == 1
+    assert "Test" not in processes.log("up"), "a patient's name reached the log"
+
+
+def _pathway_if_complete(client: CarepathClient, patient_id: object) -> object:
+    try:
+        pathway = client.pathway(str(patient_id))
+    except ApiProblem:
+        return None
+    if {"patient.registered", "referral.received"} <= {item.type for item in pathway.timeline}:
+        return pathway
+    return None
