@@ -22,11 +22,11 @@ from dramatiq import Broker, Message
 from dramatiq.brokers.stub import StubBroker
 from litestar import Controller, Litestar, Request, Response, Router, get, post
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, Parameter
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -70,7 +70,7 @@ def provide_runtime(request: Request[Any, Any, Any]) -> ServiceRuntime:
     return runtime
 
 
-def provide_db(runtime: ServiceRuntime) -> Generator[Session, None, None]:
+def provide_db(runtime: NamedDependency[ServiceRuntime]) -> Generator[Session, None, None]:
     """A request's session; a handler commits what it means to keep."""
     session = runtime.sessions()
     try:
@@ -86,7 +86,7 @@ def provide_user(request: Request[Any, Any, Any]) -> User:
 
 
 def service_router(
-    runtime: ServiceRuntime,
+    runtime: NamedDependency[ServiceRuntime],
     route_handlers: Sequence[Any],
     path: str = "/",
     *,
@@ -122,8 +122,8 @@ class EventFeedController(Controller):
     )
     def read(
         self,
-        db: Session,
-        user: User,
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
         request: Request[Any, Any, Any],
         after: int = Parameter(default=0, ge=0),
         limit: int = Parameter(default=100, ge=1, le=1000),
@@ -163,7 +163,7 @@ class DeadLetterController(Controller):
 
     @get(operation_id="listDeadLetters", sync_to_thread=True)
     def list_dead_letters(
-        self, db: Session, include_replayed: bool = False
+        self, db: NamedDependency[Session], include_replayed: FromQuery[bool] = False
     ) -> list[DeadLetterView]:
         statement = select(DeadLetter).order_by(col(DeadLetter.id))
         if not include_replayed:
@@ -176,7 +176,12 @@ class DeadLetterController(Controller):
         sync_to_thread=True,
         status_code=200,
     )
-    def replay(self, db: Session, runtime: ServiceRuntime, dead_letter_id: int) -> DeadLetterView:
+    def replay(
+        self,
+        db: NamedDependency[Session],
+        runtime: NamedDependency[ServiceRuntime],
+        dead_letter_id: FromPath[int],
+    ) -> DeadLetterView:
         row = db.get(DeadLetter, dead_letter_id)
         if row is None:
             raise NotFoundException(f"no dead letter {dead_letter_id}")
@@ -385,7 +390,7 @@ def build_app(
         dependencies={
             "user": Provide(provide_user, sync_to_thread=False),
             "runtime": Provide(provide_runtime, sync_to_thread=False),
-            "db": Provide(provide_db, sync_to_thread=False),
+            "db": Provide(provide_db),
         },
         middleware=[correlation_middleware, jwt_auth.middleware, prometheus.middleware],
         on_app_init=[jwt_auth.on_app_init],

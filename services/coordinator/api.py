@@ -7,7 +7,9 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from sqlmodel import Session
 
 from services.coordinator.models import PathwayRow
@@ -29,7 +31,11 @@ class PathwayController(Controller):
         sync_to_thread=True,
     )
     def read(
-        self, patient_id: UUID, db: Session, user: User, request: Request[Any, Any, Any]
+        self,
+        patient_id: FromPath[UUID],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        request: Request[Any, Any, Any],
     ) -> PathwayRead:
         row = db.get(PathwayRow, patient_id)
         if row is None:

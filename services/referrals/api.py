@@ -8,7 +8,9 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath, JSONBody
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -52,7 +54,11 @@ class PatientController(Controller):
 
     @post(operation_id="registerPatient", summary="Register a patient", sync_to_thread=True)
     def register(
-        self, data: PatientCreate, db: Session, user: User, request: Request[Any, Any, Any]
+        self,
+        data: JSONBody[PatientCreate],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        request: Request[Any, Any, Any],
     ) -> PatientRead:
         try:
             domain.check_birth_date(data.birth_date, datetime.now(UTC).date())
@@ -111,7 +117,11 @@ class PatientController(Controller):
 
     @get("/{patient_id:uuid}", operation_id="readPatient", sync_to_thread=True)
     def read(
-        self, patient_id: UUID, db: Session, user: User, request: Request[Any, Any, Any]
+        self,
+        patient_id: FromPath[UUID],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        request: Request[Any, Any, Any],
     ) -> PatientRead:
         patient = db.get(Patient, patient_id)
         if patient is None:
@@ -151,7 +161,11 @@ class ReferralController(Controller):
 
     @post(operation_id="createReferral", summary="Refer a patient to a team", sync_to_thread=True)
     def create(
-        self, data: ReferralCreate, db: Session, user: User, request: Request[Any, Any, Any]
+        self,
+        data: JSONBody[ReferralCreate],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        request: Request[Any, Any, Any],
     ) -> ReferralRead:
         baseline = data.baseline or None
         try:
@@ -229,7 +243,11 @@ class ReferralController(Controller):
 
     @get("/{referral_id:uuid}", operation_id="readReferral", sync_to_thread=True)
     def read(
-        self, referral_id: UUID, db: Session, user: User, request: Request[Any, Any, Any]
+        self,
+        referral_id: FromPath[UUID],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        request: Request[Any, Any, Any],
     ) -> ReferralRead:
         referral = db.get(Referral, referral_id)
         if referral is None:

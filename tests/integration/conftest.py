@@ -58,14 +58,16 @@ class Stack:
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("CAREPATH_")}
-        env.update({
-            "CAREPATH_ENV": "production",
-            "CAREPATH_JWT_SECRET": JWT_SECRET,
-            "CAREPATH_BROKER": "redis",
-            "CAREPATH_REDIS_URL": self.redis_url,
-            "CAREPATH_REDIS_NAMESPACE": self.namespace,
-            "CAREPATH_LOG_LEVEL": "INFO",
-        })
+        env.update(
+            {
+                "CAREPATH_ENV": "production",
+                "CAREPATH_JWT_SECRET": JWT_SECRET,
+                "CAREPATH_BROKER": "redis",
+                "CAREPATH_REDIS_URL": self.redis_url,
+                "CAREPATH_REDIS_NAMESPACE": self.namespace,
+                "CAREPATH_LOG_LEVEL": "INFO",
+            }
+        )
         for service, url in self.databases.items():
             env[f"CAREPATH_{service.upper()}_DATABASE_URL"] = url
         env.update(self.extra)
@@ -75,8 +77,11 @@ class Stack:
     def platform(self) -> PlatformSettings:
         env = self.env()
         return PlatformSettings(
-            **{key.removeprefix("CAREPATH_").lower(): value for key, value in env.items()
-               if key.startswith("CAREPATH_") and "_DATABASE_URL" not in key}
+            **{
+                key.removeprefix("CAREPATH_").lower(): value
+                for key, value in env.items()
+                if key.startswith("CAREPATH_") and "_DATABASE_URL" not in key
+            }
         )
 
     def runtime(self, service: str, broker: Broker | None = None) -> ServiceRuntime:
@@ -89,8 +94,9 @@ class Stack:
     def api(self, service: str) -> Litestar:
         """One service's API in this process, as `carepath serve` builds it."""
         runtime = self.runtime(service)
-        return build_app([runtime], runtime.broker, self.platform(), embedded=False,
-                         migrate_on_start=False)
+        return build_app(
+            [runtime], runtime.broker, self.platform(), embedded=False, migrate_on_start=False
+        )
 
 
 @pytest.fixture
@@ -137,9 +143,21 @@ class PrivateRedis:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_until(lambda: redis.Redis(port=self.port).ping(), timeout=10, what="redis-server")
 

@@ -35,8 +35,13 @@ def _refer(referrals: Any) -> str:
 
 
 def _stored(stack: Any, patient_id: str) -> int:
-    return int(scalar(stack.databases["coordinator"],
-                      "SELECT count(*) FROM stored_event WHERE patient_id = %s", patient_id))
+    return int(
+        scalar(
+            stack.databases["coordinator"],
+            "SELECT count(*) FROM stored_event WHERE patient_id = %s",
+            patient_id,
+        )
+    )
 
 
 def test_a_write_while_redis_is_down_succeeds_and_its_events_arrive_when_it_returns(
@@ -55,8 +60,11 @@ def test_a_write_while_redis_is_down_succeeds_and_its_events_arrive_when_it_retu
     assert _stored(stack, patient_id) == 0
 
     private_redis.start()
-    wait_until(lambda: _stored(stack, patient_id) == 2, timeout=40,
-               what="the events held in the outbox to arrive after Redis returned")
+    wait_until(
+        lambda: _stored(stack, patient_id) == 2,
+        timeout=40,
+        what="the events held in the outbox to arrive after Redis returned",
+    )
     assert scalar(referrals_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
 
 
@@ -89,8 +97,11 @@ def test_a_failing_consumer_dead_letters_after_its_retries_and_the_command_repla
     processes.start("coordinator-worker", carepath("worker", "coordinator"), stack.env())
     other_patient = _refer(referrals)
 
-    wait_until(lambda: scalar(coordinator_db, "SELECT count(*) FROM dead_letter") == 2,
-               timeout=30, what="both failing events in the dead-letter table")
+    wait_until(
+        lambda: scalar(coordinator_db, "SELECT count(*) FROM dead_letter") == 2,
+        timeout=30,
+        what="both failing events in the dead-letter table",
+    )
     wait_until(lambda: _stored(stack, other_patient) == 2, what="the other patient's events")
     assert _stored(stack, patient_id) == 0
     retried = processes.log("coordinator-worker").count("Retrying message")
@@ -98,8 +109,7 @@ def test_a_failing_consumer_dead_letters_after_its_retries_and_the_command_repla
 
     port = free_port()
     env = stack.env(CAREPATH_COORDINATOR_URL=f"http://127.0.0.1:{port}")
-    processes.start("coordinator-api",
-                    carepath("serve", "coordinator", "--port", str(port)), env)
+    processes.start("coordinator-api", carepath("serve", "coordinator", "--port", str(port)), env)
     wait_for_http(f"http://127.0.0.1:{port}/health")
     listed = _run(carepath("dead-letters", "list", "--service", "coordinator"), env)
     assert listed.count("coordinator.events") == 2 and "refused by the test" in listed
@@ -108,8 +118,7 @@ def test_a_failing_consumer_dead_letters_after_its_retries_and_the_command_repla
     replayed = _run(carepath("dead-letters", "replay", "--service", "coordinator", "--all"), env)
     assert replayed.count("replayed ") == 2
     wait_until(lambda: _stored(stack, patient_id) == 2, what="the replayed events to land")
-    assert scalar(coordinator_db,
-                  "SELECT count(*) FROM dead_letter WHERE replayed_at IS NULL") == 0
+    assert scalar(coordinator_db, "SELECT count(*) FROM dead_letter WHERE replayed_at IS NULL") == 0
 
 
 def test_a_poison_message_is_dead_lettered_at_once_and_does_not_block_the_queue(
@@ -126,8 +135,10 @@ def test_a_poison_message_is_dead_lettered_at_once_and_does_not_block_the_queue(
 
     coordinator_db = stack.databases["coordinator"]
     wait_until(lambda: _stored(stack, patient_id) == 2, what="events behind the poison message")
-    wait_until(lambda: scalar(coordinator_db, "SELECT count(*) FROM dead_letter") == 1,
-               what="the poison message in the dead-letter table")
+    wait_until(
+        lambda: scalar(coordinator_db, "SELECT count(*) FROM dead_letter") == 1,
+        what="the poison message in the dead-letter table",
+    )
     assert "Retrying message" not in processes.log("coordinator-worker")
     assert scalar(coordinator_db, "SELECT error FROM dead_letter").startswith(
         "shared.events.envelope.InvalidEvent"
@@ -163,25 +174,32 @@ def test_a_worker_killed_mid_message_loses_nothing(
 
     processes.start("worker-1", carepath("worker", "coordinator"), stack.env())
     wait_until(
-        lambda: scalar(coordinator_db,
-                       "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"),
+        lambda: scalar(
+            coordinator_db, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+        ),
         what="the first worker to be in the middle of the message",
     )
     processes.stop("worker-1", signal.SIGKILL)
 
     # The dead worker's unacknowledged message returns after the heartbeat timeout.
     processes.start("worker-2", carepath("worker", "coordinator"), stack.env())
-    wait_until(lambda: _stored(stack, patient_id) == 1, timeout=40,
-               what="the killed worker's message to be redelivered and processed")
+    wait_until(
+        lambda: _stored(stack, patient_id) == 1,
+        timeout=40,
+        what="the killed worker's message to be redelivered and processed",
+    )
     assert scalar(coordinator_db, "SELECT count(*) FROM inbox") == 1
-    assert scalar(coordinator_db, "SELECT event_count FROM pathway WHERE patient_id = %s",
-                  patient_id) == 1
+    assert (
+        scalar(coordinator_db, "SELECT event_count FROM pathway WHERE patient_id = %s", patient_id)
+        == 1
+    )
 
 
 def _run(command: list[str], env: dict[str, str]) -> str:
     import subprocess
 
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
