@@ -34,7 +34,10 @@ def free_port() -> int:
 
 
 def wait_until(
-    probe: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.05,
+    probe: Callable[[], T | None],
+    *,
+    timeout: float = 20.0,
+    interval: float = 0.05,
     what: str = "condition",
 ) -> T:
     deadline = time.monotonic() + timeout
@@ -63,7 +66,11 @@ class Processes:
     def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = (self.log_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.log_dir,
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.log_dir,
             start_new_session=True,
         )
         self.running[name] = process
@@ -137,7 +144,9 @@ def token(role: str, user: str = "test-user") -> str:
 
 def patient_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "given_name": "Test", "family_name": "Patient", "birth_date": "1975-04-12",
+        "given_name": "Test",
+        "family_name": "Patient",
+        "birth_date": "1975-04-12",
         "sex": "female",
     }
     body.update(overrides)
