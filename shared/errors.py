@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Any
 
@@ -70,13 +71,23 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_JSON)
 
 
+# msgspec names a missing or unknown field in its message and the enclosing object in
+# the key ("data" for the body itself): put the field's own path in "field".
+_NAMED_IN_MESSAGE = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`")
+
+
 def _field_errors(extra: Any) -> list[dict[str, str]]:
     if not isinstance(extra, list):
         return []
     errors = []
     for item in extra:
-        if isinstance(item, dict) and item.get("key"):
-            errors.append({"field": str(item["key"]), "message": str(item.get("message", ""))})
+        if not (isinstance(item, dict) and item.get("key")):
+            continue
+        key, message = str(item["key"]), str(item.get("message", ""))
+        named = _NAMED_IN_MESSAGE.match(message)
+        if named:
+            key = named.group(1) if key == "data" else f"{key}.{named.group(1)}"
+        errors.append({"field": key, "message": message})
     return errors
 
 

@@ -74,7 +74,7 @@ class DeadLetterRecorder(Middleware):
                     message_id=message.message_id,
                     queue_name=message.queue_name,
                     actor_name=message.actor_name,
-                    event_id=str(event_id) if event_id else None,
+                    event_id=str(event_id)[:64] if event_id else None,
                     event_type=str(event_type)[:100] if event_type else None,
                     error=message.options.get("carepath_error", "unknown error"),
                     message=message.asdict(),

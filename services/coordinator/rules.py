@@ -33,7 +33,9 @@ def _end_of_day(moment: datetime) -> datetime:
 
 def triage_due(received_at: datetime, priority: str) -> datetime:
     """CLINICAL.md, Waiting times: urgent referrals triaged within 2 working days
-    (local policy); routine ones get the same 2 working days as a working target here."""
+    (local policy). CLINICAL.md sets no triage time for routine referrals; 5 working
+    days is this service's working target (local policy) until the referrals issue
+    makes both a setting."""
     due = received_at
     added = 0
     days = 2 if priority == "urgent" else 5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from concurrent.futures import ThreadPoolExecutor
 import sqlite3
 from pathlib import Path
 
@@ -62,6 +63,19 @@ def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
     assert pathway.stage == "referred"
     assert [alert.kind for alert in pathway.alerts] == []  # baseline item 9 was 0
 
+    # SQLite is written by the API and the worker threads at once: concurrent referrals
+    # must all succeed (WAL, a busy timeout, BEGIN IMMEDIATE), none with a 500.
+    def refer_once(_: int) -> int:
+        with CarepathClient(base, token("referrer")) as client:
+            client.create_referral(**referral_body(str(patient.id), target="pain-mdt"))
+        return 1
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert sum(pool.map(refer_once, range(24))) == 24
+    with CarepathClient(base, token("mdt")) as mdt:
+        wait_until(lambda: len(mdt.pathway(str(patient.id)).timeline) == 26, timeout=30,
+                   what="all 24 concurrent referrals on the pathway")
+
     # Bad input is a problem+json that names the field, and writes nothing.
     with CarepathClient(base, token("referrer")) as referrer:
         with pytest.raises(ApiProblem) as invalid:
@@ -79,7 +93,8 @@ def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
     # The service's own feed answers below its base URL.
     with CarepathClient(f"{base}/referrals", token("service", "coordinator")) as feed:
         page = feed.events(after=0)
-    assert [item["type"] for item in page.items] == ["patient.registered", "referral.received"]
+    assert [item["type"] for item in page.items][:2] == ["patient.registered", "referral.received"]
+    assert len(page.items) == 26
 
     # Ctrl-C: the process ends by itself, leaving no unsent outbox row behind.
     up.send_signal(signal.SIGINT)
