@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-from concurrent.futures import ThreadPoolExecutor
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -73,8 +73,11 @@ def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert sum(pool.map(refer_once, range(24))) == 24
     with CarepathClient(base, token("mdt")) as mdt:
-        wait_until(lambda: len(mdt.pathway(str(patient.id)).timeline) == 26, timeout=30,
-                   what="all 24 concurrent referrals on the pathway")
+        wait_until(
+            lambda: len(mdt.pathway(str(patient.id)).timeline) == 26,
+            timeout=30,
+            what="all 24 concurrent referrals on the pathway",
+        )
 
     # Bad input is a problem+json that names the field, and writes nothing.
     with CarepathClient(base, token("referrer")) as referrer:
