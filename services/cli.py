@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import uvicorn
+from prometheus_client import start_http_server
 
 from services.registry import all_specs, spec_of
 from shared.auth import Role, issue_token
@@ -101,9 +102,17 @@ def serve(service: str, host: str, port: int) -> None:
 
 @main.command()
 @click.argument("service", type=service_choice)
-def worker(service: str) -> None:
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve this worker's Prometheus metrics on this port",
+)
+def worker(service: str, metrics_port: int | None) -> None:
     """Run one service's event consumer and outbox relay (distributed mode)."""
     platform, runtime = _distributed_runtime(service)
+    if metrics_port is not None:
+        start_http_server(metrics_port)
     runtime.declare_consumer()
     workers = InProcessWorkers(runtime.broker, platform.worker_threads)
     stopping = threading.Event()

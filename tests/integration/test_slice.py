@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.support import (
     Processes,
     carepath,
+    free_port,
     patient_body,
     referral_body,
     scalar,
@@ -35,7 +37,12 @@ def test_referral_reaches_the_pathway_through_redis_and_a_real_worker(
 ) -> None:
     referrals = api_client(stack.api("referrals"))
     coordinator = api_client(stack.api("coordinator"))
-    processes.start("coordinator-worker", carepath("worker", "coordinator"), stack.env())
+    metrics_port = free_port()
+    processes.start(
+        "coordinator-worker",
+        carepath("worker", "coordinator", "--metrics-port", str(metrics_port)),
+        stack.env(),
+    )
     auth = {"Authorization": f"Bearer {token('referrer')}", "X-Correlation-ID": "slice-test-1"}
 
     patient = referrals.post("/api/patients", json=patient_body(), headers=auth)
@@ -77,6 +84,10 @@ def test_referral_reaches_the_pathway_through_redis_and_a_real_worker(
     assert (
         scalar(stack.databases["referrals"], "SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         == 0
+    )
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    assert (
+        'carepath_events_consumed_total{outcome="processed",service="coordinator"} 2.0' in metrics
     )
 
 
