@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
@@ -51,3 +52,36 @@ def record_access(
             detail=detail[:300] if detail else None,
         )
     )
+
+
+@dataclass(frozen=True)
+class AccessTrail:
+    """One request's caller and path, so a handler names only what it touched."""
+
+    user_id: str
+    role: str
+    path: str
+
+    def record(
+        self,
+        session: Session,
+        action: AuditAction,
+        entity_type: str,
+        entity_id: str | None,
+        patient_id: UUID | None,
+        *,
+        outcome: AuditOutcome = AuditOutcome.success,
+        detail: str | None = None,
+    ) -> None:
+        record_access(
+            session,
+            user_id=self.user_id,
+            role=self.role,
+            action=action,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            patient_id=patient_id,
+            path=self.path,
+            outcome=outcome,
+            detail=detail,
+        )

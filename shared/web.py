@@ -33,7 +33,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.types import Message as AsgiMessage
 from sqlmodel import Session, col, select
 
-from shared.audit import AuditAction, AuditOutcome, record_access
+from shared.audit import AccessTrail, AuditAction, AuditOutcome, record_access
 from shared.auth import Role, User, make_jwt_auth, requires
 from shared.errors import http_problem, problem, unexpected_problem
 from shared.messaging import InProcessWorkers
@@ -85,6 +85,10 @@ def provide_user(request: Request[Any, Any, Any]) -> User:
     return user
 
 
+def provide_audit(request: Request[Any, Any, Any], user: NamedDependency[User]) -> AccessTrail:
+    return AccessTrail(user_id=user.id, role=user.role.value, path=request.url.path)
+
+
 def service_router(
     runtime: NamedDependency[ServiceRuntime],
     route_handlers: Sequence[Any],
@@ -123,22 +127,13 @@ class EventFeedController(Controller):
     def read(
         self,
         db: NamedDependency[Session],
-        user: NamedDependency[User],
-        request: Request[Any, Any, Any],
+        audit: NamedDependency[AccessTrail],
         after: int = Parameter(default=0, ge=0),
         limit: int = Parameter(default=100, ge=1, le=1000),
     ) -> FeedPage:
         rows = read_feed(db, after, limit)
-        record_access(
-            db,
-            user_id=user.id,
-            role=user.role,
-            action=AuditAction.read,
-            entity_type="EventFeed",
-            entity_id=None,
-            patient_id=None,
-            path=request.url.path,
-            detail=f"after={after} count={len(rows)}",
+        audit.record(
+            db, AuditAction.read, "EventFeed", None, None, detail=f"after={after} count={len(rows)}"
         )
         db.commit()
         items = [{"position": row.position, **row.envelope} for row in rows]
@@ -389,6 +384,7 @@ def build_app(
         route_handlers=route_handlers,
         dependencies={
             "user": Provide(provide_user, sync_to_thread=False),
+            "audit": Provide(provide_audit, sync_to_thread=False),
             "runtime": Provide(provide_runtime, sync_to_thread=False),
             "db": Provide(provide_db),
         },

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
@@ -14,8 +13,8 @@ from sqlmodel import Session
 
 from services.coordinator.models import PathwayRow
 from services.coordinator.schemas import PathwayRead
-from shared.audit import AuditAction, record_access
-from shared.auth import Role, User, requires
+from shared.audit import AccessTrail, AuditAction
+from shared.auth import Role, requires
 
 
 class PathwayController(Controller):
@@ -34,21 +33,11 @@ class PathwayController(Controller):
         self,
         patient_id: FromPath[UUID],
         db: NamedDependency[Session],
-        user: NamedDependency[User],
-        request: Request[Any, Any, Any],
+        audit: NamedDependency[AccessTrail],
     ) -> PathwayRead:
         row = db.get(PathwayRow, patient_id)
         if row is None:
             raise NotFoundException("the coordinator has no events for this patient")
-        record_access(
-            db,
-            user_id=user.id,
-            role=user.role,
-            action=AuditAction.read,
-            entity_type="CarePlan",
-            entity_id=str(patient_id),
-            patient_id=patient_id,
-            path=request.url.path,
-        )
+        audit.record(db, AuditAction.read, "CarePlan", str(patient_id), patient_id)
         db.commit()
         return msgspec.convert(row.document, PathwayRead)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody
@@ -25,7 +24,7 @@ from services.referrals.schemas import (
     ReferralRead,
     Referrer,
 )
-from shared.audit import AuditAction, record_access
+from shared.audit import AccessTrail, AuditAction
 from shared.auth import Role, User, requires
 from shared.errors import Conflict, FieldProblem
 from shared.events import Actor, Subject, new_event
@@ -58,7 +57,7 @@ class PatientController(Controller):
         data: JSONBody[PatientCreate],
         db: NamedDependency[Session],
         user: NamedDependency[User],
-        request: Request[Any, Any, Any],
+        audit: NamedDependency[AccessTrail],
     ) -> PatientRead:
         try:
             domain.check_birth_date(data.birth_date, datetime.now(UTC).date())
@@ -97,16 +96,7 @@ class PatientController(Controller):
                 correlation_id=current_correlation_id(),
             ),
         )
-        record_access(
-            db,
-            user_id=user.id,
-            role=user.role,
-            action=AuditAction.create,
-            entity_type="Patient",
-            entity_id=str(patient.id),
-            patient_id=patient.id,
-            path=request.url.path,
-        )
+        audit.record(db, AuditAction.create, "Patient", str(patient.id), patient.id)
         try:
             db.commit()
         except IntegrityError:
@@ -120,22 +110,12 @@ class PatientController(Controller):
         self,
         patient_id: FromPath[UUID],
         db: NamedDependency[Session],
-        user: NamedDependency[User],
-        request: Request[Any, Any, Any],
+        audit: NamedDependency[AccessTrail],
     ) -> PatientRead:
         patient = db.get(Patient, patient_id)
         if patient is None:
             raise NotFoundException(f"no patient {patient_id}")
-        record_access(
-            db,
-            user_id=user.id,
-            role=user.role,
-            action=AuditAction.read,
-            entity_type="Patient",
-            entity_id=str(patient_id),
-            patient_id=patient_id,
-            path=request.url.path,
-        )
+        audit.record(db, AuditAction.read, "Patient", str(patient_id), patient_id)
         db.commit()
         return _patient_read(patient)
 
@@ -165,7 +145,7 @@ class ReferralController(Controller):
         data: JSONBody[ReferralCreate],
         db: NamedDependency[Session],
         user: NamedDependency[User],
-        request: Request[Any, Any, Any],
+        audit: NamedDependency[AccessTrail],
     ) -> ReferralRead:
         baseline = data.baseline or None
         try:
@@ -228,16 +208,7 @@ class ReferralController(Controller):
                 correlation_id=current_correlation_id(),
             ),
         )
-        record_access(
-            db,
-            user_id=user.id,
-            role=user.role,
-            action=AuditAction.create,
-            entity_type="ServiceRequest",
-            entity_id=str(referral.id),
-            patient_id=data.patient_id,
-            path=request.url.path,
-        )
+        audit.record(db, AuditAction.create, "ServiceRequest", str(referral.id), data.patient_id)
         db.commit()
         return _referral_read(referral)
 
@@ -246,22 +217,12 @@ class ReferralController(Controller):
         self,
         referral_id: FromPath[UUID],
         db: NamedDependency[Session],
-        user: NamedDependency[User],
-        request: Request[Any, Any, Any],
+        audit: NamedDependency[AccessTrail],
     ) -> ReferralRead:
         referral = db.get(Referral, referral_id)
         if referral is None:
             raise NotFoundException(f"no referral {referral_id}")
-        record_access(
-            db,
-            user_id=user.id,
-            role=user.role,
-            action=AuditAction.read,
-            entity_type="ServiceRequest",
-            entity_id=str(referral_id),
-            patient_id=referral.patient_id,
-            path=request.url.path,
-        )
+        audit.record(db, AuditAction.read, "ServiceRequest", str(referral_id), referral.patient_id)
         db.commit()
         return _referral_read(referral)
 
