@@ -67,7 +67,7 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
         )
         for spec in all_specs()
     ]
-    workers = InProcessWorkers(broker, platform.worker_threads)
+    workers = InProcessWorkers(broker, platform.worker_threads, platform.worker_poll_ms)
     app = build_app(
         runtimes, broker, platform, embedded=True, migrate_on_start=True, workers=workers
     )
@@ -114,7 +114,7 @@ def worker(service: str, metrics_port: int | None) -> None:
     if metrics_port is not None:
         start_http_server(metrics_port)
     runtime.declare_consumer()
-    workers = InProcessWorkers(runtime.broker, platform.worker_threads)
+    workers = InProcessWorkers(runtime.broker, platform.worker_threads, platform.worker_poll_ms)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

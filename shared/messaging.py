@@ -236,16 +236,19 @@ def _already_consumed(sessions: SessionFactory, envelope: Envelope) -> bool:
 class InProcessWorkers:
     """dramatiq worker threads inside this process (the embedded mode, and `carepath worker`)."""
 
-    def __init__(self, broker: Broker, threads: int) -> None:
+    def __init__(self, broker: Broker, threads: int, poll_ms: int = 100) -> None:
         self.broker = broker
         self.threads = threads
+        self.poll_ms = poll_ms
         self._worker: dramatiq.Worker | None = None
         self._lock = threading.Lock()
 
     def start(self) -> None:
         with self._lock:
             if self._worker is None:
-                self._worker = dramatiq.Worker(self.broker, worker_threads=self.threads)
+                self._worker = dramatiq.Worker(
+                    self.broker, worker_threads=self.threads, worker_timeout=self.poll_ms
+                )
                 self._worker.start()
 
     def stop(self, timeout_ms: int = 10_000) -> None:

@@ -55,6 +55,9 @@ class PlatformSettings(BaseSettings):
     # the consumer's own dead_letter table is the durable record.
     dead_message_ttl_ms: int = Field(default=3 * 24 * 3600 * 1000, ge=1_000)
     worker_threads: int = Field(default=4, ge=1)
+    # An idle dramatiq consumer backs off up to this long between polls; dramatiq's own
+    # 1 s default adds up to a second before a quiet clinic's event is picked up.
+    worker_poll_ms: int = Field(default=100, ge=10, le=5_000)
     relay_interval_s: float = Field(default=2.0, gt=0)
     log_level: str = "INFO"
     log_json: bool = True

@@ -18,9 +18,9 @@ def handle_event(session: Session, envelope: Envelope) -> None:
     # Two workers folding one patient's events at once would each miss the other's
     # uncommitted event and the later commit would win with a pathway missing one.
     lock_for_transaction(session, envelope.patient_id)
-    if session.get(StoredEvent, envelope.event_id) is None:
-        session.add(_stored(envelope))
-        session.flush()
+    # The consumer's inbox has already turned a redelivery into a no-op.
+    session.add(_stored(envelope))
+    session.flush()
     refresh_pathway(session, envelope.patient_id)
 
 
