@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from shared.measures import PHQ9, InvalidItems, Score, check_pain_nrs, score
 
@@ -62,3 +63,184 @@ def score_baseline(
     except InvalidItems as error:
         raise ReferralRuleBroken(error.field, error.message) from None
     return phq9, pain
+
+
+# --- the referral's life (FHIR ServiceRequest with a Task-style business status) ------
+
+RECEIVED = "received"
+INFO_REQUESTED = "info-requested"
+ACCEPTED = "accepted"
+REJECTED = "rejected"
+CANCELLED = "cancelled"
+CLOSED = "closed"
+STATUSES = (RECEIVED, INFO_REQUESTED, ACCEPTED, REJECTED, CANCELLED, CLOSED)
+
+# action → {status it may start from: status it leads to}
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "request-info": {RECEIVED: INFO_REQUESTED},
+    "provide-info": {INFO_REQUESTED: RECEIVED},
+    "accept": {RECEIVED: ACCEPTED},
+    "reject": {RECEIVED: REJECTED},
+    # The referrer may withdraw at any point before the loop is closed.
+    "cancel": {RECEIVED: CANCELLED, INFO_REQUESTED: CANCELLED, ACCEPTED: CANCELLED},
+    # The receiving service reported the course or episode ended.
+    "close": {ACCEPTED: CLOSED},
+}
+
+# How each business status reads in FHIR R4: ServiceRequest.status and Task.status.
+FHIR_SERVICE_REQUEST_STATUS = {
+    RECEIVED: "active",
+    INFO_REQUESTED: "on-hold",
+    ACCEPTED: "active",
+    REJECTED: "revoked",
+    CANCELLED: "revoked",
+    CLOSED: "completed",
+}
+FHIR_TASK_STATUS = {
+    RECEIVED: "received",
+    INFO_REQUESTED: "on-hold",
+    ACCEPTED: "accepted",
+    REJECTED: "rejected",
+    CANCELLED: "cancelled",
+    CLOSED: "completed",
+}
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, current: str, action: str) -> None:
+        super().__init__(f"a referral that is {current} cannot be {action}")
+        self.current = current
+        self.action = action
+
+
+def next_status(current: str, action: str) -> str:
+    allowed = TRANSITIONS.get(action)
+    if allowed is None:
+        raise ValueError(f"unknown action {action!r}")
+    if current not in allowed:
+        raise IllegalTransition(current, action)
+    return allowed[current]
+
+
+def check_triage(decision: str, reason: str | None, question: str | None) -> None:
+    if decision == "reject" and not (reason and reason.strip()):
+        raise ReferralRuleBroken("reason", "a rejection needs a reason")
+    if decision == "request-info" and not (question and question.strip()):
+        raise ReferralRuleBroken("question", "a request for information needs a question")
+
+
+# --- waiting-time standards (CLINICAL.md, "Waiting times") --------------------------
+
+
+@dataclass(frozen=True)
+class WaitingStandard:
+    name: str
+    at_risk_after_days: int
+    breach_after_days: int
+    working_days: bool
+    source: str
+
+
+@dataclass(frozen=True)
+class WaitingPolicy:
+    """Every threshold a named setting with CLINICAL.md's default."""
+
+    psychology_alert_weeks: int = 6
+    psychology_breach_weeks: int = 18
+    consultant_alert_weeks: int = 12
+    consultant_breach_weeks: int = 18
+    urgent_triage_working_days: int = 2
+
+    def standard_for(self, target: str, priority: str, status: str) -> WaitingStandard:
+        if priority == "urgent" and status in (RECEIVED, INFO_REQUESTED):
+            days = self.urgent_triage_working_days
+            return WaitingStandard(
+                name=f"urgent triage within {days} working days",
+                at_risk_after_days=max(days - 1, 0),
+                breach_after_days=days,
+                working_days=True,
+                source="CLINICAL.md Waiting times: urgent referrals, triage within 2 working "
+                "days (local policy)",
+            )
+        if target == "psychology":
+            return WaitingStandard(
+                name=f"first treatment within {self.psychology_alert_weeks} weeks "
+                f"(breach at {self.psychology_breach_weeks})",
+                at_risk_after_days=self.psychology_alert_weeks * 7,
+                breach_after_days=self.psychology_breach_weeks * 7,
+                working_days=False,
+                source="CLINICAL.md Waiting times: NHS Talking Therapies access standard",
+            )
+        return WaitingStandard(
+            name=f"treatment within {self.consultant_breach_weeks} weeks of referral",
+            at_risk_after_days=self.consultant_alert_weeks * 7,
+            breach_after_days=self.consultant_breach_weeks * 7,
+            working_days=False,
+            source="CLINICAL.md Waiting times: NHS referral-to-treatment standard "
+            "(alert at 12 weeks is local policy)",
+        )
+
+
+def working_days_between(start: date, end: date) -> int:
+    """Monday-to-Friday days after ``start`` up to and including ``end``.
+
+    Bank holidays are not known here; a clinic's calendar would refine this.
+    """
+    if end <= start:
+        return 0
+    whole_weeks, remainder = divmod((end - start).days, 7)
+    days = whole_weeks * 5
+    for offset in range(1, remainder + 1):
+        if (start + timedelta(days=offset)).weekday() < 5:
+            days += 1
+    return days
+
+
+def waiting_days(received_at: datetime, until: datetime, standard: WaitingStandard) -> int:
+    if standard.working_days:
+        return working_days_between(received_at.date(), until.date())
+    return max((until.date() - received_at.date()).days, 0)
+
+
+def waiting_state(days: int, standard: WaitingStandard) -> str:
+    if days >= standard.breach_after_days:
+        return "breached"
+    if days >= standard.at_risk_after_days:
+        return "at-risk"
+    return "within"
+
+
+PRIORITY_RANK = {"urgent": 0, "routine": 1}
+# The clock stops once the referral leaves the waiting list.
+CLOCK_STOPPED = (REJECTED, CANCELLED, CLOSED)
+
+
+# --- who may do what, per object (the issue's permission rules) ----------------------
+
+# The team each clinical role triages for; the MDT triages every team's referrals.
+TEAM_OF_ROLE = {"psychologist": "psychology", "infusion-clinician": "ketamine-infusion"}
+ALL_REFERRALS_ROLES = frozenset({"mdt", "admin", "service"})
+
+
+def can_see_referral(role: str, user_id: str, target: str, created_by: str) -> bool:
+    if role in ALL_REFERRALS_ROLES or created_by == user_id:
+        return True
+    return TEAM_OF_ROLE.get(role) == target
+
+
+def can_triage(role: str, target: str) -> bool:
+    return role == "mdt" or TEAM_OF_ROLE.get(role) == target
+
+
+def can_act_as_referrer(role: str, user_id: str, created_by: str) -> bool:
+    """Cancel, answer a question, add a letter: the one who referred, or the MDT."""
+    return role == "mdt" or (created_by == user_id and role != "admin")
+
+
+def sees_free_text(role: str) -> bool:
+    # Admins watch statuses and waits; the clinical narrative is not theirs to read.
+    return role not in ("admin", "service")
+
+
+def sees_demographics(role: str) -> bool:
+    return role in ("referrer", "psychologist", "infusion-clinician", "mdt")

@@ -53,6 +53,11 @@ class Baseline(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pain_nrs: int | None = None
 
 
+class Attachment(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    title: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=20000)]
+
+
 class ReferralCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     patient_id: UUID
     target: ReferralTarget
@@ -62,6 +67,76 @@ class ReferralCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     referrer: Referrer
     prior_treatments: list[PriorTreatment] = msgspec.field(default_factory=list)
     baseline: Baseline | None = None
+    attachments: Annotated[list[Attachment], msgspec.Meta(max_length=20)] = msgspec.field(
+        default_factory=list
+    )
+
+
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+
+
+class PatientCorrection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the fields sent are changed; each correction is audited by field name."""
+
+    given_name: Name | None = None
+    family_name: Name | None = None
+    birth_date: date | None = None
+    sex: Sex | None = None
+    nhs_number: Annotated[str, msgspec.Meta(min_length=10, max_length=12)] | None = None
+    contact_preference: ContactPreference | None = None
+
+
+class Triage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    decision: Literal["accept", "reject", "request-info"]
+    reason: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+    question: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+
+
+class InfoResponse(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    answer: Text
+
+
+class Cancellation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: Text
+
+
+class WaitingStandardRead(msgspec.Struct, kw_only=True):
+    name: str
+    unit: Literal["days", "working days"]
+    at_risk_after: int
+    breach_after: int
+    source: str
+
+
+class Waiting(msgspec.Struct, kw_only=True):
+    days_waiting: int
+    standard: WaitingStandardRead
+    elapsed: int
+    state: Literal["within", "at-risk", "breached"]
+    clock_stopped: bool
+
+
+class TransitionRead(msgspec.Struct, kw_only=True):
+    action: str
+    from_status: str | None
+    to_status: str
+    by_user: str
+    by_role: str
+    at: datetime
+    note: str | None = None
+
+
+class AttachmentRead(msgspec.Struct, kw_only=True):
+    title: str
+    text: str
+    by_user: str
+    at: datetime
+
+
+class PatientSummary(msgspec.Struct, kw_only=True):
+    given_name: str
+    family_name: str
+    birth_date: date
 
 
 class BaselineRead(msgspec.Struct, kw_only=True):
@@ -71,15 +146,30 @@ class BaselineRead(msgspec.Struct, kw_only=True):
     pain_nrs: int | None
 
 
-class ReferralRead(msgspec.Struct, kw_only=True):
+class ReferralRead(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A referral as the caller may see it: free text is left out for admins."""
+
     id: UUID
     patient_id: UUID
     target: str
     priority: str
     status: str
-    reason: str
+    fhir_status: str
+    task_status: str
     conditions: list[str]
     referrer: Referrer
-    prior_treatments: list[PriorTreatment]
-    baseline: BaselineRead | None
     received_at: datetime
+    status_changed_at: datetime
+    waiting: Waiting
+    created_by: str
+    baseline: BaselineRead | None = None
+    reason: str | None = None
+    prior_treatments: list[PriorTreatment] | None = None
+    attachments: list[AttachmentRead] | None = None
+    history: list[TransitionRead] | None = None
+    patient: PatientSummary | None = None
+
+
+class InboxPage(msgspec.Struct, kw_only=True):
+    items: list[ReferralRead]
+    next_cursor: str | None

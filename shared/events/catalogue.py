@@ -40,9 +40,78 @@ class ReferralReceived(msgspec.Struct, frozen=True, kw_only=True):
     baseline: BaselineScores | None = None
 
 
+class ReferralAccepted(msgspec.Struct, frozen=True, kw_only=True):
+    referral_id: UUID
+    target: ReferralTarget
+    priority: ReferralPriority
+    conditions: list[Condition]
+    accepted_at: datetime
+    baseline: BaselineScores | None = None
+
+
+class ReferralRejected(msgspec.Struct, frozen=True, kw_only=True):
+    referral_id: UUID
+    target: ReferralTarget
+    rejected_at: datetime
+
+
+class ReferralInfoRequested(msgspec.Struct, frozen=True, kw_only=True):
+    referral_id: UUID
+    target: ReferralTarget
+    requested_at: datetime
+
+
+class ReferralInfoProvided(msgspec.Struct, frozen=True, kw_only=True):
+    referral_id: UUID
+    target: ReferralTarget
+    provided_at: datetime
+
+
+class ReferralCancelled(msgspec.Struct, frozen=True, kw_only=True):
+    referral_id: UUID
+    target: ReferralTarget
+    previous_status: str
+    cancelled_at: datetime
+
+
+class ReferralClosed(msgspec.Struct, frozen=True, kw_only=True):
+    referral_id: UUID
+    target: ReferralTarget
+    closed_at: datetime
+    # The event that reported the care ended, e.g. therapy.episode.discharged.
+    closed_by: str
+    outcome: str
+
+
+CourseCloseReason = Literal["completed", "ineligible", "declined", "stopped", "other"]
+DischargeReason = Literal["completed", "declined", "did-not-attend", "moved-away", "other"]
+
+
+class InfusionCourseClosed(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    referral_id: UUID
+    reason: CourseCloseReason
+    closed_at: datetime
+
+
+class TherapyEpisodeDischarged(msgspec.Struct, frozen=True, kw_only=True):
+    episode_id: UUID
+    referral_id: UUID
+    reason: DischargeReason
+    discharged_at: datetime
+
+
 CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
     ("patient.registered", 1): PatientRegistered,
     ("referral.received", 1): ReferralReceived,
+    ("referral.accepted", 1): ReferralAccepted,
+    ("referral.rejected", 1): ReferralRejected,
+    ("referral.info_requested", 1): ReferralInfoRequested,
+    ("referral.info_provided", 1): ReferralInfoProvided,
+    ("referral.cancelled", 1): ReferralCancelled,
+    ("referral.closed", 1): ReferralClosed,
+    ("infusion.course.closed", 1): InfusionCourseClosed,
+    ("therapy.episode.discharged", 1): TherapyEpisodeDischarged,
 }
 
 
