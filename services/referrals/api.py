@@ -590,7 +590,7 @@ def _transition(
         new_status = domain.next_status(referral.status, action)
     except domain.IllegalTransition as error:
         raise Conflict(
-            f"the referral is {error.current}: it cannot be {action}",
+            f"the referral is {error.current}; '{action}' is not allowed from that status",
             current_status=error.current,
         ) from None
     now = datetime.now(UTC)
