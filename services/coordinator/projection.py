@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from uuid import UUID
 
+import msgspec
+
 from services.coordinator.domain import (
     Alert,
     MeasurePoint,
@@ -19,7 +21,7 @@ from services.coordinator.domain import (
     Stage,
     TimelineEntry,
 )
-from services.coordinator.rules import phq9_item9_alert, triage_due
+from services.coordinator.rules import phq9_item9_alert, treatment_due, triage_due
 from shared.events import Envelope
 
 TEAM_OF_TARGET = {
@@ -78,16 +80,25 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
             )
             if alert is not None:
                 alerts.append(alert)
+        elif event.type in REFERRAL_STATUS_OF:
+            data = event.data
+            stream = referrals.get(data["referral_id"]) or ReferralStream(
+                # The referral's own received event has not arrived (yet): keep what is known.
+                referral_id=data["referral_id"],
+                target=data["target"],
+                priority=data.get("priority", "unknown"),
+                status="received",
+                received_at=event.occurred_at,
+            )
+            referrals[data["referral_id"]] = msgspec.structs.replace(
+                stream, status=REFERRAL_STATUS_OF[event.type]
+            )
+            if event.type == "referral.accepted" and stage in ("registered", "referred"):
+                stage, stage_since = "triaged", event.occurred_at
+            if event.type == "referral.closed" and not _open(referrals.values()):
+                stage, stage_since = "discharged", event.occurred_at
 
-    next_actions = [
-        NextAction(
-            action=f"triage the {stream.priority} {stream.target} referral",
-            who=TEAM_OF_TARGET.get(stream.target, stream.target),
-            due=triage_due(stream.received_at, stream.priority),
-        )
-        for stream in referrals.values()
-        if stream.status == "received"
-    ]
+    next_actions = [action for stream in referrals.values() if (action := _next_action(stream))]
     return Pathway(
         patient_id=patient_id,
         stage=stage,
@@ -100,6 +111,44 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         event_count=len(history),
         last_event_at=history[-1].occurred_at,
     )
+
+
+REFERRAL_STATUS_OF = {
+    "referral.info_requested": "info-requested",
+    "referral.info_provided": "received",
+    "referral.accepted": "accepted",
+    "referral.rejected": "rejected",
+    "referral.cancelled": "cancelled",
+    "referral.closed": "closed",
+}
+OPEN_REFERRAL = ("received", "info-requested", "accepted")
+
+
+def _open(streams: Iterable[ReferralStream]) -> bool:
+    return any(stream.status in OPEN_REFERRAL for stream in streams)
+
+
+def _next_action(stream: ReferralStream) -> NextAction | None:
+    team = TEAM_OF_TARGET.get(stream.target, stream.target)
+    if stream.status == "received":
+        return NextAction(
+            action=f"triage the {stream.priority} {stream.target} referral",
+            who=team,
+            due=triage_due(stream.received_at, stream.priority),
+        )
+    if stream.status == "info-requested":
+        return NextAction(
+            action=f"answer the {team}'s question about the {stream.target} referral",
+            who="referrer",
+            due=triage_due(stream.received_at, stream.priority),
+        )
+    if stream.status == "accepted":
+        return NextAction(
+            action=f"start treatment for the {stream.target} referral",
+            who=team,
+            due=treatment_due(stream.received_at, stream.target),
+        )
+    return None
 
 
 def _timeline_entry(event: Envelope) -> TimelineEntry:
@@ -120,4 +169,6 @@ def _summary(event: Envelope) -> str:
         return f"{data.get('priority', '')} referral to {data.get('target', '')} received"
     if event.type == "patient.registered":
         return "patient registered"
+    if event.type in REFERRAL_STATUS_OF:
+        return f"{data.get('target', '')} referral {REFERRAL_STATUS_OF[event.type]}"
     return event.type

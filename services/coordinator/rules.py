@@ -44,3 +44,10 @@ def triage_due(received_at: datetime, priority: str) -> datetime:
         if due.weekday() < 5:
             added += 1
     return due
+
+
+def treatment_due(received_at: datetime, target: str) -> datetime:
+    """CLINICAL.md, Waiting times: psychology's first treatment alert at 6 weeks (NHS
+    Talking Therapies); consultant-led treatment alert at 12 weeks (local policy)."""
+    weeks = 6 if target == "psychology" else 12
+    return received_at + timedelta(weeks=weeks)
