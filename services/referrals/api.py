@@ -386,7 +386,13 @@ class ReferralController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
     ) -> InboxPage:
-        statement = select(Referral, Patient).join(Patient, col(Patient.id) == Referral.patient_id)
+        # Names come only with the clinical roles' rows; the others skip the join.
+        clinical = domain.sees_clinical_detail(user.role)
+        statement: Any = (
+            select(Referral, Patient).join(Patient, col(Patient.id) == Referral.patient_id)
+            if clinical
+            else select(Referral)
+        )
         statement = statement.where(*_visible_to(user))
         for name, value, allowed in (
             ("target", target, ("ketamine-infusion", "psychology", "pain-mdt")),
@@ -415,7 +421,7 @@ class ReferralController(Controller):
         statement = statement.order_by(
             col(Referral.priority_rank), col(Referral.received_at), col(Referral.id)
         ).limit(limit + 1)
-        rows = db.exec(statement).all()
+        rows = [row if clinical else (row, None) for row in db.exec(statement).all()]
         page, more = rows[:limit], len(rows) > limit
         now = datetime.now(UTC)
         items = [
@@ -688,7 +694,7 @@ def _referral_read(
     now: datetime | None = None,
     patient: Patient | None = None,
 ) -> ReferralRead:
-    free_text = domain.sees_free_text(user.role)
+    clinical = domain.sees_clinical_detail(user.role)
     read = ReferralRead(
         id=referral.id,
         patient_id=referral.patient_id,
@@ -703,14 +709,13 @@ def _referral_read(
         status_changed_at=as_utc(referral.status_changed_at or referral.received_at),
         waiting=_waiting(referral, now or datetime.now(UTC)),
         created_by=referral.created_by,
-        baseline=msgspec.convert(referral.baseline, BaselineRead)
-        if referral.baseline is not None
-        else None,
     )
-    if free_text:
+    if clinical:
         read.reason = referral.reason
+        if referral.baseline is not None:
+            read.baseline = msgspec.convert(referral.baseline, BaselineRead)
         read.prior_treatments = msgspec.convert(referral.prior_treatments, list[PriorTreatment])
-    if domain.sees_demographics(user.role):
+    if clinical:
         patient = patient or db.get(Patient, referral.patient_id)
         if patient is not None:
             read.patient = PatientSummary(
@@ -727,7 +732,7 @@ def _referral_read(
                 by_user=t.by_user,
                 by_role=t.by_role,
                 at=as_utc(t.at),
-                note=t.note if free_text else None,
+                note=t.note if clinical else None,
             )
             for t in db.exec(
                 select(ReferralTransition)
@@ -735,7 +740,7 @@ def _referral_read(
                 .order_by(col(ReferralTransition.id))
             ).all()
         ]
-        if free_text:
+        if clinical:
             read.attachments = [
                 AttachmentRead(title=n.title, text=n.text, by_user=n.by_user, at=as_utc(n.at))
                 for n in db.exec(

@@ -232,15 +232,15 @@ def can_triage(role: str, target: str) -> bool:
     return role == "mdt" or TEAM_OF_ROLE.get(role) == target
 
 
+CLINICAL_ROLES = frozenset({"referrer", "psychologist", "infusion-clinician", "mdt"})
+
+
 def can_act_as_referrer(role: str, user_id: str, created_by: str) -> bool:
-    """Cancel, answer a question, add a letter: the one who referred, or the MDT."""
-    return role == "mdt" or (created_by == user_id and role != "admin")
+    """Cancel, answer a question: the clinician who referred, or the MDT."""
+    return role == "mdt" or (role in CLINICAL_ROLES and created_by == user_id)
 
 
-def sees_free_text(role: str) -> bool:
-    # Admins watch statuses and waits; the clinical narrative is not theirs to read.
-    return role not in ("admin", "service")
-
-
-def sees_demographics(role: str) -> bool:
-    return role in ("referrer", "psychologist", "infusion-clinician", "mdt")
+def sees_clinical_detail(role: str) -> bool:
+    """Free text, scores, names: clinical roles only (an allow-list, so a new role sees
+    nothing until someone decides it should). Admins watch statuses and waits."""
+    return role in CLINICAL_ROLES

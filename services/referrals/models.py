@@ -31,6 +31,9 @@ class Referral(SQLModel, table=True):
     __table_args__ = (
         # The inbox: filtered by team and status, ordered by priority then waiting time.
         Index("ix_referral_inbox", "target", "status", "priority_rank", "received_at", "id"),
+        # The MDT's and admins' views across teams, and by status alone.
+        Index("ix_referral_queue", "priority_rank", "received_at", "id"),
+        Index("ix_referral_status_queue", "status", "priority_rank", "received_at", "id"),
     )
 
     id: UUID = Field(default_factory=uuid4, primary_key=True)
