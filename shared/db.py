@@ -20,7 +20,15 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(url, parsed.database)
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # Sessions in UTC, whatever the server's or database's default: dates taken from
+    # timestamps (days waiting) must not shift with the server's zone.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"options": "-c TimeZone=UTC"},
+    )
 
 
 def _sqlite_engine(url: str, database: str | None) -> Engine:

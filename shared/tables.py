@@ -25,8 +25,9 @@ def Timestamp(*, nullable: bool = False, index: bool = False) -> Any:
 
 
 def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    """Every stored time is UTC: SQLite hands back naive datetimes, and PostgreSQL hands
+    back the session's time zone, which need not be UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class OutboxEvent(SQLModel, table=True):

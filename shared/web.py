@@ -251,33 +251,40 @@ def _check(probe: Callable[[], None]) -> str:
 
 def problem_with_audit(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code in (401, 403):
-        with suppress(Exception):  # a failing audit write must not hide the denial
-            _audit_denied(request, exc.status_code)
+        _audit_attempt(request, AuditOutcome.denied, f"HTTP {exc.status_code}")
     return http_problem(request, exc)
 
 
-def _audit_denied(request: Request[Any, Any, Any], status: int) -> None:
+def failure_with_audit(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    _audit_attempt(request, AuditOutcome.failed, "HTTP 500")
+    return unexpected_problem(request, exc)
+
+
+def _audit_attempt(request: Request[Any, Any, Any], outcome: AuditOutcome, detail: str) -> None:
+    """Audit a refused or failed attempt in its own transaction (the request's rolled back)."""
     handler = request.scope.get("route_handler")
     service = handler.opt.get("service") if handler is not None else None
     runtimes: dict[str, ServiceRuntime] = request.app.state.runtimes
     if service not in runtimes:
         return
     user = request.scope.get("user")
-    patient_id = _patient_id_in_path(request.scope.get("path_params") or {})
-    with runtimes[service].sessions() as session:
-        record_access(
-            session,
-            user_id=user.id if isinstance(user, User) else "anonymous",
-            role=user.role if isinstance(user, User) else "none",
-            action=_METHOD_ACTIONS.get(request.method, AuditAction.execute),
-            entity_type=handler.opt.get("resource", "api") if handler is not None else "api",
-            entity_id=None,
-            patient_id=patient_id,
-            path=request.scope["path"],
-            outcome=AuditOutcome.denied,
-            detail=f"HTTP {status}",
-        )
-        session.commit()
+    try:
+        with runtimes[service].sessions() as session:
+            record_access(
+                session,
+                user_id=user.id if isinstance(user, User) else "anonymous",
+                role=user.role if isinstance(user, User) else "none",
+                action=_METHOD_ACTIONS.get(request.method, AuditAction.execute),
+                entity_type=handler.opt.get("resource", "api") if handler is not None else "api",
+                entity_id=None,
+                patient_id=_patient_id_in_path(request.scope.get("path_params") or {}),
+                path=request.scope["path"],
+                outcome=outcome,
+                detail=detail,
+            )
+            session.commit()
+    except Exception as error:  # a failing audit write must not hide the answer
+        log.error("audit.write_failed", path=request.scope["path"], error=type(error).__name__)
 
 
 def _patient_id_in_path(path_params: dict[str, Any]) -> UUID | None:
@@ -390,7 +397,7 @@ def build_app(
         },
         middleware=[correlation_middleware, jwt_auth.middleware, prometheus.middleware],
         on_app_init=[jwt_auth.on_app_init],
-        exception_handlers={HTTPException: problem_with_audit, Exception: unexpected_problem},
+        exception_handlers={HTTPException: problem_with_audit, Exception: failure_with_audit},
         on_startup=[start],
         on_shutdown=[stop],
         state=State({"runtimes": by_name, "broker": broker}),

@@ -649,7 +649,7 @@ def _decode_cursor(cursor: str) -> tuple[int, datetime, UUID]:
     try:
         rank, received_at, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         return int(rank), datetime.fromisoformat(received_at), UUID(last_id)
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, OverflowError, binascii.Error):
         raise FieldProblem("cursor", "is not a cursor this inbox gave out") from None
 
 

@@ -219,7 +219,7 @@ CLOCK_STOPPED = (REJECTED, CANCELLED, CLOSED)
 
 # The team each clinical role triages for; the MDT triages every team's referrals.
 TEAM_OF_ROLE = {"psychologist": "psychology", "infusion-clinician": "ketamine-infusion"}
-ALL_REFERRALS_ROLES = frozenset({"mdt", "admin", "service"})
+ALL_REFERRALS_ROLES = frozenset({"mdt", "admin"})
 
 
 def can_see_referral(role: str, user_id: str, target: str, created_by: str) -> bool:

@@ -455,14 +455,14 @@ PERMISSIONS: list[tuple[str, str, bool, bool, bool, bool]] = [
     ("admin",              "ketamine-infusion", False, True,  False, False),
     ("admin",              "pain-mdt",          True,  True,  False, False),
     ("admin",              "pain-mdt",          False, True,  False, False),
-    # The service identity reads everything (it closes referrals from events) but never
-    # acts as a referrer, even on a referral that somehow names it.
+    # The service identity has no view of referrals through the API (it closes them from
+    # events), and never acts as a referrer, even on a referral that somehow names it.
     ("service",            "psychology",        True,  True,  False, False),
-    ("service",            "psychology",        False, True,  False, False),
+    ("service",            "psychology",        False, False, False, False),
     ("service",            "ketamine-infusion", True,  True,  False, False),
-    ("service",            "ketamine-infusion", False, True,  False, False),
+    ("service",            "ketamine-infusion", False, False, False, False),
     ("service",            "pain-mdt",          True,  True,  False, False),
-    ("service",            "pain-mdt",          False, True,  False, False),
+    ("service",            "pain-mdt",          False, False, False, False),
 ]  # fmt: skip
 
 
