@@ -22,14 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import secrets
-import signal
-import socket
-import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -44,18 +38,29 @@ from uuid import uuid4
 import httpx
 import psycopg
 import redis
+from harness import (
+    CAREPATH,
+    PG_BASE,
+    REDIS_URL,
+    ROOT,
+    Processes,
+    base_env,
+    create_databases,
+    drop_databases,
+    free_port,
+    machine,
+    migrate,
+    peak_rss_mib,
+    percentiles,
+    timed,
+    write_results,
+)
 
 from shared.auth import Role, issue_token
 from shared.measures import PHQ9, score
 from shared.settings import PlatformSettings
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "benchmarks" / "results"
-CAREPATH = str(Path(sys.executable).parent / "carepath")
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432"
 PG_PLAIN = "postgresql://postgres@127.0.0.1:5432"
-REDIS_URL = "redis://127.0.0.1:6379/14"
 
 TARGETS = (("psychology", 40), ("ketamine-infusion", 40), ("pain-mdt", 20))
 STATUSES = (("received", 75), ("info-requested", 8), ("accepted", 12), ("rejected", 5))
@@ -71,32 +76,6 @@ PSYCHOLOGY_RECEIVED = {"target": "psychology", "status": "received"}
 # --- helpers ---------------------------------------------------------------------------
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, every_s: float, what: str) -> float:
-    """Poll until check() is true; returns the monotonic time it first was."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return time.monotonic()
-        time.sleep(every_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def peak_rss_mib(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of one process, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -108,74 +87,6 @@ def machine_busy() -> tuple[float, float]:
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
     return float(sum(values) - idle), float(sum(values))
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    cuts = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else []
-    pick = (lambda p: cuts[p - 1]) if cuts else (lambda p: values[0])
-    return {
-        "p50": pick(50),
-        "p95": pick(95),
-        "p99": pick(99),
-        "max": max(values),
-        "mean": statistics.fmean(values),
-    }
-
-
-class Processes:
-    """Subprocesses in their own sessions, logging to files, always stopped."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        with (self.log_dir / f"{name}.log").open("wb") as log:
-            proc = subprocess.Popen(
-                args,
-                env=self.env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.running[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")
-
-    def wait_for_health(self, name: str, base_url: str, timeout_s: float = 30) -> None:
-        def healthy() -> bool:
-            if self.running[name].poll() is not None:
-                raise RuntimeError(f"{name} exited early:\n{self.log(name)[-3000:]}")
-            try:
-                return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, timeout_s, 0.05, f"{name} /health")
-
-    def stop(self, *names: str, timeout_s: float = 15) -> None:
-        """SIGTERM each process group, then SIGKILL whatever outlives the timeout."""
-        procs = [self.running.pop(name) for name in names if name in self.running]
-        for proc in procs:
-            with suppress(ProcessLookupError):  # the group is the session the process leads
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-    def stop_all(self) -> None:
-        self.stop(*self.running)
 
 
 # --- the database ----------------------------------------------------------------------
@@ -483,14 +394,6 @@ def closed_loop(
     return result
 
 
-def timed(label: str, phase: Callable[..., dict[str, Any]], *args: Any, **kw: Any) -> Any:
-    print(f"{label} ...", end=" ", flush=True)
-    started = time.monotonic()
-    figures = phase(*args, **kw)
-    print(f"{time.monotonic() - started:.1f}s", flush=True)
-    return figures
-
-
 # --- report ----------------------------------------------------------------------------
 
 PHASES = (
@@ -586,15 +489,10 @@ def main() -> None:
     }
     result: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(),
-        "machine": {
-            "nproc": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "postgres": None,
-        },
+        "machine": machine() | {"postgres": None},
         "settings": settings,
     }
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREPATH_")}
+    env = base_env()
     env |= {
         "CAREPATH_REFERRALS_DATABASE_URL": f"{PG_BASE}/{database}",
         "CAREPATH_REDIS_URL": REDIS_URL,
@@ -607,15 +505,10 @@ def main() -> None:
     print(f"database {database}; server log in {log_dir}", flush=True)
     created = False
     try:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{database}"')
-            created = True
-            version = conn.execute("SHOW server_version").fetchone()
-            result["machine"]["postgres"] = version[0] if version else None
-        migrate = [CAREPATH, "migrate", "referrals"]
-        done = subprocess.run(migrate, env=env, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"carepath migrate referrals failed:\n{done.stderr[-3000:]}")
+        create_databases([database])
+        created = True
+        result["machine"]["postgres"] = scalar(database, "SHOW server_version")
+        migrate("referrals", env)
         result["load"] = timed(
             f"loading {args.referrals} referrals",
             load_referrals,
@@ -697,8 +590,7 @@ def main() -> None:
     finally:
         procs.stop_all()
         if created:
-            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            drop_databases([database])
         # Only this run's keys: another benchmark may be using DB 14 at the same time.
         with suppress(redis.RedisError):
             client = redis.Redis.from_url(REDIS_URL)
@@ -706,9 +598,7 @@ def main() -> None:
             if keys:
                 client.delete(*keys)
             client.close()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"inbox-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_results("inbox", result)
     print_report(result)
     print(f"\nwritten to {out.relative_to(ROOT)}")
 
