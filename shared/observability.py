@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from uuid import uuid4
 
 import structlog
@@ -63,6 +64,31 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     )
     # Route the standard library (uvicorn, dramatiq, alembic) through one format.
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(NoTracebackValues())
+
+
+class NoTracebackValues(logging.Filter):
+    """Drop tracebacks from library log records (dramatiq logs every failed message's).
+
+    A traceback's last line quotes the exception, and a database error quotes the row it
+    was writing: patient data. The record keeps the exception's type and where it was
+    raised; the text stays out.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            frames = traceback.extract_tb(error.__traceback__)[-3:]
+            where = "; ".join(
+                f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in frames
+            )
+            record.msg = (
+                f"{record.msg} [{type(error).__module__}.{type(error).__qualname__} at {where}]"
+            )
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def new_correlation_id() -> str:

@@ -1,1 +1,321 @@
-"""The infusions service's rules, pure (filled in by the infusions issue)."""
+"""Ketamine infusion rules, pure: eligibility, dose bands, vitals, sessions, response.
+
+Sources (../shared/CLINICAL.md, "Ketamine infusions"): Cohen et al. 2018, Reg Anesth Pain
+Med 43:521 (ASRA/AAPM/ASA consensus on IV ketamine for chronic pain); Sanacora et al.
+2017, JAMA Psychiatry 74:399 (APA consensus on ketamine for mood disorders). Thresholds
+marked *(local policy)* are reasonable defaults, not published standards; every one is a
+field of a policy object so a clinic can change it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+class InfusionRuleBroken(ValueError):
+    """Input that breaks a clinical rule; ``field`` names what to correct."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+# --- eligibility (CLINICAL.md "Eligibility assessment") --------------------------------
+
+BLOCKING = {
+    "uncontrolled-cardiovascular-disease": "poorly controlled cardiovascular disease",
+    "psychosis": "current or past psychotic disorder",
+    "severe-hepatic-impairment": "severe hepatic impairment",
+    "raised-intracranial-or-intraocular-pressure": "raised intracranial or intraocular pressure",
+    "pregnancy": "pregnancy (local policy)",
+    "active-substance-misuse": "active substance misuse (blocks a series of infusions)",
+}
+CAUTIONS = {
+    "moderate-hepatic-impairment": "moderate hepatic impairment",
+    "controlled-hypertension": "controlled hypertension",
+    "history-of-substance-misuse": "history of substance misuse",
+}
+CHECKLIST = tuple(BLOCKING) + tuple(CAUTIONS)
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    outcome: str  # eligible | ineligible | needs-override
+    blocked_by: tuple[str, ...]
+    cautions_without_override: tuple[str, ...]
+    cautions_overridden: tuple[str, ...]
+
+
+def assess_eligibility(
+    findings: Mapping[str, bool],
+    overridden_cautions: Iterable[str],
+    prior_treatment_count: int,
+) -> Eligibility:
+    """Every checklist item must be answered; blocks make the patient ineligible; each
+    caution present needs a named clinician's override with a reason."""
+    missing = [item for item in CHECKLIST if item not in findings]
+    if missing:
+        raise InfusionRuleBroken(f"checklist.{missing[0]}", "every checklist item needs yes or no")
+    unknown = sorted(set(findings) - set(CHECKLIST))
+    if unknown:
+        raise InfusionRuleBroken(f"checklist.{unknown[0]}", "is not a checklist item")
+    if prior_treatment_count == 0:
+        # Ketamine is not first line (the seed; Cohen 2018).
+        raise InfusionRuleBroken("prior_treatments", "record the treatments already tried")
+    overridden = set(overridden_cautions)
+    stray = sorted(overridden - {item for item in CAUTIONS if findings[item]})
+    if stray:
+        raise InfusionRuleBroken(f"overrides.{stray[0]}", "overrides a caution that is not present")
+    blocked = tuple(item for item in BLOCKING if findings[item])
+    present = [item for item in CAUTIONS if findings[item]]
+    waiting = tuple(item for item in present if item not in overridden)
+    if blocked:
+        outcome = "ineligible"
+    elif waiting:
+        outcome = "needs-override"
+    else:
+        outcome = "eligible"
+    return Eligibility(outcome, blocked, waiting, tuple(i for i in present if i in overridden))
+
+
+# --- dosing (CLINICAL.md "Dosing plan") ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DosePolicy:
+    # Depression: 0.5 mg/kg over 40 minutes, reported range 0.1 to 0.75 mg/kg (Sanacora 2017).
+    depression_min_mg_per_kg: float = 0.1
+    depression_max_mg_per_kg: float = 0.75
+    depression_ceiling_mg_per_kg: float = 1.0  # local policy: never, even overridden
+    # Chronic pain: CRPS regimens up to 0.35 mg/kg/h for 4 h a day; a first infusion over
+    # at least 2 hours (Cohen 2018). Hard ceiling 1 mg/kg/h (local policy).
+    pain_max_mg_per_kg_per_h: float = 0.35
+    pain_ceiling_mg_per_kg_per_h: float = 1.0
+    pain_min_hours: float = 2.0
+    pain_max_hours: float = 4.0
+
+
+@dataclass(frozen=True)
+class DoseCheck:
+    total_mg: float
+    rate_mg_per_h: float
+    outside_band: tuple[str, ...]  # the fields outside their band, each needing an override
+
+
+def check_dose(
+    *,
+    indication: str,
+    weight_kg: float,
+    dose_mg_per_kg: float | None,
+    infusion_minutes: int | None,
+    rate_mg_per_kg_per_h: float | None,
+    duration_hours: float | None,
+    policy: DosePolicy = DosePolicy(),
+) -> DoseCheck:
+    """The dose computed from the plan's weight, and which values sit outside their band.
+
+    Above a hard ceiling is refused outright; outside the band needs an override.
+    """
+    if not 20 <= weight_kg <= 300:
+        raise InfusionRuleBroken("weight_kg", "must be between 20 and 300 kg")
+    if indication == "depression":
+        if dose_mg_per_kg is None:
+            raise InfusionRuleBroken("dose_mg_per_kg", "a depression plan needs a dose in mg/kg")
+        if infusion_minutes is None:
+            raise InfusionRuleBroken("infusion_minutes", "a depression plan needs its minutes")
+        if dose_mg_per_kg > policy.depression_ceiling_mg_per_kg:
+            raise InfusionRuleBroken(
+                "dose_mg_per_kg",
+                f"above the hard ceiling of {policy.depression_ceiling_mg_per_kg} mg/kg",
+            )
+        outside: tuple[str, ...] = ()
+        if not policy.depression_min_mg_per_kg <= dose_mg_per_kg <= policy.depression_max_mg_per_kg:
+            outside = ("dose_mg_per_kg",)
+        total = dose_mg_per_kg * weight_kg
+        return DoseCheck(round(total, 1), round(total * 60 / infusion_minutes, 1), outside)
+    if rate_mg_per_kg_per_h is None:
+        raise InfusionRuleBroken("rate_mg_per_kg_per_h", "a pain plan needs a rate in mg/kg/h")
+    if duration_hours is None:
+        raise InfusionRuleBroken("duration_hours", "a pain plan needs its duration in hours")
+    if rate_mg_per_kg_per_h > policy.pain_ceiling_mg_per_kg_per_h:
+        raise InfusionRuleBroken(
+            "rate_mg_per_kg_per_h",
+            f"above the hard ceiling of {policy.pain_ceiling_mg_per_kg_per_h} mg/kg/h",
+        )
+    outside_band: list[str] = []
+    if rate_mg_per_kg_per_h > policy.pain_max_mg_per_kg_per_h:
+        outside_band.append("rate_mg_per_kg_per_h")
+    if not policy.pain_min_hours <= duration_hours <= policy.pain_max_hours:
+        outside_band.append("duration_hours")
+    rate = rate_mg_per_kg_per_h * weight_kg
+    return DoseCheck(round(rate * duration_hours, 1), round(rate, 1), tuple(outside_band))
+
+
+def check_dose_given(given_mg: float, planned_mg: float, tolerance: float = 0.1) -> bool:
+    """Whether a recorded dose is within the tolerance of the plan's computed dose."""
+    return abs(given_mg - planned_mg) <= planned_mg * tolerance
+
+
+# --- vitals (CLINICAL.md "During a session") -------------------------------------------
+
+
+@dataclass(frozen=True)
+class VitalsPolicy:
+    """All local policy (CLINICAL.md), so all settings."""
+
+    before_systolic: int = 160
+    before_diastolic: int = 100
+    during_systolic: int = 180
+    during_diastolic: int = 110
+    min_spo2: int = 92
+    interval_minutes: int = 15
+
+
+PHYSIOLOGICAL = {
+    "systolic": (50, 300),
+    "diastolic": (20, 200),
+    "heart_rate": (20, 250),
+    "spo2": (50, 100),
+}
+
+
+def check_physiological(values: Mapping[str, int | None]) -> None:
+    """Refuse readings no living patient gives (a typo, a unit mix-up)."""
+    for name, (low, high) in PHYSIOLOGICAL.items():
+        value = values.get(name)
+        if value is not None and not low <= value <= high:
+            raise InfusionRuleBroken(name, f"must be between {low} and {high}")
+    systolic, diastolic = values.get("systolic"), values.get("diastolic")
+    if systolic is not None and diastolic is not None and diastolic >= systolic:
+        raise InfusionRuleBroken("diastolic", "must be below the systolic pressure")
+
+
+def vitals_out_of_range(
+    phase: str, values: Mapping[str, int | None], policy: VitalsPolicy = VitalsPolicy()
+) -> list[str]:
+    """Which readings cross the alert thresholds: before starting, or during."""
+    crossed: list[str] = []
+    systolic_limit, diastolic_limit = (
+        (policy.before_systolic, policy.before_diastolic)
+        if phase == "before"
+        else (policy.during_systolic, policy.during_diastolic)
+    )
+    systolic, diastolic, spo2 = values.get("systolic"), values.get("diastolic"), values.get("spo2")
+    if systolic is not None and systolic >= systolic_limit:
+        crossed.append(f"systolic {systolic} ≥ {systolic_limit}")
+    if diastolic is not None and diastolic >= diastolic_limit:
+        crossed.append(f"diastolic {diastolic} ≥ {diastolic_limit}")
+    if spo2 is not None and spo2 < policy.min_spo2:
+        crossed.append(f"SpO2 {spo2}% < {policy.min_spo2}%")
+    return crossed
+
+
+# --- sessions ----------------------------------------------------------------------------
+
+SCHEDULED, CHECKED_IN, IN_PROGRESS = "scheduled", "checked-in", "in-progress"
+COMPLETED, CANCELLED, ABANDONED = "completed", "cancelled", "abandoned"
+SESSION_STATUSES = (SCHEDULED, CHECKED_IN, IN_PROGRESS, COMPLETED, CANCELLED, ABANDONED)
+SESSION_TRANSITIONS: dict[str, dict[str, str]] = {
+    "check-in": {SCHEDULED: CHECKED_IN},
+    "start": {CHECKED_IN: IN_PROGRESS},
+    "complete": {IN_PROGRESS: COMPLETED},
+    "cancel": {SCHEDULED: CANCELLED, CHECKED_IN: CANCELLED},
+    "abandon": {CHECKED_IN: ABANDONED, IN_PROGRESS: ABANDONED},
+}
+OPEN_SESSION = (SCHEDULED, CHECKED_IN, IN_PROGRESS)
+
+
+class IllegalTransition(ValueError):
+    def __init__(self, current: str, action: str) -> None:
+        super().__init__(f"a session that is {current} cannot {action}")
+        self.current = current
+        self.action = action
+
+
+def next_session_status(current: str, action: str) -> str:
+    allowed = SESSION_TRANSITIONS.get(action)
+    if allowed is None:
+        raise ValueError(f"unknown action {action!r}")
+    if current not in allowed:
+        raise IllegalTransition(current, action)
+    return allowed[current]
+
+
+def overlaps(start: datetime, end: datetime, others: Iterable[tuple[datetime, datetime]]) -> bool:
+    return any(start < other_end and other_start < end for other_start, other_end in others)
+
+
+def check_schedule(start: datetime, end: datetime, now: datetime) -> None:
+    if start < now:
+        raise InfusionRuleBroken("start", "cannot be in the past")
+    if end <= start:
+        raise InfusionRuleBroken("end", "must be after the start")
+    if end - start > timedelta(hours=10):
+        raise InfusionRuleBroken("end", "a session lasts at most 10 hours")
+
+
+# --- course statuses (FHIR EpisodeOfCare) -----------------------------------------------
+
+COURSE_STATUSES = ("planned", "active", "onhold", "finished", "cancelled")
+COURSE_CLOSED = ("finished", "cancelled")
+
+
+# --- response (CLINICAL.md "Change that matters", "Course rules") ------------------------
+
+
+@dataclass(frozen=True)
+class ResponsePolicy:
+    pain_meaningful_fraction: float = 0.30  # IMMPACT, Dworkin et al. 2008
+    pain_substantial_fraction: float = 0.50
+    phq9_response_fraction: float = 0.50  # trial convention, Sanacora 2017
+    review_after_sessions: int = 3  # local policy: no response after 3 → MDT review
+    relief_worn_off_fraction: float = 0.10  # pain back within 10% of baseline
+
+
+@dataclass(frozen=True)
+class Response:
+    pain_change_fraction: float | None
+    phq9_change_fraction: float | None
+    pain_meaningful: bool
+    pain_substantial: bool
+    phq9_response: bool
+    responded: bool
+
+
+def _fall(baseline: int | None, now: int | None) -> float | None:
+    if baseline is None or now is None or baseline == 0:
+        return None
+    return round((baseline - now) / baseline, 3)
+
+
+def response(
+    baseline_pain: int | None,
+    pain_now: int | None,
+    baseline_phq9: int | None,
+    phq9_now: int | None,
+    policy: ResponsePolicy = ResponsePolicy(),
+) -> Response:
+    """Change from the course baseline (a fall is positive) and the thresholds met."""
+    pain = _fall(baseline_pain, pain_now)
+    phq9 = _fall(baseline_phq9, phq9_now)
+    meaningful = pain is not None and pain >= policy.pain_meaningful_fraction
+    substantial = pain is not None and pain >= policy.pain_substantial_fraction
+    phq9_response = phq9 is not None and phq9 >= policy.phq9_response_fraction
+    return Response(pain, phq9, meaningful, substantial, phq9_response, meaningful or phq9_response)
+
+
+def maintenance_due(
+    last_completed: datetime | None,
+    completed_count: int,
+    induction_count: int,
+    maintenance_interval_days: int | None,
+) -> datetime | None:
+    """After the induction series, the next infusion falls due at the plan's interval."""
+    if last_completed is None or maintenance_interval_days is None:
+        return None
+    if completed_count < induction_count:
+        return None
+    return last_completed + timedelta(days=maintenance_interval_days)

@@ -1,8 +1,142 @@
-"""The infusions service's tables.
-
-Its own clinical tables come with the infusions issue; until then its
-database holds the platform tables (outbox, inbox, dead letters, audit)."""
+"""The infusions service's tables: courses, assessments, plans, sessions and their records."""
 
 from __future__ import annotations
 
-TABLES: frozenset[str] = frozenset()
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy import JSON, Column, DateTime
+from sqlmodel import Field, SQLModel
+
+from shared.tables import utcnow
+
+TABLES = frozenset(
+    {
+        "infusion_course",
+        "eligibility_assessment",
+        "dosing_plan",
+        "infusion_session",
+        "vitals_reading",
+        "adverse_event",
+    }
+)
+
+
+def _at(**kwargs: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kwargs)
+
+
+class InfusionCourse(SQLModel, table=True):
+    """One course per accepted ketamine-infusion referral (FHIR EpisodeOfCare statuses)."""
+
+    __tablename__ = "infusion_course"
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    patient_id: UUID = Field(index=True)
+    # Unique: a redelivered referral.accepted can never open a second course.
+    referral_id: UUID = Field(unique=True)
+    status: str = Field(max_length=12, index=True)
+    priority: str = Field(max_length=10)
+    conditions: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    referral_baseline: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    opened_at: datetime = _at(default_factory=utcnow)
+    status_reason: str | None = Field(default=None, max_length=1000)
+    closed_at: datetime | None = _at(default=None)
+    close_reason: str | None = Field(default=None, max_length=20)
+    # The next maintenance infusion, kept current so the due list is one indexed query.
+    maintenance_due_at: datetime | None = _at(default=None, index=True)
+
+
+class EligibilityAssessment(SQLModel, table=True):
+    __tablename__ = "eligibility_assessment"
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    course_id: UUID = Field(foreign_key="infusion_course.id", index=True)
+    assessed_by: str = Field(max_length=100)
+    assessed_at: datetime = _at(default_factory=utcnow)
+    weight_kg: float
+    systolic: int
+    diastolic: int
+    heart_rate: int
+    opioid_mme_per_day: float
+    pain_nrs: int
+    phq9_items: list[int] = Field(sa_column=Column(JSON, nullable=False))
+    phq9_total: int
+    prior_treatments: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    checklist: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    overrides: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    outcome: str = Field(max_length=20)
+
+
+class DosingPlan(SQLModel, table=True):
+    __tablename__ = "dosing_plan"
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    course_id: UUID = Field(foreign_key="infusion_course.id", index=True)
+    indication: str = Field(max_length=12)
+    weight_kg: float
+    dose_mg_per_kg: float | None = None
+    infusion_minutes: int | None = None
+    rate_mg_per_kg_per_h: float | None = None
+    duration_hours: float | None = None
+    total_mg: float
+    rate_mg_per_h: float
+    induction_count: int
+    induction_spacing_days: int
+    maintenance_interval_days: int | None = None
+    override: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    agreed_by: str = Field(max_length=100)
+    agreed_at: datetime = _at(default_factory=utcnow)
+
+
+class InfusionSession(SQLModel, table=True):
+    __tablename__ = "infusion_session"
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    course_id: UUID = Field(foreign_key="infusion_course.id", index=True)
+    patient_id: UUID = Field(index=True)
+    plan_id: UUID = Field(foreign_key="dosing_plan.id")
+    number: int
+    kind: str = Field(max_length=12)  # induction | maintenance
+    status: str = Field(max_length=12, index=True)
+    scheduled_start: datetime = _at(index=True)
+    scheduled_end: datetime = _at()
+    started_at: datetime | None = _at(default=None)
+    ended_at: datetime | None = _at(default=None)
+    status_reason: str | None = Field(default=None, max_length=1000)
+    planned_mg: float
+    given_mg: float | None = None
+    pain_before: int | None = None
+    pain_after: int | None = None
+    mood_before: int | None = None
+    mood_after: int | None = None
+    phq9_items: list[int] | None = Field(default=None, sa_column=Column(JSON))
+    phq9_total: int | None = None
+
+
+class VitalsReading(SQLModel, table=True):
+    __tablename__ = "vitals_reading"
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: UUID = Field(foreign_key="infusion_session.id", index=True)
+    at: datetime = _at(default_factory=utcnow)
+    phase: str = Field(max_length=8)  # before | during | after
+    systolic: int
+    diastolic: int
+    heart_rate: int
+    spo2: int
+    out_of_range: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    recorded_by: str = Field(max_length=100)
+
+
+class AdverseEvent(SQLModel, table=True):
+    __tablename__ = "adverse_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: UUID = Field(foreign_key="infusion_session.id", index=True)
+    at: datetime = _at(default_factory=utcnow)
+    code: str = Field(max_length=20)
+    severity: str = Field(max_length=10)
+    note: str | None = Field(default=None, max_length=2000)
+    recorded_by: str = Field(max_length=100)

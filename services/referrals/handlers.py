@@ -7,6 +7,7 @@ opened it, which closes the loop for the referrer. Anything else is acknowledged
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from uuid import UUID
 
 from sqlmodel import Session
 
@@ -28,7 +29,7 @@ CLOSING_EVENTS = {
 def handle_event(session: Session, envelope: Envelope) -> None:
     if envelope.type not in CLOSING_EVENTS:
         return
-    referral = session.get(Referral, envelope.data["referral_id"], with_for_update=True)
+    referral = session.get(Referral, UUID(str(envelope.data["referral_id"])), with_for_update=True)
     if referral is None:
         log.warning("referral.close_for_unknown_referral", event_id=str(envelope.event_id))
         return

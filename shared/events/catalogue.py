@@ -101,6 +101,118 @@ class TherapyEpisodeDischarged(msgspec.Struct, frozen=True, kw_only=True):
     discharged_at: datetime
 
 
+class InfusionCourseOpened(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    referral_id: UUID
+    priority: ReferralPriority
+    opened_at: datetime
+
+
+class InfusionCourseStatusChanged(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    status: Literal["planned", "active", "onhold", "finished", "cancelled"]
+    previous_status: str
+    changed_at: datetime
+
+
+class InfusionAssessmentRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    assessment_id: UUID
+    outcome: Literal["eligible", "ineligible", "needs-override"]
+    blocked_by: list[str]
+    cautions_overridden: list[str]
+    pain_nrs: int
+    phq9_total: int
+    phq9_item9: int
+    opioid_mme_per_day: float
+    assessed_at: datetime
+
+
+class InfusionPlanAgreed(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    plan_id: UUID
+    indication: Literal["pain", "depression", "both"]
+    total_mg: float
+    rate_mg_per_h: float
+    induction_count: int
+    induction_spacing_days: int
+    maintenance_interval_days: int | None
+    overridden_fields: list[str]
+    agreed_at: datetime
+
+
+class InfusionSessionScheduled(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    session_id: UUID
+    number: int
+    kind: Literal["induction", "maintenance"]
+    scheduled_start: datetime
+    scheduled_end: datetime
+
+
+class InfusionSessionStarted(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    session_id: UUID
+    number: int
+    started_at: datetime
+
+
+class InfusionResponse(msgspec.Struct, frozen=True, kw_only=True):
+    pain_change_fraction: float | None
+    phq9_change_fraction: float | None
+    pain_meaningful: bool
+    pain_substantial: bool
+    phq9_response: bool
+    responded: bool
+
+
+class InfusionSessionCompleted(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    session_id: UUID
+    number: int
+    kind: Literal["induction", "maintenance"]
+    completed_at: datetime
+    given_mg: float | None
+    pain_before: int | None
+    pain_after: int | None
+    phq9_total: int | None
+    phq9_item9: int | None
+    response: InfusionResponse
+    completed_sessions: int
+    maintenance_due_at: datetime | None
+
+
+class InfusionSessionEnded(msgspec.Struct, frozen=True, kw_only=True):
+    """A session cancelled or abandoned; the reason's words stay in the service."""
+
+    course_id: UUID
+    session_id: UUID
+    number: int
+    previous_status: str
+    ended_at: datetime
+
+
+class InfusionAdverseEventRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    session_id: UUID
+    code: Literal["hypertension", "dissociation", "nausea", "sedation", "other"]
+    severity: Literal["mild", "moderate", "severe", "serious"]
+    serious: bool
+    recorded_at: datetime
+
+
+class InfusionVitalsOutOfRange(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: UUID
+    session_id: UUID
+    phase: Literal["before", "during", "after"]
+    systolic: int
+    diastolic: int
+    heart_rate: int
+    spo2: int
+    crossed: list[str]
+    measured_at: datetime
+
+
 CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
     ("patient.registered", 1): PatientRegistered,
     ("referral.received", 1): ReferralReceived,
@@ -110,6 +222,17 @@ CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
     ("referral.info_provided", 1): ReferralInfoProvided,
     ("referral.cancelled", 1): ReferralCancelled,
     ("referral.closed", 1): ReferralClosed,
+    ("infusion.course.opened", 1): InfusionCourseOpened,
+    ("infusion.course.status_changed", 1): InfusionCourseStatusChanged,
+    ("infusion.assessment.recorded", 1): InfusionAssessmentRecorded,
+    ("infusion.plan.agreed", 1): InfusionPlanAgreed,
+    ("infusion.session.scheduled", 1): InfusionSessionScheduled,
+    ("infusion.session.started", 1): InfusionSessionStarted,
+    ("infusion.session.completed", 1): InfusionSessionCompleted,
+    ("infusion.session.cancelled", 1): InfusionSessionEnded,
+    ("infusion.session.abandoned", 1): InfusionSessionEnded,
+    ("infusion.adverse_event.recorded", 1): InfusionAdverseEventRecorded,
+    ("infusion.vitals.out_of_range", 1): InfusionVitalsOutOfRange,
     ("infusion.course.closed", 1): InfusionCourseClosed,
     ("therapy.episode.discharged", 1): TherapyEpisodeDischarged,
 }

@@ -93,7 +93,7 @@ def referral_received(
 
 def unknown_event(
     patient_id: UUID,
-    event_type: str = "infusion.session.completed",
+    event_type: str = "research.survey.sent",
     *,
     occurred_at: datetime = T0,
     sequence: int = 1,

@@ -121,17 +121,17 @@ def test_decode_rejects_a_payload_missing_a_required_field() -> None:
 
 def test_decode_rejects_an_unknown_type_by_default() -> None:
     raw = _valid_raw()
-    raw["type"] = "infusion.session.completed"
+    raw["type"] = "research.survey.sent"
     with pytest.raises(InvalidEvent, match="not in the catalogue"):
         decode_envelope(raw)
 
 
 def test_decode_keeps_an_unknown_type_when_allowed() -> None:
     raw = _valid_raw()
-    raw["type"] = "infusion.session.completed"
+    raw["type"] = "research.survey.sent"
     raw["data"] = {"anything": [1, 2, 3]}
     envelope = decode_envelope(raw, allow_unknown=True)
-    assert envelope.type == "infusion.session.completed"
+    assert envelope.type == "research.survey.sent"
     assert envelope.data == {"anything": [1, 2, 3]}
 
 

@@ -140,16 +140,16 @@ def test_timeline_entries_say_what_happened_without_identifying_data() -> None:
 def test_unknown_event_types_are_on_the_timeline_and_do_not_break_the_fold() -> None:
     events = [
         patient_registered(PATIENT, occurred_at=T0),
-        unknown_event(PATIENT, "infusion.session.completed", occurred_at=T0 + timedelta(1)),
+        unknown_event(PATIENT, "research.survey.sent", occurred_at=T0 + timedelta(1)),
         unknown_event(PATIENT, "some.future.event", occurred_at=T0 + timedelta(2), subject_id="z"),
     ]
     pathway = project(PATIENT, events)
     assert [entry.type for entry in pathway.timeline] == [
         "patient.registered",
-        "infusion.session.completed",
+        "research.survey.sent",
         "some.future.event",
     ]
-    assert pathway.timeline[1].summary == "infusion.session.completed"
+    assert pathway.timeline[1].summary == "research.survey.sent"
     assert pathway.stage == "registered"
     assert pathway.alerts == []
     assert pathway.event_count == 3
