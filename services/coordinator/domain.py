@@ -42,7 +42,7 @@ class ReferralStream(msgspec.Struct, frozen=True, kw_only=True):
 
 class MeasurePoint(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime
-    value: int
+    value: float
     source: str
 
 
@@ -63,6 +63,19 @@ class NextAction(msgspec.Struct, frozen=True, kw_only=True):
     due: datetime
 
 
+class InfusionCourseStream(msgspec.Struct, frozen=True, kw_only=True):
+    course_id: str
+    status: str
+    opened_at: datetime
+    eligibility: str | None = None
+    induction_count: int | None = None
+    maintenance_interval_days: int | None = None
+    sessions_completed: int = 0
+    last_response: dict[str, object] | None = None
+    maintenance_due_at: datetime | None = None
+    dose_overridden: bool = False
+
+
 class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     patient_id: UUID
     stage: Stage
@@ -74,3 +87,4 @@ class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     next_actions: list[NextAction]
     event_count: int
     last_event_at: datetime
+    infusion_course: InfusionCourseStream | None = None

@@ -7,13 +7,16 @@ the timeline and otherwise ignored.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 from uuid import UUID
 
 import msgspec
 
 from services.coordinator.domain import (
     Alert,
+    InfusionCourseStream,
     MeasurePoint,
     NextAction,
     Pathway,
@@ -40,77 +43,168 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
     history = ordered(events)
     if not history:
         raise ValueError("a pathway needs at least one event")
-    stage: Stage = "registered"
-    stage_since = history[0].occurred_at
-    referrals: dict[str, ReferralStream] = {}
-    timeline: list[TimelineEntry] = []
-    measures: dict[str, list[MeasurePoint]] = {"phq9": [], "gad7": [], "pain_nrs": []}
-    alerts: list[Alert] = []
-
+    fold = _Fold(stage_since=history[0].occurred_at)
     for event in history:
-        timeline.append(_timeline_entry(event))
-        if event.type == "referral.received":
-            data = event.data
-            referrals[data["referral_id"]] = ReferralStream(
-                referral_id=data["referral_id"],
-                target=data["target"],
-                priority=data["priority"],
-                status="received",
-                received_at=event.occurred_at,
-            )
-            if stage == "registered":
-                stage, stage_since = "referred", event.occurred_at
-            baseline = data.get("baseline") or {}
-            if baseline.get("phq9_total") is not None:
-                measures["phq9"].append(
-                    MeasurePoint(
-                        at=event.occurred_at,
-                        value=baseline["phq9_total"],
-                        source="referral baseline",
-                    )
-                )
-            if baseline.get("pain_nrs") is not None:
-                measures["pain_nrs"].append(
-                    MeasurePoint(
-                        at=event.occurred_at, value=baseline["pain_nrs"], source="referral baseline"
-                    )
-                )
-            alert = phq9_item9_alert(
-                baseline.get("phq9_item9"), event.occurred_at, "referral baseline"
-            )
-            if alert is not None:
-                alerts.append(alert)
-        elif event.type in REFERRAL_STATUS_OF:
-            data = event.data
-            stream = referrals.get(data["referral_id"]) or ReferralStream(
-                # The referral's own received event has not arrived (yet): keep what is known.
-                referral_id=data["referral_id"],
-                target=data["target"],
-                priority=data.get("priority", "unknown"),
-                status="received",
-                received_at=event.occurred_at,
-            )
-            referrals[data["referral_id"]] = msgspec.structs.replace(
-                stream, status=REFERRAL_STATUS_OF[event.type]
-            )
-            if event.type == "referral.accepted" and stage in ("registered", "referred"):
-                stage, stage_since = "triaged", event.occurred_at
-            if event.type == "referral.closed" and not _open(referrals.values()):
-                stage, stage_since = "discharged", event.occurred_at
-
-    next_actions = [action for stream in referrals.values() if (action := _next_action(stream))]
+        fold.timeline.append(_timeline_entry(event))
+        handler = _HANDLERS.get(event.type)
+        if handler is None and event.type in REFERRAL_STATUS_OF:
+            handler = _Fold.referral_status
+        if handler is not None:
+            handler(fold, event)
+    next_actions = [a for stream in fold.referrals.values() if (a := _next_action(stream))]
     return Pathway(
         patient_id=patient_id,
-        stage=stage,
-        stage_since=stage_since,
-        referrals=list(referrals.values()),
-        timeline=timeline,
-        measures=measures,
-        alerts=alerts,
+        stage=fold.stage,
+        stage_since=fold.stage_since,
+        referrals=list(fold.referrals.values()),
+        timeline=fold.timeline,
+        measures=fold.measures,
+        alerts=fold.alerts,
         next_actions=sorted(next_actions, key=lambda action: action.due),
         event_count=len(history),
         last_event_at=history[-1].occurred_at,
+        infusion_course=fold.course,
     )
+
+
+@dataclass
+class _Fold:
+    """What the fold knows so far; one method per kind of event."""
+
+    stage_since: datetime
+    stage: Stage = "registered"
+    referrals: dict[str, ReferralStream] = field(default_factory=dict)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    measures: dict[str, list[MeasurePoint]] = field(
+        default_factory=lambda: {"phq9": [], "gad7": [], "pain_nrs": [], "opioid_mme": []}
+    )
+    alerts: list[Alert] = field(default_factory=list)
+    course: InfusionCourseStream | None = None
+
+    def move_to(self, stage: Stage, at: datetime, *, only_from: tuple[Stage, ...]) -> None:
+        if self.stage in only_from:
+            self.stage, self.stage_since = stage, at
+
+    def measure(self, name: str, at: datetime, value: float | None, source: str) -> None:
+        if value is not None:
+            self.measures[name].append(MeasurePoint(at=at, value=value, source=source))
+
+    def item9(self, answer: int | None, at: datetime, source: str) -> None:
+        alert = phq9_item9_alert(answer, at, source)
+        if alert is not None:
+            self.alerts.append(alert)
+
+    def referral_received(self, event: Envelope) -> None:
+        data = event.data
+        self.referrals[data["referral_id"]] = ReferralStream(
+            referral_id=data["referral_id"],
+            target=data["target"],
+            priority=data["priority"],
+            status="received",
+            received_at=event.occurred_at,
+        )
+        self.move_to("referred", event.occurred_at, only_from=("registered",))
+        baseline = data.get("baseline") or {}
+        self.measure("phq9", event.occurred_at, baseline.get("phq9_total"), "referral baseline")
+        self.measure("pain_nrs", event.occurred_at, baseline.get("pain_nrs"), "referral baseline")
+        self.item9(baseline.get("phq9_item9"), event.occurred_at, "referral baseline")
+
+    def referral_status(self, event: Envelope) -> None:
+        data = event.data
+        stream = self.referrals.get(data["referral_id"]) or ReferralStream(
+            # The referral's own received event has not arrived (yet): keep what is known.
+            referral_id=data["referral_id"],
+            target=data["target"],
+            priority=data.get("priority", "unknown"),
+            status="received",
+            received_at=event.occurred_at,
+        )
+        self.referrals[data["referral_id"]] = msgspec.structs.replace(
+            stream, status=REFERRAL_STATUS_OF[event.type]
+        )
+        if event.type == "referral.accepted":
+            self.move_to("triaged", event.occurred_at, only_from=("registered", "referred"))
+        if event.type == "referral.closed" and not _open(self.referrals.values()):
+            self.stage, self.stage_since = "discharged", event.occurred_at
+
+    def course_opened(self, event: Envelope) -> None:
+        self.course = InfusionCourseStream(
+            course_id=event.data["course_id"], status="planned", opened_at=event.occurred_at
+        )
+        self.move_to(
+            "assessment", event.occurred_at, only_from=("registered", "referred", "triaged")
+        )
+
+    def _course(self, event: Envelope) -> InfusionCourseStream:
+        # A late course.opened must not leave later facts without a stream to hang on.
+        return self.course or InfusionCourseStream(
+            course_id=event.data["course_id"], status="planned", opened_at=event.occurred_at
+        )
+
+    def assessment_recorded(self, event: Envelope) -> None:
+        data, at = event.data, event.occurred_at
+        self.course = msgspec.structs.replace(self._course(event), eligibility=data["outcome"])
+        self.measure("pain_nrs", at, data["pain_nrs"], "infusion assessment")
+        self.measure("phq9", at, data["phq9_total"], "infusion assessment")
+        self.measure("opioid_mme", at, data["opioid_mme_per_day"], "infusion assessment")
+        self.item9(data["phq9_item9"], at, "infusion assessment")
+
+    def plan_agreed(self, event: Envelope) -> None:
+        data = event.data
+        self.course = msgspec.structs.replace(
+            self._course(event),
+            induction_count=data["induction_count"],
+            maintenance_interval_days=data["maintenance_interval_days"],
+            dose_overridden=bool(data["overridden_fields"]),
+        )
+
+    def course_status(self, event: Envelope) -> None:
+        self.course = msgspec.structs.replace(self._course(event), status=event.data["status"])
+
+    def session_started(self, event: Envelope) -> None:
+        self.move_to(
+            "induction",
+            event.occurred_at,
+            only_from=("registered", "referred", "triaged", "assessment"),
+        )
+
+    def session_completed(self, event: Envelope) -> None:
+        data, at = event.data, event.occurred_at
+        course = msgspec.structs.replace(
+            self._course(event),
+            sessions_completed=data["completed_sessions"],
+            last_response=data["response"],
+            maintenance_due_at=_datetime(data.get("maintenance_due_at")),
+        )
+        self.course = course
+        self.measure("pain_nrs", at, data.get("pain_after"), f"after infusion {data['number']}")
+        self.measure("phq9", at, data.get("phq9_total"), f"after infusion {data['number']}")
+        self.item9(data.get("phq9_item9"), at, f"after infusion {data['number']}")
+        if course.induction_count and data["completed_sessions"] >= course.induction_count:
+            self.move_to("maintenance", at, only_from=("induction", "assessment", "triaged"))
+
+    def course_closed(self, event: Envelope) -> None:
+        self.course = msgspec.structs.replace(
+            self._course(event),
+            status="finished" if event.data["reason"] in ("completed", "stopped") else "cancelled",
+            maintenance_due_at=None,
+        )
+
+
+def _datetime(value: object) -> datetime | None:
+    return msgspec.convert(value, datetime) if value is not None else None
+
+
+_HANDLERS: dict[str, Callable[[_Fold, Envelope], None]] = {
+    "referral.received": _Fold.referral_received,
+    "infusion.course.opened": _Fold.course_opened,
+    "infusion.assessment.recorded": _Fold.assessment_recorded,
+    "infusion.plan.agreed": _Fold.plan_agreed,
+    "infusion.course.status_changed": _Fold.course_status,
+    "infusion.session.started": _Fold.session_started,
+    "infusion.session.completed": _Fold.session_completed,
+    "infusion.course.closed": _Fold.course_closed,
+}
 
 
 REFERRAL_STATUS_OF = {

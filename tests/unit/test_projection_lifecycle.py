@@ -152,3 +152,102 @@ def test_a_status_event_before_its_referral_arrives_still_shows_the_referral() -
     assert [(r.referral_id, r.status, r.priority) for r in pathway.referrals] == [
         (str(REFERRAL), "accepted", "urgent")
     ]
+
+
+def infusion_event(event_type: str, hours: int, sequence: int, **data: Any) -> Envelope:
+    from shared.events import catalogue
+
+    course_id = UUID("2e5e4f30-1d9c-4e8f-a071-c3d4e5f6a7b8")
+    payload = catalogue.payload_type(event_type, 1)
+    assert payload is not None
+    envelope = new_event(
+        type=event_type,
+        data=msgspec.convert({"course_id": course_id, **data}, payload, from_attributes=True),
+        producer="infusions",
+        patient_id=PATIENT,
+        subject=Subject(type="infusion-course", id=str(course_id)),
+        actor=ACTOR,
+        correlation_id="corr-unit",
+        occurred_at=T0 + timedelta(hours=hours),
+    )
+    return msgspec.structs.replace(envelope, sequence=sequence)
+
+
+def test_an_infusion_course_moves_the_stage_through_assessment_induction_and_maintenance() -> None:
+    """DESIGN.md stages: referred → triaged → assessment → induction → maintenance."""
+    at = T0 + timedelta(hours=2)
+    response = {
+        "pain_change_fraction": 0.5,
+        "phq9_change_fraction": None,
+        "pain_meaningful": True,
+        "pain_substantial": True,
+        "phq9_response": False,
+        "responded": True,
+    }
+    events = [
+        patient_registered(PATIENT),
+        received(),
+        infusion_event(
+            "infusion.course.opened", 2, 1, referral_id=REFERRAL, priority="routine", opened_at=at
+        ),
+        infusion_event(
+            "infusion.assessment.recorded",
+            3,
+            2,
+            assessment_id=REFERRAL,
+            outcome="eligible",
+            blocked_by=[],
+            cautions_overridden=[],
+            pain_nrs=8,
+            phq9_total=14,
+            phq9_item9=0,
+            opioid_mme_per_day=60.0,
+            assessed_at=at,
+        ),
+        infusion_event(
+            "infusion.plan.agreed",
+            4,
+            3,
+            plan_id=REFERRAL,
+            indication="pain",
+            total_mg=84.0,
+            rate_mg_per_h=21.0,
+            induction_count=1,
+            induction_spacing_days=3,
+            maintenance_interval_days=28,
+            overridden_fields=["rate_mg_per_kg_per_h"],
+            agreed_at=at,
+        ),
+        infusion_event(
+            "infusion.session.started", 5, 4, session_id=REFERRAL, number=1, started_at=at
+        ),
+    ]
+    pathway = project(PATIENT, events)
+    assert pathway.stage == "induction"
+    assert [p.value for p in pathway.measures["opioid_mme"]] == [60.0]
+    assert pathway.infusion_course is not None and pathway.infusion_course.dose_overridden
+    completed = infusion_event(
+        "infusion.session.completed",
+        9,
+        5,
+        session_id=REFERRAL,
+        number=1,
+        kind="induction",
+        completed_at=at,
+        given_mg=84.0,
+        pain_before=8,
+        pain_after=4,
+        phq9_total=None,
+        phq9_item9=None,
+        response=response,
+        completed_sessions=1,
+        maintenance_due_at=T0 + timedelta(days=28),
+    )
+    pathway = project(PATIENT, [*events, completed])
+    assert (pathway.stage, pathway.stage_since) == ("maintenance", T0 + timedelta(hours=9))
+    course = pathway.infusion_course
+    assert course is not None
+    assert (course.sessions_completed, course.maintenance_due_at) == (1, T0 + timedelta(days=28))
+    assert [p.value for p in pathway.measures["pain_nrs"]] == [7, 8, 4]
+    backwards = project(PATIENT, list(reversed([*events, completed])))
+    assert msgspec.json.encode(backwards) == msgspec.json.encode(pathway)
