@@ -305,6 +305,13 @@ class CourseController(Controller):
         sync_to_thread=True,
         status_code=201,
         summary="Agree the dosing plan; a dose outside its band needs an override with a reason",
+        description=(
+            "Bands from CLINICAL.md: depression 0.1 to 0.75 mg/kg over the infusion minutes "
+            "(Sanacora 2017); pain up to 0.35 mg/kg/h for 2 to 4 hours (Cohen 2018). Outside "
+            "a band the plan needs `override.reason` from an infusion clinician, recorded and "
+            "audited. Hard ceilings, never overridable: 1 mg/kg (depression) and 1 mg/kg/h "
+            "(pain), both *local policy*, as are the vitals alert thresholds."
+        ),
     )
     def agree_plan(
         self,
