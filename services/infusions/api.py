@@ -124,6 +124,24 @@ def _active_course(course: InfusionCourse) -> None:
         )
 
 
+def _still_eligible(db: Session, course: InfusionCourse) -> None:
+    """A re-assessment that finds a contraindication stops every infusion after it."""
+    latest = _assessment(db, course.id)
+    if latest is None or latest.outcome != "eligible":
+        outcome = latest.outcome if latest else "not assessed"
+        raise FieldProblem("assessment", f"the latest eligibility assessment is {outcome}")
+
+
+def _baseline(db: Session, course_id: UUID) -> EligibilityAssessment | None:
+    """The course baseline is the first assessment: a re-assessment must not move it."""
+    first: EligibilityAssessment | None = db.exec(
+        select(EligibilityAssessment)
+        .where(EligibilityAssessment.course_id == course_id)
+        .order_by(col(EligibilityAssessment.assessed_at))
+    ).first()
+    return first
+
+
 def _latest(db: Session, model: Any, course_id: UUID, order: Any) -> Any:
     return db.exec(select(model).where(model.course_id == course_id).order_by(order.desc())).first()
 
@@ -178,7 +196,7 @@ class CourseController(Controller):
                 raise FieldProblem("status", f"must be one of: {', '.join(domain.COURSE_STATUSES)}")
             statement = statement.where(InfusionCourse.status == status)
         if due_before is not None:
-            due = due_before if due_before.tzinfo else due_before.replace(tzinfo=UTC)
+            due = as_utc(due_before)
             statement = statement.where(
                 col(InfusionCourse.maintenance_due_at) < due,
                 col(InfusionCourse.status).in_(("active", "onhold")),
@@ -420,6 +438,7 @@ class CourseController(Controller):
         if plan is None:
             raise FieldProblem("plan", "no dosing plan is agreed for this course yet")
         _active_course(course)
+        _still_eligible(db, course)
         start, end = as_utc(data.start), as_utc(data.end)
         try:
             domain.check_schedule(start, end, _now())
@@ -552,9 +571,7 @@ class CourseController(Controller):
             raise Conflict("an infusion is in progress: end it first", current_status="in-progress")
         now = _now()
         for session in open_sessions:  # booked sessions of a closed course will not happen
-            session.status, session.ended_at = domain.CANCELLED, now
-            session.status_reason = "course closed"
-            db.add(session)
+            _end(db, user, course, session, "cancel", "course closed")
         status = "finished" if data.reason in ("completed", "stopped") else "cancelled"
         _set_course_status(db, user, course, status, data.note or data.reason)
         course.closed_at, course.close_reason, course.maintenance_due_at = now, data.reason, None
@@ -644,6 +661,7 @@ class SessionController(Controller):
     ) -> SessionRead:
         session, course = _session_and_course(db, session_id)
         _active_course(course)
+        _still_eligible(db, course)
         _move(session, "check-in")
         audit.record(
             db,
@@ -702,6 +720,7 @@ class SessionController(Controller):
     ) -> SessionRead:
         session, course = _session_and_course(db, session_id)
         _active_course(course)
+        _still_eligible(db, course)
         before = db.exec(
             select(VitalsReading).where(
                 VitalsReading.session_id == session.id, VitalsReading.phase == "before"
@@ -916,7 +935,7 @@ class SessionController(Controller):
             session.phq9_items, session.phq9_total = list(phq9.items), phq9.total
         db.add(session)
         db.flush()
-        baseline = _assessment(db, course.id)
+        baseline = _baseline(db, course.id)
         result = domain.response(
             baseline.pain_nrs if baseline else None,
             data.pain_nrs,

@@ -121,6 +121,26 @@ def check_dose(
     """
     if not 20 <= weight_kg <= 300:
         raise InfusionRuleBroken("weight_kg", "must be between 20 and 300 kg")
+    given = {
+        "dose_mg_per_kg": dose_mg_per_kg,
+        "infusion_minutes": infusion_minutes,
+        "rate_mg_per_kg_per_h": rate_mg_per_kg_per_h,
+        "duration_hours": duration_hours,
+    }
+    for name, value in given.items():
+        if value is not None and value <= 0:
+            raise InfusionRuleBroken(name, "must be above 0")
+    # A plan is one regimen: a depression plan is dosed in mg/kg over minutes, a pain (or
+    # pain and depression) plan in mg/kg/h over hours; a stray value would be stored
+    # unchecked, so it is refused.
+    foreign = (
+        ("rate_mg_per_kg_per_h", "duration_hours")
+        if indication == "depression"
+        else ("dose_mg_per_kg", "infusion_minutes")
+    )
+    for name in foreign:
+        if given[name] is not None:
+            raise InfusionRuleBroken(name, f"does not belong to a {indication} plan")
     if indication == "depression":
         if dose_mg_per_kg is None:
             raise InfusionRuleBroken("dose_mg_per_kg", "a depression plan needs a dose in mg/kg")
@@ -156,7 +176,8 @@ def check_dose(
 
 def check_dose_given(given_mg: float, planned_mg: float, tolerance: float = 0.1) -> bool:
     """Whether a recorded dose is within the tolerance of the plan's computed dose."""
-    return abs(given_mg - planned_mg) <= planned_mg * tolerance
+    # Rounded: 84 mg ± 10% must accept 92.4 and 75.6, which floats put a hair outside.
+    return round(abs(given_mg - planned_mg), 6) <= round(planned_mg * tolerance, 6)
 
 
 # --- vitals (CLINICAL.md "During a session") -------------------------------------------
