@@ -1086,16 +1086,20 @@ def _move(session: InfusionSession, action: str) -> None:
         ) from None
 
 
-def _session(db: Session, session_id: UUID) -> InfusionSession:
-    session = db.get(InfusionSession, session_id, with_for_update=True)
+def _session(db: Session, session_id: UUID, *, lock: bool = False) -> InfusionSession:
+    session = db.get(InfusionSession, session_id, with_for_update=lock)
     if session is None:
         raise NotFoundException(f"no infusion session {session_id}")
     return session
 
 
 def _session_and_course(db: Session, session_id: UUID) -> tuple[InfusionSession, InfusionCourse]:
-    session = _session(db, session_id)
-    return session, _course(db, session.course_id, lock=True)
+    """Lock the course, then the session: the order every writer takes (closing a course
+    locks the course, then its sessions), so two writers cannot deadlock."""
+    course_id = _session(db, session_id).course_id
+    course = _course(db, course_id, lock=True)
+    db.expire_all()  # read the session again under the lock, not the unlocked copy
+    return _session(db, session_id, lock=True), course
 
 
 # --- reads -------------------------------------------------------------------------------
