@@ -50,9 +50,11 @@ class Conflict(HTTPException):
 
     status_code = HTTP_409_CONFLICT
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, *, field: str | None = None, **extra: Any) -> None:
         super().__init__(detail=detail)
         self.problem_extra = extra
+        if field is not None:
+            self.errors = [{"field": field, "message": detail}]
 
 
 def problem(

@@ -491,6 +491,7 @@ class ReferralController(Controller):
                 conditions=list(referral.conditions),
                 accepted_at=now,
                 baseline=_baseline_scores(referral.baseline),
+                received_at=as_utc(referral.received_at),
             )
         elif data.decision == "reject":
             _publish(db, user, referral, "referral.rejected", ReferralRejected, rejected_at=now)

@@ -47,6 +47,8 @@ class ReferralAccepted(msgspec.Struct, frozen=True, kw_only=True):
     conditions: list[Condition]
     accepted_at: datetime
     baseline: BaselineScores | None = None
+    # When the referral arrived: waits are measured from it.
+    received_at: datetime | None = None
 
 
 class ReferralRejected(msgspec.Struct, frozen=True, kw_only=True):
@@ -213,6 +215,79 @@ class InfusionVitalsOutOfRange(msgspec.Struct, frozen=True, kw_only=True):
     measured_at: datetime
 
 
+AppointmentKind = Literal["assessment", "cbt", "review"]
+
+
+class TherapyEpisodeOpened(msgspec.Struct, frozen=True, kw_only=True):
+    episode_id: UUID
+    referral_id: UUID
+    priority: ReferralPriority
+    referred_at: datetime
+    opened_at: datetime
+
+
+class TherapyEpisodeAssigned(msgspec.Struct, frozen=True, kw_only=True):
+    episode_id: UUID
+    clinician_id: str
+    assigned_at: datetime
+
+
+class AppointmentBooked(msgspec.Struct, frozen=True, kw_only=True):
+    episode_id: UUID
+    appointment_id: UUID
+    kind: AppointmentKind
+    mode: Literal["video", "in-person"]
+    clinician_id: str
+    start: datetime
+    end: datetime
+
+
+class AppointmentRescheduled(msgspec.Struct, frozen=True, kw_only=True):
+    episode_id: UUID
+    appointment_id: UUID
+    previous_start: datetime
+    start: datetime
+    end: datetime
+
+
+class AppointmentStatusChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """Checked in, attended, missed, cancelled or corrected: one shape, told by the type."""
+
+    episode_id: UUID
+    appointment_id: UUID
+    kind: AppointmentKind
+    start: datetime
+    previous_status: str
+    status: str
+    attended_treatment: int
+    dna_count: int
+    cancelled_by: Literal["patient", "clinic"] | None = None
+
+
+class MeasureRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    episode_id: UUID
+    appointment_id: UUID
+    instrument: Literal["PHQ-9", "GAD-7"]
+    total: int
+    band: str
+    item9: int | None
+    recorded_at: datetime
+
+
+class MeasureRiskFlagged(msgspec.Struct, frozen=True, kw_only=True):
+    episode_id: UUID
+    appointment_id: UUID
+    item9: int
+    recorded_at: datetime
+
+
+class TherapyDnaThresholdReached(msgspec.Struct, frozen=True, kw_only=True):
+    episode_id: UUID
+    dna_count: int
+    threshold: int
+    reached_at: datetime
+
+
 CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
     ("patient.registered", 1): PatientRegistered,
     ("referral.received", 1): ReferralReceived,
@@ -234,6 +309,18 @@ CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
     ("infusion.adverse_event.recorded", 1): InfusionAdverseEventRecorded,
     ("infusion.vitals.out_of_range", 1): InfusionVitalsOutOfRange,
     ("infusion.course.closed", 1): InfusionCourseClosed,
+    ("therapy.episode.opened", 1): TherapyEpisodeOpened,
+    ("therapy.episode.assigned", 1): TherapyEpisodeAssigned,
+    ("appointment.booked", 1): AppointmentBooked,
+    ("appointment.rescheduled", 1): AppointmentRescheduled,
+    ("appointment.checked_in", 1): AppointmentStatusChanged,
+    ("appointment.attended", 1): AppointmentStatusChanged,
+    ("appointment.missed", 1): AppointmentStatusChanged,
+    ("appointment.cancelled", 1): AppointmentStatusChanged,
+    ("appointment.corrected", 1): AppointmentStatusChanged,
+    ("measure.recorded", 1): MeasureRecorded,
+    ("measure.risk_flagged", 1): MeasureRiskFlagged,
+    ("therapy.dna_threshold_reached", 1): TherapyDnaThresholdReached,
     ("therapy.episode.discharged", 1): TherapyEpisodeDischarged,
 }
 
