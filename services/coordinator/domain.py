@@ -76,6 +76,16 @@ class InfusionCourseStream(msgspec.Struct, frozen=True, kw_only=True):
     dose_overridden: bool = False
 
 
+class TherapyEpisodeStream(msgspec.Struct, frozen=True, kw_only=True):
+    episode_id: str
+    status: str
+    referred_at: datetime
+    clinician_id: str | None = None
+    attended_treatment: int = 0
+    dna_count: int = 0
+    discharge_reason: str | None = None
+
+
 class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     patient_id: UUID
     stage: Stage
@@ -88,3 +98,4 @@ class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     event_count: int
     last_event_at: datetime
     infusion_course: InfusionCourseStream | None = None
+    therapy_episode: TherapyEpisodeStream | None = None

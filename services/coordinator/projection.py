@@ -22,9 +22,17 @@ from services.coordinator.domain import (
     Pathway,
     ReferralStream,
     Stage,
+    TherapyEpisodeStream,
     TimelineEntry,
 )
-from services.coordinator.rules import phq9_item9_alert, treatment_due, triage_due
+from services.coordinator.rules import (
+    dna_review_alert,
+    phq9_item9_alert,
+    serious_adverse_event_alert,
+    treatment_due,
+    triage_due,
+    vitals_alert,
+)
 from shared.events import Envelope
 
 TEAM_OF_TARGET = {
@@ -64,6 +72,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         event_count=len(history),
         last_event_at=history[-1].occurred_at,
         infusion_course=fold.course,
+        therapy_episode=fold.episode,
     )
 
 
@@ -80,6 +89,7 @@ class _Fold:
     )
     alerts: list[Alert] = field(default_factory=list)
     course: InfusionCourseStream | None = None
+    episode: TherapyEpisodeStream | None = None
 
     def move_to(self, stage: Stage, at: datetime, *, only_from: tuple[Stage, ...]) -> None:
         if self.stage in only_from:
@@ -183,6 +193,61 @@ class _Fold:
         if course.induction_count and data["completed_sessions"] >= course.induction_count:
             self.move_to("maintenance", at, only_from=("induction", "assessment", "triaged"))
 
+    def vitals_out_of_range(self, event: Envelope) -> None:
+        data = event.data
+        self.alerts.append(vitals_alert(list(data["crossed"]), data["phase"], event.occurred_at))
+
+    def adverse_event(self, event: Envelope) -> None:
+        if event.data["serious"]:
+            self.alerts.append(serious_adverse_event_alert(event.data["code"], event.occurred_at))
+
+    def episode_opened(self, event: Envelope) -> None:
+        self.episode = TherapyEpisodeStream(
+            episode_id=event.data["episode_id"],
+            status="waitlist",
+            referred_at=_datetime(event.data["referred_at"]) or event.occurred_at,
+        )
+
+    def _episode(self, event: Envelope) -> TherapyEpisodeStream:
+        return self.episode or TherapyEpisodeStream(
+            episode_id=event.data["episode_id"], status="waitlist", referred_at=event.occurred_at
+        )
+
+    def episode_assigned(self, event: Envelope) -> None:
+        self.episode = msgspec.structs.replace(
+            self._episode(event), clinician_id=event.data["clinician_id"]
+        )
+
+    def appointment_changed(self, event: Envelope) -> None:
+        data = event.data
+        episode = self._episode(event)
+        self.episode = msgspec.structs.replace(
+            episode,
+            status="active" if episode.status == "waitlist" else episode.status,
+            attended_treatment=data.get("attended_treatment", episode.attended_treatment),
+            dna_count=data.get("dna_count", episode.dna_count),
+        )
+
+    def measure_recorded(self, event: Envelope) -> None:
+        data, at = event.data, event.occurred_at
+        name = "phq9" if data["instrument"] == "PHQ-9" else "gad7"
+        self.measure(name, at, data["total"], "therapy session")
+        self.item9(data.get("item9"), at, "therapy session")
+
+    def dna_threshold(self, event: Envelope) -> None:
+        data = event.data
+        self.alerts.append(
+            dna_review_alert(data["dna_count"], data["threshold"], event.occurred_at)
+        )
+
+    def episode_discharged(self, event: Envelope) -> None:
+        reason = event.data["reason"]
+        self.episode = msgspec.structs.replace(
+            self._episode(event),
+            status="cancelled" if reason == "declined" else "finished",
+            discharge_reason=reason,
+        )
+
     def course_closed(self, event: Envelope) -> None:
         self.course = msgspec.structs.replace(
             self._course(event),
@@ -204,6 +269,18 @@ _HANDLERS: dict[str, Callable[[_Fold, Envelope], None]] = {
     "infusion.session.started": _Fold.session_started,
     "infusion.session.completed": _Fold.session_completed,
     "infusion.course.closed": _Fold.course_closed,
+    "infusion.vitals.out_of_range": _Fold.vitals_out_of_range,
+    "infusion.adverse_event.recorded": _Fold.adverse_event,
+    "therapy.episode.opened": _Fold.episode_opened,
+    "therapy.episode.assigned": _Fold.episode_assigned,
+    "appointment.booked": _Fold.appointment_changed,
+    "appointment.attended": _Fold.appointment_changed,
+    "appointment.missed": _Fold.appointment_changed,
+    "appointment.cancelled": _Fold.appointment_changed,
+    "appointment.corrected": _Fold.appointment_changed,
+    "measure.recorded": _Fold.measure_recorded,
+    "therapy.dna_threshold_reached": _Fold.dna_threshold,
+    "therapy.episode.discharged": _Fold.episode_discharged,
 }
 
 

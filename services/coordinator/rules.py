@@ -51,3 +51,48 @@ def treatment_due(received_at: datetime, target: str) -> datetime:
     Talking Therapies); consultant-led treatment alert at 12 weeks (local policy)."""
     weeks = 6 if target == "psychology" else 12
     return received_at + timedelta(weeks=weeks)
+
+
+def dna_review_alert(dna_count: int, threshold: int, at: datetime) -> Alert:
+    """CLINICAL.md, Therapy: after 2 missed appointments in an episode → discharge review
+    alert (local policy). Discharge after a DNA is a decision, never automatic."""
+    return Alert(
+        kind="dna-threshold",
+        severity="high",
+        status="open",
+        reason=f"{dna_count} missed appointments (threshold {threshold}): review, not discharge",
+        who="psychologist",
+        due=at + timedelta(days=7),
+        raised_at=at,
+        source="CLINICAL.md Therapy: DNA after 2 missed appointments → discharge review",
+    )
+
+
+def vitals_alert(crossed: list[str], phase: str, at: datetime) -> Alert:
+    """CLINICAL.md, During a session: systolic ≥ 180 or diastolic ≥ 110 during, ≥ 160/100
+    before starting, SpO2 < 92% (local policy)."""
+    return Alert(
+        kind="vitals-out-of-range",
+        severity="high",
+        status="open",
+        reason=f"vitals {phase} the infusion: " + "; ".join(crossed),
+        who="infusion clinician",
+        due=_end_of_day(at),
+        raised_at=at,
+        source="CLINICAL.md During a session: vitals thresholds (local policy)",
+    )
+
+
+def serious_adverse_event_alert(code: str, at: datetime) -> Alert:
+    """CLINICAL.md, During a session: a serious adverse event closes the session and raises
+    an MDT alert."""
+    return Alert(
+        kind="serious-adverse-event",
+        severity="urgent",
+        status="open",
+        reason=f"serious adverse event during an infusion: {code}",
+        who="MDT",
+        due=_end_of_day(at),
+        raised_at=at,
+        source="CLINICAL.md During a session: serious adverse event → MDT alert",
+    )

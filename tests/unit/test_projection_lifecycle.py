@@ -251,3 +251,73 @@ def test_an_infusion_course_moves_the_stage_through_assessment_induction_and_mai
     assert [p.value for p in pathway.measures["pain_nrs"]] == [7, 8, 4]
     backwards = project(PATIENT, list(reversed([*events, completed])))
     assert msgspec.json.encode(backwards) == msgspec.json.encode(pathway)
+
+
+def therapy_event(event_type: str, hours: int, sequence: int, **data: Any) -> Envelope:
+    from shared.events import catalogue
+
+    episode_id = UUID("3f6f5041-2ead-4f90-b182-d4e5f6a7b8c9")
+    payload = catalogue.payload_type(event_type, 1)
+    assert payload is not None
+    envelope = new_event(
+        type=event_type,
+        data=msgspec.convert({"episode_id": episode_id, **data}, payload, from_attributes=True),
+        producer="therapy",
+        patient_id=PATIENT,
+        subject=Subject(type="therapy-episode", id=str(episode_id)),
+        actor=ACTOR,
+        correlation_id="corr-unit",
+        occurred_at=T0 + timedelta(hours=hours),
+    )
+    return msgspec.structs.replace(envelope, sequence=sequence)
+
+
+def test_therapy_measures_item9_and_missed_appointments_reach_the_pathway() -> None:
+    """CLINICAL.md: PHQ-9 and GAD-7 session by session; item 9 above 0 → urgent alert;
+    2 missed appointments → discharge review alert (not a discharge)."""
+    at = T0 + timedelta(hours=3)
+    events = [
+        patient_registered(PATIENT),
+        received(),
+        therapy_event(
+            "therapy.episode.opened",
+            2,
+            1,
+            referral_id=REFERRAL,
+            priority="routine",
+            referred_at=T0,
+            opened_at=T0 + timedelta(hours=2),
+        ),
+        therapy_event(
+            "measure.recorded",
+            3,
+            2,
+            appointment_id=REFERRAL,
+            instrument="PHQ-9",
+            total=15,
+            band="moderately severe",
+            item9=1,
+            recorded_at=at,
+        ),
+        therapy_event(
+            "measure.recorded",
+            4,
+            3,
+            appointment_id=REFERRAL,
+            instrument="GAD-7",
+            total=9,
+            band="mild",
+            item9=None,
+            recorded_at=at,
+        ),
+        therapy_event(
+            "therapy.dna_threshold_reached", 5, 4, dna_count=2, threshold=2, reached_at=at
+        ),
+    ]
+    pathway = project(PATIENT, events)
+    assert [p.value for p in pathway.measures["gad7"]] == [9]
+    assert pathway.measures["phq9"][-1].value == 15
+    kinds = sorted(alert.kind for alert in pathway.alerts)
+    assert kinds == ["dna-threshold", "phq9-item9"]
+    assert pathway.therapy_episode is not None
+    assert pathway.therapy_episode.status == "waitlist"
