@@ -461,7 +461,7 @@ class EpisodeController(Controller):
         appointments = _appointments(db, episode.id)
         try:
             status = domain.discharge_status(
-                data.reason, data.note, _attended_treatment(appointments)
+                data.reason, data.note, _attended_treatment(appointments), POLICY
             )
         except domain.TherapyRuleBroken as error:
             raise _rule(error) from None
@@ -703,7 +703,11 @@ class AppointmentController(Controller):
         user: NamedDependency[User],
         audit: NamedDependency[AccessTrail],
     ) -> AppointmentRead:
-        appointment, episode = _appointment_and_episode(db, user, appointment_id)
+        # A record can be put right after discharge (a no-show that led to a discharge
+        # for non-attendance, say); only re-booking needs the episode open.
+        appointment, episode = _appointment_and_episode(
+            db, user, appointment_id, open_episode=data.status == domain.BOOKED
+        )
         try:
             status = domain.corrected_status(appointment.status, data.status)
         except domain.IllegalTransition as error:
@@ -906,7 +910,7 @@ def _change(
 
 
 def _appointment_and_episode(
-    db: Session, user: User, appointment_id: UUID
+    db: Session, user: User, appointment_id: UUID, *, open_episode: bool = True
 ) -> tuple[Appointment, TherapyEpisode]:
     found = db.get(Appointment, appointment_id)
     if found is None:
@@ -914,7 +918,8 @@ def _appointment_and_episode(
     # The episode first, then the appointment: one lock order for every writer.
     episode = _episode(db, found.episode_id, lock=True)
     _own_caseload(user, episode)
-    _open_episode(episode)
+    if open_episode:
+        _open_episode(episode)
     db.expire_all()
     appointment = db.get(Appointment, appointment_id, with_for_update=True)
     assert appointment is not None
@@ -967,7 +972,13 @@ def _episode_read(
     db: Session, episode: TherapyEpisode, user: User, *, detail: bool = False
 ) -> EpisodeRead:
     appointments = _appointments(db, episode.id)
-    days, state = domain.waiting(as_utc(episode.referred_at), _now(), POLICY)
+    treated = [
+        as_utc(a.start)
+        for a in appointments
+        if a.status == domain.FULFILLED and a.kind in TREATMENT_KINDS
+    ]
+    until = min(treated) if treated else as_utc(episode.discharged_at or _now())
+    days, state = domain.waiting(as_utc(episode.referred_at), until, POLICY)
     read = EpisodeRead(
         id=episode.id,
         patient_id=episode.patient_id,
@@ -989,7 +1000,9 @@ def _episode_read(
         discharge_reason=episode.discharge_reason,
         discharge_note=episode.discharge_note if _sees_items(user) else None,
     )
-    if detail:
+    # Psychologists read the team's waiting list; the clinical record of an episode is
+    # for the psychologist whose caseload it is, and the MDT (admins: statuses only).
+    if detail and (user.role is not Role.psychologist or episode.clinician_id == user.id):
         measures = db.exec(
             select(SessionMeasure)
             .where(SessionMeasure.episode_id == episode.id)

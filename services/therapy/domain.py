@@ -95,6 +95,7 @@ def check_bookable(
     policy: TherapyPolicy = TherapyPolicy(),
 ) -> None:
     """A booking starts on one of the clinician's slots, in the future."""
+    start = start.astimezone(UTC)
     if start <= now:
         raise TherapyRuleBroken("start", "cannot be in the past")
     day = start.date()
@@ -168,7 +169,12 @@ EPISODE_OPEN = ("waitlist", "active", "onhold")
 DISCHARGE_REASONS = ("completed", "declined", "did-not-attend", "moved-away", "other")
 
 
-def discharge_status(reason: str, note: str | None, attended_treatment: int) -> str:
+def discharge_status(
+    reason: str,
+    note: str | None,
+    attended_treatment: int,
+    policy: TherapyPolicy = TherapyPolicy(),
+) -> str:
     """The episode's status after discharge; the rules a discharge must meet.
 
     After missed appointments discharge is a decision with a reason, never automatic
@@ -179,18 +185,23 @@ def discharge_status(reason: str, note: str | None, attended_treatment: int) -> 
         raise TherapyRuleBroken("reason", f"must be one of: {', '.join(DISCHARGE_REASONS)}")
     if reason in ("did-not-attend", "other") and not (note and note.strip()):
         raise TherapyRuleBroken("note", f"a discharge for '{reason}' needs a note saying why")
-    if reason == "completed" and attended_treatment < TherapyPolicy().min_treatment_appointments:
+    needed = policy.min_treatment_appointments
+    if reason == "completed" and attended_treatment < needed:
         raise TherapyRuleBroken(
-            "reason", "a completed course needs at least 2 attended treatment appointments"
+            "reason", f"a completed course needs at least {needed} attended treatment appointments"
         )
     return "cancelled" if reason == "declined" else "finished"
 
 
 def waiting(
-    referred_at: datetime, now: datetime, policy: TherapyPolicy = TherapyPolicy()
+    referred_at: datetime, until: datetime, policy: TherapyPolicy = TherapyPolicy()
 ) -> tuple[int, str]:
-    """Days waiting and the state against the 6- and 18-week standards."""
-    days = max((now.date() - referred_at.date()).days, 0)
+    """Days waiting and the state against the 6- and 18-week standards.
+
+    ``until`` is now while the patient waits, and the first attended treatment
+    appointment once there is one: the standard measures the wait to treatment.
+    """
+    days = max((until.date() - referred_at.date()).days, 0)
     if days >= policy.wait_breach_weeks * 7:
         return days, "breached"
     if days >= policy.wait_alert_weeks * 7:
