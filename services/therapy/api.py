@@ -404,7 +404,7 @@ class EpisodeController(Controller):
         if data.mode == "in-person" and not data.location:
             raise FieldProblem("location", "an in-person appointment needs a location")
         start = as_utc(data.start)
-        _check_slot(db, episode.clinician_id, start)
+        _check_slot(db, episode.clinician_id, start, patient_id=episode.patient_id)
         appointment = Appointment(
             episode_id=episode.id,
             patient_id=episode.patient_id,
@@ -418,6 +418,7 @@ class EpisodeController(Controller):
             booked_by=user.id,
         )
         db.add(appointment)
+        _hold_slot(db)
         if episode.status == "waitlist":
             episode.status = "active"
             db.add(episode)
@@ -504,6 +505,20 @@ class EpisodeController(Controller):
         return _episode_read(db, episode, user, detail=True)
 
 
+def _hold_slot(db: Session) -> None:
+    """Write the appointment now, so the partial unique indexes judge it here: a clash
+    becomes a 409 naming the slot, not an error later in the transaction."""
+    try:
+        db.flush()
+    except IntegrityError:
+        db.rollback()
+        raise Conflict(
+            "this slot is taken (by the clinician's or the patient's other "
+            "appointment); choose another",
+            field="start",
+        ) from None
+
+
 def _commit_booking(db: Session) -> None:
     try:
         db.commit()
@@ -516,7 +531,12 @@ def _commit_booking(db: Session) -> None:
 
 
 def _check_slot(
-    db: Session, clinician_id: str, start: datetime, *, moving: UUID | None = None
+    db: Session,
+    clinician_id: str,
+    start: datetime,
+    *,
+    patient_id: UUID,
+    moving: UUID | None = None,
 ) -> None:
     hours, leave = _diary(db, clinician_id)
     try:
@@ -526,6 +546,9 @@ def _check_slot(
     clash = [a for a in _holding(db, clinician_id=clinician_id, start=start) if a.id != moving]
     if clash:
         raise Conflict("the clinician is already booked at that time", field="start")
+    clash = [a for a in _holding(db, patient_id=patient_id, start=start) if a.id != moving]
+    if clash:
+        raise Conflict("the patient has another appointment at that time", field="start")
 
 
 def _episode(db: Session, episode_id: UUID, *, lock: bool = False) -> TherapyEpisode:
@@ -587,10 +610,17 @@ class AppointmentController(Controller):
         appointment, episode = _appointment_and_episode(db, user, appointment_id)
         _move(appointment.status, "reschedule")
         start = as_utc(data.start)
-        _check_slot(db, appointment.clinician_id, start, moving=appointment.id)
+        _check_slot(
+            db,
+            appointment.clinician_id,
+            start,
+            patient_id=appointment.patient_id,
+            moving=appointment.id,
+        )
         previous = as_utc(appointment.start)
         appointment.start, appointment.end = start, start + timedelta(minutes=POLICY.slot_minutes)
         db.add(appointment)
+        _hold_slot(db)
         _publish(
             db,
             user,
@@ -879,6 +909,8 @@ def _change(
     if reason is not None:
         appointment.status_reason = reason
     db.add(appointment)
+    if status in domain.HOLDS_SLOT and previous not in domain.HOLDS_SLOT:
+        _hold_slot(db)  # a correction back onto a slot someone has taken since
     dnas_after = domain.dna_count(a.status for a in appointments)
     _publish(
         db,
