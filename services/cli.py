@@ -199,5 +199,32 @@ def replay_dead_letters(service: str, replay_all: bool, ids: tuple[int, ...]) ->
         sys.exit(1)
 
 
+@main.group("coordinator")
+def coordinator_commands() -> None:
+    """The coordinator's maintenance commands."""
+
+
+@coordinator_commands.command("rebuild")
+@click.option("--check", is_flag=True, help="Report differences without repairing them")
+def rebuild(check: bool) -> None:
+    """Re-fold every pathway from the event store and report any difference from the live
+    projection (exit 1 if there was one)."""
+    from services.coordinator.handlers import rebuild_pathways
+    from shared.db import make_engine, make_session_factory
+
+    platform = _platform()
+    settings = load_service_settings("coordinator", platform)
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as session:
+        differing = rebuild_pathways(session, repair=not check)
+    engine.dispose()
+    verb = "differ" if check else "differed and were rebuilt"
+    click.echo(f"{len(differing)} pathway(s) {verb}")
+    for patient_id in differing:
+        click.echo(str(patient_id))
+    if differing:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

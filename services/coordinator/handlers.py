@@ -61,3 +61,21 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
     row.updated_at = datetime.now(UTC)
     session.add(row)
     return row
+
+
+def rebuild_pathways(session: Session, *, repair: bool = True) -> list[UUID]:
+    """Re-fold every patient's pathway from the event store; return the patients whose
+    stored projection differed (there should be none), repairing them unless told not to.
+    """
+    differing: list[UUID] = []
+    patients = session.exec(select(StoredEvent.patient_id).distinct()).all()
+    for patient_id in patients:
+        fresh = msgspec.to_builtins(project(patient_id, stored_events(session, patient_id)))
+        row = session.get(PathwayRow, patient_id)
+        if row is None or row.document != fresh:
+            differing.append(patient_id)
+            if repair:
+                refresh_pathway(session, patient_id)
+    if repair:
+        session.commit()
+    return differing
