@@ -86,6 +86,22 @@ class TherapyEpisodeStream(msgspec.Struct, frozen=True, kw_only=True):
     discharge_reason: str | None = None
 
 
+class MeasureOutcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """From the first score to the last (CLINICAL.md, "Change that matters")."""
+
+    first: float
+    last: float
+    change: float
+    at_caseness_first: bool | None = None
+    at_caseness_last: bool | None = None
+    reliable_improvement: bool = False
+    reliable_deterioration: bool = False
+    recovered: bool | None = None
+    response: bool | None = None
+    meaningful_relief: bool | None = None
+    substantial_relief: bool | None = None
+
+
 class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     patient_id: UUID
     stage: Stage
@@ -99,3 +115,4 @@ class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     last_event_at: datetime
     infusion_course: InfusionCourseStream | None = None
     therapy_episode: TherapyEpisodeStream | None = None
+    outcomes: dict[str, MeasureOutcome] = msgspec.field(default_factory=dict)

@@ -7,6 +7,7 @@ the timeline and otherwise ignored.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +18,7 @@ import msgspec
 from services.coordinator.domain import (
     Alert,
     InfusionCourseStream,
+    MeasureOutcome,
     MeasurePoint,
     NextAction,
     Pathway,
@@ -26,8 +28,11 @@ from services.coordinator.domain import (
     TimelineEntry,
 )
 from services.coordinator.rules import (
+    depression_anxiety_change,
     dna_review_alert,
+    pain_change,
     phq9_item9_alert,
+    reliable_deterioration_alert,
     serious_adverse_event_alert,
     treatment_due,
     triage_due,
@@ -60,6 +65,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         if handler is not None:
             handler(fold, event)
     next_actions = [a for stream in fold.referrals.values() if (a := _next_action(stream))]
+    outcomes = _outcomes(fold)
     return Pathway(
         patient_id=patient_id,
         stage=fold.stage,
@@ -73,6 +79,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         last_event_at=history[-1].occurred_at,
         infusion_course=fold.course,
         therapy_episode=fold.episode,
+        outcomes=outcomes,
     )
 
 
@@ -254,6 +261,27 @@ class _Fold:
             status="finished" if event.data["reason"] in ("completed", "stopped") else "cancelled",
             maintenance_due_at=None,
         )
+
+
+def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
+    """First-to-last change of each series with two or more scores; a reliable
+    deterioration also raises its alert."""
+    outcomes: dict[str, MeasureOutcome] = {}
+    for name in ("phq9", "gad7", "pain_nrs"):
+        points = fold.measures[name]
+        if len(points) < 2:
+            continue
+        first, last = int(points[0].value), int(points[-1].value)
+        change = (
+            pain_change(first, last)
+            if name == "pain_nrs"
+            else depression_anxiety_change(name, first, last)
+        )
+        outcomes[name] = msgspec.convert(dataclasses.asdict(change), MeasureOutcome)
+        alert = reliable_deterioration_alert(name, change, points[-1].at)
+        if alert is not None:
+            fold.alerts.append(alert)
+    return outcomes
 
 
 def _datetime(value: object) -> datetime | None:

@@ -5,6 +5,7 @@ Each cites the line of ../shared/CLINICAL.md it implements.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.coordinator.domain import Alert
@@ -95,4 +96,87 @@ def serious_adverse_event_alert(code: str, at: datetime) -> Alert:
         due=_end_of_day(at),
         raised_at=at,
         source="CLINICAL.md During a session: serious adverse event → MDT alert",
+    )
+
+
+# --- change that matters (CLINICAL.md, "Change that matters") -----------------------------
+
+
+@dataclass(frozen=True)
+class ChangePolicy:
+    phq9_caseness: int = 10  # NHS Talking Therapies manual
+    gad7_caseness: int = 8
+    phq9_reliable_change: int = 6
+    gad7_reliable_change: int = 4
+    pain_meaningful_fraction: float = 0.30  # IMMPACT, Dworkin et al. 2008
+    pain_substantial_fraction: float = 0.50
+    phq9_response_fraction: float = 0.50  # ketamine trials, Sanacora 2017
+
+
+@dataclass(frozen=True)
+class Change:
+    first: float
+    last: float
+    change: float  # last minus first: negative is better on every instrument here
+    at_caseness_first: bool | None = None
+    at_caseness_last: bool | None = None
+    reliable_improvement: bool = False
+    reliable_deterioration: bool = False
+    recovered: bool | None = None
+    response: bool | None = None
+    meaningful_relief: bool | None = None
+    substantial_relief: bool | None = None
+
+
+def depression_anxiety_change(
+    instrument: str, first: int, last: int, policy: ChangePolicy = ChangePolicy()
+) -> Change:
+    """PHQ-9 or GAD-7 from the first score to the last: caseness (PHQ-9 ≥ 10, GAD-7 ≥ 8),
+    reliable improvement/deterioration (6 and 4 points), recovery (at caseness first, not
+    last), and for PHQ-9 the ketamine response (a fall of 50% or more)."""
+    caseness = policy.phq9_caseness if instrument == "phq9" else policy.gad7_caseness
+    reliable = policy.phq9_reliable_change if instrument == "phq9" else policy.gad7_reliable_change
+    first_case, last_case = first >= caseness, last >= caseness
+    response = None
+    if instrument == "phq9" and first > 0:
+        response = (first - last) / first >= policy.phq9_response_fraction
+    return Change(
+        first=first,
+        last=last,
+        change=last - first,
+        at_caseness_first=first_case,
+        at_caseness_last=last_case,
+        reliable_improvement=first - last >= reliable,
+        reliable_deterioration=last - first >= reliable,
+        recovered=(not last_case) if first_case else None,
+        response=response,
+    )
+
+
+def pain_change(first: int, last: int, policy: ChangePolicy = ChangePolicy()) -> Change:
+    """Pain NRS: meaningful relief is a fall of 30% or more, substantial 50% (IMMPACT)."""
+    fall = (first - last) / first if first > 0 else 0.0
+    return Change(
+        first=first,
+        last=last,
+        change=last - first,
+        meaningful_relief=first > 0 and fall >= policy.pain_meaningful_fraction,
+        substantial_relief=first > 0 and fall >= policy.pain_substantial_fraction,
+    )
+
+
+def reliable_deterioration_alert(instrument: str, change: Change, at: datetime) -> Alert | None:
+    """CLINICAL.md: reliable deterioration (PHQ-9 up 6, GAD-7 up 4 from the first score)."""
+    if not change.reliable_deterioration:
+        return None
+    name = "PHQ-9" if instrument == "phq9" else "GAD-7"
+    return Alert(
+        kind="reliable-deterioration",
+        severity="high",
+        status="open",
+        reason=f"{name} rose from {change.first:g} to {change.last:g}",
+        who="MDT",
+        due=at + timedelta(days=7),
+        raised_at=at,
+        source="CLINICAL.md Change that matters: reliable deterioration",
     )

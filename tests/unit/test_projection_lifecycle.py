@@ -321,3 +321,9 @@ def test_therapy_measures_item9_and_missed_appointments_reach_the_pathway() -> N
     assert kinds == ["dna-threshold", "phq9-item9"]
     assert pathway.therapy_episode is not None
     assert pathway.therapy_episode.status == "waitlist"
+    # Referral baseline PHQ-9 12 → 15 in therapy: a case throughout, not a reliable change.
+    outcome = pathway.outcomes["phq9"]
+    assert (outcome.first, outcome.last, outcome.change) == (12, 15, 3)
+    assert (outcome.at_caseness_first, outcome.recovered) == (True, False)
+    assert not outcome.reliable_deterioration
+    assert "gad7" not in pathway.outcomes  # one GAD-7 score is no change yet
