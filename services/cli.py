@@ -124,6 +124,7 @@ def worker(service: str, metrics_port: int | None) -> None:
     signal.signal(signal.SIGINT, on_signal)
     runtime.relay.start()
     workers.start()
+    runtime.start_background()
     click.echo(f"carepath {service} worker is consuming {service}.events", err=True)
     stopping.wait()
     runtime.relay.stop()

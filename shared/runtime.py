@@ -2,18 +2,59 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dramatiq import Broker
 from dramatiq.brokers.redis import RedisBroker
 
 from shared import db, migrations
 from shared.messaging import EventHandler, declare_consumer, queue_sender
+from shared.observability import get_logger
 from shared.outbox import Relay
 from shared.settings import ServiceSettings
+
+log = get_logger(__name__)
+
+
+class BackgroundTask(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class PeriodicTask:
+    """Runs a function every ``interval_s`` seconds on its own thread until stopped."""
+
+    def __init__(self, name: str, interval_s: float, work: Callable[[], None]) -> None:
+        self.name = name
+        self.interval_s = interval_s
+        self.work = work
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval_s <= 0 or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.work()
+            except Exception as error:  # the next round tries again
+                log.warning("background.failed", task=self.name, error=type(error).__name__)
 
 
 @dataclass(frozen=True)
@@ -26,6 +67,8 @@ class ServiceSpec:
     handle_event: EventHandler | None = None
     # The coordinator keeps events it does not know yet instead of dead-lettering them.
     accept_unknown_events: bool = False
+    # Work a service's worker does besides consuming (the coordinator's feed catch-up).
+    background: Callable[[ServiceRuntime], BackgroundTask] | None = None
 
 
 class ServiceRuntime:
@@ -43,6 +86,7 @@ class ServiceRuntime:
         )
         # Every session of this service wakes this relay after committing an event.
         self.sessions.configure(info={"relay": self.relay})
+        self._background: BackgroundTask | None = None
 
     @property
     def name(self) -> str:
@@ -61,10 +105,18 @@ class ServiceRuntime:
                 accept_unknown_types=self.spec.accept_unknown_events,
             )
 
+    def start_background(self) -> None:
+        if self.spec.background is not None and self._background is None:
+            self._background = self.spec.background(self)
+            self._background.start()
+
     def check_database(self) -> None:
         db.ping(self.engine)
 
     def close(self) -> None:
+        if self._background is not None:
+            self._background.stop()
+            self._background = None
         self.relay.stop()
         self.engine.dispose()
 

@@ -59,6 +59,9 @@ class PlatformSettings(BaseSettings):
     # 1 s default adds up to a second before a quiet clinic's event is picked up.
     worker_poll_ms: int = Field(default=100, ge=10, le=5_000)
     relay_interval_s: float = Field(default=2.0, gt=0)
+    # How often the coordinator reads each producer's feed for events it never received
+    # (0 turns it off).
+    catchup_interval_s: float = Field(default=30.0, ge=0)
     log_level: str = "INFO"
     log_json: bool = True
 

@@ -374,6 +374,8 @@ def build_app(
             for runtime in runtimes:
                 runtime.declare_consumer()
             workers.start()
+            for runtime in runtimes:
+                runtime.start_background()
         log.info("carepath.started", services=list(by_name), embedded=embedded)
 
     def stop() -> None:

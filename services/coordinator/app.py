@@ -6,6 +6,7 @@ from pathlib import Path
 
 from services.coordinator import models  # noqa: F401 - registers the tables
 from services.coordinator.api import PathwayController
+from services.coordinator.catchup import feed_catch_up
 from services.coordinator.handlers import handle_event
 from shared.runtime import ServiceSpec
 
@@ -15,4 +16,5 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     handle_event=handle_event,
     accept_unknown_events=True,
+    background=feed_catch_up,
 )

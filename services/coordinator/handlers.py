@@ -12,6 +12,9 @@ from services.coordinator.models import PathwayRow, StoredEvent
 from services.coordinator.projection import project
 from shared.db import lock_for_transaction
 from shared.events import Envelope, decode_envelope, encode_envelope
+from shared.observability import get_logger
+
+log = get_logger(__name__)
 
 
 def handle_event(session: Session, envelope: Envelope) -> None:
@@ -21,7 +24,28 @@ def handle_event(session: Session, envelope: Envelope) -> None:
     # The consumer's inbox has already turned a redelivery into a no-op.
     session.add(_stored(envelope))
     session.flush()
+    _note_gap(session, envelope)
     refresh_pathway(session, envelope.patient_id)
+
+
+def _note_gap(session: Session, envelope: Envelope) -> None:
+    """An aggregate's sequence with a hole: the feed catch-up will fill it; say so."""
+    if envelope.sequence <= 1:
+        return
+    previous = session.exec(
+        select(StoredEvent.event_id).where(
+            StoredEvent.subject_type == envelope.subject.type,
+            StoredEvent.subject_id == envelope.subject.id,
+            StoredEvent.sequence == envelope.sequence - 1,
+        )
+    ).first()
+    if previous is None:
+        log.info(
+            "pathway.gap_detected",
+            producer=envelope.producer,
+            subject_type=envelope.subject.type,
+            sequence=envelope.sequence,
+        )
 
 
 def _stored(envelope: Envelope) -> StoredEvent:

@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel
 
 from shared.tables import utcnow
 
-TABLES = frozenset({"stored_event", "pathway"})
+TABLES = frozenset({"stored_event", "pathway", "feed_cursor"})
 
 
 class StoredEvent(SQLModel, table=True):
@@ -45,3 +45,13 @@ class PathwayRow(SQLModel, table=True):
     event_count: int
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class FeedCursor(SQLModel, table=True):
+    """How far the coordinator has read each producer's event feed."""
+
+    __tablename__ = "feed_cursor"
+
+    producer: str = Field(primary_key=True, max_length=40)
+    position: int = 0
+    read_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
