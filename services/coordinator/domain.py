@@ -18,7 +18,9 @@ Stage = Literal[
     "follow-up",
     "discharged",
 ]
-Severity = Literal["urgent", "high", "routine"]
+Severity = Literal["info", "warning", "urgent"]
+# Who acts, as a role of the token (referrer, psychologist, infusion-clinician, mdt).
+OwnerRole = Literal["referrer", "psychologist", "infusion-clinician", "mdt", "admin"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 
 
@@ -33,7 +35,7 @@ class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReferralStream(msgspec.Struct, frozen=True, kw_only=True):
-    referral_id: str
+    id: str
     target: str
     priority: str
     status: str
@@ -42,16 +44,17 @@ class ReferralStream(msgspec.Struct, frozen=True, kw_only=True):
 
 class MeasurePoint(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime
-    value: float
+    score: float
     source: str
 
 
 class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    id: str = ""  # deterministic: the fold names it from the patient, kind and time
     kind: str
     severity: Severity
     status: AlertStatus
     reason: str
-    who: str
+    owner_role: OwnerRole
     due: datetime
     raised_at: datetime
     source: str  # the CLINICAL.md rule it implements
@@ -59,12 +62,12 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
 
 class NextAction(msgspec.Struct, frozen=True, kw_only=True):
     action: str
-    who: str
+    owner_role: OwnerRole
     due: datetime
 
 
 class InfusionCourseStream(msgspec.Struct, frozen=True, kw_only=True):
-    course_id: str
+    id: str
     status: str
     opened_at: datetime
     eligibility: str | None = None
@@ -77,7 +80,7 @@ class InfusionCourseStream(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TherapyEpisodeStream(msgspec.Struct, frozen=True, kw_only=True):
-    episode_id: str
+    id: str
     status: str
     referred_at: datetime
     clinician_id: str | None = None
@@ -102,17 +105,22 @@ class MeasureOutcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     substantial_relief: bool | None = None
 
 
+class Streams(msgspec.Struct, frozen=True, kw_only=True):
+    referrals: list[ReferralStream]
+    infusion_course: InfusionCourseStream | None = None
+    therapy_episode: TherapyEpisodeStream | None = None
+    mdt_reviews: list[dict[str, object]] = msgspec.field(default_factory=list)
+
+
 class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     patient_id: UUID
     stage: Stage
     stage_since: datetime
-    referrals: list[ReferralStream]
+    streams: Streams
     timeline: list[TimelineEntry]
     measures: dict[str, list[MeasurePoint]]
     alerts: list[Alert]
     next_actions: list[NextAction]
     event_count: int
     last_event_at: datetime
-    infusion_course: InfusionCourseStream | None = None
-    therapy_episode: TherapyEpisodeStream | None = None
     outcomes: dict[str, MeasureOutcome] = msgspec.field(default_factory=dict)

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import msgspec
 
@@ -21,9 +21,11 @@ from services.coordinator.domain import (
     MeasureOutcome,
     MeasurePoint,
     NextAction,
+    OwnerRole,
     Pathway,
     ReferralStream,
     Stage,
+    Streams,
     TherapyEpisodeStream,
     TimelineEntry,
 )
@@ -44,6 +46,12 @@ TEAM_OF_TARGET = {
     "ketamine-infusion": "infusion clinic",
     "psychology": "psychology team",
     "pain-mdt": "pain MDT",
+}
+# The role that triages and treats each team's referrals.
+ROLE_OF_TARGET: dict[str, OwnerRole] = {
+    "ketamine-infusion": "infusion-clinician",
+    "psychology": "psychologist",
+    "pain-mdt": "mdt",
 }
 
 
@@ -70,15 +78,17 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         patient_id=patient_id,
         stage=fold.stage,
         stage_since=fold.stage_since,
-        referrals=list(fold.referrals.values()),
+        streams=Streams(
+            referrals=list(fold.referrals.values()),
+            infusion_course=fold.course,
+            therapy_episode=fold.episode,
+        ),
         timeline=fold.timeline,
         measures=fold.measures,
-        alerts=fold.alerts,
+        alerts=[_named(patient_id, alert) for alert in fold.alerts],
         next_actions=sorted(next_actions, key=lambda action: action.due),
         event_count=len(history),
         last_event_at=history[-1].occurred_at,
-        infusion_course=fold.course,
-        therapy_episode=fold.episode,
         outcomes=outcomes,
     )
 
@@ -92,7 +102,13 @@ class _Fold:
     referrals: dict[str, ReferralStream] = field(default_factory=dict)
     timeline: list[TimelineEntry] = field(default_factory=list)
     measures: dict[str, list[MeasurePoint]] = field(
-        default_factory=lambda: {"phq9": [], "gad7": [], "pain_nrs": [], "opioid_mme": []}
+        default_factory=lambda: {
+            "phq9": [],
+            "gad7": [],
+            "pain_nrs": [],
+            "peg": [],
+            "opioid_mme": [],
+        }
     )
     alerts: list[Alert] = field(default_factory=list)
     course: InfusionCourseStream | None = None
@@ -104,7 +120,7 @@ class _Fold:
 
     def measure(self, name: str, at: datetime, value: float | None, source: str) -> None:
         if value is not None:
-            self.measures[name].append(MeasurePoint(at=at, value=value, source=source))
+            self.measures[name].append(MeasurePoint(at=at, score=value, source=source))
 
     def item9(self, answer: int | None, at: datetime, source: str) -> None:
         alert = phq9_item9_alert(answer, at, source)
@@ -114,7 +130,7 @@ class _Fold:
     def referral_received(self, event: Envelope) -> None:
         data = event.data
         self.referrals[data["referral_id"]] = ReferralStream(
-            referral_id=data["referral_id"],
+            id=data["referral_id"],
             target=data["target"],
             priority=data["priority"],
             status="received",
@@ -130,7 +146,7 @@ class _Fold:
         data = event.data
         stream = self.referrals.get(data["referral_id"]) or ReferralStream(
             # The referral's own received event has not arrived (yet): keep what is known.
-            referral_id=data["referral_id"],
+            id=data["referral_id"],
             target=data["target"],
             priority=data.get("priority", "unknown"),
             status="received",
@@ -146,7 +162,7 @@ class _Fold:
 
     def course_opened(self, event: Envelope) -> None:
         self.course = InfusionCourseStream(
-            course_id=event.data["course_id"], status="planned", opened_at=event.occurred_at
+            id=event.data["course_id"], status="planned", opened_at=event.occurred_at
         )
         self.move_to(
             "assessment", event.occurred_at, only_from=("registered", "referred", "triaged")
@@ -155,7 +171,7 @@ class _Fold:
     def _course(self, event: Envelope) -> InfusionCourseStream:
         # A late course.opened must not leave later facts without a stream to hang on.
         return self.course or InfusionCourseStream(
-            course_id=event.data["course_id"], status="planned", opened_at=event.occurred_at
+            id=event.data["course_id"], status="planned", opened_at=event.occurred_at
         )
 
     def assessment_recorded(self, event: Envelope) -> None:
@@ -210,14 +226,14 @@ class _Fold:
 
     def episode_opened(self, event: Envelope) -> None:
         self.episode = TherapyEpisodeStream(
-            episode_id=event.data["episode_id"],
+            id=event.data["episode_id"],
             status="waitlist",
             referred_at=_datetime(event.data["referred_at"]) or event.occurred_at,
         )
 
     def _episode(self, event: Envelope) -> TherapyEpisodeStream:
         return self.episode or TherapyEpisodeStream(
-            episode_id=event.data["episode_id"], status="waitlist", referred_at=event.occurred_at
+            id=event.data["episode_id"], status="waitlist", referred_at=event.occurred_at
         )
 
     def episode_assigned(self, event: Envelope) -> None:
@@ -271,7 +287,7 @@ def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
         points = fold.measures[name]
         if len(points) < 2:
             continue
-        first, last = int(points[0].value), int(points[-1].value)
+        first, last = int(points[0].score), int(points[-1].score)
         change = (
             pain_change(first, last)
             if name == "pain_nrs"
@@ -282,6 +298,13 @@ def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
         if alert is not None:
             fold.alerts.append(alert)
     return outcomes
+
+
+def _named(patient_id: UUID, alert: Alert) -> Alert:
+    """An alert's id is a function of what raised it, so a rebuild names it the same and
+    people's acknowledgements find it again."""
+    key = f"{alert.kind}|{alert.raised_at.isoformat()}|{alert.reason}"
+    return msgspec.structs.replace(alert, id=str(uuid5(patient_id, key)))
 
 
 def _datetime(value: object) -> datetime | None:
@@ -329,22 +352,23 @@ def _open(streams: Iterable[ReferralStream]) -> bool:
 
 def _next_action(stream: ReferralStream) -> NextAction | None:
     team = TEAM_OF_TARGET.get(stream.target, stream.target)
+    role = ROLE_OF_TARGET.get(stream.target, "mdt")
     if stream.status == "received":
         return NextAction(
             action=f"triage the {stream.priority} {stream.target} referral",
-            who=team,
+            owner_role=role,
             due=triage_due(stream.received_at, stream.priority),
         )
     if stream.status == "info-requested":
         return NextAction(
             action=f"answer the {team}'s question about the {stream.target} referral",
-            who="referrer",
+            owner_role="referrer",
             due=triage_due(stream.received_at, stream.priority),
         )
     if stream.status == "accepted":
         return NextAction(
             action=f"start treatment for the {stream.target} referral",
-            who=team,
+            owner_role=role,
             due=treatment_due(stream.received_at, stream.target),
         )
     return None

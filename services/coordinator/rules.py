@@ -21,7 +21,7 @@ def phq9_item9_alert(item9: int | None, seen_at: datetime, source_event: str) ->
         severity="urgent",
         status="open",
         reason=f"PHQ-9 item 9 answered {item9} ({source_event}): thoughts of self-harm",
-        who="duty clinician",
+        owner_role="mdt",
         due=_end_of_day(seen_at),
         raised_at=seen_at,
         source="CLINICAL.md Measures: PHQ-9 item 9 > 0, urgent safety alert, same working day",
@@ -59,10 +59,10 @@ def dna_review_alert(dna_count: int, threshold: int, at: datetime) -> Alert:
     alert (local policy). Discharge after a DNA is a decision, never automatic."""
     return Alert(
         kind="dna-threshold",
-        severity="high",
+        severity="warning",
         status="open",
         reason=f"{dna_count} missed appointments (threshold {threshold}): review, not discharge",
-        who="psychologist",
+        owner_role="psychologist",
         due=at + timedelta(days=7),
         raised_at=at,
         source="CLINICAL.md Therapy: DNA after 2 missed appointments → discharge review",
@@ -74,10 +74,10 @@ def vitals_alert(crossed: list[str], phase: str, at: datetime) -> Alert:
     before starting, SpO2 < 92% (local policy)."""
     return Alert(
         kind="vitals-out-of-range",
-        severity="high",
+        severity="warning",
         status="open",
         reason=f"vitals {phase} the infusion: " + "; ".join(crossed),
-        who="infusion clinician",
+        owner_role="infusion-clinician",
         due=_end_of_day(at),
         raised_at=at,
         source="CLINICAL.md During a session: vitals thresholds (local policy)",
@@ -92,7 +92,7 @@ def serious_adverse_event_alert(code: str, at: datetime) -> Alert:
         severity="urgent",
         status="open",
         reason=f"serious adverse event during an infusion: {code}",
-        who="MDT",
+        owner_role="mdt",
         due=_end_of_day(at),
         raised_at=at,
         source="CLINICAL.md During a session: serious adverse event → MDT alert",
@@ -172,10 +172,10 @@ def reliable_deterioration_alert(instrument: str, change: Change, at: datetime) 
     name = "PHQ-9" if instrument == "phq9" else "GAD-7"
     return Alert(
         kind="reliable-deterioration",
-        severity="high",
+        severity="warning",
         status="open",
         reason=f"{name} rose from {change.first:g} to {change.last:g}",
-        who="MDT",
+        owner_role="mdt",
         due=at + timedelta(days=7),
         raised_at=at,
         source="CLINICAL.md Change that matters: reliable deterioration",

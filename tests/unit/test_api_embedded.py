@@ -383,7 +383,22 @@ def test_a_referral_reaches_the_coordinators_pathway(embedded: Embedded) -> None
     assert "referral.received" in types
     assert types.index("patient.registered") < types.index("referral.received")
     assert [alert["kind"] for alert in pathway["alerts"]] == ["phq9-item9"]
-    assert pathway["referrals"][0]["referral_id"] == response.json()["id"]
+    assert pathway["streams"]["referrals"][0]["id"] == response.json()["id"]
+
+    # The shape the coordinator issue's contract names.
+    streams = pathway["streams"]
+    assert {"id", "target", "status"} <= set(streams["referrals"][0])
+    assert streams["infusion_course"] is None and streams["therapy_episode"] is None
+    assert set(pathway["measures"]) == {"phq9", "gad7", "pain_nrs", "peg", "opioid_mme"}
+    assert [(p["score"], "at" in p) for p in pathway["measures"]["phq9"]] == [(10, True)]
+    (action,) = pathway["next_actions"]
+    assert {"action", "owner_role", "due"} <= set(action)
+    assert action["owner_role"] == "infusion-clinician"
+    (alert,) = pathway["alerts"]
+    assert {"id", "kind", "severity", "status", "reason"} <= set(alert)
+    assert (alert["severity"], alert["status"]) == ("urgent", "open")
+    again = embedded.client.get(f"/api/pathways/{patient_id}", headers=embedded.headers(Role.mdt))
+    assert again.json()["alerts"][0]["id"] == alert["id"]  # ids are stable
 
 
 def test_unknown_patient_pathway_is_a_404(embedded: Embedded) -> None:

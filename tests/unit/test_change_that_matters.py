@@ -92,9 +92,9 @@ def test_reliable_deterioration_raises_an_alert_and_improvement_does_not() -> No
     worse = depression_anxiety_change("phq9", 8, 15)
     alert = reliable_deterioration_alert("phq9", worse, T0)
     assert alert is not None
-    assert (alert.kind, alert.who, alert.due) == (
+    assert (alert.kind, alert.owner_role, alert.due) == (
         "reliable-deterioration",
-        "MDT",
+        "mdt",
         T0 + timedelta(days=7),
     )
     better = depression_anxiety_change("phq9", 15, 8)

@@ -73,7 +73,7 @@ def test_a_registered_patient_is_at_stage_registered() -> None:
     pathway = project(PATIENT, [patient_registered(PATIENT, occurred_at=T0)])
     assert pathway.stage == "registered"
     assert pathway.stage_since == T0
-    assert pathway.referrals == []
+    assert pathway.streams.referrals == []
     assert pathway.next_actions == []
 
 
@@ -82,8 +82,8 @@ def test_a_referral_moves_the_stage_to_referred_at_its_time() -> None:
     pathway = project(PATIENT, events)
     assert pathway.stage == "referred"
     assert pathway.stage_since == events[1].occurred_at  # the first referral, not the second
-    assert len(pathway.referrals) == 2
-    assert {stream.status for stream in pathway.referrals} == {"received"}
+    assert len(pathway.streams.referrals) == 2
+    assert {stream.status for stream in pathway.streams.referrals} == {"received"}
 
 
 def test_a_late_registration_does_not_undo_the_referred_stage() -> None:
@@ -161,8 +161,8 @@ def test_unknown_event_types_are_on_the_timeline_and_do_not_break_the_fold() -> 
 def test_baseline_scores_become_measure_points() -> None:
     event = referral_received(PATIENT, occurred_at=T0, phq9_total=17, pain_nrs=8)
     pathway = project(PATIENT, [event])
-    assert [(point.value, point.at) for point in pathway.measures["phq9"]] == [(17, T0)]
-    assert [point.value for point in pathway.measures["pain_nrs"]] == [8]
+    assert [(point.score, point.at) for point in pathway.measures["phq9"]] == [(17, T0)]
+    assert [point.score for point in pathway.measures["pain_nrs"]] == [8]
     assert pathway.measures["gad7"] == []
 
 
@@ -171,7 +171,7 @@ def test_a_referral_without_a_baseline_adds_no_measures_or_alerts() -> None:
         PATIENT, occurred_at=T0, phq9_item9=None, phq9_total=None, pain_nrs=None
     )
     pathway = project(PATIENT, [event])
-    assert pathway.measures == {"phq9": [], "gad7": [], "pain_nrs": [], "opioid_mme": []}
+    assert pathway.measures == {"phq9": [], "gad7": [], "pain_nrs": [], "peg": [], "opioid_mme": []}
     assert pathway.alerts == []
 
 
@@ -210,12 +210,12 @@ def test_the_item9_rule_ignores_a_missing_answer() -> None:
 
 def test_each_received_referral_needs_triage_by_its_team_soonest_first() -> None:
     pathway = project(PATIENT, history())
-    assert [(action.who, action.due) for action in pathway.next_actions] == sorted(
-        [(action.who, action.due) for action in pathway.next_actions], key=lambda a: a[1]
+    assert [(action.owner_role, action.due) for action in pathway.next_actions] == sorted(
+        [(action.owner_role, action.due) for action in pathway.next_actions], key=lambda a: a[1]
     )
-    teams = {action.who for action in pathway.next_actions}
-    assert teams == {"infusion clinic", "psychology team"}
-    urgent = next(a for a in pathway.next_actions if a.who == "psychology team")
+    teams = {action.owner_role for action in pathway.next_actions}
+    assert teams == {"infusion-clinician", "psychologist"}
+    urgent = next(a for a in pathway.next_actions if a.owner_role == "psychologist")
     assert "urgent" in urgent.action
 
 

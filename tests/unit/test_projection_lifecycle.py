@@ -60,16 +60,16 @@ def test_a_question_waits_on_the_referrer_and_the_answer_returns_it_to_triage() 
         "referral.info_requested", ReferralInfoRequested, 2, 2, requested_at=T0 + timedelta(hours=2)
     )
     pathway = project(PATIENT, [patient_registered(PATIENT), received(), asked])
-    assert pathway.referrals[0].status == "info-requested"
-    assert [(a.who, a.action.startswith("answer")) for a in pathway.next_actions] == [
+    assert pathway.streams.referrals[0].status == "info-requested"
+    assert [(a.owner_role, a.action.startswith("answer")) for a in pathway.next_actions] == [
         ("referrer", True)
     ]
     answered = status_event(
         "referral.info_provided", ReferralInfoProvided, 3, 3, provided_at=T0 + timedelta(hours=3)
     )
     pathway = project(PATIENT, [patient_registered(PATIENT), received(), asked, answered])
-    assert pathway.referrals[0].status == "received"
-    assert pathway.next_actions[0].who == "psychology team"
+    assert pathway.streams.referrals[0].status == "received"
+    assert pathway.next_actions[0].owner_role == "psychologist"
 
 
 def test_acceptance_moves_the_stage_to_triaged_and_asks_for_treatment_within_six_weeks() -> None:
@@ -86,7 +86,7 @@ def test_acceptance_moves_the_stage_to_triaged_and_asks_for_treatment_within_six
     pathway = project(PATIENT, [patient_registered(PATIENT), received(), accepted])
     assert (pathway.stage, pathway.stage_since) == ("triaged", T0 + timedelta(hours=5))
     (action,) = pathway.next_actions
-    assert action.who == "psychology team"
+    assert action.owner_role == "psychologist"
     assert action.due == T0 + timedelta(hours=1) + timedelta(weeks=6)
 
 
@@ -119,7 +119,7 @@ def test_closing_the_only_referral_discharges_the_pathway_in_any_delivery_order(
     assert len(pathways) == 1
     pathway = project(PATIENT, events)
     assert pathway.stage == "discharged"
-    assert pathway.referrals[0].status == "closed"
+    assert pathway.streams.referrals[0].status == "closed"
     assert pathway.next_actions == []
 
 
@@ -133,7 +133,7 @@ def test_a_cancelled_referral_needs_no_action() -> None:
         cancelled_at=T0 + timedelta(hours=2),
     )
     pathway = project(PATIENT, [patient_registered(PATIENT), received(), cancelled])
-    assert pathway.referrals[0].status == "cancelled"
+    assert pathway.streams.referrals[0].status == "cancelled"
     assert pathway.next_actions == []
     assert pathway.timeline[-1].summary == "psychology referral cancelled"
 
@@ -149,7 +149,7 @@ def test_a_status_event_before_its_referral_arrives_still_shows_the_referral() -
         accepted_at=T0 + timedelta(hours=5),
     )
     pathway = project(PATIENT, [patient_registered(PATIENT), accepted])
-    assert [(r.referral_id, r.status, r.priority) for r in pathway.referrals] == [
+    assert [(r.id, r.status, r.priority) for r in pathway.streams.referrals] == [
         (str(REFERRAL), "accepted", "urgent")
     ]
 
@@ -224,8 +224,11 @@ def test_an_infusion_course_moves_the_stage_through_assessment_induction_and_mai
     ]
     pathway = project(PATIENT, events)
     assert pathway.stage == "induction"
-    assert [p.value for p in pathway.measures["opioid_mme"]] == [60.0]
-    assert pathway.infusion_course is not None and pathway.infusion_course.dose_overridden
+    assert [p.score for p in pathway.measures["opioid_mme"]] == [60.0]
+    assert (
+        pathway.streams.infusion_course is not None
+        and pathway.streams.infusion_course.dose_overridden
+    )
     completed = infusion_event(
         "infusion.session.completed",
         9,
@@ -245,10 +248,10 @@ def test_an_infusion_course_moves_the_stage_through_assessment_induction_and_mai
     )
     pathway = project(PATIENT, [*events, completed])
     assert (pathway.stage, pathway.stage_since) == ("maintenance", T0 + timedelta(hours=9))
-    course = pathway.infusion_course
+    course = pathway.streams.infusion_course
     assert course is not None
     assert (course.sessions_completed, course.maintenance_due_at) == (1, T0 + timedelta(days=28))
-    assert [p.value for p in pathway.measures["pain_nrs"]] == [7, 8, 4]
+    assert [p.score for p in pathway.measures["pain_nrs"]] == [7, 8, 4]
     backwards = project(PATIENT, list(reversed([*events, completed])))
     assert msgspec.json.encode(backwards) == msgspec.json.encode(pathway)
 
@@ -315,12 +318,12 @@ def test_therapy_measures_item9_and_missed_appointments_reach_the_pathway() -> N
         ),
     ]
     pathway = project(PATIENT, events)
-    assert [p.value for p in pathway.measures["gad7"]] == [9]
-    assert pathway.measures["phq9"][-1].value == 15
+    assert [p.score for p in pathway.measures["gad7"]] == [9]
+    assert pathway.measures["phq9"][-1].score == 15
     kinds = sorted(alert.kind for alert in pathway.alerts)
     assert kinds == ["dna-threshold", "phq9-item9"]
-    assert pathway.therapy_episode is not None
-    assert pathway.therapy_episode.status == "waitlist"
+    assert pathway.streams.therapy_episode is not None
+    assert pathway.streams.therapy_episode.status == "waitlist"
     # Referral baseline PHQ-9 12 → 15 in therapy: a case throughout, not a reliable change.
     outcome = pathway.outcomes["phq9"]
     assert (outcome.first, outcome.last, outcome.change) == (12, 15, 3)
