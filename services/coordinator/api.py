@@ -1,27 +1,152 @@
-"""HTTP controllers of the coordinator."""
+"""HTTP controllers of the coordinator: pathways and alerts."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath
-from sqlmodel import Session
+from litestar.params import FromPath, FromQuery, QueryParameter
+from sqlalchemy import and_, func, or_
+from sqlmodel import Session, col, select
 
-from services.coordinator.models import PathwayRow
-from services.coordinator.schemas import PathwayRead
+from services.coordinator.domain import Stage
+from services.coordinator.handlers import SEVERITY_RANK
+from services.coordinator.models import PathwayAlert, PathwayRow
+from services.coordinator.schemas import (
+    AlertPage,
+    AlertRow,
+    PathwayPage,
+    PathwayRead,
+    PathwaySummary,
+)
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import Role, requires
+from shared.errors import FieldProblem
+from shared.tables import as_utc
+
+READERS = (Role.mdt, Role.psychologist, Role.infusion_clinician, Role.admin)
+STAGES = Stage.__args__  # type: ignore[attr-defined]
+TEAMS = ("ketamine-infusion", "psychology", "pain-mdt")
+MAX_PAGE = 200
+
+
+def _encode(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
+
+
+def _decode(cursor: str) -> list[Any]:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError, binascii.Error):
+        raise FieldProblem("cursor", "is not a cursor this list gave out") from None
+    if not isinstance(parts, list) or len(parts) != 2:
+        raise FieldProblem("cursor", "is not a cursor this list gave out")
+    return parts
+
+
+def _parse(cursor: str, read: Any) -> Any:
+    try:
+        return read(_decode(cursor))
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError):
+        raise FieldProblem("cursor", "is not a cursor this list gave out") from None
+
+
+def _one_of(field: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    if value is not None and value not in allowed:
+        raise FieldProblem(field, f"must be one of: {', '.join(allowed)}")
 
 
 class PathwayController(Controller):
     path = "/api/pathways"
     tags = ["pathways"]
     opt = {"resource": "CarePlan"}
-    guards = [requires(Role.mdt, Role.psychologist, Role.infusion_clinician, Role.admin)]
+    guards = [requires(*READERS)]
+
+    @get(
+        operation_id="listPathways",
+        sync_to_thread=True,
+        summary="Pathway status: longest in their stage first, filtered, in cursor pages",
+    )
+    def list_pathways(
+        self,
+        db: NamedDependency[Session],
+        audit: NamedDependency[AccessTrail],
+        stage: FromQuery[str | None] = None,
+        team: FromQuery[str | None] = None,
+        alert_kind: FromQuery[str | None] = None,
+        severity: FromQuery[str | None] = None,
+        waiting_over_days: Annotated[int | None, QueryParameter(ge=0)] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+    ) -> PathwayPage:
+        _one_of("stage", stage, STAGES)
+        _one_of("team", team, TEAMS)
+        _one_of("severity", severity, tuple(SEVERITY_RANK))
+        statement = select(PathwayRow)
+        if stage is not None:
+            statement = statement.where(PathwayRow.stage == stage)
+        if team is not None:
+            statement = statement.where(col(PathwayRow.teams).contains(f",{team},"))
+        if waiting_over_days is not None:
+            cutoff = datetime.now(UTC) - timedelta(days=waiting_over_days)
+            statement = statement.where(col(PathwayRow.stage_since) < cutoff)
+        if alert_kind is not None or severity is not None:
+            alerts = select(PathwayAlert.patient_id).where(PathwayAlert.status != "resolved")
+            if alert_kind is not None:
+                alerts = alerts.where(PathwayAlert.kind == alert_kind)
+            if severity is not None:
+                alerts = alerts.where(PathwayAlert.severity == severity)
+            statement = statement.where(col(PathwayRow.patient_id).in_(alerts))
+        if cursor is not None:
+            since_at, last_id = _parse(cursor, lambda p: (datetime.fromisoformat(p[0]), UUID(p[1])))
+            statement = statement.where(
+                or_(
+                    col(PathwayRow.stage_since) > since_at,
+                    and_(
+                        col(PathwayRow.stage_since) == since_at,
+                        col(PathwayRow.patient_id) > last_id,
+                    ),
+                )
+            )
+        rows = db.exec(
+            statement.order_by(col(PathwayRow.stage_since), col(PathwayRow.patient_id)).limit(
+                limit + 1
+            )
+        ).all()
+        page, more = rows[:limit], len(rows) > limit
+        counts = _severity_counts(db, [row.patient_id for row in page])
+        now = datetime.now(UTC)
+        items = [
+            PathwaySummary(
+                patient_id=row.patient_id,
+                stage=row.stage,
+                stage_since=as_utc(row.stage_since),
+                days_in_stage=(now - as_utc(row.stage_since)).days,
+                teams=[t for t in row.teams.split(",") if t],
+                open_alerts=row.open_alerts,
+                alerts_by_severity=counts.get(row.patient_id, {}),
+            )
+            for row in page
+        ]
+        audit.record(
+            db, AuditAction.read, "CarePlan", None, None, detail=f"pathway list of {len(items)}"
+        )
+        db.commit()
+        last_row = page[-1] if more and page else None
+        next_cursor = (
+            _encode(as_utc(last_row.stage_since).isoformat(), str(last_row.patient_id))
+            if last_row
+            else None
+        )
+        return PathwayPage(items=items, next_cursor=next_cursor)
 
     @get(
         "/{patient_id:uuid}",
@@ -41,3 +166,95 @@ class PathwayController(Controller):
         audit.record(db, AuditAction.read, "CarePlan", str(patient_id), patient_id)
         db.commit()
         return msgspec.convert(row.document, PathwayRead)
+
+
+def _severity_counts(db: Session, patients: list[UUID]) -> dict[UUID, dict[str, int]]:
+    if not patients:
+        return {}
+    counts: dict[UUID, dict[str, int]] = {}
+    for patient_id, severity, count in db.exec(
+        select(PathwayAlert.patient_id, PathwayAlert.severity, func.count())
+        .where(col(PathwayAlert.patient_id).in_(patients), PathwayAlert.status != "resolved")
+        .group_by(col(PathwayAlert.patient_id), col(PathwayAlert.severity))
+    ).all():
+        counts.setdefault(patient_id, {})[severity] = int(count)
+    return counts
+
+
+class AlertController(Controller):
+    path = "/api/alerts"
+    tags = ["alerts"]
+    opt = {"resource": "Flag"}
+    guards = [requires(*READERS)]
+
+    @get(
+        operation_id="listAlerts",
+        sync_to_thread=True,
+        summary="Alerts across every pathway: most severe first, then soonest due",
+    )
+    def list_alerts(
+        self,
+        db: NamedDependency[Session],
+        audit: NamedDependency[AccessTrail],
+        status: FromQuery[str | None] = "open",
+        kind: FromQuery[str | None] = None,
+        severity: FromQuery[str | None] = None,
+        owner_role: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+    ) -> AlertPage:
+        _one_of("status", status, ("open", "acknowledged", "resolved"))
+        _one_of("severity", severity, tuple(SEVERITY_RANK))
+        statement = select(PathwayAlert)
+        for name, value in (
+            ("status", status),
+            ("kind", kind),
+            ("severity", severity),
+            ("owner_role", owner_role),
+        ):
+            if value is not None:
+                statement = statement.where(getattr(PathwayAlert, name) == value)
+        if cursor is not None:
+            rank, due, last = _parse(
+                cursor, lambda p: (int(p[0][0]), datetime.fromisoformat(p[0][1]), str(p[1]))
+            )
+            statement = statement.where(
+                or_(
+                    col(PathwayAlert.severity_rank) > rank,
+                    and_(col(PathwayAlert.severity_rank) == rank, col(PathwayAlert.due) > due),
+                    and_(
+                        col(PathwayAlert.severity_rank) == rank,
+                        col(PathwayAlert.due) == due,
+                        col(PathwayAlert.id) > last,
+                    ),
+                )
+            )
+        rows = db.exec(
+            statement.order_by(
+                col(PathwayAlert.severity_rank), col(PathwayAlert.due), col(PathwayAlert.id)
+            ).limit(limit + 1)
+        ).all()
+        page, more = rows[:limit], len(rows) > limit
+        audit.record(db, AuditAction.read, "Flag", None, None, detail=f"alert list of {len(page)}")
+        db.commit()
+        last_row = page[-1] if more and page else None
+        return AlertPage(
+            items=[
+                AlertRow(
+                    id=a.id,
+                    patient_id=a.patient_id,
+                    kind=a.kind,
+                    severity=a.severity,
+                    status=a.status,
+                    owner_role=a.owner_role,
+                    raised_at=as_utc(a.raised_at),
+                    due=as_utc(a.due),
+                )
+                for a in page
+            ],
+            next_cursor=_encode(
+                [last_row.severity_rank, as_utc(last_row.due).isoformat()], last_row.id
+            )
+            if last_row
+            else None,
+        )

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.coordinator import models  # noqa: F401 - registers the tables
-from services.coordinator.api import PathwayController
+from services.coordinator.api import AlertController, PathwayController
 from services.coordinator.catchup import feed_catch_up
 from services.coordinator.handlers import handle_event
 from shared.runtime import ServiceSpec
 
 SPEC = ServiceSpec(
     name="coordinator",
-    route_handlers=(PathwayController,),
+    route_handlers=(PathwayController, AlertController),
     migrations_dir=Path(__file__).parent / "migrations",
     handle_event=handle_event,
     accept_unknown_events=True,

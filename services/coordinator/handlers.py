@@ -8,7 +8,7 @@ from uuid import UUID
 import msgspec
 from sqlmodel import Session, select
 
-from services.coordinator.models import PathwayRow, StoredEvent
+from services.coordinator.models import PathwayAlert, PathwayRow, StoredEvent
 from services.coordinator.projection import project
 from shared.db import lock_for_transaction
 from shared.events import Envelope, decode_envelope, encode_envelope
@@ -77,6 +77,7 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
         event_count=0,
         document={},
     )
+    row.teams = "," + "".join(f"{r.target}," for r in pathway.streams.referrals)
     row.stage = pathway.stage
     row.stage_since = pathway.stage_since
     row.open_alerts = sum(1 for alert in pathway.alerts if alert.status != "resolved")
@@ -84,7 +85,27 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
     row.document = msgspec.to_builtins(pathway)
     row.updated_at = datetime.now(UTC)
     session.add(row)
+    for stale in session.exec(select(PathwayAlert).where(PathwayAlert.patient_id == patient_id)):
+        session.delete(stale)
+    session.flush()
+    for alert in pathway.alerts:
+        session.add(
+            PathwayAlert(
+                id=alert.id,
+                patient_id=patient_id,
+                kind=alert.kind,
+                severity=alert.severity,
+                severity_rank=SEVERITY_RANK[alert.severity],
+                status=alert.status,
+                owner_role=alert.owner_role,
+                raised_at=alert.raised_at,
+                due=alert.due,
+            )
+        )
     return row
+
+
+SEVERITY_RANK = {"urgent": 0, "warning": 1, "info": 2}
 
 
 def rebuild_pathways(session: Session, *, repair: bool = True) -> list[UUID]:

@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel
 
 from shared.tables import utcnow
 
-TABLES = frozenset({"stored_event", "pathway", "feed_cursor"})
+TABLES = frozenset({"stored_event", "pathway", "feed_cursor", "pathway_alert"})
 
 
 class StoredEvent(SQLModel, table=True):
@@ -42,6 +42,8 @@ class PathwayRow(SQLModel, table=True):
     stage: str = Field(max_length=20, index=True)
     stage_since: datetime = Field(sa_type=DateTime(timezone=True))
     open_alerts: int = 0
+    # ",psychology,ketamine-infusion,": the teams with a referral, for the team filter.
+    teams: str = Field(default=",", max_length=200)
     event_count: int
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -55,3 +57,19 @@ class FeedCursor(SQLModel, table=True):
     producer: str = Field(primary_key=True, max_length=40)
     position: int = 0
     read_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class PathwayAlert(SQLModel, table=True):
+    """Each pathway's alerts as rows, rewritten with the pathway, for lists and filters."""
+
+    __tablename__ = "pathway_alert"
+
+    id: str = Field(primary_key=True, max_length=36)
+    patient_id: UUID = Field(index=True)
+    kind: str = Field(max_length=40, index=True)
+    severity: str = Field(max_length=10)
+    severity_rank: int = Field(index=True)
+    status: str = Field(max_length=14, index=True)
+    owner_role: str = Field(max_length=30)
+    raised_at: datetime = Field(sa_type=DateTime(timezone=True))
+    due: datetime = Field(sa_type=DateTime(timezone=True))

@@ -2,8 +2,46 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
 from services.coordinator.domain import Pathway
 
 PathwayRead = Pathway
 
-__all__ = ["PathwayRead"]
+__all__ = ["AlertPage", "AlertRow", "PathwayPage", "PathwayRead", "PathwaySummary"]
+
+
+class PathwaySummary(msgspec.Struct, kw_only=True):
+    """One row of the pathway status list: no names, no free text."""
+
+    patient_id: UUID
+    stage: str
+    stage_since: datetime
+    days_in_stage: int
+    teams: list[str]
+    open_alerts: int
+    alerts_by_severity: dict[str, int]
+
+
+class PathwayPage(msgspec.Struct, kw_only=True):
+    items: list[PathwaySummary]
+    next_cursor: str | None
+
+
+class AlertRow(msgspec.Struct, kw_only=True):
+    id: str
+    patient_id: UUID
+    kind: str
+    severity: str
+    status: str
+    owner_role: str
+    raised_at: datetime
+    due: datetime
+
+
+class AlertPage(msgspec.Struct, kw_only=True):
+    items: list[AlertRow]
+    next_cursor: str | None

@@ -561,3 +561,74 @@ def test_an_unsafe_correlation_id_is_replaced(embedded: Embedded) -> None:
     echoed = response.headers["x-correlation-id"]
     assert echoed != "bad id;drop"
     assert echoed.isalnum()
+
+
+def test_the_pathway_list_filters_and_pages_and_the_alert_list_ranks(embedded: Embedded) -> None:
+    """The status list admins and the MDT work from: no names, filters, cursor pages."""
+    mdt = embedded.headers(Role.mdt)
+    at_risk = register(embedded)
+    embedded.client.post(
+        "/api/referrals",
+        json=referral_body(
+            at_risk,
+            target="psychology",
+            prior_treatments=[],
+            baseline={"phq9_items": [1, 1, 1, 1, 1, 1, 1, 1, 3]},
+        ),
+        headers=embedded.headers(Role.referrer),
+    )
+    calm = register(embedded)
+    embedded.client.post(
+        "/api/referrals", json=referral_body(calm), headers=embedded.headers(Role.referrer)
+    )
+    wait_for_pathway(embedded, at_risk, "referred")
+    wait_for_pathway(embedded, calm, "referred")
+
+    def patients(**query: Any) -> list[str]:
+        response = embedded.client.get("/api/pathways", params=query, headers=mdt)
+        assert response.status_code == 200, response.text
+        return [item["patient_id"] for item in response.json()["items"]]
+
+    urgent = patients(alert_kind="phq9-item9", severity="urgent", limit=200)
+    assert at_risk in urgent and calm not in urgent
+    psychology = patients(team="psychology", limit=200)
+    assert at_risk in psychology and calm not in psychology
+    assert calm in patients(team="ketamine-infusion", stage="referred", limit=200)
+    assert calm not in patients(waiting_over_days=1, limit=200)
+
+    walked: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = embedded.client.get("/api/pathways", params=params, headers=mdt).json()
+        walked += [item["patient_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(walked) == len(set(walked)) == len(patients(limit=200))
+    row = next(
+        i
+        for i in embedded.client.get("/api/pathways", params={"limit": 200}, headers=mdt).json()[
+            "items"
+        ]
+        if i["patient_id"] == at_risk
+    )
+    assert row["alerts_by_severity"] == {"urgent": 1} and "given_name" not in str(row)
+
+    alerts = embedded.client.get(
+        "/api/alerts",
+        params={"severity": "urgent", "limit": 200},
+        headers=embedded.headers(Role.admin),
+    ).json()["items"]
+    pathway = embedded.client.get(f"/api/pathways/{at_risk}", headers=mdt).json()
+    assert pathway["alerts"][0]["id"] in {alert["id"] for alert in alerts}
+
+    for query, field in (
+        ({"stage": "nowhere"}, "stage"),
+        ({"cursor": "bm9wZQ"}, "cursor"),
+        ({"limit": 201}, "limit"),
+    ):
+        assert_problem(embedded.client.get("/api/pathways", params=query, headers=mdt), 422, field)
+    assert_problem(
+        embedded.client.get("/api/pathways", headers=embedded.headers(Role.referrer)), 403
+    )
