@@ -53,6 +53,7 @@ from shared.events.catalogue import (
     InfusionCourseClosed,
     InfusionCourseStatusChanged,
     InfusionPlanAgreed,
+    InfusionResponse,
     InfusionSessionCompleted,
     InfusionSessionEnded,
     InfusionSessionScheduled,
@@ -1037,9 +1038,7 @@ class SessionController(Controller):
         return _session_read(db, session, detail=True)
 
 
-def _response_struct(result: domain.Response) -> Any:
-    from shared.events.catalogue import InfusionResponse
-
+def _response_struct(result: domain.Response) -> InfusionResponse:
     return InfusionResponse(
         pain_change_fraction=result.pain_change_fraction,
         phq9_change_fraction=result.phq9_change_fraction,
