@@ -10,17 +10,18 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
 from services.coordinator.domain import Stage
-from services.coordinator.handlers import SEVERITY_RANK
-from services.coordinator.models import PathwayAlert, PathwayRow
+from services.coordinator.handlers import SEVERITY_RANK, handle_event
+from services.coordinator.models import AlertAction, PathwayAlert, PathwayRow
 from services.coordinator.schemas import (
+    AlertHandling,
     AlertPage,
     AlertRow,
     PathwayPage,
@@ -28,9 +29,14 @@ from services.coordinator.schemas import (
     PathwaySummary,
 )
 from shared.audit import AccessTrail, AuditAction
-from shared.auth import Role, requires
-from shared.errors import FieldProblem
-from shared.tables import as_utc
+from shared.auth import Role, User, requires
+from shared.db import lock_for_transaction
+from shared.errors import Conflict, FieldProblem
+from shared.events import Actor, Subject, new_event
+from shared.events.catalogue import PathwayAlertHandled
+from shared.observability import current_correlation_id
+from shared.outbox import add_event
+from shared.tables import InboxEvent, as_utc
 
 READERS = (Role.mdt, Role.psychologist, Role.infusion_clinician, Role.admin)
 STAGES = Stage.__args__  # type: ignore[attr-defined]
@@ -258,3 +264,104 @@ class AlertController(Controller):
             if last_row
             else None,
         )
+
+    @post(
+        "/{alert_id:str}/acknowledge",
+        operation_id="acknowledgeAlert",
+        status_code=200,
+        guards=[requires(Role.mdt, Role.psychologist, Role.infusion_clinician)],
+        sync_to_thread=True,
+        summary="Someone has seen the alert and is acting on it",
+    )
+    def acknowledge(
+        self,
+        alert_id: FromPath[str],
+        data: JSONBody[AlertHandling],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        audit: NamedDependency[AccessTrail],
+    ) -> AlertRow:
+        return _handle(db, user, audit, alert_id, "acknowledged", data.note)
+
+    @post(
+        "/{alert_id:str}/resolve",
+        operation_id="resolveAlert",
+        status_code=200,
+        guards=[requires(Role.mdt, Role.psychologist, Role.infusion_clinician)],
+        sync_to_thread=True,
+        summary="The alert is dealt with",
+    )
+    def resolve(
+        self,
+        alert_id: FromPath[str],
+        data: JSONBody[AlertHandling],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        audit: NamedDependency[AccessTrail],
+    ) -> AlertRow:
+        return _handle(db, user, audit, alert_id, "resolved", data.note)
+
+
+def _handle(
+    db: Session, user: User, audit: AccessTrail, alert_id: str, status: str, note: str | None
+) -> AlertRow:
+    """Record the person's action as a coordinator event and fold it in at once.
+
+    The event goes to the outbox like any other (so it reaches the store everywhere and a
+    rebuild sees it) and is folded now, with its inbox row, so the answer shows the new
+    status and the copy that comes back through the queue is a duplicate.
+    """
+    found = db.get(PathwayAlert, alert_id)
+    if found is None:
+        raise NotFoundException(f"no alert {alert_id}")
+    lock_for_transaction(db, found.patient_id)
+    alert = db.get(PathwayAlert, alert_id)
+    assert alert is not None
+    if alert.status == "resolved" or alert.status == status:
+        raise Conflict(f"the alert is already {alert.status}", current_status=alert.status)
+    now = datetime.now(UTC)
+    db.add(
+        AlertAction(
+            alert_id=alert_id,
+            patient_id=alert.patient_id,
+            action=status,
+            by_user=user.id,
+            by_role=user.role.value,
+            note=note,
+            at=now,
+        )
+    )
+    envelope = add_event(
+        db,
+        new_event(
+            type=f"pathway.alert.{status}",
+            data=PathwayAlertHandled(
+                alert_id=alert_id,
+                kind=alert.kind,
+                by_user=user.id,
+                by_role=user.role.value,
+                handled_at=now,
+            ),
+            producer="coordinator",
+            patient_id=alert.patient_id,
+            subject=Subject(type="alert", id=alert_id),
+            actor=Actor(user_id=user.id, role=user.role.value),
+            correlation_id=current_correlation_id(),
+        ),
+    )
+    db.add(InboxEvent(event_id=envelope.event_id, type=envelope.type))
+    handle_event(db, envelope)
+    audit.record(db, AuditAction.update, "Flag", alert_id, alert.patient_id, detail=status)
+    db.commit()
+    updated = db.get(PathwayAlert, alert_id)
+    assert updated is not None
+    return AlertRow(
+        id=updated.id,
+        patient_id=updated.patient_id,
+        kind=updated.kind,
+        severity=updated.severity,
+        status=updated.status,
+        owner_role=updated.owner_role,
+        raised_at=as_utc(updated.raised_at),
+        due=as_utc(updated.due),
+    )

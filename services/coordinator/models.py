@@ -11,7 +11,15 @@ from sqlmodel import Field, SQLModel
 
 from shared.tables import utcnow
 
-TABLES = frozenset({"stored_event", "pathway", "feed_cursor", "pathway_alert"})
+TABLES = frozenset(
+    {
+        "stored_event",
+        "pathway",
+        "feed_cursor",
+        "pathway_alert",
+        "alert_action",
+    }
+)
 
 
 class StoredEvent(SQLModel, table=True):
@@ -73,3 +81,18 @@ class PathwayAlert(SQLModel, table=True):
     owner_role: str = Field(max_length=30)
     raised_at: datetime = Field(sa_type=DateTime(timezone=True))
     due: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class AlertAction(SQLModel, table=True):
+    """Who acknowledged or resolved an alert, when, and their note (kept out of events)."""
+
+    __tablename__ = "alert_action"
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(max_length=36, index=True)
+    patient_id: UUID = Field(index=True)
+    action: str = Field(max_length=12)
+    by_user: str = Field(max_length=100)
+    by_role: str = Field(max_length=40)
+    note: str | None = Field(default=None, max_length=2000)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

@@ -85,7 +85,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         ),
         timeline=fold.timeline,
         measures=fold.measures,
-        alerts=[_named(patient_id, alert) for alert in fold.alerts],
+        alerts=[_handled(_named(patient_id, alert), fold.handled) for alert in fold.alerts],
         next_actions=sorted(next_actions, key=lambda action: action.due),
         event_count=len(history),
         last_event_at=history[-1].occurred_at,
@@ -113,6 +113,8 @@ class _Fold:
     alerts: list[Alert] = field(default_factory=list)
     course: InfusionCourseStream | None = None
     episode: TherapyEpisodeStream | None = None
+    # alert id → what people did with it: "acknowledged", then perhaps "resolved"
+    handled: dict[str, str] = field(default_factory=dict)
 
     def move_to(self, stage: Stage, at: datetime, *, only_from: tuple[Stage, ...]) -> None:
         if self.stage in only_from:
@@ -271,6 +273,13 @@ class _Fold:
             discharge_reason=reason,
         )
 
+    def alert_handled(self, event: Envelope) -> None:
+        status = "resolved" if event.type == "pathway.alert.resolved" else "acknowledged"
+        alert_id = event.data["alert_id"]
+        # Resolved stays resolved, whichever of the two events the fold meets first.
+        if self.handled.get(alert_id) != "resolved":
+            self.handled[alert_id] = status
+
     def course_closed(self, event: Envelope) -> None:
         self.course = msgspec.structs.replace(
             self._course(event),
@@ -298,6 +307,11 @@ def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
         if alert is not None:
             fold.alerts.append(alert)
     return outcomes
+
+
+def _handled(alert: Alert, handled: dict[str, str]) -> Alert:
+    status = handled.get(alert.id)
+    return msgspec.structs.replace(alert, status=status) if status else alert
 
 
 def _named(patient_id: UUID, alert: Alert) -> Alert:
@@ -332,6 +346,8 @@ _HANDLERS: dict[str, Callable[[_Fold, Envelope], None]] = {
     "measure.recorded": _Fold.measure_recorded,
     "therapy.dna_threshold_reached": _Fold.dna_threshold,
     "therapy.episode.discharged": _Fold.episode_discharged,
+    "pathway.alert.acknowledged": _Fold.alert_handled,
+    "pathway.alert.resolved": _Fold.alert_handled,
 }
 
 

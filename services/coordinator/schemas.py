@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
@@ -11,7 +12,7 @@ from services.coordinator.domain import Pathway
 
 PathwayRead = Pathway
 
-__all__ = ["AlertPage", "AlertRow", "PathwayPage", "PathwayRead", "PathwaySummary"]
+__all__ = ["AlertHandling", "AlertPage", "AlertRow", "PathwayPage", "PathwayRead", "PathwaySummary"]
 
 
 class PathwaySummary(msgspec.Struct, kw_only=True):
@@ -45,3 +46,7 @@ class AlertRow(msgspec.Struct, kw_only=True):
 class AlertPage(msgspec.Struct, kw_only=True):
     items: list[AlertRow]
     next_cursor: str | None
+
+
+class AlertHandling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None

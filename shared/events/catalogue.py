@@ -288,6 +288,16 @@ class TherapyDnaThresholdReached(msgspec.Struct, frozen=True, kw_only=True):
     reached_at: datetime
 
 
+class PathwayAlertHandled(msgspec.Struct, frozen=True, kw_only=True):
+    """A person acknowledged or resolved an alert; their note stays in the coordinator."""
+
+    alert_id: str
+    kind: str
+    by_user: str
+    by_role: str
+    handled_at: datetime
+
+
 CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
     ("patient.registered", 1): PatientRegistered,
     ("referral.received", 1): ReferralReceived,
@@ -322,6 +332,8 @@ CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
     ("measure.risk_flagged", 1): MeasureRiskFlagged,
     ("therapy.dna_threshold_reached", 1): TherapyDnaThresholdReached,
     ("therapy.episode.discharged", 1): TherapyEpisodeDischarged,
+    ("pathway.alert.acknowledged", 1): PathwayAlertHandled,
+    ("pathway.alert.resolved", 1): PathwayAlertHandled,
 }
 
 

@@ -632,3 +632,52 @@ def test_the_pathway_list_filters_and_pages_and_the_alert_list_ranks(embedded: E
     assert_problem(
         embedded.client.get("/api/pathways", headers=embedded.headers(Role.referrer)), 403
     )
+
+
+def test_alerts_are_acknowledged_then_resolved_by_people_and_survive_a_rebuild(
+    embedded: Embedded,
+) -> None:
+    from services.coordinator.handlers import rebuild_pathways
+    from services.coordinator.models import AlertAction
+
+    patient_id = register(embedded)
+    embedded.client.post(
+        "/api/referrals",
+        json=referral_body(patient_id, baseline={"phq9_items": [0, 0, 0, 0, 0, 0, 0, 0, 1]}),
+        headers=embedded.headers(Role.referrer),
+    )
+    pathway = wait_for_pathway(embedded, patient_id, "referred")
+    (alert,) = pathway["alerts"]
+    path = f"/api/alerts/{alert['id']}"
+    mdt = embedded.headers(Role.mdt, "dr-mdt")
+
+    assert_problem(
+        embedded.client.post(f"{path}/acknowledge", json={}, headers=embedded.headers(Role.admin)),
+        403,
+    )
+    seen = embedded.client.post(f"{path}/acknowledge", json={"note": "calling today"}, headers=mdt)
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["status"] == "acknowledged"
+    assert_problem(embedded.client.post(f"{path}/acknowledge", json={}, headers=mdt), 409)
+    now = embedded.client.get(f"/api/pathways/{patient_id}", headers=mdt).json()
+    assert now["alerts"][0]["status"] == "acknowledged"
+
+    done = embedded.client.post(f"{path}/resolve", json={"note": "safety plan agreed"}, headers=mdt)
+    assert done.json()["status"] == "resolved"
+    open_ids = {
+        a["id"]
+        for a in embedded.client.get("/api/alerts", params={"limit": 200}, headers=mdt).json()[
+            "items"
+        ]
+    }
+    assert alert["id"] not in open_ids
+    assert_problem(embedded.client.get("/api/alerts/nope/resolve", headers=mdt), 405)
+    assert_problem(embedded.client.post("/api/alerts/nope/resolve", json={}, headers=mdt), 404)
+
+    # The note stays in the coordinator; the events are in its store, so a rebuild agrees.
+    assert embedded.count("coordinator", AlertAction, AlertAction.alert_id == alert["id"]) == 2
+    time.sleep(0.5)  # the copies coming back through the queue are duplicates
+    with embedded.runtime("coordinator").sessions() as session:
+        assert rebuild_pathways(session, repair=False) == []
+    again = embedded.client.get(f"/api/pathways/{patient_id}", headers=mdt).json()
+    assert again["alerts"][0]["status"] == "resolved"
