@@ -32,6 +32,7 @@ from services.coordinator.domain import (
 from services.coordinator.rules import (
     depression_anxiety_change,
     dna_review_alert,
+    no_response_alert,
     pain_change,
     phq9_item9_alert,
     reliable_deterioration_alert,
@@ -113,6 +114,8 @@ class _Fold:
     alerts: list[Alert] = field(default_factory=list)
     course: InfusionCourseStream | None = None
     episode: TherapyEpisodeStream | None = None
+    # Whether any infusion so far met a response threshold (pain ≥ 30% or PHQ-9 ≥ 50%).
+    responded: bool = False
     # alert id → what people did with it: "acknowledged", then perhaps "resolved"
     handled: dict[str, str] = field(default_factory=dict)
 
@@ -217,6 +220,10 @@ class _Fold:
         self.item9(data.get("phq9_item9"), at, f"after infusion {data['number']}")
         if course.induction_count and data["completed_sessions"] >= course.induction_count:
             self.move_to("maintenance", at, only_from=("induction", "assessment", "triaged"))
+        self.responded = self.responded or bool(data["response"]["responded"])
+        alert = no_response_alert(data["completed_sessions"], self.responded, at)
+        if alert is not None:
+            self.alerts.append(alert)
 
     def vitals_out_of_range(self, event: Envelope) -> None:
         data = event.data

@@ -180,3 +180,29 @@ def reliable_deterioration_alert(instrument: str, change: Change, at: datetime) 
         raised_at=at,
         source="CLINICAL.md Change that matters: reliable deterioration",
     )
+
+
+NO_RESPONSE_AFTER_SESSIONS = 3  # local policy (CLINICAL.md, Course rules)
+
+
+def no_response_alert(
+    completed_sessions: int,
+    responded: bool,
+    at: datetime,
+    after_sessions: int = NO_RESPONSE_AFTER_SESSIONS,
+) -> Alert | None:
+    """CLINICAL.md, Course rules: no meaningful response (pain ≥ 30% or PHQ-9 ≥ 50% better
+    than baseline) after 3 infusions → MDT review alert (local policy). Raised once, at the
+    infusion that makes the count."""
+    if completed_sessions != after_sessions or responded:
+        return None
+    return Alert(
+        kind="no-response",
+        severity="warning",
+        status="open",
+        reason=f"no meaningful response after {after_sessions} infusions",
+        owner_role="mdt",
+        due=at + timedelta(days=7),
+        raised_at=at,
+        source="CLINICAL.md Course rules: no response after 3 infusions → MDT review",
+    )

@@ -99,3 +99,20 @@ def test_reliable_deterioration_raises_an_alert_and_improvement_does_not() -> No
     )
     better = depression_anxiety_change("phq9", 15, 8)
     assert reliable_deterioration_alert("phq9", better, T0) is None
+
+
+@pytest.mark.parametrize(
+    ("sessions", "responded", "raised"),
+    [(2, False, False), (3, False, True), (3, True, False), (4, False, False)],
+)
+def test_no_response_after_three_infusions_asks_the_mdt_to_review(
+    sessions: int, responded: bool, raised: bool
+) -> None:
+    """CLINICAL.md Course rules: no meaningful response after 3 infusions → MDT review
+    (local policy); raised once, at the third."""
+    from services.coordinator.rules import no_response_alert
+
+    alert = no_response_alert(sessions, responded, T0)
+    assert (alert is not None) is raised
+    if alert is not None:
+        assert (alert.kind, alert.owner_role, alert.severity) == ("no-response", "mdt", "warning")

@@ -330,3 +330,40 @@ def test_therapy_measures_item9_and_missed_appointments_reach_the_pathway() -> N
     assert (outcome.at_caseness_first, outcome.recovered) == (True, False)
     assert not outcome.reliable_deterioration
     assert "gad7" not in pathway.outcomes  # one GAD-7 score is no change yet
+
+
+def test_three_infusions_without_response_raise_one_mdt_review() -> None:
+    flat = {
+        "pain_change_fraction": 0.1,
+        "phq9_change_fraction": None,
+        "pain_meaningful": False,
+        "pain_substantial": False,
+        "phq9_response": False,
+        "responded": False,
+    }
+    sessions = [
+        infusion_event(
+            "infusion.session.completed",
+            10 + n,
+            10 + n,
+            session_id=REFERRAL,
+            number=n,
+            kind="induction",
+            completed_at=T0,
+            given_mg=80.0,
+            pain_before=8,
+            pain_after=7,
+            phq9_total=None,
+            phq9_item9=None,
+            response=flat,
+            completed_sessions=n,
+            maintenance_due_at=None,
+        )
+        for n in (1, 2, 3, 4)
+    ]
+    pathway = project(PATIENT, [patient_registered(PATIENT), received(), *sessions])
+    assert [a.kind for a in pathway.alerts] == ["no-response"]
+    helped = dict(flat, responded=True, pain_meaningful=True)
+    first = msgspec.structs.replace(sessions[0], data={**sessions[0].data, "response": helped})
+    pathway = project(PATIENT, [patient_registered(PATIENT), received(), first, *sessions[1:]])
+    assert pathway.alerts == []
