@@ -46,7 +46,7 @@ from services.infusions.schemas import (
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import Role, User, requires
 from shared.errors import Conflict, FieldProblem
-from shared.events import Actor, Subject, new_event
+from shared.events import Actor, Subject
 from shared.events.catalogue import (
     InfusionAdverseEventRecorded,
     InfusionAssessmentRecorded,
@@ -61,8 +61,7 @@ from shared.events.catalogue import (
     InfusionVitalsOutOfRange,
 )
 from shared.measures import PHQ9, InvalidItems, score
-from shared.observability import current_correlation_id
-from shared.outbox import add_event
+from shared.outbox import publish
 from shared.tables import as_utc
 
 SERVICE = "infusions"
@@ -90,18 +89,15 @@ def _publish(
     **fields: Any,
 ) -> None:
     """Write an event about this course to the outbox, checked against the catalogue."""
-    data = msgspec.convert({"course_id": course.id, **fields}, payload, from_attributes=True)
-    add_event(
+    publish(
         db,
-        new_event(
-            type=event_type,
-            data=data,
-            producer=SERVICE,
-            patient_id=course.patient_id,
-            subject=Subject(type="infusion-course", id=str(course.id)),
-            actor=Actor(user_id=user.id, role=user.role.value),
-            correlation_id=current_correlation_id(),
-        ),
+        event_type=event_type,
+        payload=payload,
+        fields={"course_id": course.id, **fields},
+        producer=SERVICE,
+        patient_id=course.patient_id,
+        subject=Subject(type="infusion-course", id=str(course.id)),
+        actor=Actor(user_id=user.id, role=user.role.value),
     )
 
 

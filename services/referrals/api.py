@@ -43,7 +43,7 @@ from services.referrals.schemas import (
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import Role, User, requires
 from shared.errors import Conflict, FieldProblem
-from shared.events import Actor, Subject, new_event
+from shared.events import Actor, Subject
 from shared.events.catalogue import (
     BaselineScores,
     PatientRegistered,
@@ -54,8 +54,7 @@ from shared.events.catalogue import (
     ReferralReceived,
     ReferralRejected,
 )
-from shared.observability import current_correlation_id
-from shared.outbox import add_event
+from shared.outbox import publish
 from shared.tables import as_utc
 
 SERVICE = "referrals"
@@ -81,22 +80,15 @@ def _publish(
     **fields: Any,
 ) -> None:
     """Write a referral event to the outbox; its payload is checked against the catalogue."""
-    data = msgspec.convert(
-        {"referral_id": referral.id, "target": referral.target, **fields},
-        payload,
-        from_attributes=True,
-    )
-    add_event(
+    publish(
         db,
-        new_event(
-            type=event_type,
-            data=data,
-            producer=SERVICE,
-            patient_id=referral.patient_id,
-            subject=Subject(type="referral", id=str(referral.id)),
-            actor=_actor(user),
-            correlation_id=current_correlation_id(),
-        ),
+        event_type=event_type,
+        payload=payload,
+        fields={"referral_id": referral.id, "target": referral.target, **fields},
+        producer=SERVICE,
+        patient_id=referral.patient_id,
+        subject=Subject(type="referral", id=str(referral.id)),
+        actor=_actor(user),
     )
 
 
@@ -131,17 +123,15 @@ class PatientController(Controller):
             registered_by=user.id,
         )
         db.add(patient)
-        add_event(
+        publish(
             db,
-            new_event(
-                type="patient.registered",
-                data=PatientRegistered(patient_id=patient.id),
-                producer=SERVICE,
-                patient_id=patient.id,
-                subject=Subject(type="patient", id=str(patient.id)),
-                actor=_actor(user),
-                correlation_id=current_correlation_id(),
-            ),
+            event_type="patient.registered",
+            payload=PatientRegistered,
+            fields={"patient_id": patient.id},
+            producer=SERVICE,
+            patient_id=patient.id,
+            subject=Subject(type="patient", id=str(patient.id)),
+            actor=_actor(user),
         )
         audit.record(db, AuditAction.create, "Patient", str(patient.id), patient.id)
         _commit_or_duplicate(db)

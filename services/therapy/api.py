@@ -46,7 +46,7 @@ from services.therapy.schemas import (
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import Role, User, requires
 from shared.errors import Conflict, FieldProblem
-from shared.events import Actor, Subject, new_event
+from shared.events import Actor, Subject
 from shared.events.catalogue import (
     AppointmentBooked,
     AppointmentRescheduled,
@@ -58,8 +58,7 @@ from shared.events.catalogue import (
     TherapyEpisodeDischarged,
 )
 from shared.measures import GAD7, PHQ9, InvalidItems, score
-from shared.observability import current_correlation_id
-from shared.outbox import add_event
+from shared.outbox import publish
 from shared.tables import as_utc
 
 SERVICE = "therapy"
@@ -85,18 +84,15 @@ def _publish(
     payload: type[msgspec.Struct],
     **fields: Any,
 ) -> None:
-    data = msgspec.convert({"episode_id": episode.id, **fields}, payload, from_attributes=True)
-    add_event(
+    publish(
         db,
-        new_event(
-            type=event_type,
-            data=data,
-            producer=SERVICE,
-            patient_id=episode.patient_id,
-            subject=Subject(type="therapy-episode", id=str(episode.id)),
-            actor=Actor(user_id=user.id, role=user.role.value),
-            correlation_id=current_correlation_id(),
-        ),
+        event_type=event_type,
+        payload=payload,
+        fields={"episode_id": episode.id, **fields},
+        producer=SERVICE,
+        patient_id=episode.patient_id,
+        subject=Subject(type="therapy-episode", id=str(episode.id)),
+        actor=Actor(user_id=user.id, role=user.role.value),
     )
 
 
