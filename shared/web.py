@@ -9,7 +9,7 @@ service's base URL (its event feed is ``/<service>/api/events``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
@@ -70,8 +70,14 @@ def provide_runtime(request: Request[Any, Any, Any]) -> ServiceRuntime:
     return runtime
 
 
-def provide_db(runtime: NamedDependency[ServiceRuntime]) -> Generator[Session, None, None]:
-    """A request's session; a handler commits what it means to keep."""
+async def provide_db(runtime: NamedDependency[ServiceRuntime]) -> AsyncGenerator[Session, None]:
+    """A request's session; a handler commits what it means to keep.
+
+    Async on purpose: Litestar runs a sync generator's cleanup in the same small thread
+    pool as the sync handlers. A session still holding SQLite's write lock would then
+    wait to be closed behind handlers that wait for that lock, and every request would
+    hang until the busy timeout. Closing on the event loop never queues.
+    """
     session = runtime.sessions()
     try:
         yield session

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
@@ -14,6 +15,7 @@ from uuid import UUID, uuid4
 import jwt
 import pytest
 from litestar import Litestar
+from litestar.concurrency import get_asyncio_executor, set_asyncio_executor
 from litestar.testing import TestClient
 from sqlmodel import col, func, select
 
@@ -204,6 +206,29 @@ def test_malformed_json_is_a_400(embedded: Embedded) -> None:
         headers={**embedded.headers(Role.referrer), "Content-Type": "application/json"},
     )
     assert_problem(response, 400)
+
+
+def test_concurrent_writes_do_not_starve_the_handler_threads(embedded: Embedded) -> None:
+    # A handler that ends holding SQLite's write lock (it re-reads after commit) must have
+    # its session closed without waiting for a thread: with one handler thread and sync
+    # cleanup, the next handler blocks on the lock and the cleanup queues behind it.
+    previous = get_asyncio_executor()
+    one_thread = ThreadPoolExecutor(max_workers=1)
+    set_asyncio_executor(one_thread)
+    try:
+        patient_id = register(embedded)
+        headers = embedded.headers(Role.referrer)
+
+        def refer(_: int) -> int:
+            body = referral_body(patient_id, target="pain-mdt")
+            return embedded.client.post("/api/referrals", json=body, headers=headers).status_code
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            statuses = list(pool.map(refer, range(12)))
+    finally:
+        set_asyncio_executor(previous)
+        one_thread.shutdown()
+    assert statuses == [201] * 12
 
 
 def test_read_patient_back(embedded: Embedded) -> None:
