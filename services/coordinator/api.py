@@ -17,8 +17,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
-from services.coordinator.domain import Stage
-from services.coordinator.handlers import SEVERITY_RANK, handle_event
+from services.coordinator.domain import SEVERITY_RANK, Stage
+from services.coordinator.handlers import handle_event
 from services.coordinator.models import AlertAction, PathwayAlert, PathwayRow
 from services.coordinator.schemas import (
     AlertHandling,

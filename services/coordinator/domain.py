@@ -23,6 +23,15 @@ Severity = Literal["info", "warning", "urgent"]
 OwnerRole = Literal["referrer", "psychologist", "infusion-clinician", "mdt", "admin"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 
+SEVERITY_RANK: dict[str, int] = {"urgent": 0, "warning": 1, "info": 2}
+
+# The role that triages and treats each team's referrals.
+ROLE_OF_TARGET: dict[str, OwnerRole] = {
+    "ketamine-infusion": "infusion-clinician",
+    "psychology": "psychologist",
+    "pain-mdt": "mdt",
+}
+
 
 class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):
     event_id: UUID
@@ -58,6 +67,10 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     due: datetime
     raised_at: datetime
     source: str  # the CLINICAL.md rule it implements
+    # What a time-based alert is about (a referral or course id), and when the fold saw
+    # its condition clear, which resolves it without anyone's action.
+    subject: str | None = None
+    cleared_at: datetime | None = None
 
 
 class NextAction(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,6 +90,7 @@ class InfusionCourseStream(msgspec.Struct, frozen=True, kw_only=True):
     last_response: dict[str, object] | None = None
     maintenance_due_at: datetime | None = None
     dose_overridden: bool = False
+    first_session_at: datetime | None = None
 
 
 class TherapyEpisodeStream(msgspec.Struct, frozen=True, kw_only=True):
@@ -105,11 +119,22 @@ class MeasureOutcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     substantial_relief: bool | None = None
 
 
+class MdtReviewStream(msgspec.Struct, frozen=True, kw_only=True):
+    """A review of the pathway by the MDT; its notes stay in the coordinator's table."""
+
+    id: str
+    reviewed_at: datetime
+    decision: str
+    attendees: list[str]
+    reviewed_by: str
+    referral_id: str | None = None
+
+
 class Streams(msgspec.Struct, frozen=True, kw_only=True):
     referrals: list[ReferralStream]
     infusion_course: InfusionCourseStream | None = None
     therapy_episode: TherapyEpisodeStream | None = None
-    mdt_reviews: list[dict[str, object]] = msgspec.field(default_factory=list)
+    mdt_reviews: list[MdtReviewStream] = msgspec.field(default_factory=list)
 
 
 class Pathway(msgspec.Struct, frozen=True, kw_only=True):

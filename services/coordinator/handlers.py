@@ -8,6 +8,7 @@ from uuid import UUID
 import msgspec
 from sqlmodel import Session, select
 
+from services.coordinator.domain import SEVERITY_RANK
 from services.coordinator.models import PathwayAlert, PathwayRow, StoredEvent
 from services.coordinator.projection import project
 from shared.db import lock_for_transaction
@@ -103,9 +104,6 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
             )
         )
     return row
-
-
-SEVERITY_RANK = {"urgent": 0, "warning": 1, "info": 2}
 
 
 def rebuild_pathways(session: Session, *, repair: bool = True) -> list[UUID]:

@@ -10,18 +10,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID, uuid5
 
 import msgspec
 
 from services.coordinator.domain import (
+    ROLE_OF_TARGET,
+    SEVERITY_RANK,
     Alert,
     InfusionCourseStream,
+    MdtReviewStream,
     MeasureOutcome,
     MeasurePoint,
     NextAction,
-    OwnerRole,
     Pathway,
     ReferralStream,
     Stage,
@@ -30,13 +32,19 @@ from services.coordinator.domain import (
     TimelineEntry,
 )
 from services.coordinator.rules import (
+    PSYCHOLOGY_SUGGESTION_DAYS,
+    TIME_KINDS,
+    Crossing,
+    cleared,
     depression_anxiety_change,
     dna_review_alert,
+    has_psychology,
     no_response_alert,
     pain_change,
     phq9_item9_alert,
     reliable_deterioration_alert,
     serious_adverse_event_alert,
+    time_alert,
     treatment_due,
     triage_due,
     vitals_alert,
@@ -47,12 +55,6 @@ TEAM_OF_TARGET = {
     "ketamine-infusion": "infusion clinic",
     "psychology": "psychology team",
     "pain-mdt": "pain MDT",
-}
-# The role that triages and treats each team's referrals.
-ROLE_OF_TARGET: dict[str, OwnerRole] = {
-    "ketamine-infusion": "infusion-clinician",
-    "psychology": "psychologist",
-    "pain-mdt": "mdt",
 }
 
 
@@ -73,20 +75,23 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
             handler = _Fold.referral_status
         if handler is not None:
             handler(fold, event)
+        fold.clear_time_alerts(event.occurred_at)
     next_actions = [a for stream in fold.referrals.values() if (a := _next_action(stream))]
+    if (suggestion := _psychology_suggestion(fold.streams())) is not None:
+        next_actions.append(suggestion)
     outcomes = _outcomes(fold)
+    alerts = [_handled(_named(patient_id, alert), fold.handled) for alert in fold.alerts]
+    review = _review_due(fold, alerts)
+    if review is not None:
+        next_actions.append(review)
     return Pathway(
         patient_id=patient_id,
         stage=fold.stage,
         stage_since=fold.stage_since,
-        streams=Streams(
-            referrals=list(fold.referrals.values()),
-            infusion_course=fold.course,
-            therapy_episode=fold.episode,
-        ),
+        streams=fold.streams(),
         timeline=fold.timeline,
         measures=fold.measures,
-        alerts=[_handled(_named(patient_id, alert), fold.handled) for alert in fold.alerts],
+        alerts=alerts,
         next_actions=sorted(next_actions, key=lambda action: action.due),
         event_count=len(history),
         last_event_at=history[-1].occurred_at,
@@ -118,6 +123,17 @@ class _Fold:
     responded: bool = False
     # alert id → what people did with it: "acknowledged", then perhaps "resolved"
     handled: dict[str, str] = field(default_factory=dict)
+    reviews: list[MdtReviewStream] = field(default_factory=list)
+    # When the induction series ended: the MDT decides on maintenance after it.
+    induction_done_at: datetime | None = None
+
+    def streams(self) -> Streams:
+        return Streams(
+            referrals=list(self.referrals.values()),
+            infusion_course=self.course,
+            therapy_episode=self.episode,
+            mdt_reviews=list(self.reviews),
+        )
 
     def move_to(self, stage: Stage, at: datetime, *, only_from: tuple[Stage, ...]) -> None:
         if self.stage in only_from:
@@ -200,6 +216,9 @@ class _Fold:
         self.course = msgspec.structs.replace(self._course(event), status=event.data["status"])
 
     def session_started(self, event: Envelope) -> None:
+        course = self._course(event)
+        if course.first_session_at is None:
+            self.course = msgspec.structs.replace(course, first_session_at=event.occurred_at)
         self.move_to(
             "induction",
             event.occurred_at,
@@ -220,6 +239,8 @@ class _Fold:
         self.item9(data.get("phq9_item9"), at, f"after infusion {data['number']}")
         if course.induction_count and data["completed_sessions"] >= course.induction_count:
             self.move_to("maintenance", at, only_from=("induction", "assessment", "triaged"))
+            if data["completed_sessions"] == course.induction_count:
+                self.induction_done_at = at
         self.responded = self.responded or bool(data["response"]["responded"])
         alert = no_response_alert(data["completed_sessions"], self.responded, at)
         if alert is not None:
@@ -287,6 +308,46 @@ class _Fold:
         if self.handled.get(alert_id) != "resolved":
             self.handled[alert_id] = status
 
+    def alert_raised(self, event: Envelope) -> None:
+        data = event.data
+        crossing = Crossing(
+            data["kind"], data["subject"], _datetime(data["crossed_at"]) or event.occurred_at
+        )
+        if any(
+            (a.kind, a.subject, a.raised_at)
+            == (crossing.kind, crossing.subject, crossing.crossed_at)
+            for a in self.alerts
+        ):
+            return  # the clock looked twice before the first raise came back
+        streams = self.streams()
+        # Events earlier than the raise may have cleared it already (they can arrive late).
+        if crossing.kind in TIME_KINDS and not cleared(crossing, streams):
+            self.alerts.append(time_alert(crossing, streams))
+
+    def clear_time_alerts(self, at: datetime) -> None:
+        """A time-based alert resolves itself once the events show its condition gone."""
+        for index, alert in enumerate(self.alerts):
+            if alert.kind not in TIME_KINDS or alert.cleared_at is not None:
+                continue
+            crossing = Crossing(alert.kind, alert.subject or "", alert.raised_at)
+            if cleared(crossing, self.streams()):
+                self.alerts[index] = msgspec.structs.replace(
+                    alert, status="resolved", cleared_at=at
+                )
+
+    def review_recorded(self, event: Envelope) -> None:
+        data = event.data
+        self.reviews.append(
+            MdtReviewStream(
+                id=data["review_id"],
+                reviewed_at=_datetime(data["reviewed_at"]) or event.occurred_at,
+                decision=data["decision"],
+                attendees=list(data["attendees"]),
+                reviewed_by=data["reviewed_by"],
+                referral_id=data.get("referral_id"),
+            )
+        )
+
     def course_closed(self, event: Envelope) -> None:
         self.course = msgspec.structs.replace(
             self._course(event),
@@ -318,7 +379,9 @@ def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
 
 def _handled(alert: Alert, handled: dict[str, str]) -> Alert:
     status = handled.get(alert.id)
-    return msgspec.structs.replace(alert, status=status) if status else alert
+    if status is None or alert.status == "resolved":  # cleared by the events themselves
+        return alert
+    return msgspec.structs.replace(alert, status=status)
 
 
 def _named(patient_id: UUID, alert: Alert) -> Alert:
@@ -355,6 +418,8 @@ _HANDLERS: dict[str, Callable[[_Fold, Envelope], None]] = {
     "therapy.episode.discharged": _Fold.episode_discharged,
     "pathway.alert.acknowledged": _Fold.alert_handled,
     "pathway.alert.resolved": _Fold.alert_handled,
+    "pathway.alert.raised": _Fold.alert_raised,
+    "mdt.review.recorded": _Fold.review_recorded,
 }
 
 
@@ -393,6 +458,45 @@ def _next_action(stream: ReferralStream) -> NextAction | None:
             action=f"start treatment for the {stream.target} referral",
             owner_role=role,
             due=treatment_due(stream.received_at, stream.target),
+        )
+    return None
+
+
+def _psychology_suggestion(streams: Streams) -> NextAction | None:
+    """CLINICAL.md, Waiting times: an infusion course started with no psychology referral
+    → suggest one within 14 days (local policy)."""
+    course = streams.infusion_course
+    if course is None or course.first_session_at is None or has_psychology(streams):
+        return None
+    if course.status not in ("planned", "active"):
+        return None
+    return NextAction(
+        action="refer to psychology for CBT alongside the infusions",
+        owner_role="mdt",
+        due=course.first_session_at + timedelta(days=PSYCHOLOGY_SUGGESTION_DAYS),
+    )
+
+
+def _review_due(fold: _Fold, alerts: list[Alert]) -> NextAction | None:
+    """The MDT reviews a pathway when an alert it owns is open, or when the induction
+    series has ended and nobody has decided on maintenance since."""
+    last_review = max((r.reviewed_at for r in fold.reviews), default=None)
+    waiting = [
+        a
+        for a in alerts
+        if a.owner_role == "mdt"
+        and a.status != "resolved"
+        and (last_review is None or a.raised_at > last_review)
+    ]
+    if waiting:
+        first = min(waiting, key=lambda a: (SEVERITY_RANK[a.severity], a.due))
+        return NextAction(action=f"MDT review: {first.reason}", owner_role="mdt", due=first.due)
+    done = fold.induction_done_at
+    if done is not None and (last_review is None or last_review < done):
+        return NextAction(
+            action="MDT review after the induction series: continue, maintain or stop",
+            owner_role="mdt",
+            due=done + timedelta(days=14),
         )
     return None
 

@@ -8,7 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from services.coordinator.domain import Alert
+from services.coordinator.domain import (
+    ROLE_OF_TARGET,
+    Alert,
+    OwnerRole,
+    ReferralStream,
+    Severity,
+    Streams,
+)
 
 
 def phq9_item9_alert(item9: int | None, seen_at: datetime, source_event: str) -> Alert | None:
@@ -205,4 +212,174 @@ def no_response_alert(
         due=at + timedelta(days=7),
         raised_at=at,
         source="CLINICAL.md Course rules: no response after 3 infusions → MDT review",
+    )
+
+
+# --- time-based alerts -------------------------------------------------------------------
+#
+# The fold never reads the clock. A periodic check (clock.py) asks `crossed` which
+# thresholds a pathway has passed by now and records each as a `pathway.alert.raised`
+# event; the fold turns that event into an alert with `time_alert` and resolves it with
+# `cleared` as soon as the events show the condition gone.
+
+PSYCHOLOGY_ALERT_WEEKS = 6  # NHS Talking Therapies: 75% within 6 weeks
+CONSULTANT_ALERT_WEEKS = 12  # local policy, before the 18-week RTT standard
+BREACH_WEEKS = 18  # NHS Talking Therapies 95% and NHS referral-to-treatment
+PSYCHOLOGY_SUGGESTION_DAYS = 14  # local policy: CBT alongside infusions
+MAINTENANCE_GRACE = timedelta(days=1)  # overdue once the due day has passed
+
+TIME_KINDS = (
+    "triage-overdue",
+    "waiting-time",
+    "waiting-breach",
+    "maintenance-overdue",
+    "no-psychology-referral",
+)
+_ENDED_REFERRAL = ("rejected", "cancelled", "closed")
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """A time threshold a pathway has passed: which rule, about what, since when."""
+
+    kind: str
+    subject: str
+    crossed_at: datetime
+
+
+def treatment_started(streams: Streams, referral: ReferralStream) -> bool:
+    """Whether the referral's treatment has begun, which stops its waiting clock.
+
+    Psychology: the first attended treatment appointment (NHS Talking Therapies).
+    Infusion clinic: the first infusion started. Pain MDT: the MDT's first review after
+    the referral arrived.
+    """
+    if referral.target == "psychology":
+        episode = streams.therapy_episode
+        return episode is not None and episode.attended_treatment > 0
+    if referral.target == "ketamine-infusion":
+        course = streams.infusion_course
+        return course is not None and course.first_session_at is not None
+    return any(review.reviewed_at >= referral.received_at for review in streams.mdt_reviews)
+
+
+def has_psychology(streams: Streams) -> bool:
+    """A psychology referral that is live or done, or a therapy episode, exists."""
+    if streams.therapy_episode is not None:
+        return True
+    return any(
+        r.target == "psychology" and r.status not in ("rejected", "cancelled")
+        for r in streams.referrals
+    )
+
+
+def crossed(streams: Streams, now: datetime) -> list[Crossing]:
+    """Every time threshold these streams have passed by `now` (CLINICAL.md, Waiting
+    times and Course rules)."""
+    found: list[Crossing] = []
+    for referral in streams.referrals:
+        if referral.status == "received":
+            due = triage_due(referral.received_at, referral.priority)
+            if now >= due:
+                found.append(Crossing("triage-overdue", referral.id, due))
+        if referral.status in _ENDED_REFERRAL or treatment_started(streams, referral):
+            continue
+        alert_weeks = (
+            PSYCHOLOGY_ALERT_WEEKS if referral.target == "psychology" else CONSULTANT_ALERT_WEEKS
+        )
+        for kind, weeks in (("waiting-time", alert_weeks), ("waiting-breach", BREACH_WEEKS)):
+            due = referral.received_at + timedelta(weeks=weeks)
+            if now >= due:
+                found.append(Crossing(kind, referral.id, due))
+    course = streams.infusion_course
+    if course is not None and course.status in ("planned", "active"):
+        if course.maintenance_due_at is not None:
+            due = course.maintenance_due_at + MAINTENANCE_GRACE
+            if now >= due:
+                found.append(Crossing("maintenance-overdue", course.id, due))
+        if course.first_session_at is not None and not has_psychology(streams):
+            due = course.first_session_at + timedelta(days=PSYCHOLOGY_SUGGESTION_DAYS)
+            if now >= due:
+                found.append(Crossing("no-psychology-referral", course.id, due))
+    return found
+
+
+def cleared(crossing: Crossing, streams: Streams) -> bool:
+    """Whether the events now show the crossed condition gone (or never there)."""
+    # The same function that finds crossings decides: a condition is cleared exactly
+    # when, judged at the moment it was crossed, it is no longer found.
+    return crossing not in crossed(streams, crossing.crossed_at)
+
+
+def time_alert(crossing: Crossing, streams: Streams) -> Alert:
+    """The alert for a crossed time threshold; its wording names the rule's source."""
+    referral = next((r for r in streams.referrals if r.id == crossing.subject), None)
+    target = referral.target if referral is not None else "the"
+    kind, at = crossing.kind, crossing.crossed_at
+    if kind == "triage-overdue":
+        urgent = referral is not None and referral.priority == "urgent"
+        return _time_alert(
+            crossing,
+            severity="urgent" if urgent else "warning",
+            reason=f"{referral.priority if referral else ''} {target} referral not triaged "
+            f"within {'2' if urgent else '5'} working days",
+            owner_role=ROLE_OF_TARGET.get(target, "mdt"),
+            due=at,
+            source="CLINICAL.md Waiting times: urgent referrals triaged within 2 working days",
+        )
+    if kind in ("waiting-time", "waiting-breach"):
+        weeks = round((at - referral.received_at).days / 7) if referral else 0
+        breach = kind == "waiting-breach"
+        return _time_alert(
+            crossing,
+            severity="urgent" if breach else "warning",
+            reason=f"{target} referral waiting {weeks} weeks without treatment"
+            + (" (18-week standard breached)" if breach else ""),
+            owner_role=ROLE_OF_TARGET.get(target, "mdt"),
+            due=at
+            if breach
+            else (referral.received_at if referral else at) + timedelta(weeks=BREACH_WEEKS),
+            source="CLINICAL.md Waiting times: psychology 6 and 18 weeks, "
+            "consultant-led 12 and 18 weeks",
+        )
+    if kind == "maintenance-overdue":
+        return _time_alert(
+            crossing,
+            severity="warning",
+            reason="planned maintenance infusion overdue",
+            owner_role="infusion-clinician",
+            due=at + timedelta(days=7),
+            source="CLINICAL.md Course rules: alert when a planned maintenance infusion is overdue",
+        )
+    return _time_alert(
+        crossing,
+        severity="warning",
+        reason=f"infusions started {PSYCHOLOGY_SUGGESTION_DAYS} days ago with no psychology "
+        "referral: consider CBT alongside infusions",
+        owner_role="mdt",
+        due=at + timedelta(days=7),
+        source="CLINICAL.md Waiting times: suggest a psychology referral within 14 days of "
+        "an infusion course starting",
+    )
+
+
+def _time_alert(
+    crossing: Crossing,
+    *,
+    severity: Severity,
+    reason: str,
+    owner_role: OwnerRole,
+    due: datetime,
+    source: str,
+) -> Alert:
+    return Alert(
+        kind=crossing.kind,
+        severity=severity,
+        status="open",
+        reason=reason,
+        owner_role=owner_role,
+        due=due,
+        raised_at=crossing.crossed_at,
+        source=source,
+        subject=crossing.subject,
     )

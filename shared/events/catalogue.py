@@ -298,6 +298,30 @@ class PathwayAlertHandled(msgspec.Struct, frozen=True, kw_only=True):
     handled_at: datetime
 
 
+class PathwayAlertRaised(msgspec.Struct, frozen=True, kw_only=True):
+    """The coordinator's clock saw a time threshold pass (a wait, an overdue infusion)."""
+
+    kind: str
+    subject: str
+    crossed_at: datetime
+
+
+MdtDecision = Literal[
+    "continue", "stop-infusions", "start-maintenance", "refer-psychology", "discharge"
+]
+
+
+class MdtReviewRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    """The MDT reviewed the pathway; its notes stay in the coordinator."""
+
+    review_id: UUID
+    decision: MdtDecision
+    attendees: list[str]
+    reviewed_by: str
+    reviewed_at: datetime
+    referral_id: UUID | None = None
+
+
 CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
     ("patient.registered", 1): PatientRegistered,
     ("referral.received", 1): ReferralReceived,
@@ -334,6 +358,8 @@ CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
     ("therapy.episode.discharged", 1): TherapyEpisodeDischarged,
     ("pathway.alert.acknowledged", 1): PathwayAlertHandled,
     ("pathway.alert.resolved", 1): PathwayAlertHandled,
+    ("pathway.alert.raised", 1): PathwayAlertRaised,
+    ("mdt.review.recorded", 1): MdtReviewRecorded,
 }
 
 

@@ -416,9 +416,10 @@ def test_a_referral_reaches_the_coordinators_pathway(embedded: Embedded) -> None
     assert streams["infusion_course"] is None and streams["therapy_episode"] is None
     assert set(pathway["measures"]) == {"phq9", "gad7", "pain_nrs", "peg", "opioid_mme"}
     assert [(p["score"], "at" in p) for p in pathway["measures"]["phq9"]] == [(10, True)]
-    (action,) = pathway["next_actions"]
-    assert {"action", "owner_role", "due"} <= set(action)
-    assert action["owner_role"] == "infusion-clinician"
+    # Triage by the receiving team, and an MDT review for the item-9 alert the MDT owns.
+    actions = pathway["next_actions"]
+    assert all({"action", "owner_role", "due"} <= set(action) for action in actions)
+    assert sorted(action["owner_role"] for action in actions) == ["infusion-clinician", "mdt"]
     (alert,) = pathway["alerts"]
     assert {"id", "kind", "severity", "status", "reason"} <= set(alert)
     assert (alert["severity"], alert["status"]) == ("urgent", "open")
