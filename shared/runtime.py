@@ -26,10 +26,25 @@ class BackgroundTask(Protocol):
     def stop(self) -> None: ...
 
 
+class TaskGroup:
+    """Several background tasks started and stopped as one."""
+
+    def __init__(self, *tasks: BackgroundTask) -> None:
+        self.tasks = tasks
+
+    def start(self) -> None:
+        for task in self.tasks:
+            task.start()
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.stop()
+
+
 class PeriodicTask:
     """Runs a function every ``interval_s`` seconds on its own thread until stopped."""
 
-    def __init__(self, name: str, interval_s: float, work: Callable[[], None]) -> None:
+    def __init__(self, name: str, interval_s: float, work: Callable[[], object]) -> None:
         self.name = name
         self.interval_s = interval_s
         self.work = work

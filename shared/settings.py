@@ -62,6 +62,9 @@ class PlatformSettings(BaseSettings):
     # How often the coordinator reads each producer's feed for events it never received
     # (0 turns it off).
     catchup_interval_s: float = Field(default=30.0, ge=0)
+    # How often the coordinator looks for waits and infusions that have become overdue
+    # (0 turns it off). Thresholds are days and weeks; a minute is prompt enough.
+    clock_interval_s: float = Field(default=60.0, ge=0)
     log_level: str = "INFO"
     log_json: bool = True
 

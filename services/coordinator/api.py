@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
 from services.coordinator.domain import SEVERITY_RANK, Stage
-from services.coordinator.handlers import handle_event
+from services.coordinator.handlers import record_own_event
 from services.coordinator.models import AlertAction, PathwayAlert, PathwayRow
 from services.coordinator.schemas import (
     AlertHandling,
@@ -35,8 +35,7 @@ from shared.errors import Conflict, FieldProblem
 from shared.events import Actor, Subject, new_event
 from shared.events.catalogue import PathwayAlertHandled
 from shared.observability import current_correlation_id
-from shared.outbox import add_event
-from shared.tables import InboxEvent, as_utc
+from shared.tables import as_utc
 
 READERS = (Role.mdt, Role.psychologist, Role.infusion_clinician, Role.admin)
 STAGES = Stage.__args__  # type: ignore[attr-defined]
@@ -305,12 +304,7 @@ class AlertController(Controller):
 def _handle(
     db: Session, user: User, audit: AccessTrail, alert_id: str, status: str, note: str | None
 ) -> AlertRow:
-    """Record the person's action as a coordinator event and fold it in at once.
-
-    The event goes to the outbox like any other (so it reaches the store everywhere and a
-    rebuild sees it) and is folded now, with its inbox row, so the answer shows the new
-    status and the copy that comes back through the queue is a duplicate.
-    """
+    """Record the person's action as a coordinator event, folded in at once."""
     found = db.get(PathwayAlert, alert_id)
     if found is None:
         raise NotFoundException(f"no alert {alert_id}")
@@ -331,7 +325,7 @@ def _handle(
             at=now,
         )
     )
-    envelope = add_event(
+    record_own_event(
         db,
         new_event(
             type=f"pathway.alert.{status}",
@@ -349,8 +343,6 @@ def _handle(
             correlation_id=current_correlation_id(),
         ),
     )
-    db.add(InboxEvent(event_id=envelope.event_id, type=envelope.type))
-    handle_event(db, envelope)
     audit.record(db, AuditAction.update, "Flag", alert_id, alert.patient_id, detail=status)
     db.commit()
     updated = db.get(PathwayAlert, alert_id)

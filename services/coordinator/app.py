@@ -7,8 +7,14 @@ from pathlib import Path
 from services.coordinator import models  # noqa: F401 - registers the tables
 from services.coordinator.api import AlertController, PathwayController
 from services.coordinator.catchup import feed_catch_up
+from services.coordinator.clock import pathway_clock
 from services.coordinator.handlers import handle_event
-from shared.runtime import ServiceSpec
+from shared.runtime import ServiceRuntime, ServiceSpec, TaskGroup
+
+
+def background(runtime: ServiceRuntime) -> TaskGroup:
+    return TaskGroup(feed_catch_up(runtime), pathway_clock(runtime))
+
 
 SPEC = ServiceSpec(
     name="coordinator",
@@ -16,5 +22,5 @@ SPEC = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     handle_event=handle_event,
     accept_unknown_events=True,
-    background=feed_catch_up,
+    background=background,
 )

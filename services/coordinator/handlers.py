@@ -14,6 +14,8 @@ from services.coordinator.projection import project
 from shared.db import lock_for_transaction
 from shared.events import Envelope, decode_envelope, encode_envelope
 from shared.observability import get_logger
+from shared.outbox import add_event
+from shared.tables import InboxEvent
 
 log = get_logger(__name__)
 
@@ -27,6 +29,17 @@ def handle_event(session: Session, envelope: Envelope) -> None:
     session.flush()
     _note_gap(session, envelope)
     refresh_pathway(session, envelope.patient_id)
+
+
+def record_own_event(session: Session, event: Envelope) -> Envelope:
+    """Write a coordinator event (a person's action on an alert, a review, the clock's
+    raise) to the outbox and fold it in now, with its inbox row, so the answer shows it
+    and the copy that comes back through the queue is a duplicate. Through the outbox it
+    reaches the store everywhere, and a rebuild sees it like any other event."""
+    envelope = add_event(session, event)
+    session.add(InboxEvent(event_id=envelope.event_id, type=envelope.type))
+    handle_event(session, envelope)
+    return envelope
 
 
 def _note_gap(session: Session, envelope: Envelope) -> None:
