@@ -75,6 +75,31 @@ class DeadLetterItem(msgspec.Struct, kw_only=True):
     replay_count: int
 
 
+class PatientName(msgspec.Struct, kw_only=True):
+    id: UUID
+    given_name: str
+    family_name: str
+
+
+def _headers(token: str | None, correlation_id: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if correlation_id:
+        headers[CORRELATION_HEADER] = correlation_id
+    return headers
+
+
+def _decoded(response: httpx.Response, into: type[T]) -> T:
+    if response.status_code >= 400:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text[:200]}
+        raise ApiProblem(response.status_code, body)
+    return msgspec.json.decode(response.content, type=into)
+
+
 class CarepathClient:
     def __init__(
         self,
@@ -85,13 +110,11 @@ class CarepathClient:
         correlation_id: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        if correlation_id:
-            headers[CORRELATION_HEADER] = correlation_id
         self._http = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+            base_url=base_url.rstrip("/"),
+            headers=_headers(token, correlation_id),
+            timeout=timeout,
+            transport=transport,
         )
 
     def __enter__(self) -> Self:
@@ -109,14 +132,7 @@ class CarepathClient:
         self._http.close()
 
     def _call(self, method: str, path: str, into: type[T], **kwargs: Any) -> T:
-        response = self._http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = {"detail": response.text[:200]}
-            raise ApiProblem(response.status_code, body)
-        return msgspec.json.decode(response.content, type=into)
+        return _decoded(self._http.request(method, path, **kwargs), into)
 
     # referrals
     def register_patient(self, **patient: Any) -> Created:
@@ -149,3 +165,44 @@ class CarepathClient:
 
     def ready(self) -> dict[str, Any]:
         return self._call("GET", "/ready", dict[str, Any])
+
+
+class AsyncCarepathClient:
+    """The calls one service makes to another from inside a request (async, so the
+    waiting request holds no worker thread while the other service answers)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        correlation_id: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers=_headers(token, correlation_id),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, into: type[T], **kwargs: Any) -> T:
+        return _decoded(await self._http.request(method, path, **kwargs), into)
+
+    async def patient_name(self, patient_id: UUID | str) -> PatientName:
+        return await self._call("GET", f"/api/patients/{patient_id}", PatientName)
+
+    async def create_referral(self, **referral: Any) -> ReferralCreated:
+        return await self._call("POST", "/api/referrals", ReferralCreated, json=referral)

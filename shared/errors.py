@@ -57,6 +57,21 @@ class Conflict(HTTPException):
             self.errors = [{"field": field, "message": detail}]
 
 
+class UpstreamProblem(HTTPException):
+    """Another service refused a call made for this request: its answer, passed on, with
+    its field names placed under the field of ours that carried them."""
+
+    def __init__(
+        self, status: int, detail: str, *, under: str, errors: list[dict[str, str]] | None
+    ) -> None:
+        super().__init__(status_code=status, detail=detail)
+        self.errors = [
+            {"field": f"{under}.{error.get('field', '')}".rstrip("."), "message": error["message"]}
+            for error in errors or []
+            if isinstance(error, dict) and "message" in error
+        ] or None
+
+
 def problem(
     status: int, detail: str, *, errors: list[dict[str, str]] | None = None, **extra: Any
 ) -> Response[dict[str, Any]]:

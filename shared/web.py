@@ -13,9 +13,10 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from uuid import UUID
 
+import httpx
 import msgspec
 import structlog
 from dramatiq import Broker, Message
@@ -35,11 +36,13 @@ from sqlmodel import Session, col, select
 
 from shared.audit import AccessTrail, AuditAction, AuditOutcome, record_access
 from shared.auth import Role, User, make_jwt_auth, requires
+from shared.client import AsyncCarepathClient
 from shared.errors import http_problem, problem, unexpected_problem
 from shared.messaging import InProcessWorkers
 from shared.observability import (
     CORRELATION_HEADER,
     bind_correlation_id,
+    current_correlation_id,
     get_logger,
     new_correlation_id,
 )
@@ -83,6 +86,27 @@ async def provide_db(runtime: NamedDependency[ServiceRuntime]) -> AsyncGenerator
         yield session
     finally:
         session.close()
+
+
+def service_client(request: Request[Any, Any, Any], service: str) -> AsyncCarepathClient:
+    """A client for another service that acts for the caller: their own token, so the
+    other service decides (and audits) what this person may see or do.
+
+    In the embedded app every service is in this process: the call goes straight to the
+    app (no socket, no port to configure) but through its full middleware and guards.
+    """
+    authorization = request.headers.get("Authorization", "")
+    token = authorization.removeprefix("Bearer ").strip() or None
+    correlation_id = current_correlation_id()
+    if request.app.state.embedded:
+        transport = httpx.ASGITransport(app=cast(Any, request.app))
+        return AsyncCarepathClient(
+            "http://carepath.embedded", token, correlation_id=correlation_id, transport=transport
+        )
+    runtime = provide_runtime(request)
+    return AsyncCarepathClient(
+        runtime.settings.url_of(service), token, correlation_id=correlation_id
+    )
 
 
 def provide_user(request: Request[Any, Any, Any]) -> User:
@@ -408,7 +432,7 @@ def build_app(
         exception_handlers={HTTPException: problem_with_audit, Exception: failure_with_audit},
         on_startup=[start],
         on_shutdown=[stop],
-        state=State({"runtimes": by_name, "broker": broker}),
+        state=State({"runtimes": by_name, "broker": broker, "embedded": embedded}),
         openapi_config=OpenAPIConfig(
             title=title,
             version="0.1.0",

@@ -1,4 +1,4 @@
-"""HTTP controllers of the coordinator: pathways and alerts."""
+"""HTTP controllers of the coordinator: pathways, alerts, MDT reviews and worklist."""
 
 from __future__ import annotations
 
@@ -7,35 +7,45 @@ import binascii
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
+import httpx
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
+from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
-from services.coordinator.domain import SEVERITY_RANK, Stage
+from services.coordinator.domain import SEVERITY_RANK, ReviewDue, Stage
 from services.coordinator.handlers import record_own_event
-from services.coordinator.models import AlertAction, PathwayAlert, PathwayRow
+from services.coordinator.models import AlertAction, MdtReview, PathwayAlert, PathwayRow
 from services.coordinator.schemas import (
     AlertHandling,
     AlertPage,
     AlertRow,
+    NameStatus,
     PathwayPage,
     PathwayRead,
     PathwaySummary,
+    ReviewRead,
+    ReviewReferral,
+    ReviewRequest,
+    Worklist,
+    WorklistItem,
 )
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import Role, User, requires
+from shared.client import ApiProblem
 from shared.db import lock_for_transaction
-from shared.errors import Conflict, FieldProblem
+from shared.errors import Conflict, FieldProblem, UpstreamProblem
 from shared.events import Actor, Subject, new_event
-from shared.events.catalogue import PathwayAlertHandled
+from shared.events.catalogue import MdtReviewRecorded, PathwayAlertHandled
 from shared.observability import current_correlation_id
 from shared.tables import as_utc
+from shared.web import service_client
 
 READERS = (Role.mdt, Role.psychologist, Role.infusion_clinician, Role.admin)
 STAGES = Stage.__args__  # type: ignore[attr-defined]
@@ -157,20 +167,264 @@ class PathwayController(Controller):
         "/{patient_id:uuid}",
         operation_id="readPathway",
         summary="One patient's pathway across referrals, infusions and therapy",
-        sync_to_thread=True,
     )
-    def read(
+    async def read(
+        self,
+        request: Request[Any, Any, Any],
+        patient_id: FromPath[UUID],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        audit: NamedDependency[AccessTrail],
+    ) -> PathwayRead:
+        document = await sync_to_thread(_pathway_document, db, audit, patient_id)
+        name, status = await _patient_name(request, user, patient_id)
+        return msgspec.convert(
+            {**document, "patient_name": name, "name_status": status}, PathwayRead
+        )
+
+    @post(
+        "/{patient_id:uuid}/reviews",
+        operation_id="recordMdtReview",
+        guards=[requires(Role.mdt)],
+        summary="Record the MDT's review; a decision to refer makes the referral",
+        description=(
+            "`refer-psychology` needs `referral`: the coordinator asks the referrals service "
+            "to create a psychology referral on the reviewing clinician's behalf (with their "
+            "own token) before the review is recorded, so a refused referral records nothing."
+        ),
+    )
+    async def record_review(
+        self,
+        request: Request[Any, Any, Any],
+        patient_id: FromPath[UUID],
+        data: JSONBody[ReviewRequest],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        audit: NamedDependency[AccessTrail],
+    ) -> ReviewRead:
+        if data.decision == "refer-psychology" and data.referral is None:
+            raise FieldProblem("referral", "a decision to refer needs the referral's reason")
+        if data.decision != "refer-psychology" and data.referral is not None:
+            raise FieldProblem("referral", "only a decision to refer makes a referral")
+        await sync_to_thread(_pathway_document, db, None, patient_id)
+        referral_id = None
+        if data.referral is not None:
+            referral_id = await _refer_to_psychology(request, user, patient_id, data.referral)
+        return await sync_to_thread(_record_review, db, user, audit, patient_id, data, referral_id)
+
+    @get(
+        "/{patient_id:uuid}/reviews",
+        operation_id="listMdtReviews",
+        guards=[requires(Role.mdt, Role.psychologist, Role.infusion_clinician)],
+        sync_to_thread=True,
+        summary="The MDT's reviews of this pathway, newest first, with their notes",
+    )
+    def list_reviews(
         self,
         patient_id: FromPath[UUID],
         db: NamedDependency[Session],
         audit: NamedDependency[AccessTrail],
-    ) -> PathwayRead:
-        row = db.get(PathwayRow, patient_id)
-        if row is None:
-            raise NotFoundException("the coordinator has no events for this patient")
+    ) -> list[ReviewRead]:
+        rows = db.exec(
+            select(MdtReview)
+            .where(MdtReview.patient_id == patient_id)
+            .order_by(col(MdtReview.reviewed_at).desc())
+        ).all()
+        audit.record(db, AuditAction.read, "Encounter", None, patient_id, detail="mdt reviews")
+        db.commit()
+        return [_review_read(row) for row in rows]
+
+
+def _pathway_document(db: Session, audit: AccessTrail | None, patient_id: UUID) -> dict[str, Any]:
+    row = db.get(PathwayRow, patient_id)
+    if row is None:
+        raise NotFoundException("the coordinator has no events for this patient")
+    if audit is not None:
         audit.record(db, AuditAction.read, "CarePlan", str(patient_id), patient_id)
         db.commit()
-        return msgspec.convert(row.document, PathwayRead)
+    return row.document
+
+
+# Roles that may see names, if the referrals service agrees for this patient.
+NAME_READERS = (Role.mdt, Role.psychologist, Role.infusion_clinician)
+
+
+async def _patient_name(
+    request: Request[Any, Any, Any], user: User, patient_id: UUID
+) -> tuple[str | None, NameStatus]:
+    """Ask the referrals service, as this reader, for the name; it decides and audits."""
+    if user.role not in NAME_READERS:
+        return None, "not-asked"
+    try:
+        async with service_client(request, "referrals") as referrals:
+            patient = await referrals.patient_name(patient_id)
+    except ApiProblem as refused:
+        return None, "not-permitted" if refused.status in (401, 403) else "unavailable"
+    except httpx.HTTPError:
+        return None, "unavailable"
+    return f"{patient.given_name} {patient.family_name}", "shown"
+
+
+async def _refer_to_psychology(
+    request: Request[Any, Any, Any], user: User, patient_id: UUID, referral: ReviewReferral
+) -> UUID:
+    body = {
+        "patient_id": str(patient_id),
+        "target": "psychology",
+        "priority": referral.priority,
+        "reason": referral.reason,
+        "conditions": referral.conditions,
+        "referrer": {"name": user.id, "role": "MDT", "organisation": referral.organisation},
+    }
+    try:
+        async with service_client(request, "referrals") as referrals:
+            created = await referrals.create_referral(**body)
+    except ApiProblem as refused:
+        raise UpstreamProblem(
+            refused.status,
+            f"the referrals service refused the referral: {refused.body.get('detail', '')}",
+            under="referral",
+            errors=refused.body.get("errors"),
+        ) from None
+    except httpx.HTTPError:
+        raise UpstreamProblem(
+            503,
+            "the referrals service did not answer; nothing was recorded",
+            under="referral",
+            errors=None,
+        ) from None
+    return created.id
+
+
+def _record_review(
+    db: Session,
+    user: User,
+    audit: AccessTrail,
+    patient_id: UUID,
+    data: ReviewRequest,
+    referral_id: UUID | None,
+) -> ReviewRead:
+    lock_for_transaction(db, patient_id)
+    review = MdtReview(
+        id=uuid4(),
+        patient_id=patient_id,
+        reviewed_at=datetime.now(UTC),
+        decision=data.decision,
+        attendees=list(data.attendees),
+        notes=data.notes,
+        reviewed_by=user.id,
+        referral_id=referral_id,
+    )
+    db.add(review)
+    record_own_event(
+        db,
+        new_event(
+            type="mdt.review.recorded",
+            data=MdtReviewRecorded(
+                review_id=review.id,
+                decision=data.decision,
+                attendees=review.attendees,
+                reviewed_by=user.id,
+                reviewed_at=review.reviewed_at,
+                referral_id=referral_id,
+            ),
+            producer="coordinator",
+            patient_id=patient_id,
+            subject=Subject(type="mdt_review", id=str(review.id)),
+            actor=Actor(user_id=user.id, role=user.role.value),
+            correlation_id=current_correlation_id(),
+        ),
+    )
+    audit.record(
+        db, AuditAction.create, "Encounter", str(review.id), patient_id, detail=data.decision
+    )
+    db.commit()
+    return _review_read(review)
+
+
+def _review_read(row: MdtReview) -> ReviewRead:
+    return ReviewRead(
+        id=str(row.id),
+        patient_id=row.patient_id,
+        reviewed_at=as_utc(row.reviewed_at),
+        decision=row.decision,
+        attendees=list(row.attendees),
+        reviewed_by=row.reviewed_by,
+        referral_id=str(row.referral_id) if row.referral_id else None,
+        notes=row.notes,
+    )
+
+
+class WorklistController(Controller):
+    path = "/api/mdt/worklist"
+    tags = ["mdt"]
+    opt = {"resource": "CarePlan"}
+    guards = [requires(Role.mdt)]
+
+    @get(
+        operation_id="mdtWorklist",
+        sync_to_thread=True,
+        summary="Patients due for MDT review: most urgent reason first, then soonest due",
+    )
+    def worklist(
+        self,
+        db: NamedDependency[Session],
+        audit: NamedDependency[AccessTrail],
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+    ) -> Worklist:
+        statement = select(PathwayRow).where(col(PathwayRow.review_due).is_not(None))
+        if cursor is not None:
+            rank, due, last = _parse(
+                cursor, lambda p: (int(p[0]), datetime.fromisoformat(p[1]), UUID(p[2]))
+            )
+            statement = statement.where(
+                or_(
+                    col(PathwayRow.review_rank) > rank,
+                    and_(col(PathwayRow.review_rank) == rank, col(PathwayRow.review_due) > due),
+                    and_(
+                        col(PathwayRow.review_rank) == rank,
+                        col(PathwayRow.review_due) == due,
+                        col(PathwayRow.patient_id) > last,
+                    ),
+                )
+            )
+        rows = db.exec(
+            statement.order_by(
+                col(PathwayRow.review_rank), col(PathwayRow.review_due), col(PathwayRow.patient_id)
+            ).limit(limit + 1)
+        ).all()
+        page, more = rows[:limit], len(rows) > limit
+        now = datetime.now(UTC)
+        items = []
+        for row in page:
+            review = msgspec.convert(row.document["review_due"], ReviewDue, strict=False)
+            items.append(
+                WorklistItem(
+                    patient_id=row.patient_id,
+                    stage=row.stage,
+                    review_due=review.due,
+                    overdue=review.due < now,
+                    severity=review.severity,
+                    reason=review.reason,
+                    open_alerts=row.open_alerts,
+                )
+            )
+        audit.record(
+            db, AuditAction.read, "CarePlan", None, None, detail=f"worklist of {len(items)}"
+        )
+        db.commit()
+        last_row = page[-1] if more and page else None
+        next_cursor = (
+            _encode(
+                last_row.review_rank,
+                as_utc(last_row.review_due).isoformat(),  # type: ignore[arg-type]
+                str(last_row.patient_id),
+            )
+            if last_row
+            else None
+        )
+        return Worklist(items=items, next_cursor=next_cursor)
 
 
 def _severity_counts(db: Session, patients: list[UUID]) -> dict[UUID, dict[str, int]]:

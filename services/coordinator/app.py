@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.coordinator import models  # noqa: F401 - registers the tables
-from services.coordinator.api import AlertController, PathwayController
+from services.coordinator.api import AlertController, PathwayController, WorklistController
 from services.coordinator.catchup import feed_catch_up
 from services.coordinator.clock import pathway_clock
 from services.coordinator.handlers import handle_event
@@ -18,7 +18,7 @@ def background(runtime: ServiceRuntime) -> TaskGroup:
 
 SPEC = ServiceSpec(
     name="coordinator",
-    route_handlers=(PathwayController, AlertController),
+    route_handlers=(PathwayController, AlertController, WorklistController),
     migrations_dir=Path(__file__).parent / "migrations",
     handle_event=handle_event,
     accept_unknown_events=True,

@@ -137,6 +137,18 @@ class Streams(msgspec.Struct, frozen=True, kw_only=True):
     mdt_reviews: list[MdtReviewStream] = msgspec.field(default_factory=list)
 
 
+class ReviewDue(msgspec.Struct, frozen=True, kw_only=True):
+    """Why and by when the MDT should review the pathway; severity None is routine."""
+
+    due: datetime
+    reason: str
+    severity: Severity | None = None
+
+    @property
+    def rank(self) -> int:
+        return SEVERITY_RANK[self.severity] if self.severity else len(SEVERITY_RANK)
+
+
 class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     patient_id: UUID
     stage: Stage
@@ -149,3 +161,4 @@ class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     event_count: int
     last_event_at: datetime
     outcomes: dict[str, MeasureOutcome] = msgspec.field(default_factory=dict)
+    review_due: ReviewDue | None = None

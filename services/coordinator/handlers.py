@@ -96,6 +96,8 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
     row.stage_since = pathway.stage_since
     row.open_alerts = sum(1 for alert in pathway.alerts if alert.status != "resolved")
     row.event_count = pathway.event_count
+    row.review_due = pathway.review_due.due if pathway.review_due else None
+    row.review_rank = pathway.review_due.rank if pathway.review_due else None
     row.document = msgspec.to_builtins(pathway)
     row.updated_at = datetime.now(UTC)
     session.add(row)

@@ -18,6 +18,7 @@ TABLES = frozenset(
         "feed_cursor",
         "pathway_alert",
         "alert_action",
+        "mdt_review",
     }
 )
 
@@ -55,6 +56,10 @@ class PathwayRow(SQLModel, table=True):
     event_count: int
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    # When the MDT should review this pathway, and how urgent that is (the severity rank
+    # of the reason; 3 for a routine review), for the MDT's worklist.
+    review_due: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+    review_rank: int | None = None
 
 
 class FeedCursor(SQLModel, table=True):
@@ -96,3 +101,18 @@ class AlertAction(SQLModel, table=True):
     by_role: str = Field(max_length=40)
     note: str | None = Field(default=None, max_length=2000)
     at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class MdtReview(SQLModel, table=True):
+    """A review of a patient's pathway by the MDT, with its notes (kept out of events)."""
+
+    __tablename__ = "mdt_review"
+
+    id: UUID = Field(primary_key=True)
+    patient_id: UUID = Field(index=True)
+    reviewed_at: datetime = Field(sa_type=DateTime(timezone=True))
+    decision: str = Field(max_length=30)
+    attendees: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    notes: str | None = Field(default=None, max_length=4000)
+    reviewed_by: str = Field(max_length=100)
+    referral_id: UUID | None = None

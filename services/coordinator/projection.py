@@ -26,6 +26,7 @@ from services.coordinator.domain import (
     NextAction,
     Pathway,
     ReferralStream,
+    ReviewDue,
     Stage,
     Streams,
     TherapyEpisodeStream,
@@ -83,7 +84,9 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
     alerts = [_handled(_named(patient_id, alert), fold.handled) for alert in fold.alerts]
     review = _review_due(fold, alerts)
     if review is not None:
-        next_actions.append(review)
+        next_actions.append(
+            NextAction(action=f"MDT review: {review.reason}", owner_role="mdt", due=review.due)
+        )
     return Pathway(
         patient_id=patient_id,
         stage=fold.stage,
@@ -96,6 +99,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         event_count=len(history),
         last_event_at=history[-1].occurred_at,
         outcomes=outcomes,
+        review_due=review,
     )
 
 
@@ -477,7 +481,7 @@ def _psychology_suggestion(streams: Streams) -> NextAction | None:
     )
 
 
-def _review_due(fold: _Fold, alerts: list[Alert]) -> NextAction | None:
+def _review_due(fold: _Fold, alerts: list[Alert]) -> ReviewDue | None:
     """The MDT reviews a pathway when an alert it owns is open, or when the induction
     series has ended and nobody has decided on maintenance since."""
     last_review = max((r.reviewed_at for r in fold.reviews), default=None)
@@ -490,13 +494,12 @@ def _review_due(fold: _Fold, alerts: list[Alert]) -> NextAction | None:
     ]
     if waiting:
         first = min(waiting, key=lambda a: (SEVERITY_RANK[a.severity], a.due))
-        return NextAction(action=f"MDT review: {first.reason}", owner_role="mdt", due=first.due)
+        return ReviewDue(due=first.due, reason=first.reason, severity=first.severity)
     done = fold.induction_done_at
     if done is not None and (last_review is None or last_review < done):
-        return NextAction(
-            action="MDT review after the induction series: continue, maintain or stop",
-            owner_role="mdt",
+        return ReviewDue(
             due=done + timedelta(days=14),
+            reason="the induction series has ended: continue, maintain or stop",
         )
     return None
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
 
-from services.coordinator.domain import Pathway
+from services.coordinator.domain import MdtReviewStream, Pathway
+from shared.events.catalogue import MdtDecision
 
-PathwayRead = Pathway
+NameStatus = Literal["shown", "not-asked", "not-permitted", "unavailable"]
 
-__all__ = ["AlertHandling", "AlertPage", "AlertRow", "PathwayPage", "PathwayRead", "PathwaySummary"]
+
+class PathwayRead(Pathway, frozen=True, kw_only=True):
+    """The pathway as the projection made it, with the patient's name if the referrals
+    service (the only keeper of names) lets this reader see it."""
+
+    patient_name: str | None = None
+    # shown; not-asked (the reader's role never sees names); not-permitted (the referrals
+    # service refused this reader); unavailable (it did not answer).
+    name_status: NameStatus = "not-asked"
 
 
 class PathwaySummary(msgspec.Struct, kw_only=True):
@@ -50,3 +59,42 @@ class AlertPage(msgspec.Struct, kw_only=True):
 
 class AlertHandling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     note: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+Attendee = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+
+
+class ReviewReferral(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The psychology referral a `refer-psychology` decision makes."""
+
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+    conditions: Annotated[list[str], msgspec.Meta(min_length=1)]
+    priority: Literal["routine", "urgent"] = "routine"
+    organisation: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "pain MDT"
+
+
+class ReviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    attendees: Annotated[list[Attendee], msgspec.Meta(min_length=1, max_length=30)]
+    decision: MdtDecision
+    notes: Annotated[str, msgspec.Meta(max_length=4000)] | None = None
+    referral: ReviewReferral | None = None
+
+
+class ReviewRead(MdtReviewStream, frozen=True, kw_only=True):
+    patient_id: UUID
+    notes: str | None = None
+
+
+class WorklistItem(msgspec.Struct, kw_only=True):
+    patient_id: UUID
+    stage: str
+    review_due: datetime
+    overdue: bool
+    severity: str | None
+    reason: str
+    open_alerts: int
+
+
+class Worklist(msgspec.Struct, kw_only=True):
+    items: list[WorklistItem]
+    next_cursor: str | None
