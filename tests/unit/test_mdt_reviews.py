@@ -1,0 +1,223 @@
+"""MDT reviews, the MDT worklist and names on the pathway, over the embedded app.
+
+A decision to refer calls the referrals service's API as the reviewing clinician; names
+come from the referrals service at read time, for readers it lets see them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID, uuid4
+
+from services.coordinator.models import MdtReview
+from services.referrals.models import Referral
+from shared.auth import Role
+from shared.tables import AuditRecord
+
+from .test_api_embedded import (  # noqa: F401 - the module-scoped fixture
+    Embedded,
+    assert_problem,
+    embedded,
+    referral_body,
+    register,
+)
+
+REVIEW = {"attendees": ["Dr Pain", "Dr Mood", "Nurse Lead"], "decision": "continue"}
+REFERRAL = {"reason": "CBT for low mood alongside infusions", "conditions": ["depression"]}
+
+
+def pathway(
+    embedded: Embedded, patient_id: str, role: Role = Role.mdt, user: str = "dr-reader"
+) -> dict[str, Any]:
+    headers = embedded.headers(role, user=user)
+    response = embedded.client.get(f"/api/pathways/{patient_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"never: {what}")
+
+
+def referred(embedded: Embedded, target: str = "ketamine-infusion", item9: int = 0) -> str:
+    patient_id = register(embedded)
+    body = referral_body(patient_id, target=target)
+    body["baseline"]["phq9_items"][8] = item9
+    response = embedded.client.post(
+        "/api/referrals", json=body, headers=embedded.headers(Role.referrer)
+    )
+    assert response.status_code == 201, response.text
+    eventually(
+        lambda: (
+            embedded.client.get(
+                f"/api/pathways/{patient_id}", headers=embedded.headers(Role.mdt)
+            ).status_code
+            == 200
+        ),
+        "the pathway",
+    )
+    return patient_id
+
+
+def review(embedded: Embedded, patient_id: str, role: Role = Role.mdt, **body: Any) -> Any:
+    return embedded.client.post(
+        f"/api/pathways/{patient_id}/reviews",
+        json={**REVIEW, **body},
+        headers=embedded.headers(role, user="dr-mdt-lead"),
+    )
+
+
+def reviews_of(embedded: Embedded, patient_id: str) -> int:
+    return embedded.count("coordinator", MdtReview, MdtReview.patient_id == UUID(patient_id))
+
+
+# --- names ------------------------------------------------------------------------------
+
+
+def test_the_mdt_sees_the_name_the_referrals_service_holds(embedded: Embedded) -> None:
+    patient_id = referred(embedded)
+    shown = pathway(embedded, patient_id)
+    assert (shown["patient_name"], shown["name_status"]) == ("Ada Example", "shown")
+    # The referrals service decided, and its audit log says so.
+    reads = embedded.audit(
+        AuditRecord.entity_type == "Patient", AuditRecord.entity_id == patient_id
+    )
+    assert any(record.action == "R" and record.agent_role == "mdt" for record in reads)
+
+
+def test_admins_get_no_name_and_the_referrals_service_is_not_asked(embedded: Embedded) -> None:
+    patient_id = referred(embedded)
+    patient_reads = (AuditRecord.entity_type == "Patient", AuditRecord.entity_id == patient_id)
+    before = len(embedded.audit(*patient_reads))
+    shown = pathway(embedded, patient_id, Role.admin)
+    assert (shown["patient_name"], shown["name_status"]) == (None, "not-asked")
+    assert len(embedded.audit(*patient_reads)) == before
+
+
+def test_a_psychologist_without_a_psychology_referral_gets_no_name(embedded: Embedded) -> None:
+    patient_id = referred(embedded, target="ketamine-infusion")
+    shown = pathway(embedded, patient_id, Role.psychologist)
+    assert (shown["patient_name"], shown["name_status"]) == (None, "not-permitted")
+    assert shown["stage"] == "referred"  # the pathway itself is still served
+
+
+# --- reviews ----------------------------------------------------------------------------
+
+
+def test_a_review_is_recorded_on_the_pathway_with_its_notes_kept_in_the_coordinator(
+    embedded: Embedded,
+) -> None:
+    patient_id = referred(embedded)
+    response = review(embedded, patient_id, notes="Tolerating well; BP stable.")
+    assert response.status_code == 201, response.text
+    recorded = response.json()
+    assert recorded["decision"] == "continue" and recorded["reviewed_by"] == "dr-mdt-lead"
+    (stream,) = pathway(embedded, patient_id)["streams"]["mdt_reviews"]
+    assert stream["id"] == recorded["id"]
+    assert stream["attendees"] == REVIEW["attendees"]
+    assert "notes" not in stream  # free text stays out of events and the projection
+    listed = embedded.client.get(
+        f"/api/pathways/{patient_id}/reviews", headers=embedded.headers(Role.psychologist)
+    )
+    assert [item["notes"] for item in listed.json()] == ["Tolerating well; BP stable."]
+
+
+def test_a_decision_to_refer_creates_the_referral_as_the_reviewer(embedded: Embedded) -> None:
+    patient_id = referred(embedded)
+    response = review(embedded, patient_id, decision="refer-psychology", referral=REFERRAL)
+    assert response.status_code == 201, response.text
+    referral_id = response.json()["referral_id"]
+    with embedded.runtime("referrals").sessions() as session:
+        referral = session.get(Referral, UUID(referral_id))
+        assert referral is not None
+        assert (referral.target, referral.created_by) == ("psychology", "dr-mdt-lead")
+
+    def with_the_referral() -> dict[str, Any] | None:
+        shown = pathway(embedded, patient_id)
+        referrals = shown["streams"]["referrals"]
+        return shown if any(r["id"] == referral_id for r in referrals) else None
+
+    shown = eventually(with_the_referral, "the new referral on the pathway")
+    (stream,) = shown["streams"]["mdt_reviews"]
+    assert stream["referral_id"] == referral_id
+
+
+def test_a_refer_decision_without_the_referral_is_a_422_and_records_nothing(
+    embedded: Embedded,
+) -> None:
+    patient_id = referred(embedded)
+    assert_problem(review(embedded, patient_id, decision="refer-psychology"), 422, "referral")
+    assert_problem(review(embedded, patient_id, referral=REFERRAL), 422, "referral")
+    assert reviews_of(embedded, patient_id) == 0
+
+
+def test_a_referral_the_referrals_service_refuses_records_no_review(embedded: Embedded) -> None:
+    patient_id = referred(embedded)
+    bad = {**REFERRAL, "conditions": ["not-a-condition"]}
+    response = review(embedded, patient_id, decision="refer-psychology", referral=bad)
+    body = assert_problem(response, 422)
+    assert body["errors"][0]["field"].startswith("referral.conditions")
+    assert reviews_of(embedded, patient_id) == 0
+
+
+def test_bad_review_input_names_the_field(embedded: Embedded) -> None:
+    patient_id = referred(embedded)
+    assert_problem(review(embedded, patient_id, decision="carry-on"), 422, "decision")
+    assert_problem(review(embedded, patient_id, attendees=[]), 422, "attendees")
+    assert reviews_of(embedded, patient_id) == 0
+
+
+def test_only_the_mdt_records_reviews(embedded: Embedded) -> None:
+    patient_id = referred(embedded)
+    assert_problem(review(embedded, patient_id, Role.psychologist), 403)
+    assert_problem(review(embedded, str(uuid4())), 404)
+    assert reviews_of(embedded, patient_id) == 0
+
+
+# --- worklist ---------------------------------------------------------------------------
+
+
+def worklist(embedded: Embedded, **params: Any) -> dict[str, Any]:
+    response = embedded.client.get(
+        "/api/mdt/worklist", params=params, headers=embedded.headers(Role.mdt)
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def all_worklist(embedded: Embedded) -> list[dict[str, Any]]:
+    items, cursor = [], None
+    while True:
+        page = worklist(embedded, limit=2, **({"cursor": cursor} if cursor else {}))
+        items.extend(page["items"])
+        if not (cursor := page["next_cursor"]):
+            return items
+
+
+def test_the_worklist_puts_urgent_reasons_first_and_a_review_takes_a_patient_off(
+    embedded: Embedded,
+) -> None:
+    urgent = referred(embedded, item9=2)  # PHQ-9 item 9 above 0: an urgent MDT alert
+    calm = referred(embedded)
+    listed = all_worklist(embedded)
+    ids = [item["patient_id"] for item in listed]
+    assert urgent in ids and calm not in ids
+    ranks = [(item["severity"] is None, item["review_due"]) for item in listed]
+    assert ranks == sorted(ranks)  # urgent first, then soonest due, across pages
+    entry = next(item for item in listed if item["patient_id"] == urgent)
+    assert entry["severity"] == "urgent" and "item 9" in entry["reason"]
+
+    assert review(embedded, urgent).status_code == 201
+    assert urgent not in [item["patient_id"] for item in all_worklist(embedded)]
+
+
+def test_the_worklist_is_for_the_mdt(embedded: Embedded) -> None:
+    response = embedded.client.get("/api/mdt/worklist", headers=embedded.headers(Role.admin))
+    assert_problem(response, 403)
