@@ -16,13 +16,7 @@ from services.referrals.models import Referral
 from shared.auth import Role
 from shared.tables import AuditRecord
 
-from .test_api_embedded import (  # noqa: F401 - the module-scoped fixture
-    Embedded,
-    assert_problem,
-    embedded,
-    referral_body,
-    register,
-)
+from .embedded import Embedded, assert_problem, referral_body, register
 
 REVIEW = {"attendees": ["Dr Pain", "Dr Mood", "Nurse Lead"], "decision": "continue"}
 REFERRAL = {"reason": "CBT for low mood alongside infusions", "conditions": ["depression"]}

@@ -1,0 +1,125 @@
+"""The embedded app, built the way ``carepath up`` builds it (services/cli.py), on a
+temporary data folder: every service, SQLite files, StubBroker workers, in-process HTTP.
+
+The ``embedded`` fixture (tests/unit/conftest.py) gives each test module its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar
+from litestar.testing import TestClient
+from sqlmodel import col, func, select
+
+from services.registry import all_specs
+from shared.auth import Role, issue_token
+from shared.messaging import InProcessWorkers, make_broker
+from shared.runtime import ServiceRuntime
+from shared.settings import BrokerKind, PlatformSettings, RunMode, load_service_settings
+from shared.tables import AuditRecord
+from shared.web import build_app
+
+SECRET = "unit-test-secret-that-is-long-enough-0123456789"
+VALID_NHS = ["9434765919", "4010232137", "4505577104"]
+
+
+@dataclass
+class Embedded:
+    client: TestClient[Litestar]
+    app: Litestar
+    platform: PlatformSettings
+
+    def runtime(self, name: str) -> ServiceRuntime:
+        runtimes: dict[str, ServiceRuntime] = self.app.state.runtimes
+        return runtimes[name]
+
+    def headers(self, role: Role, user: str = "unit-user") -> dict[str, str]:
+        return {"Authorization": f"Bearer {issue_token(self.platform, user, role)}"}
+
+    def count(self, service: str, model: Any, *where: Any) -> int:
+        with self.runtime(service).sessions() as session:
+            return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
+
+    def audit(self, *where: Any) -> list[AuditRecord]:
+        with self.runtime("referrals").sessions() as session:
+            statement = select(AuditRecord).where(*where).order_by(col(AuditRecord.id))
+            return list(session.exec(statement).all())
+
+
+@contextmanager
+def embedded_app(data_dir: Path) -> Iterator[Embedded]:
+    platform = PlatformSettings(
+        env=RunMode.development,
+        jwt_secret=SECRET,
+        broker=BrokerKind.memory,
+        data_dir=data_dir,
+        relay_interval_s=0.05,
+    )
+    broker = make_broker(platform)
+    runtimes = [
+        # environ={}: a CAREPATH_*_DATABASE_URL in the shell must not point this at a server.
+        ServiceRuntime(spec, load_service_settings(spec.name, platform, {}), broker)
+        for spec in all_specs()
+    ]
+    app = build_app(
+        runtimes,
+        broker,
+        platform,
+        embedded=True,
+        migrate_on_start=True,
+        workers=InProcessWorkers(broker, 2),
+    )
+    with TestClient(app) as client:
+        yield Embedded(client=client, app=app, platform=platform)
+
+
+def patient_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "given_name": "Ada",
+        "family_name": "Example",
+        "birth_date": "1971-02-03",
+        "sex": "female",
+    }
+    body.update(overrides)
+    return body
+
+
+def referral_body(patient_id: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "patient_id": patient_id,
+        "target": "ketamine-infusion",
+        "priority": "routine",
+        "reason": "CRPS of the right hand with low mood despite treatment",
+        "conditions": ["crps", "depression"],
+        "referrer": {"name": "Dr Ref", "role": "pain consultant", "organisation": "Unit Trust"},
+        "prior_treatments": [{"name": "pregabalin", "kind": "medicine", "outcome": "none"}],
+        "baseline": {"phq9_items": [2, 2, 1, 1, 2, 1, 1, 1, 0], "pain_nrs": 8},
+    }
+    body.update(overrides)
+    return body
+
+
+def register(embedded: Embedded, **overrides: Any) -> str:
+    response = embedded.client.post(
+        "/api/patients", json=patient_body(**overrides), headers=embedded.headers(Role.referrer)
+    )
+    assert response.status_code == 201, response.text
+    patient_id: str = response.json()["id"]
+    return patient_id
+
+
+def assert_problem(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    if field is not None:
+        assert body["errors"][0]["field"] == field, body
+    return body
