@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID, uuid4
@@ -15,7 +17,8 @@ from litestar import Controller, Request, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
@@ -44,6 +47,7 @@ from shared.errors import Conflict, FieldProblem, UpstreamProblem
 from shared.events import Actor, Subject, new_event
 from shared.events.catalogue import MdtReviewRecorded, PathwayAlertHandled
 from shared.observability import current_correlation_id
+from shared.runtime import ServiceRuntime
 from shared.tables import as_utc
 from shared.web import service_client
 
@@ -139,18 +143,7 @@ class PathwayController(Controller):
         page, more = rows[:limit], len(rows) > limit
         counts = _severity_counts(db, [row.patient_id for row in page])
         now = datetime.now(UTC)
-        items = [
-            PathwaySummary(
-                patient_id=row.patient_id,
-                stage=row.stage,
-                stage_since=as_utc(row.stage_since),
-                days_in_stage=(now - as_utc(row.stage_since)).days,
-                teams=[t for t in row.teams.split(",") if t],
-                open_alerts=row.open_alerts,
-                alerts_by_severity=counts.get(row.patient_id, {}),
-            )
-            for row in page
-        ]
+        items = [_summary(row, counts, now) for row in page]
         audit.record(
             db, AuditAction.read, "CarePlan", None, None, detail=f"pathway list of {len(items)}"
         )
@@ -162,6 +155,30 @@ class PathwayController(Controller):
             else None
         )
         return PathwayPage(items=items, next_cursor=next_cursor)
+
+    @get(
+        "/stream",
+        operation_id="streamPathwayChanges",
+        summary="Server-sent events: each pathway's new summary as it changes",
+        description=(
+            "Each `pathway` event's data is a pathway summary (as in the list; no names) and "
+            "its id a cursor: a client that reconnects with `Last-Event-ID` (EventSource "
+            "does) gets what changed meanwhile. The stream ends after a few minutes and the "
+            "browser reconnects by itself, so no connection outlives a restart for long."
+        ),
+    )
+    async def stream(
+        self,
+        runtime: NamedDependency[ServiceRuntime],
+        db: NamedDependency[Session],
+        audit: NamedDependency[AccessTrail],
+        last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+    ) -> ServerSentEvent:
+        since = datetime.now(UTC) - STREAM_OVERLAP
+        if last_event_id:
+            since = _parse(last_event_id, lambda p: datetime.fromisoformat(p[0]))
+        await sync_to_thread(_audited, db, audit, "pathway stream opened")
+        return ServerSentEvent(_pathway_changes(runtime, since), retry_duration=2000)
 
     @get(
         "/{patient_id:uuid}",
@@ -233,6 +250,60 @@ class PathwayController(Controller):
         audit.record(db, AuditAction.read, "Encounter", None, patient_id, detail="mdt reviews")
         db.commit()
         return [_review_read(row) for row in rows]
+
+
+# How often the stream looks for changes, how far back it looks again (a transaction
+# that stamped its row earlier may commit later), and how long one stream lasts.
+STREAM_POLL = timedelta(seconds=1)
+STREAM_OVERLAP = timedelta(seconds=10)
+STREAM_LIFETIME = timedelta(minutes=5)
+HEARTBEAT = timedelta(seconds=15)
+
+
+async def _pathway_changes(
+    runtime: ServiceRuntime, since: datetime
+) -> AsyncGenerator[ServerSentEventMessage, None]:
+    sent: dict[tuple[UUID, datetime], datetime] = {}  # (patient, stamp) → its stamp
+    started = last_beat = datetime.now(UTC)
+    while datetime.now(UTC) - started < STREAM_LIFETIME:
+        for summary, stamp in await sync_to_thread(_changed_since, runtime, since):
+            key = (summary.patient_id, stamp)
+            if key in sent:
+                continue
+            sent[key] = stamp
+            yield ServerSentEventMessage(
+                event="pathway",
+                data=msgspec.json.encode(summary).decode(),
+                id=_encode(stamp.isoformat()),
+            )
+        if sent:
+            newest = max(sent.values())
+            since = newest - STREAM_OVERLAP
+            sent = {key: stamp for key, stamp in sent.items() if stamp >= since}
+        if datetime.now(UTC) - last_beat >= HEARTBEAT:
+            last_beat = datetime.now(UTC)
+            yield ServerSentEventMessage(comment="still here")
+        await asyncio.sleep(STREAM_POLL.total_seconds())
+
+
+def _changed_since(
+    runtime: ServiceRuntime, since: datetime
+) -> list[tuple[PathwaySummary, datetime]]:
+    with runtime.sessions() as session:
+        rows = session.exec(
+            select(PathwayRow)
+            .where(col(PathwayRow.updated_at) > since)
+            .order_by(col(PathwayRow.updated_at))
+            .limit(MAX_PAGE)
+        ).all()
+        counts = _severity_counts(session, [row.patient_id for row in rows])
+        now = datetime.now(UTC)
+        return [(_summary(row, counts, now), as_utc(row.updated_at)) for row in rows]
+
+
+def _audited(db: Session, audit: AccessTrail, detail: str) -> None:
+    audit.record(db, AuditAction.read, "CarePlan", None, None, detail=detail)
+    db.commit()
 
 
 def _pathway_document(db: Session, audit: AccessTrail | None, patient_id: UUID) -> dict[str, Any]:
@@ -425,6 +496,18 @@ class WorklistController(Controller):
             else None
         )
         return Worklist(items=items, next_cursor=next_cursor)
+
+
+def _summary(row: PathwayRow, counts: dict[UUID, dict[str, int]], now: datetime) -> PathwaySummary:
+    return PathwaySummary(
+        patient_id=row.patient_id,
+        stage=row.stage,
+        stage_since=as_utc(row.stage_since),
+        days_in_stage=(now - as_utc(row.stage_since)).days,
+        teams=[t for t in row.teams.split(",") if t],
+        open_alerts=row.open_alerts,
+        alerts_by_severity=counts.get(row.patient_id, {}),
+    )
 
 
 def _severity_counts(db: Session, patients: list[UUID]) -> dict[UUID, dict[str, int]]:

@@ -47,6 +47,7 @@ from services.coordinator.rules import (
     serious_adverse_event_alert,
     time_alert,
     treatment_due,
+    treatment_started,
     triage_due,
     vitals_alert,
 )
@@ -77,8 +78,9 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         if handler is not None:
             handler(fold, event)
         fold.clear_time_alerts(event.occurred_at)
-    next_actions = [a for stream in fold.referrals.values() if (a := _next_action(stream))]
-    if (suggestion := _psychology_suggestion(fold.streams())) is not None:
+    streams = fold.streams()
+    next_actions = [a for stream in streams.referrals if (a := _next_action(stream, streams))]
+    if (suggestion := _psychology_suggestion(streams)) is not None:
         next_actions.append(suggestion)
     outcomes = _outcomes(fold)
     alerts = [_handled(_named(patient_id, alert), fold.handled) for alert in fold.alerts]
@@ -91,7 +93,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         patient_id=patient_id,
         stage=fold.stage,
         stage_since=fold.stage_since,
-        streams=fold.streams(),
+        streams=streams,
         timeline=fold.timeline,
         measures=fold.measures,
         alerts=alerts,
@@ -442,7 +444,7 @@ def _open(streams: Iterable[ReferralStream]) -> bool:
     return any(stream.status in OPEN_REFERRAL for stream in streams)
 
 
-def _next_action(stream: ReferralStream) -> NextAction | None:
+def _next_action(stream: ReferralStream, streams: Streams) -> NextAction | None:
     team = TEAM_OF_TARGET.get(stream.target, stream.target)
     role = ROLE_OF_TARGET.get(stream.target, "mdt")
     if stream.status == "received":
@@ -457,7 +459,7 @@ def _next_action(stream: ReferralStream) -> NextAction | None:
             owner_role="referrer",
             due=triage_due(stream.received_at, stream.priority),
         )
-    if stream.status == "accepted":
+    if stream.status == "accepted" and not treatment_started(streams, stream):
         return NextAction(
             action=f"start treatment for the {stream.target} referral",
             owner_role=role,
