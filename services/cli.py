@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import uvicorn
+from litestar import Litestar
 from prometheus_client import start_http_server
 
 from services.registry import all_specs, spec_of
@@ -72,7 +73,7 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
         runtimes, broker, platform, embedded=True, migrate_on_start=True, workers=workers
     )
     click.echo(f"carepath is starting on {base} (data in {platform.data_dir.resolve()})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=platform.log_level.lower(), access_log=False)
+    _run(app, host, port, platform)
 
 
 def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime]:
@@ -97,7 +98,20 @@ def serve(service: str, host: str, port: int) -> None:
         migrate_on_start=False,
         title=f"carepath {service}",
     )
-    uvicorn.run(app, host=host, port=port, log_level=platform.log_level.lower(), access_log=False)
+    _run(app, host, port, platform)
+
+
+def _run(app: Litestar, host: str, port: int, platform: PlatformSettings) -> None:
+    # Open event streams (live dashboards) would otherwise hold a stop forever; the
+    # browsers reconnect to the next process by themselves.
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=platform.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 @main.command()

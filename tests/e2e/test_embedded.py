@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 
 import httpx
@@ -63,6 +66,13 @@ def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
     assert pathway.stage == "referred"
     assert [alert.kind for alert in pathway.alerts] == []  # baseline item 9 was 0
 
+    # The live stream, over real HTTP: the change just made is in it (it looks back a few
+    # seconds), as a summary without the name. It stays open through Ctrl-C below.
+    stream = LiveStream(f"{base}/api/pathways/stream", token("admin"))
+    stream.start()
+    wait_until(lambda: stream.saw(str(patient.id), "referred"), timeout=20, what="the stream")
+    assert "Test" not in stream.text
+
     # SQLite is written by the API and the worker threads at once: concurrent referrals
     # must all succeed (WAL, a busy timeout, BEGIN IMMEDIATE), none with a 500.
     def refer_once(_: int) -> int:
@@ -100,8 +110,10 @@ def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
     assert len(page.items) == 26
 
     # Ctrl-C: the process ends by itself, leaving no unsent outbox row behind.
+    assert stream.is_alive(), "the stream should still be open when the stop begins"
     up.send_signal(signal.SIGINT)
     assert up.wait(20) == 0
+    stream.join(5)
     referrals_db = data_dir / "referrals.sqlite3"
     assert _count(referrals_db, "SELECT count(*) FROM patient") == 1
     assert _count(referrals_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
@@ -109,6 +121,35 @@ def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
     coordinator_db = data_dir / "coordinator.sqlite3"
     assert _count(coordinator_db, "SELECT count(*) FROM audit_log WHERE outcome = '4'") == 1
     assert "Test" not in processes.log("up"), "a patient's name reached the log"
+
+
+class LiveStream(threading.Thread):
+    """Reads a server-sent event stream in the background, keeping what it received."""
+
+    def __init__(self, url: str, bearer: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.bearer = url, bearer
+        self.events: list[dict[str, object]] = []
+        self.text = ""
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.bearer}"}
+        with (
+            suppress(httpx.HTTPError),
+            httpx.stream(
+                "GET", self.url, headers=headers, timeout=httpx.Timeout(5, read=None)
+            ) as response,
+        ):
+            for line in response.iter_lines():
+                self.text += line + "\n"
+                if line.startswith("data: "):
+                    self.events.append(json.loads(line.removeprefix("data: ")))
+
+    def saw(self, patient_id: str, stage: str) -> bool:
+        return any(
+            (event.get("patient_id"), event.get("stage")) == (patient_id, stage)
+            for event in list(self.events)
+        )
 
 
 def _pathway_if_complete(client: CarepathClient, patient_id: object) -> object:
