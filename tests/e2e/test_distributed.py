@@ -119,3 +119,31 @@ def test_each_service_as_its_own_processes_carries_the_slice(
         page = feed.events(after=0)
     assert [item["sequence"] for item in page.items] == [1, 1]
     assert [item["type"] for item in page.items] == ["patient.registered", "referral.received"]
+
+    # The coordinator asks the referrals service, over HTTP and as the reader, for the
+    # name; and an MDT decision to refer makes the referral there, as the reviewer.
+    coordinator = env["CAREPATH_COORDINATOR_URL"]
+    mdt_headers = {"Authorization": f"Bearer {token('mdt', 'dr-mdt-lead')}"}
+    shown = httpx.get(f"{coordinator}/api/pathways/{patient.id}", headers=mdt_headers).json()
+    assert (shown["patient_name"], shown["name_status"]) == ("Test Patient", "shown")
+    review = httpx.post(
+        f"{coordinator}/api/pathways/{patient.id}/reviews",
+        headers=mdt_headers,
+        json={
+            "attendees": ["Dr Pain", "Dr Mood"],
+            "decision": "refer-psychology",
+            "referral": {"reason": "CBT alongside infusions", "conditions": ["depression"]},
+        },
+    )
+    assert review.status_code == 201, review.text
+    referral_id = review.json()["referral_id"]
+
+    def pathway_with_the_mdt_referral() -> dict[str, object] | None:
+        found = httpx.get(f"{coordinator}/api/pathways/{patient.id}", headers=mdt_headers)
+        referrals = found.json()["streams"]["referrals"]
+        return found.json() if any(r["id"] == referral_id for r in referrals) else None
+
+    after = wait_until(pathway_with_the_mdt_referral, timeout=30, what="the MDT's referral")
+    targets = [(r["id"], r["target"]) for r in after["streams"]["referrals"]]
+    assert targets == [(str(referral.id), "psychology"), (referral_id, "psychology")]
+    assert [r["decision"] for r in after["streams"]["mdt_reviews"]] == ["refer-psychology"]
