@@ -16,10 +16,10 @@ import msgspec
 from litestar import Controller, Request, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from sqlalchemy import and_, func, or_
+from sqlalchemy import and_, func, or_, true
 from sqlmodel import Session, col, select
 
 from services.coordinator.domain import SEVERITY_RANK, ReviewDue, Stage
@@ -55,6 +55,26 @@ READERS = (Role.mdt, Role.psychologist, Role.infusion_clinician, Role.admin)
 STAGES = Stage.__args__  # type: ignore[attr-defined]
 TEAMS = ("ketamine-infusion", "psychology", "pain-mdt")
 MAX_PAGE = 200
+
+
+# A clinician sees the pathways their team is part of (as in the referrals service:
+# psychologists the psychology ones, infusion clinicians the infusion ones); the MDT and
+# admins see all.
+TEAM_OF_ROLE = {Role.psychologist: "psychology", Role.infusion_clinician: "ketamine-infusion"}
+
+
+def _team_of(user: User) -> str | None:
+    return TEAM_OF_ROLE.get(user.role)
+
+
+def _in_team(team: str | None) -> Any:
+    return col(PathwayRow.teams).contains(f",{team},") if team else true()
+
+
+def _check_team(row: PathwayRow, user: User) -> None:
+    team = _team_of(user)
+    if team is not None and f",{team}," not in row.teams:
+        raise PermissionDeniedException("this pathway has no referral to your team")
 
 
 def _encode(*parts: Any) -> str:
@@ -97,6 +117,7 @@ class PathwayController(Controller):
     def list_pathways(
         self,
         db: NamedDependency[Session],
+        user: NamedDependency[User],
         audit: NamedDependency[AccessTrail],
         stage: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
@@ -109,7 +130,7 @@ class PathwayController(Controller):
         _one_of("stage", stage, STAGES)
         _one_of("team", team, TEAMS)
         _one_of("severity", severity, tuple(SEVERITY_RANK))
-        statement = select(PathwayRow)
+        statement = select(PathwayRow).where(_in_team(_team_of(user)))
         if stage is not None:
             statement = statement.where(PathwayRow.stage == stage)
         if team is not None:
@@ -171,6 +192,7 @@ class PathwayController(Controller):
         self,
         runtime: NamedDependency[ServiceRuntime],
         db: NamedDependency[Session],
+        user: NamedDependency[User],
         audit: NamedDependency[AccessTrail],
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
@@ -178,7 +200,8 @@ class PathwayController(Controller):
         if last_event_id:
             since = _parse(last_event_id, lambda p: datetime.fromisoformat(p[0]))
         await sync_to_thread(_audited, db, audit, "pathway stream opened")
-        return ServerSentEvent(_pathway_changes(runtime, since), retry_duration=2000)
+        changes = _pathway_changes(runtime, since, _team_of(user))
+        return ServerSentEvent(changes, retry_duration=2000)
 
     @get(
         "/{patient_id:uuid}",
@@ -193,7 +216,7 @@ class PathwayController(Controller):
         user: NamedDependency[User],
         audit: NamedDependency[AccessTrail],
     ) -> PathwayRead:
-        document = await sync_to_thread(_pathway_document, db, audit, patient_id)
+        document = await sync_to_thread(_pathway_document, db, user, audit, patient_id)
         name, status = await _patient_name(request, user, patient_id)
         return msgspec.convert(
             {**document, "patient_name": name, "name_status": status}, PathwayRead
@@ -223,7 +246,7 @@ class PathwayController(Controller):
             raise FieldProblem("referral", "a decision to refer needs the referral's reason")
         if data.decision != "refer-psychology" and data.referral is not None:
             raise FieldProblem("referral", "only a decision to refer makes a referral")
-        await sync_to_thread(_pathway_document, db, None, patient_id)
+        await sync_to_thread(_pathway_document, db, user, None, patient_id)
         referral_id = None
         if data.referral is not None:
             referral_id = await _refer_to_psychology(request, user, patient_id, data.referral)
@@ -240,8 +263,10 @@ class PathwayController(Controller):
         self,
         patient_id: FromPath[UUID],
         db: NamedDependency[Session],
+        user: NamedDependency[User],
         audit: NamedDependency[AccessTrail],
     ) -> list[ReviewRead]:
+        _visible_pathway(db, user, patient_id)
         rows = db.exec(
             select(MdtReview)
             .where(MdtReview.patient_id == patient_id)
@@ -261,21 +286,27 @@ HEARTBEAT = timedelta(seconds=15)
 
 
 async def _pathway_changes(
-    runtime: ServiceRuntime, since: datetime
+    runtime: ServiceRuntime, since: datetime, team: str | None = None
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     sent: dict[tuple[UUID, datetime], datetime] = {}  # (patient, stamp) → its stamp
     started = last_beat = datetime.now(UTC)
     while datetime.now(UTC) - started < STREAM_LIFETIME:
-        for summary, stamp in await sync_to_thread(_changed_since, runtime, since):
-            key = (summary.patient_id, stamp)
-            if key in sent:
-                continue
-            sent[key] = stamp
-            yield ServerSentEventMessage(
-                event="pathway",
-                data=msgspec.json.encode(summary).decode(),
-                id=_encode(stamp.isoformat()),
-            )
+        after = since
+        while True:  # page through a burst of changes
+            page = await sync_to_thread(_changed_since, runtime, after, team)
+            for summary, stamp in page:
+                key = (summary.patient_id, stamp)
+                if key in sent:
+                    continue
+                sent[key] = stamp
+                yield ServerSentEventMessage(
+                    event="pathway",
+                    data=msgspec.json.encode(summary).decode(),
+                    id=_encode(stamp.isoformat()),
+                )
+            if len(page) < MAX_PAGE or page[-1][1] == after:
+                break
+            after = page[-1][1]
         if sent:
             newest = max(sent.values())
             since = newest - STREAM_OVERLAP
@@ -287,12 +318,12 @@ async def _pathway_changes(
 
 
 def _changed_since(
-    runtime: ServiceRuntime, since: datetime
+    runtime: ServiceRuntime, since: datetime, team: str | None
 ) -> list[tuple[PathwaySummary, datetime]]:
     with runtime.sessions() as session:
         rows = session.exec(
             select(PathwayRow)
-            .where(col(PathwayRow.updated_at) > since)
+            .where(col(PathwayRow.updated_at) >= since, _in_team(team))
             .order_by(col(PathwayRow.updated_at))
             .limit(MAX_PAGE)
         ).all()
@@ -306,14 +337,22 @@ def _audited(db: Session, audit: AccessTrail, detail: str) -> None:
     db.commit()
 
 
-def _pathway_document(db: Session, audit: AccessTrail | None, patient_id: UUID) -> dict[str, Any]:
-    row = db.get(PathwayRow, patient_id)
-    if row is None:
-        raise NotFoundException("the coordinator has no events for this patient")
+def _pathway_document(
+    db: Session, user: User, audit: AccessTrail | None, patient_id: UUID
+) -> dict[str, Any]:
+    row = _visible_pathway(db, user, patient_id)
     if audit is not None:
         audit.record(db, AuditAction.read, "CarePlan", str(patient_id), patient_id)
         db.commit()
     return row.document
+
+
+def _visible_pathway(db: Session, user: User, patient_id: UUID) -> PathwayRow:
+    row = db.get(PathwayRow, patient_id)
+    if row is None:
+        raise NotFoundException("the coordinator has no events for this patient")
+    _check_team(row, user)
+    return row
 
 
 # Roles that may see names, if the referrals service agrees for this patient.
@@ -537,6 +576,7 @@ class AlertController(Controller):
     def list_alerts(
         self,
         db: NamedDependency[Session],
+        user: NamedDependency[User],
         audit: NamedDependency[AccessTrail],
         status: FromQuery[str | None] = "open",
         kind: FromQuery[str | None] = None,
@@ -548,6 +588,9 @@ class AlertController(Controller):
         _one_of("status", status, ("open", "acknowledged", "resolved"))
         _one_of("severity", severity, tuple(SEVERITY_RANK))
         statement = select(PathwayAlert)
+        if (team := _team_of(user)) is not None:
+            visible = select(PathwayRow.patient_id).where(_in_team(team))
+            statement = statement.where(col(PathwayAlert.patient_id).in_(visible))
         for name, value in (
             ("status", status),
             ("kind", kind),
@@ -645,6 +688,7 @@ def _handle(
     found = db.get(PathwayAlert, alert_id)
     if found is None:
         raise NotFoundException(f"no alert {alert_id}")
+    _visible_pathway(db, user, found.patient_id)
     lock_for_transaction(db, found.patient_id)
     alert = db.get(PathwayAlert, alert_id)
     assert alert is not None

@@ -49,6 +49,13 @@ class ReferralStream(msgspec.Struct, frozen=True, kw_only=True):
     priority: str
     status: str
     received_at: datetime
+    # When the referrer last answered a triage question: the team's triage time runs
+    # again from then (local policy), so an overdue triage can be raised again.
+    answered_at: datetime | None = None
+
+    @property
+    def triage_from(self) -> datetime:
+        return self.answered_at or self.received_at
 
 
 class MeasurePoint(msgspec.Struct, frozen=True, kw_only=True):

@@ -179,8 +179,11 @@ class _Fold:
             status="received",
             received_at=event.occurred_at,
         )
+        answered = event.occurred_at if event.type == "referral.info_provided" else None
         self.referrals[data["referral_id"]] = msgspec.structs.replace(
-            stream, status=REFERRAL_STATUS_OF[event.type]
+            stream,
+            status=REFERRAL_STATUS_OF[event.type],
+            answered_at=answered or stream.answered_at,
         )
         if event.type == "referral.accepted":
             self.move_to("triaged", event.occurred_at, only_from=("registered", "referred"))
@@ -394,6 +397,8 @@ def _named(patient_id: UUID, alert: Alert) -> Alert:
     """An alert's id is a function of what raised it, so a rebuild names it the same and
     people's acknowledgements find it again."""
     key = f"{alert.kind}|{alert.raised_at.isoformat()}|{alert.reason}"
+    if alert.subject is not None:  # two referrals can cross a threshold at one instant
+        key += f"|{alert.subject}"
     return msgspec.structs.replace(alert, id=str(uuid5(patient_id, key)))
 
 
@@ -451,13 +456,13 @@ def _next_action(stream: ReferralStream, streams: Streams) -> NextAction | None:
         return NextAction(
             action=f"triage the {stream.priority} {stream.target} referral",
             owner_role=role,
-            due=triage_due(stream.received_at, stream.priority),
+            due=triage_due(stream.triage_from, stream.priority),
         )
     if stream.status == "info-requested":
         return NextAction(
             action=f"answer the {team}'s question about the {stream.target} referral",
             owner_role="referrer",
-            due=triage_due(stream.received_at, stream.priority),
+            due=triage_due(stream.triage_from, stream.priority),
         )
     if stream.status == "accepted" and not treatment_started(streams, stream):
         return NextAction(

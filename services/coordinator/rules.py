@@ -264,13 +264,16 @@ def treatment_started(streams: Streams, referral: ReferralStream) -> bool:
 
 
 def has_psychology(streams: Streams) -> bool:
-    """A psychology referral that is live or done, or a therapy episode, exists."""
-    if streams.therapy_episode is not None:
-        return True
-    return any(
-        r.target == "psychology" and r.status not in ("rejected", "cancelled")
+    """Psychology is part of the pathway: a psychology referral waiting or accepted, or a
+    therapy episode the patient did not decline (CLINICAL.md: suggest one when none
+    "exists or is declined")."""
+    if any(
+        r.target == "psychology" and r.status in ("received", "info-requested", "accepted")
         for r in streams.referrals
-    )
+    ):
+        return True
+    episode = streams.therapy_episode
+    return episode is not None and episode.discharge_reason != "declined"
 
 
 def crossed(streams: Streams, now: datetime) -> list[Crossing]:
@@ -279,7 +282,7 @@ def crossed(streams: Streams, now: datetime) -> list[Crossing]:
     found: list[Crossing] = []
     for referral in streams.referrals:
         if referral.status == "received":
-            due = triage_due(referral.received_at, referral.priority)
+            due = triage_due(referral.triage_from, referral.priority)
             if now >= due:
                 found.append(Crossing("triage-overdue", referral.id, due))
         if referral.status in _ENDED_REFERRAL or treatment_started(streams, referral):

@@ -95,11 +95,28 @@ def test_admins_get_no_name_and_the_referrals_service_is_not_asked(embedded: Emb
     assert len(embedded.audit(*patient_reads)) == before
 
 
-def test_a_psychologist_without_a_psychology_referral_gets_no_name(embedded: Embedded) -> None:
-    patient_id = referred(embedded, target="ketamine-infusion")
-    shown = pathway(embedded, patient_id, Role.psychologist)
-    assert (shown["patient_name"], shown["name_status"]) == (None, "not-permitted")
-    assert shown["stage"] == "referred"  # the pathway itself is still served
+def test_a_psychologist_sees_the_pathways_with_a_psychology_referral_only(
+    embedded: Embedded,
+) -> None:
+    infusion_only = referred(embedded, target="ketamine-infusion")
+    psychology = referred(embedded, target="psychology")
+    headers = embedded.headers(Role.psychologist, user="dr-psych")
+    refused = embedded.client.get(f"/api/pathways/{infusion_only}", headers=headers)
+    assert_problem(refused, 403)
+    denied = embedded.count(
+        "coordinator",
+        AuditRecord,
+        AuditRecord.patient_id == UUID(infusion_only),
+        AuditRecord.outcome == "4",
+    )
+    assert denied == 1
+    shown = pathway(embedded, psychology, Role.psychologist, user="dr-psych")
+    assert (shown["patient_name"], shown["name_status"]) == ("Ada Example", "shown")
+    listed = embedded.client.get("/api/pathways?limit=200", headers=headers).json()["items"]
+    assert psychology in [item["patient_id"] for item in listed]
+    assert all("psychology" in item["teams"] for item in listed)
+    alerts = embedded.client.get("/api/alerts?limit=200", headers=headers).json()["items"]
+    assert infusion_only not in [alert["patient_id"] for alert in alerts]
 
 
 # --- reviews ----------------------------------------------------------------------------
@@ -118,9 +135,14 @@ def test_a_review_is_recorded_on_the_pathway_with_its_notes_kept_in_the_coordina
     assert stream["attendees"] == REVIEW["attendees"]
     assert "notes" not in stream  # free text stays out of events and the projection
     listed = embedded.client.get(
-        f"/api/pathways/{patient_id}/reviews", headers=embedded.headers(Role.psychologist)
+        f"/api/pathways/{patient_id}/reviews", headers=embedded.headers(Role.infusion_clinician)
     )
     assert [item["notes"] for item in listed.json()] == ["Tolerating well; BP stable."]
+    # The infusion clinic is on this pathway; psychology is not.
+    elsewhere = embedded.client.get(
+        f"/api/pathways/{patient_id}/reviews", headers=embedded.headers(Role.psychologist)
+    )
+    assert_problem(elsewhere, 403)
 
 
 def test_a_decision_to_refer_creates_the_referral_as_the_reviewer(embedded: Embedded) -> None:
