@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from services.coordinator.projection import project
 from shared.events import Envelope, Subject, new_event
-from shared.events.catalogue import payload_type
+from shared.events.catalogue import PathwayAlertRaised, payload_type
 
 from .factories import ACTOR, T0, patient_registered, referral_received
 
@@ -203,3 +203,119 @@ def test_any_order_with_duplicates_gives_the_same_pathway(
     assert msgspec.json.encode(project(PATIENT, shuffled)) == msgspec.json.encode(
         project(PATIENT, part)
     )
+
+
+# --- generated histories ----------------------------------------------------------------
+
+
+@st.composite
+def generated_history(draw: st.DrawFn) -> list[Envelope]:
+    """A patient's events with generated scores, counts and times: infusions with any
+    pain and PHQ-9 scores, therapy measures, MDT reviews and the clock's raises."""
+    hour = st.integers(0, 24 * 200)
+    course = ("infusion-course", COURSE)
+    episode = ("therapy-episode", EPISODE)
+    events = [
+        patient_registered(PATIENT),
+        referral_received(
+            PATIENT,
+            occurred_at=T0 + timedelta(hours=1),
+            referral_id=REFERRAL,
+            priority=draw(st.sampled_from(["routine", "urgent"])),
+            phq9_item9=draw(st.integers(0, 3)),
+            phq9_total=draw(st.integers(0, 27)),
+            pain_nrs=draw(st.integers(0, 10)),
+        ),
+    ]
+    sessions = draw(st.integers(0, 5))
+    for number in range(1, sessions + 1):
+        pain_before, pain_after = draw(st.integers(0, 10)), draw(st.integers(0, 10))
+        responded = draw(st.booleans())
+        events.append(
+            event(
+                "infusion.session.completed",
+                course,
+                draw(hour),
+                number,
+                course_id=COURSE,
+                session_id=COURSE,
+                number=number,
+                kind="induction",
+                completed_at=T0,
+                given_mg=80.0,
+                pain_before=pain_before,
+                pain_after=pain_after,
+                phq9_total=draw(st.none() | st.integers(0, 27)),
+                phq9_item9=draw(st.none() | st.integers(0, 3)),
+                response={
+                    "pain_change_fraction": None,
+                    "phq9_change_fraction": None,
+                    "pain_meaningful": responded,
+                    "pain_substantial": False,
+                    "phq9_response": False,
+                    "responded": responded,
+                },
+                completed_sessions=number,
+                maintenance_due_at=None,
+            )
+        )
+    for number in range(1, draw(st.integers(0, 4)) + 1):
+        instrument = draw(st.sampled_from(["PHQ-9", "GAD-7"]))
+        events.append(
+            event(
+                "measure.recorded",
+                episode,
+                draw(hour),
+                number,
+                episode_id=EPISODE,
+                appointment_id=EPISODE,
+                instrument=instrument,
+                total=draw(st.integers(0, 21)),
+                band="moderate",
+                item9=draw(st.integers(0, 3)) if instrument == "PHQ-9" else None,
+                recorded_at=T0,
+            )
+        )
+    for number in range(1, draw(st.integers(0, 2)) + 1):
+        events.append(
+            event(
+                "mdt.review.recorded",
+                ("mdt_review", EPISODE),
+                draw(hour),
+                number,
+                review_id=UUID(int=number),
+                decision=draw(st.sampled_from(["continue", "stop-infusions", "discharge"])),
+                attendees=["dr-a"],
+                reviewed_by="dr-a",
+                reviewed_at=T0 + timedelta(hours=draw(hour)),
+            )
+        )
+    for number in range(1, draw(st.integers(0, 3)) + 1):
+        crossed_at = T0 + timedelta(hours=draw(hour))
+        raised = new_event(
+            type="pathway.alert.raised",
+            data=PathwayAlertRaised(
+                kind=draw(st.sampled_from(["triage-overdue", "waiting-time", "waiting-breach"])),
+                subject=str(REFERRAL),
+                crossed_at=crossed_at,
+            ),
+            producer="coordinator",
+            patient_id=PATIENT,
+            subject=Subject(type="pathway", id=str(PATIENT)),
+            actor=ACTOR,
+            correlation_id="corr-prop",
+            occurred_at=crossed_at + timedelta(hours=draw(st.integers(0, 48))),
+        )
+        events.append(msgspec.structs.replace(raised, sequence=number))
+    return events
+
+
+@settings(max_examples=150, deadline=None)
+@given(history=generated_history(), data=st.data())
+def test_generated_histories_fold_the_same_in_any_order_with_duplicates(
+    history: list[Envelope], data: st.DataObject
+) -> None:
+    order = data.draw(st.permutations(history))
+    duplicates = data.draw(st.lists(st.sampled_from(history), max_size=6))
+    expected = msgspec.json.encode(project(PATIENT, history))
+    assert msgspec.json.encode(project(PATIENT, [*order, *duplicates])) == expected
