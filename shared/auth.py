@@ -15,9 +15,9 @@ import msgspec
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.security.jwt import JWTAuth, Token
+from litestar.security.jwt import JWTCookieAuth, Token
 
-from shared.settings import PlatformSettings
+from shared.settings import PlatformSettings, RunMode
 
 
 class Role(StrEnum):
@@ -36,8 +36,20 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
     role: Role
 
 
-# Paths anyone may reach: liveness, readiness, metrics, the API's own description.
-PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics", "^/schema", "^/[a-z]+/(health|ready)$"]
+# Paths anyone may reach: liveness, readiness, metrics, the API's own description, the
+# dashboard's sign-in page and its stylesheet and script.
+PUBLIC_PATHS = [
+    "^/health$",
+    "^/ready$",
+    "^/metrics",
+    "^/schema",
+    "^/[a-z]+/(health|ready)$",
+    "^/sign-in$",
+    "^/static/",
+]
+# The dashboard's session: the same JWT as the API's bearer token, in a cookie that is
+# never sent with another site's request (so a form elsewhere cannot act as the user).
+SESSION_COOKIE = "carepath_session"
 
 
 def user_from_token(token: Token, _connection: ASGIConnection[Any, Any, Any, Any]) -> User:
@@ -48,12 +60,17 @@ def user_from_token(token: Token, _connection: ASGIConnection[Any, Any, Any, Any
         raise NotAuthorizedException("the token carries no known role") from None
 
 
-def make_jwt_auth(settings: PlatformSettings) -> JWTAuth[User, Token]:
-    return JWTAuth[User, Token](
+def make_jwt_auth(settings: PlatformSettings) -> JWTCookieAuth[User, Token]:
+    """Bearer token in the Authorization header (API clients), or the dashboard's
+    session cookie holding the same token."""
+    return JWTCookieAuth[User, Token](
         retrieve_user_handler=user_from_token,
         token_secret=settings.jwt_secret,
         exclude=PUBLIC_PATHS,
         default_token_expiration=timedelta(hours=settings.token_hours),
+        key=SESSION_COOKIE,
+        samesite="strict",
+        secure=settings.env is RunMode.production,
     )
 
 

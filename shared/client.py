@@ -201,6 +201,14 @@ class AsyncCarepathClient:
     async def _call(self, method: str, path: str, into: type[T], **kwargs: Any) -> T:
         return _decoded(await self._http.request(method, path, **kwargs), into)
 
+    async def get(self, path: str, **params: Any) -> Any:
+        """Any JSON resource, for pages that show another service's data as it is."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return await self._call("GET", path, Any, params=query)
+
+    async def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return await self._call("POST", path, Any, json=body or {})
+
     async def patient_name(self, patient_id: UUID | str) -> PatientName:
         return await self._call("GET", f"/api/patients/{patient_id}", PatientName)
 

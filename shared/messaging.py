@@ -256,3 +256,13 @@ class InProcessWorkers:
             if self._worker is not None:
                 self._worker.stop(timeout=timeout_ms)
                 self._worker = None
+
+
+def queue_depth(broker: Broker, service: str) -> int:
+    """Messages waiting in a consuming service's queue (not yet taken by a worker)."""
+    queue = queue_name(service)
+    if isinstance(broker, RedisBroker):
+        return int(broker.client.llen(f"{broker.namespace}:{queue}"))
+    if isinstance(broker, StubBroker):
+        return broker.queues[queue].qsize() if queue in broker.queues else 0
+    return 0

@@ -84,6 +84,10 @@ class ServiceSpec:
     accept_unknown_events: bool = False
     # Work a service's worker does besides consuming (the coordinator's feed catch-up).
     background: Callable[[ServiceRuntime], BackgroundTask] | None = None
+    # Server-rendered pages (the coordinator's dashboard), mounted once at the root, with
+    # the folder holding their `templates/` and `static/`.
+    pages: Sequence[Any] = ()
+    web_dir: Path | None = None
 
 
 class ServiceRuntime:

@@ -22,6 +22,7 @@ import structlog
 from dramatiq import Broker, Message
 from dramatiq.brokers.stub import StubBroker
 from litestar import Controller, Litestar, Request, Response, Router, get, post
+from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
@@ -29,16 +30,19 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+from litestar.template import TemplateConfig
 from litestar.types import ASGIApp, Receive, Scope, Send
 from litestar.types import Message as AsgiMessage
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from shared.audit import AccessTrail, AuditAction, AuditOutcome, record_access
-from shared.auth import Role, User, make_jwt_auth, requires
+from shared.auth import SESSION_COOKIE, Role, User, make_jwt_auth, requires
 from shared.client import AsyncCarepathClient
 from shared.errors import http_problem, problem, unexpected_problem
-from shared.messaging import InProcessWorkers
+from shared.messaging import InProcessWorkers, queue_depth
 from shared.observability import (
     CORRELATION_HEADER,
     bind_correlation_id,
@@ -49,7 +53,7 @@ from shared.observability import (
 from shared.outbox import read_feed
 from shared.runtime import ServiceRuntime, check_broker
 from shared.settings import PlatformSettings
-from shared.tables import DeadLetter, as_utc
+from shared.tables import DeadLetter, OutboxEvent, as_utc
 
 log = get_logger(__name__)
 
@@ -96,12 +100,15 @@ def service_client(request: Request[Any, Any, Any], service: str) -> AsyncCarepa
     app (no socket, no port to configure) but through its full middleware and guards.
     """
     authorization = request.headers.get("Authorization", "")
-    token = authorization.removeprefix("Bearer ").strip() or None
+    token = authorization.removeprefix("Bearer ").strip() or request.cookies.get(SESSION_COOKIE)
     correlation_id = current_correlation_id()
     if request.app.state.embedded:
         transport = httpx.ASGITransport(app=cast(Any, request.app))
         return AsyncCarepathClient(
-            "http://carepath.embedded", token, correlation_id=correlation_id, transport=transport
+            f"http://carepath.embedded/{service}",
+            token,
+            correlation_id=correlation_id,
+            transport=transport,
         )
     runtime = provide_runtime(request)
     return AsyncCarepathClient(
@@ -245,7 +252,44 @@ def _dead_letter_view(row: DeadLetter) -> DeadLetterView:
     )
 
 
-PLATFORM_CONTROLLERS: tuple[type[Controller], ...] = (EventFeedController, DeadLetterController)
+class OperationsView(msgspec.Struct, kw_only=True):
+    service: str
+    outbox_unsent: int
+    outbox_lag_seconds: float
+    dead_letters_waiting: int
+    queue_depth: int
+
+
+@get(
+    "/api/operations",
+    operation_id="operations",
+    guards=[requires(Role.admin, Role.service)],
+    sync_to_thread=True,
+    summary="This service's pipeline: unsent outbox rows, dead letters, queue depth",
+)
+def operations(
+    runtime: NamedDependency[ServiceRuntime], db: NamedDependency[Session]
+) -> OperationsView:
+    oldest = db.exec(
+        select(func.min(OutboxEvent.occurred_at)).where(col(OutboxEvent.sent_at).is_(None))
+    ).one()
+    unsent = db.exec(
+        select(func.count()).select_from(OutboxEvent).where(col(OutboxEvent.sent_at).is_(None))
+    ).one()
+    waiting = db.exec(
+        select(func.count()).select_from(DeadLetter).where(col(DeadLetter.replayed_at).is_(None))
+    ).one()
+    lag = (datetime.now(UTC) - as_utc(oldest)).total_seconds() if oldest else 0.0
+    return OperationsView(
+        service=runtime.name,
+        outbox_unsent=int(unsent),
+        outbox_lag_seconds=round(max(lag, 0.0), 1),
+        dead_letters_waiting=int(waiting),
+        queue_depth=queue_depth(runtime.broker, runtime.name) if runtime.spec.handle_event else 0,
+    )
+
+
+PLATFORM_CONTROLLERS: tuple[Any, ...] = (EventFeedController, DeadLetterController, operations)
 
 
 @get("/health", operation_id="health", summary="The process is serving", sync_to_thread=False)
@@ -282,7 +326,30 @@ def _check(probe: Callable[[], None]) -> str:
 def problem_with_audit(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     if exc.status_code in (401, 403):
         _audit_attempt(request, AuditOutcome.denied, f"HTTP {exc.status_code}")
+    if _is_page(request):
+        return _page_problem(request, exc)
     return http_problem(request, exc)
+
+
+def _is_page(request: Request[Any, Any, Any]) -> bool:
+    handler = request.scope.get("route_handler")
+    return handler is not None and bool(handler.opt.get("page"))
+
+
+def _page_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """A person at a page gets a page: the sign-in form when not signed in."""
+    if exc.status_code == 401:
+        return Redirect(path="/sign-in", status_code=303)
+    user = request.scope.get("user")
+    return Template(
+        template_name="problem.html",
+        context={
+            "status": exc.status_code,
+            "detail": str(exc.detail),
+            "user": user if isinstance(user, User) else None,
+        },
+        status_code=exc.status_code,
+    )
 
 
 def failure_with_audit(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -384,6 +451,17 @@ def build_app(
             )
         else:
             route_handlers.append(service_router(runtime, [*own, *PLATFORM_CONTROLLERS]))
+        if runtime.spec.pages:
+            route_handlers.append(
+                service_router(runtime, runtime.spec.pages, include_in_schema=False)
+            )
+    web_dirs = [r.spec.web_dir for r in runtimes if r.spec.web_dir is not None]
+    if web_dirs:
+        route_handlers.append(
+            create_static_files_router(
+                path="/static", directories=[d / "static" for d in web_dirs], opt={"public": True}
+            )
+        )
     prometheus = PrometheusConfig(
         app_name="carepath",
         prefix="carepath_http",
@@ -433,6 +511,11 @@ def build_app(
         on_startup=[start],
         on_shutdown=[stop],
         state=State({"runtimes": by_name, "broker": broker, "embedded": embedded}),
+        template_config=TemplateConfig(
+            directory=[d / "templates" for d in web_dirs], engine=JinjaTemplateEngine
+        )
+        if web_dirs
+        else None,
         openapi_config=OpenAPIConfig(
             title=title,
             version="0.1.0",

@@ -8,6 +8,7 @@ from services.coordinator import models  # noqa: F401 - registers the tables
 from services.coordinator.api import AlertController, PathwayController, WorklistController
 from services.coordinator.catchup import feed_catch_up
 from services.coordinator.clock import pathway_clock
+from services.coordinator.dashboard import PAGES
 from services.coordinator.handlers import handle_event
 from shared.runtime import ServiceRuntime, ServiceSpec, TaskGroup
 
@@ -23,4 +24,6 @@ SPEC = ServiceSpec(
     handle_event=handle_event,
     accept_unknown_events=True,
     background=background,
+    pages=PAGES,
+    web_dir=Path(__file__).parent,
 )

@@ -1,0 +1,604 @@
+"""The web dashboard: server-rendered pages over the coordinator and the services' APIs.
+
+Pages read the coordinator's own tables directly and every other service through its
+API as the signed-in person (their token travels in the session cookie), so each
+service still decides, and audits, what this person may see or do. Forms post back
+here and redirect (post/redirect/get), so the pages work without JavaScript; a little
+script only makes the status page live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+import httpx
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.concurrency import sync_to_thread
+from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import PermissionDeniedException
+from litestar.params import Body, FromPath, FromQuery
+from litestar.response import Redirect, Template
+from sqlmodel import Session, col, select
+
+from services.coordinator import api
+from services.coordinator.charts import specs, svg
+from services.coordinator.domain import MeasurePoint, Pathway
+from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
+from services.coordinator.rules import TIME_KINDS
+from services.coordinator.schemas import ReviewReferral, ReviewRequest
+from shared.audit import AccessTrail, AuditAction
+from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
+from shared.client import ApiProblem
+from shared.errors import Conflict, UpstreamProblem
+from shared.runtime import ServiceRuntime
+from shared.settings import RunMode
+from shared.tables import as_utc
+from shared.web import service_client
+
+FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
+SERVICES = ("referrals", "infusions", "therapy", "coordinator")
+HOME_OF_ROLE = {
+    Role.admin: "/status",
+    Role.mdt: "/status",
+    Role.psychologist: "/inbox",
+    Role.infusion_clinician: "/clinic",
+    Role.referrer: "/signed-in",
+}
+DEV_IDENTITIES = [
+    ("admin-kim", Role.admin, "admin: pathway status and operations"),
+    ("dr-mdt-lead", Role.mdt, "MDT: status, worklist, patient pathways, reviews"),
+    ("psy-jones", Role.psychologist, "psychologist: inbox and waiting list"),
+    ("nurse-okafor", Role.infusion_clinician, "infusion clinician: the clinic list"),
+]
+CLINICAL = (Role.mdt, Role.psychologist, Role.infusion_clinician)
+DECISIONS = ["continue", "stop-infusions", "start-maintenance", "refer-psychology", "discharge"]
+
+
+def _page(request: Request[Any, Any, Any], template: str, **context: Any) -> Template:
+    user = request.scope.get("user")
+    return Template(
+        template_name=template,
+        context={"user": user if isinstance(user, User) else None, "now": _now(), **context},
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _back(path: str, **flash: str) -> Redirect:
+    query = f"?{urlencode(flash)}" if flash else ""
+    return Redirect(path=f"{path}{query}", status_code=303)
+
+
+def _problem_text(problem: ApiProblem) -> str:
+    fields = ", ".join(e.get("field", "") for e in problem.body.get("errors") or [])
+    detail = str(problem.body.get("detail", "the request was refused"))
+    return f"{detail}" + (f" ({fields})" if fields and fields not in detail else "")
+
+
+class SignInController(Controller):
+    """Development identities for the embedded mode; production signs in elsewhere."""
+
+    path = "/"
+    include_in_schema = False
+    opt = {"page": True}
+
+    @get("/sign-in")
+    async def sign_in_form(self, request: Request[Any, Any, Any]) -> Template:
+        return _page(
+            request,
+            "sign_in.html",
+            identities=DEV_IDENTITIES,
+            roles=[r for r in Role if r is not Role.service],
+            enabled=_dev_sign_in(request),
+        )
+
+    @post("/sign-in")
+    async def sign_in(
+        self, request: Request[Any, Any, Any], data: dict[str, str] = FORM
+    ) -> Response[Any]:
+        if not _dev_sign_in(request):
+            raise PermissionDeniedException("development sign-in is off in production")
+        user_id = (data.get("user") or "").strip()
+        try:
+            role = Role(data.get("role", ""))
+        except ValueError:
+            role = Role.service
+        if not user_id or len(user_id) > 100 or role is Role.service:
+            page = _page(
+                request,
+                "sign_in.html",
+                identities=DEV_IDENTITIES,
+                roles=[r for r in Role if r is not Role.service],
+                enabled=True,
+                error="Choose a user name and one of the roles.",
+            )
+            page.status_code = 422
+            return page
+        platform = _platform(request)
+        token = issue_token(platform, user_id, role)
+        response: Response[Any] = Redirect(path=HOME_OF_ROLE[role], status_code=303)
+        response.cookies.append(
+            Cookie(
+                key=SESSION_COOKIE,
+                value=token,
+                httponly=True,
+                samesite="strict",
+                secure=platform.env is RunMode.production,
+                max_age=platform.token_hours * 3600,
+                path="/",
+            )
+        )
+        return response
+
+    @post("/sign-out")
+    async def sign_out(self) -> Response[Any]:
+        response: Response[Any] = Redirect(path="/sign-in", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @get("/")
+    async def home(self, user: NamedDependency[User]) -> Redirect:
+        return Redirect(path=HOME_OF_ROLE.get(user.role, "/signed-in"), status_code=303)
+
+    @get("/signed-in")
+    async def signed_in(self, request: Request[Any, Any, Any]) -> Template:
+        return _page(request, "signed_in.html")
+
+
+def _platform(request: Request[Any, Any, Any]) -> Any:
+    runtimes: dict[str, ServiceRuntime] = request.app.state.runtimes
+    return next(iter(runtimes.values())).settings.platform
+
+
+def _dev_sign_in(request: Request[Any, Any, Any]) -> bool:
+    return bool(_platform(request).env is not RunMode.production)
+
+
+# --- pathway status ---------------------------------------------------------------------
+
+
+class StatusController(Controller):
+    path = "/status"
+    include_in_schema = False
+    opt = {"page": True}
+    guards = [requires(Role.admin, Role.mdt)]
+
+    @get()
+    async def status(
+        self,
+        request: Request[Any, Any, Any],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        audit: NamedDependency[AccessTrail],
+        stage: FromQuery[str | None] = None,
+        team: FromQuery[str | None] = None,
+        alert_kind: FromQuery[str | None] = None,
+        breached: FromQuery[bool] = False,
+        fragment: FromQuery[str | None] = None,
+    ) -> Template:
+        filters = {"stage": stage, "team": team, "alert_kind": alert_kind}
+        rows, counts = await sync_to_thread(
+            _status_rows, db, audit, stage or None, team or None, alert_kind or None, breached
+        )
+        if user.role is Role.mdt:  # names for a clinical role, as the referrals service allows
+            names = await _names(request, [row["patient_id"] for row in rows])
+            for row in rows:
+                row["name"] = names.get(row["patient_id"])
+        return _page(
+            request,
+            "status_rows.html" if fragment == "rows" else "status.html",
+            rows=rows,
+            counts=counts,
+            filters=filters,
+            breached=breached,
+            stages=api.STAGES,
+            teams=api.TEAMS,
+            alert_kinds=sorted(
+                {
+                    "phq9-item9",
+                    "vitals-out-of-range",
+                    "serious-adverse-event",
+                    "no-response",
+                    "dna-threshold",
+                    "reliable-deterioration",
+                    *TIME_KINDS,
+                }
+            ),
+            query=urlencode({k: v for k, v in filters.items() if v} | _flag(breached)),
+        )
+
+
+def _flag(breached: bool) -> dict[str, str]:
+    return {"breached": "true"} if breached else {}
+
+
+def _status_rows(
+    db: Session,
+    audit: AccessTrail,
+    stage: str | None,
+    team: str | None,
+    alert_kind: str | None,
+    breached: bool,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    statement = select(PathwayRow)
+    if stage:
+        statement = statement.where(PathwayRow.stage == stage)
+    if team:
+        statement = statement.where(col(PathwayRow.teams).contains(f",{team},"))
+    rows = db.exec(statement.order_by(col(PathwayRow.stage_since)).limit(500)).all()
+    patients = [row.patient_id for row in rows]
+    open_alerts = db.exec(
+        select(PathwayAlert).where(
+            col(PathwayAlert.patient_id).in_(patients), PathwayAlert.status != "resolved"
+        )
+    ).all()
+    by_patient: dict[UUID, list[PathwayAlert]] = {}
+    for alert in open_alerts:
+        by_patient.setdefault(alert.patient_id, []).append(alert)
+    now = _now()
+    items: list[dict[str, Any]] = []
+    for row in rows:
+        alerts = by_patient.get(row.patient_id, [])
+        kinds = {a.kind for a in alerts}
+        waiting = (
+            "breached"
+            if "waiting-breach" in kinds
+            else "at risk"
+            if "waiting-time" in kinds or "triage-overdue" in kinds
+            else "within"
+        )
+        if alert_kind and alert_kind not in kinds:
+            continue
+        if breached and waiting != "breached":
+            continue
+        severities = Counter(a.severity for a in alerts)
+        items.append(
+            {
+                "patient_id": row.patient_id,
+                "short_id": str(row.patient_id)[:8],
+                "stage": row.stage,
+                "days_in_stage": (now - as_utc(row.stage_since)).days,
+                "teams": [t for t in row.teams.split(",") if t],
+                "waiting": waiting,
+                "urgent": severities.get("urgent", 0),
+                "warning": severities.get("warning", 0),
+                "info": severities.get("info", 0),
+                "name": None,
+            }
+        )
+    counts = {
+        "patients": len(items),
+        "by_stage": Counter(item["stage"] for item in items),
+        "urgent": sum(int(item["urgent"]) for item in items),
+        "warning": sum(int(item["warning"]) for item in items),
+        "breached": sum(1 for item in items if item["waiting"] == "breached"),
+    }
+    audit.record(db, AuditAction.read, "CarePlan", None, None, detail=f"status of {len(items)}")
+    db.commit()
+    return items, counts
+
+
+async def _names(request: Request[Any, Any, Any], patients: list[UUID]) -> dict[UUID, str]:
+    """Names from the referrals service, asked as this reader (a few at a time)."""
+    limit = asyncio.Semaphore(8)
+
+    async def one(patient_id: UUID) -> tuple[UUID, str | None]:
+        async with limit:
+            name, _status = await api._patient_name(request, request.user, patient_id)
+            return patient_id, name
+
+    found = await asyncio.gather(*(one(p) for p in patients))
+    return {patient_id: name for patient_id, name in found if name}
+
+
+# --- one patient's pathway --------------------------------------------------------------
+
+
+class PatientController(Controller):
+    path = "/patients"
+    include_in_schema = False
+    opt = {"page": True}
+    guards = [requires(*CLINICAL)]
+
+    @get("/{patient_id:uuid}")
+    async def pathway(
+        self,
+        request: Request[Any, Any, Any],
+        patient_id: FromPath[UUID],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        audit: NamedDependency[AccessTrail],
+        done: FromQuery[str | None] = None,
+        error: FromQuery[str | None] = None,
+    ) -> Template:
+        document, reviews = await sync_to_thread(_patient_page_data, db, user, audit, patient_id)
+        pathway = msgspec.convert(document, Pathway, strict=False)
+        name, name_status = await api._patient_name(request, user, patient_id)
+        pain = pathway.measures["pain_nrs"]
+        charts = [
+            {"title": spec.title, "svg": svg(spec, _points(pathway.measures[spec.name]))}
+            for spec in specs(pain[0].score if pain else None)
+        ]
+        return _page(
+            request,
+            "patient.html",
+            pathway=pathway,
+            name=name,
+            name_status=name_status,
+            charts=charts,
+            reviews=reviews,
+            decisions=DECISIONS,
+            done=done,
+            error=error,
+        )
+
+    @post("/{patient_id:uuid}/alerts/{alert_id:str}")
+    async def act_on_alert(
+        self,
+        patient_id: FromPath[UUID],
+        alert_id: FromPath[str],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        audit: NamedDependency[AccessTrail],
+        data: dict[str, str] = FORM,
+    ) -> Redirect:
+        action = data.get("action")
+        if action not in ("acknowledge", "resolve"):
+            return _back(f"/patients/{patient_id}", error="Choose acknowledge or resolve.")
+        status = "acknowledged" if action == "acknowledge" else "resolved"
+        note = (data.get("note") or "").strip()[:2000] or None
+        try:
+            await sync_to_thread(api._handle, db, user, audit, alert_id, status, note)
+        except Conflict as conflict:
+            return _back(f"/patients/{patient_id}", error=str(conflict.detail))
+        return _back(f"/patients/{patient_id}", done=f"Alert {status}.")
+
+    @post("/{patient_id:uuid}/reviews", guards=[requires(Role.mdt)])
+    async def record_review(
+        self,
+        request: Request[Any, Any, Any],
+        patient_id: FromPath[UUID],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        audit: NamedDependency[AccessTrail],
+        data: dict[str, str] = FORM,
+    ) -> Redirect:
+        here = f"/patients/{patient_id}"
+        attendees = [a.strip() for a in (data.get("attendees") or "").split(",") if a.strip()]
+        decision = data.get("decision", "")
+        referral = None
+        if decision == "refer-psychology":
+            referral = {
+                "reason": (data.get("referral_reason") or "").strip(),
+                "conditions": ["depression"],
+                "priority": data.get("referral_priority") or "routine",
+            }
+        try:
+            review = msgspec.convert(
+                {
+                    "attendees": attendees,
+                    "decision": decision,
+                    "notes": (data.get("notes") or "").strip() or None,
+                    "referral": referral,
+                },
+                ReviewRequest,
+            )
+            if review.decision == "refer-psychology" and not (
+                review.referral and review.referral.reason
+            ):
+                raise msgspec.ValidationError("a referral needs its reason")
+        except msgspec.ValidationError as invalid:
+            return _back(here, error=f"The review was not recorded: {invalid}")
+        await sync_to_thread(_pathway_visible, db, user, patient_id)
+        referral_id = None
+        if isinstance(review.referral, ReviewReferral):
+            try:
+                referral_id = await api._refer_to_psychology(
+                    request, user, patient_id, review.referral
+                )
+            except UpstreamProblem as refused:
+                return _back(here, error=f"The referral was refused: {refused.detail}")
+        await sync_to_thread(api._record_review, db, user, audit, patient_id, review, referral_id)
+        return _back(here, done="Review recorded.")
+
+
+def _pathway_visible(db: Session, user: User, patient_id: UUID) -> None:
+    api._visible_pathway(db, user, patient_id)
+
+
+def _patient_page_data(
+    db: Session, user: User, audit: AccessTrail, patient_id: UUID
+) -> tuple[dict[str, Any], list[MdtReview]]:
+    document = api._pathway_document(db, user, audit, patient_id)
+    reviews = list(
+        db.exec(
+            select(MdtReview)
+            .where(MdtReview.patient_id == patient_id)
+            .order_by(col(MdtReview.reviewed_at).desc())
+        ).all()
+    )
+    return document, reviews
+
+
+def _points(points: list[MeasurePoint]) -> list[MeasurePoint]:
+    return [msgspec.structs.replace(p, at=as_utc(p.at)) for p in points]
+
+
+# --- the psychology inbox ---------------------------------------------------------------
+
+
+class InboxController(Controller):
+    path = "/inbox"
+    include_in_schema = False
+    opt = {"page": True}
+    guards = [requires(Role.psychologist, Role.mdt)]
+
+    @get()
+    async def inbox(
+        self,
+        request: Request[Any, Any, Any],
+        done: FromQuery[str | None] = None,
+        error: FromQuery[str | None] = None,
+    ) -> Template:
+        async with service_client(request, "referrals") as referrals:
+            waiting = await referrals.get(
+                "/api/referrals", target="psychology", status="received", limit=100
+            )
+            asked = await referrals.get(
+                "/api/referrals", target="psychology", status="info-requested", limit=100
+            )
+        async with service_client(request, "therapy") as therapy:
+            waitlist = await therapy.get("/api/therapy-episodes", status="waitlist", limit=200)
+        return _page(
+            request,
+            "inbox.html",
+            referrals=waiting["items"],
+            asked=asked["items"],
+            waitlist=waitlist["items"],
+            done=done,
+            error=error,
+        )
+
+    @post("/{referral_id:uuid}/triage")
+    async def triage(
+        self,
+        request: Request[Any, Any, Any],
+        referral_id: FromPath[UUID],
+        data: dict[str, str] = FORM,
+    ) -> Redirect:
+        decision = data.get("decision", "")
+        body: dict[str, Any] = {"decision": decision}
+        if decision == "reject":
+            body["reason"] = (data.get("reason") or "").strip()
+        if decision == "request-info":
+            body["question"] = (data.get("question") or "").strip()
+        try:
+            async with service_client(request, "referrals") as referrals:
+                await referrals.post(f"/api/referrals/{referral_id}/triage", body)
+        except ApiProblem as refused:
+            return _back("/inbox", error=f"Not triaged: {_problem_text(refused)}")
+        except httpx.HTTPError:
+            return _back("/inbox", error="The referrals service did not answer; try again.")
+        word = {"accept": "accepted", "reject": "rejected", "request-info": "question sent"}
+        return _back("/inbox", done=f"Referral {word.get(decision, decision)}.")
+
+
+# --- the infusion clinic ----------------------------------------------------------------
+
+
+class ClinicController(Controller):
+    path = "/clinic"
+    include_in_schema = False
+    opt = {"page": True}
+    guards = [requires(Role.infusion_clinician, Role.mdt)]
+
+    @get()
+    async def clinic(self, request: Request[Any, Any, Any]) -> Template:
+        today = _now().date()
+        async with service_client(request, "infusions") as infusions:
+            active = await infusions.get("/api/infusion-courses", status="active", limit=200)
+            due = await infusions.get(
+                "/api/infusion-courses",
+                due_before=(_now() + timedelta(days=7)).isoformat(),
+                limit=200,
+            )
+            details = await asyncio.gather(
+                *(infusions.get(f"/api/infusion-courses/{c['id']}") for c in active["items"])
+            )
+        sessions = sorted(
+            (
+                {**session, "course_id": course["id"], "patient_id": course["patient_id"]}
+                for course in details
+                for session in course.get("sessions") or []
+                if _on(session.get("scheduled_start"), today)
+            ),
+            key=lambda s: str(s.get("scheduled_start")),
+        )
+        return _page(
+            request, "clinic.html", sessions=sessions, active=active["items"], due=due["items"]
+        )
+
+
+def _on(moment: object, day: date) -> bool:
+    if not isinstance(moment, str):
+        return False
+    return datetime.fromisoformat(moment).astimezone(UTC).date() == day
+
+
+# --- operations -------------------------------------------------------------------------
+
+
+class OperationsController(Controller):
+    path = "/operations"
+    include_in_schema = False
+    opt = {"page": True}
+    guards = [requires(Role.admin)]
+
+    @get()
+    async def operations(
+        self,
+        request: Request[Any, Any, Any],
+        done: FromQuery[str | None] = None,
+        error: FromQuery[str | None] = None,
+    ) -> Template:
+        services = await asyncio.gather(*(_service_state(request, s) for s in SERVICES))
+        return _page(request, "operations.html", services=services, done=done, error=error)
+
+    @post("/{service:str}/dead-letters/{dead_letter_id:int}/replay")
+    async def replay(
+        self, request: Request[Any, Any, Any], service: FromPath[str], dead_letter_id: FromPath[int]
+    ) -> Redirect:
+        if service not in SERVICES:
+            return _back("/operations", error="No such service.")
+        try:
+            async with service_client(request, service) as client:
+                await client.post(f"/api/dead-letters/{dead_letter_id}/replay")
+        except (ApiProblem, httpx.HTTPError):
+            return _back("/operations", error=f"{service} did not replay message {dead_letter_id}.")
+        return _back("/operations", done=f"{service}: message {dead_letter_id} sent again.")
+
+
+async def _service_state(request: Request[Any, Any, Any], service: str) -> dict[str, Any]:
+    state: dict[str, Any] = {"name": service, "health": await _readiness(request, service)}
+    try:
+        async with service_client(request, service) as client:
+            state["pipeline"] = await client.get("/api/operations")
+            state["dead_letters"] = await client.get("/api/dead-letters")
+    except (ApiProblem, httpx.HTTPError):
+        state["health"] = "not answering"
+    return state
+
+
+async def _readiness(request: Request[Any, Any, Any], service: str) -> str:
+    """The service's own /ready; in the embedded mode one /ready answers for all."""
+    embedded = bool(request.app.state.embedded)
+    try:
+        async with service_client(request, "" if embedded else service) as client:
+            answer = await client.get("/ready")
+    except ApiProblem as problem:
+        answer = problem.body
+    except httpx.HTTPError:
+        return "not answering"
+    checks = answer.get("checks", {})
+    own = [checks.get(f"{service}.database"), checks.get("broker")]
+    return "ready" if all(check == "ok" for check in own) else "not ready"
+
+
+PAGES = (
+    SignInController,
+    StatusController,
+    PatientController,
+    InboxController,
+    ClinicController,
+    OperationsController,
+)
