@@ -22,13 +22,13 @@ import structlog
 from dramatiq import Broker, Message
 from dramatiq.brokers.stub import StubBroker
 from litestar import Controller, Litestar, Request, Response, Router, get, post
-from litestar.contrib.jinja import JinjaTemplateEngine
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router

@@ -22,9 +22,8 @@ from litestar import Controller, Request, Response, get, post
 from litestar.concurrency import sync_to_thread
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
-from litestar.enums import RequestEncodingType
 from litestar.exceptions import PermissionDeniedException
-from litestar.params import Body, FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 from sqlmodel import Session, col, select
 
@@ -43,7 +42,6 @@ from shared.settings import RunMode
 from shared.tables import as_utc
 from shared.web import service_client
 
-FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 SERVICES = ("referrals", "infusions", "therapy", "coordinator")
 HOME_OF_ROLE = {
     Role.admin: "/status",
@@ -104,7 +102,7 @@ class SignInController(Controller):
 
     @post("/sign-in")
     async def sign_in(
-        self, request: Request[Any, Any, Any], data: dict[str, str] = FORM
+        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
     ) -> Response[Any]:
         if not _dev_sign_in(request):
             raise PermissionDeniedException("development sign-in is off in production")
@@ -350,7 +348,7 @@ class PatientController(Controller):
         db: NamedDependency[Session],
         user: NamedDependency[User],
         audit: NamedDependency[AccessTrail],
-        data: dict[str, str] = FORM,
+        data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
         action = data.get("action")
         if action not in ("acknowledge", "resolve"):
@@ -371,7 +369,7 @@ class PatientController(Controller):
         db: NamedDependency[Session],
         user: NamedDependency[User],
         audit: NamedDependency[AccessTrail],
-        data: dict[str, str] = FORM,
+        data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
         here = f"/patients/{patient_id}"
         attendees = [a.strip() for a in (data.get("attendees") or "").split(",") if a.strip()]
@@ -474,7 +472,7 @@ class InboxController(Controller):
         self,
         request: Request[Any, Any, Any],
         referral_id: FromPath[UUID],
-        data: dict[str, str] = FORM,
+        data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
         decision = data.get("decision", "")
         body: dict[str, Any] = {"decision": decision}
