@@ -1,0 +1,199 @@
+"""The web dashboard over the embedded app: sign-in, each role's pages, the forms."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from uuid import UUID
+
+from services.coordinator.models import PathwayAlert
+from services.referrals.models import Referral
+from shared.auth import SESSION_COOKIE, Role
+
+from .embedded import Embedded, referral_body, register
+from .test_mdt_reviews import eventually, referred
+
+
+def sign_in(embedded: Embedded, user: str, role: Role) -> None:
+    embedded.client.cookies.clear()
+    response = embedded.client.post(
+        "/sign-in", data={"user": user, "role": role.value}, follow_redirects=False
+    )
+    assert response.status_code == 303, response.text
+    assert SESSION_COOKIE in response.cookies
+
+
+def page(embedded: Embedded, path: str, status: int = 200) -> str:
+    response = embedded.client.get(path, follow_redirects=False)
+    assert response.status_code == status, response.text[:500]
+    return str(response.text)
+
+
+def post_form(embedded: Embedded, path: str, form: dict[str, str]) -> Any:
+    response = embedded.client.post(path, data=form, follow_redirects=False)
+    assert response.status_code == 303, response.text[:500]
+    return response.headers["location"]
+
+
+def test_a_page_without_a_session_sends_you_to_sign_in(embedded: Embedded) -> None:
+    embedded.client.cookies.clear()
+    response = embedded.client.get("/status", follow_redirects=False)
+    assert (response.status_code, response.headers["location"]) == (303, "/sign-in")
+    form = page(embedded, "/sign-in")
+    assert "development identities" in form and '<label for="role">' in form
+
+
+def test_sign_in_sends_each_role_to_its_page(embedded: Embedded) -> None:
+    for user, role, home in [
+        ("admin-kim", Role.admin, "/status"),
+        ("dr-mdt-lead", Role.mdt, "/status"),
+        ("psy-jones", Role.psychologist, "/inbox"),
+        ("nurse-okafor", Role.infusion_clinician, "/clinic"),
+    ]:
+        embedded.client.cookies.clear()
+        response = embedded.client.post(
+            "/sign-in", data={"user": user, "role": role.value}, follow_redirects=False
+        )
+        assert response.headers["location"] == home
+    embedded.client.cookies.clear()
+    refused = embedded.client.post("/sign-in", data={"user": "", "role": "mdt"})
+    assert refused.status_code == 422 and "Choose a user name" in refused.text
+
+
+def test_the_session_cookie_is_the_apis_token_and_never_crosses_sites(embedded: Embedded) -> None:
+    embedded.client.cookies.clear()
+    response = embedded.client.post(
+        "/sign-in", data={"user": "dr-mdt-lead", "role": "mdt"}, follow_redirects=False
+    )
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    # The same session reads the API (the live stream's EventSource has no header).
+    assert embedded.client.get("/api/pathways?limit=1").status_code == 200
+
+
+def test_admins_see_status_without_names_and_the_mdt_with_them(embedded: Embedded) -> None:
+    patient_id = referred(embedded, target="psychology")
+    sign_in(embedded, "admin-kim", Role.admin)
+    admin_view = page(embedded, "/status")
+    assert patient_id[:8] in admin_view and "Ada Example" not in admin_view
+    assert f'href="/patients/{patient_id}"' not in admin_view
+    page(embedded, f"/patients/{patient_id}", 403)
+    sign_in(embedded, "dr-mdt-lead", Role.mdt)
+    mdt_view = page(embedded, "/status?team=psychology")
+    assert "Ada Example" in mdt_view and f'href="/patients/{patient_id}"' in mdt_view
+    rows = page(embedded, "/status?team=psychology&fragment=rows")
+    assert rows.lstrip().startswith("<tr") and "<html" not in rows
+
+
+def test_status_filters_and_counts(embedded: Embedded) -> None:
+    urgent = referred(embedded, target="pain-mdt", item9=2)
+    sign_in(embedded, "admin-kim", Role.admin)
+    flagged = page(embedded, "/status?alert_kind=phq9-item9")
+    assert urgent[:8] in flagged
+    count = re.search(r'id="count-patients">(\d+)<', flagged)
+    assert count is not None and int(count.group(1)) >= 1
+    quiet = page(embedded, "/status?alert_kind=dna-threshold")
+    assert urgent[:8] not in quiet
+
+
+def test_the_patient_page_charts_the_measures_with_thresholds(embedded: Embedded) -> None:
+    patient_id = referred(embedded, item9=1)
+    sign_in(embedded, "dr-mdt-lead", Role.mdt)
+    html = page(embedded, f"/patients/{patient_id}")
+    assert html.count("<svg") == 4
+    assert "caseness (PHQ-9 ≥ 10)" in html and "caseness (GAD-7 ≥ 8)" in html
+    assert "meaningful relief (30% below baseline)" in html  # pain baseline 8 → 5.6
+    assert 'role="img"' in html and "<desc" in html  # readable without the picture
+    assert "phq9-item9" in html and "Record a review" in html
+
+
+def test_acknowledging_an_alert_from_the_page(embedded: Embedded) -> None:
+    patient_id = referred(embedded, item9=1)
+    with embedded.runtime("coordinator").sessions() as session:
+        (alert,) = session.exec(
+            PathwayAlert.__table__.select().where(  # type: ignore[attr-defined]
+                PathwayAlert.patient_id == UUID(patient_id)
+            )
+        ).all()
+    sign_in(embedded, "dr-mdt-lead", Role.mdt)
+    where = post_form(
+        embedded,
+        f"/patients/{patient_id}/alerts/{alert.id}",
+        {"action": "acknowledge", "note": "Called the patient; safe plan in place."},
+    )
+    assert where.startswith(f"/patients/{patient_id}?done=")
+    html = page(embedded, where)
+    assert "Alert acknowledged." in html and ">acknowledged<" in html
+    again = post_form(
+        embedded, f"/patients/{patient_id}/alerts/{alert.id}", {"action": "acknowledge"}
+    )
+    assert "error=" in again  # already acknowledged: said on the page, nothing written
+
+
+def test_an_mdt_review_with_a_referral_from_the_page(embedded: Embedded) -> None:
+    patient_id = referred(embedded)
+    sign_in(embedded, "dr-mdt-lead", Role.mdt)
+    where = post_form(
+        embedded,
+        f"/patients/{patient_id}/reviews",
+        {
+            "attendees": "Dr Pain, Dr Mood",
+            "decision": "refer-psychology",
+            "referral_reason": "CBT alongside infusions",
+            "notes": "Agreed with the patient.",
+        },
+    )
+    assert "done=" in where
+    with embedded.runtime("referrals").sessions() as session:
+        made = session.exec(
+            Referral.__table__.select().where(  # type: ignore[attr-defined]
+                Referral.patient_id == UUID(patient_id), Referral.target == "psychology"
+            )
+        ).all()
+    assert len(made) == 1 and made[0].created_by == "dr-mdt-lead"
+    html = page(embedded, f"/patients/{patient_id}")
+    assert "Agreed with the patient." in html and "refer-psychology" in html
+    missing = post_form(
+        embedded,
+        f"/patients/{patient_id}/reviews",
+        {"attendees": "Dr Pain", "decision": "refer-psychology"},
+    )
+    assert "error=" in missing
+
+
+def test_a_psychologist_triages_from_the_inbox(embedded: Embedded) -> None:
+    patient_id = register(embedded)
+    response = embedded.client.post(
+        "/api/referrals",
+        json=referral_body(patient_id, target="psychology"),
+        headers=embedded.headers(Role.referrer),
+    )
+    referral_id = response.json()["id"]
+    sign_in(embedded, "psy-jones", Role.psychologist)
+    inbox = page(embedded, "/inbox")
+    assert f'action="/inbox/{referral_id}/triage"' in inbox and "Ada Example" in inbox
+    refused = post_form(embedded, f"/inbox/{referral_id}/triage", {"decision": "reject"})
+    assert "error=" in refused and "reason" in refused  # the field is named
+    done = post_form(embedded, f"/inbox/{referral_id}/triage", {"decision": "accept"})
+    assert "done=Referral+accepted" in done
+    with embedded.runtime("referrals").sessions() as session:
+        referral = session.get(Referral, UUID(referral_id))
+        assert referral is not None and referral.status == "accepted"
+    eventually(lambda: "Nobody is waiting." not in page(embedded, "/inbox"), "the waiting list")
+
+
+def test_each_role_is_kept_to_its_pages(embedded: Embedded) -> None:
+    sign_in(embedded, "psy-jones", Role.psychologist)
+    assert "Not for this role" in page(embedded, "/operations", 403)
+    assert "Not for this role" in page(embedded, "/status", 403)
+    sign_in(embedded, "nurse-okafor", Role.infusion_clinician)
+    assert "Infusion clinic" in page(embedded, "/clinic")
+    page(embedded, "/inbox", 403)
+
+
+def test_operations_shows_every_service_pipeline(embedded: Embedded) -> None:
+    sign_in(embedded, "admin-kim", Role.admin)
+    html = page(embedded, "/operations")
+    for service in ("referrals", "infusions", "therapy", "coordinator"):
+        assert f"<td>{service}</td>" in html
+    assert html.count("health-ready") == 4
