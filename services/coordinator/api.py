@@ -22,8 +22,9 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from sqlalchemy import and_, func, or_, true
 from sqlmodel import Session, col, select
 
-from services.coordinator.domain import SEVERITY_RANK, ReviewDue, Stage
-from services.coordinator.handlers import record_own_event
+from services.coordinator.domain import SEVERITY_RANK, Pathway, ReviewDue, Stage
+from services.coordinator.fhir import pathway_bundle
+from services.coordinator.handlers import record_own_event, stored_events
 from services.coordinator.models import AlertAction, MdtReview, PathwayAlert, PathwayRow
 from services.coordinator.schemas import (
     AlertHandling,
@@ -221,6 +222,37 @@ class PathwayController(Controller):
         return msgspec.convert(
             {**document, "patient_name": name, "name_status": status}, PathwayRead
         )
+
+    @get(
+        "/{patient_id:uuid}/fhir",
+        operation_id="exportPathwayFhir",
+        sync_to_thread=True,
+        media_type="application/fhir+json",
+        opt={"resource": "Bundle"},
+        summary="One patient's pathway as a FHIR R4 Bundle (collection)",
+        description=(
+            "Patient (an id only: no names, birth dates or NHS numbers), a ServiceRequest "
+            "and a Task per referral, an EpisodeOfCare for the infusion course and the "
+            "therapy episode, the pathway's CarePlan, therapy Appointments, a Procedure per "
+            "infusion, Observations for scores and out-of-range vitals, a "
+            "QuestionnaireResponse per PHQ-9 and GAD-7, and a Flag per alert."
+        ),
+    )
+    def export_fhir(
+        self,
+        patient_id: FromPath[UUID],
+        db: NamedDependency[Session],
+        user: NamedDependency[User],
+        audit: NamedDependency[AccessTrail],
+    ) -> dict[str, Any]:
+        row = _visible_pathway(db, user, patient_id)
+        pathway = msgspec.convert(row.document, Pathway, strict=False)
+        bundle = pathway_bundle(pathway, stored_events(db, patient_id))
+        audit.record(
+            db, AuditAction.read, "Bundle", str(patient_id), patient_id, detail="fhir export"
+        )
+        db.commit()
+        return bundle
 
     @post(
         "/{patient_id:uuid}/reviews",
