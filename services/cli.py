@@ -54,7 +54,13 @@ def main() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the SQLite files [default: ./data, or CAREPATH_DATA_DIR]",
 )
-def up(host: str, port: int, data_dir: Path | None) -> None:
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Once up, seed a synthetic cohort of about 50 patients through the APIs "
+    "(not again if the data folder already has patients)",
+)
+def up(host: str, port: int, data_dir: Path | None, demo: bool) -> None:
     """Run every service in this one process on the embedded default."""
     overrides: dict[str, object] = {}
     if data_dir is not None:
@@ -73,7 +79,33 @@ def up(host: str, port: int, data_dir: Path | None) -> None:
         runtimes, broker, platform, embedded=True, migrate_on_start=True, workers=workers
     )
     click.echo(f"carepath is starting on {base} (data in {platform.data_dir.resolve()})", err=True)
+    if demo:
+        _seed_demo_when_up(base, platform)
     _run(app, host, port, platform)
+
+
+def _seed_demo_when_up(base: str, platform: PlatformSettings) -> None:
+    """Seed the demo cohort from a background thread once /health answers; a failure is
+    reported (its type only: a message could quote patient data) and the server runs on."""
+    from services import demo
+
+    identities = ", ".join(f"{role.value} {user}" for user, role in demo.DEV_IDENTITIES)
+    click.echo(
+        f"demo: seeding once the server is up; dev identities ({identities}); "
+        "a token: carepath token --role ROLE --user USER",
+        err=True,
+    )
+
+    def seed() -> None:
+        try:
+            demo.wait_for_server(base)
+            summary = demo.seed_cohort(base, platform)
+        except Exception as error:  # the server must outlive a failed demo
+            click.echo(f"demo cohort not seeded: {type(error).__name__}", err=True)
+            return
+        click.echo(demo.describe(summary), err=True)
+
+    threading.Thread(target=seed, name="carepath-demo", daemon=True).start()
 
 
 def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime]:

@@ -187,8 +187,17 @@ class _Fold:
         )
         if event.type == "referral.accepted":
             self.move_to("triaged", event.occurred_at, only_from=("registered", "referred"))
-        if event.type == "referral.closed" and not _open(self.referrals.values()):
+        # Every referral ended (closed after care, rejected, withdrawn) and no care going
+        # on: the pathway is over, not waiting.
+        if event.type in ENDING and not _open(self.referrals.values()) and not self.in_care():
             self.stage, self.stage_since = "discharged", event.occurred_at
+
+    def in_care(self) -> bool:
+        course, episode = self.course, self.episode
+        return bool(
+            (course is not None and course.status in ("planned", "active", "onhold"))
+            or (episode is not None and episode.status in ("waitlist", "active", "onhold"))
+        )
 
     def course_opened(self, event: Envelope) -> None:
         self.course = InfusionCourseStream(
@@ -283,6 +292,13 @@ class _Fold:
     def appointment_changed(self, event: Envelope) -> None:
         data = event.data
         episode = self._episode(event)
+        if event.type == "appointment.attended":
+            # Psychology's own steps: an assessment, then treatment sessions (follow-up).
+            early: tuple[Stage, ...] = ("registered", "referred", "triaged")
+            if data.get("kind") == "assessment":
+                self.move_to("assessment", event.occurred_at, only_from=early)
+            elif data.get("attended_treatment", 0) > 0:
+                self.move_to("follow-up", event.occurred_at, only_from=(*early, "assessment"))
         self.episode = msgspec.structs.replace(
             episode,
             status="active" if episode.status == "waitlist" else episode.status,
@@ -443,6 +459,7 @@ REFERRAL_STATUS_OF = {
     "referral.closed": "closed",
 }
 OPEN_REFERRAL = ("received", "info-requested", "accepted")
+ENDING = ("referral.closed", "referral.rejected", "referral.cancelled")
 
 
 def _open(streams: Iterable[ReferralStream]) -> bool:

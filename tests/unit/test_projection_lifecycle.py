@@ -17,6 +17,7 @@ from shared.events.catalogue import (
     ReferralClosed,
     ReferralInfoProvided,
     ReferralInfoRequested,
+    ReferralRejected,
 )
 
 from .factories import ACTOR, T0, patient_registered, referral_received
@@ -367,3 +368,59 @@ def test_three_infusions_without_response_raise_one_mdt_review() -> None:
     first = msgspec.structs.replace(sessions[0], data={**sessions[0].data, "response": helped})
     pathway = project(PATIENT, [patient_registered(PATIENT), received(), first, *sessions[1:]])
     assert pathway.alerts == []
+
+
+def test_a_pathway_whose_only_referral_was_rejected_or_withdrawn_is_over() -> None:
+    """DESIGN.md stage: a pathway with every referral ended and no care going on is no
+    longer waiting for triage."""
+    rejected = status_event("referral.rejected", ReferralRejected, 2, 2, rejected_at=T0)
+    cancelled = status_event(
+        "referral.cancelled",
+        ReferralCancelled,
+        2,
+        2,
+        previous_status="received",
+        cancelled_at=T0 + timedelta(hours=2),
+    )
+    for ended in (rejected, cancelled):
+        pathway = project(PATIENT, [patient_registered(PATIENT), received(), ended])
+        assert (pathway.stage, pathway.stage_since) == ("discharged", ended.occurred_at)
+
+
+def attended(hours: int, sequence: int, kind: str, attended_treatment: int) -> Envelope:
+    return therapy_event(
+        "appointment.attended",
+        hours,
+        sequence,
+        appointment_id=UUID(int=hours),
+        kind=kind,
+        start=T0 + timedelta(hours=hours),
+        previous_status="arrived",
+        status="fulfilled",
+        attended_treatment=attended_treatment,
+        dna_count=0,
+    )
+
+
+def test_psychology_moves_the_stage_through_assessment_to_follow_up() -> None:
+    """DESIGN.md stage: referred → triaged → assessment → … / follow-up: for psychology,
+    the attended assessment, then treatment sessions."""
+    accepted = status_event(
+        "referral.accepted",
+        ReferralAccepted,
+        2,
+        2,
+        priority="routine",
+        conditions=["depression"],
+        accepted_at=T0 + timedelta(hours=2),
+    )
+    start = [patient_registered(PATIENT), received(), accepted]
+    assert project(PATIENT, start).stage == "triaged"
+    assessed = [*start, attended(5, 1, "assessment", 0)]
+    assert project(PATIENT, assessed).stage == "assessment"
+    treated = [*assessed, attended(30, 2, "cbt", 1)]
+    pathway = project(PATIENT, treated)
+    assert (pathway.stage, pathway.stage_since) == ("follow-up", T0 + timedelta(hours=30))
+    # However the events arrive.
+    for order in itertools.permutations(treated):
+        assert project(PATIENT, list(order)).stage == "follow-up"

@@ -1,0 +1,218 @@
+"""The dashboard in a real browser: Debian's headless Chromium, driven by Playwright,
+against `carepath up --demo` started as a subprocess.
+
+Screenshots of the status page and a patient's pathway are written to docs/screenshots/
+(the README shows them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.support import (
+    JWT_SECRET,
+    carepath,
+    free_port,
+    patient_body,
+    referral_body,
+    token,
+    wait_for_http,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
+
+CHROMIUM = os.environ.get("CAREPATH_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHORT_ID = re.compile(r"^[0-9a-f]{8}$")
+
+
+@pytest.fixture(scope="module")
+def clinic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`carepath up --demo` on a fresh data folder, once for the module."""
+    workdir = tmp_path_factory.mktemp("browser")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREPATH_")}
+    env["CAREPATH_JWT_SECRET"] = JWT_SECRET
+    port = free_port()
+    log = (workdir / "up.log").open("wb")
+    process = subprocess.Popen(
+        carepath("up", "--demo", "--port", str(port), "--data-dir", str(workdir / "data")),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{base}/health")
+        admin = {"Authorization": f"Bearer {token('admin')}"}
+        wait_until(
+            lambda: (
+                len(httpx.get(f"{base}/api/pathways?limit=200", headers=admin).json()["items"])
+                >= 45
+            ),
+            timeout=120,
+            interval=1,
+            what="the demo cohort",
+        )
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        reason = f"no Chromium at {CHROMIUM} (Debian's chromium package; .ci/run installs it)"
+        if os.environ.get("CAREPATH_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def sign_in(page: Page, base: str, user: str, role: str) -> None:
+    page.goto(f"{base}/status")
+    expect(page).to_have_url(f"{base}/sign-in")  # no session yet: the sign-in page
+    page.get_by_label("User").fill(user)
+    page.get_by_label("Role").select_option(role)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+
+
+def first_cells(page: Page) -> list[str]:
+    return [
+        cell.strip() for cell in page.locator("#pathway-rows tr td:first-child").all_inner_texts()
+    ]
+
+
+def test_an_admin_sees_every_pathway_without_names(clinic: str, page: Page) -> None:
+    sign_in(page, clinic, "admin-kim", "admin")
+    expect(page).to_have_url(f"{clinic}/status")
+    expect(page.get_by_role("heading", name="Pathway status")).to_be_visible()
+    patients = int(page.locator("#count-patients").inner_text())
+    assert patients >= 45
+    cells = first_cells(page)
+    assert len(cells) == patients and all(SHORT_ID.match(cell) for cell in cells)
+    assert page.locator("#pathway-rows a").count() == 0  # no way into a patient's record
+    page.get_by_label("Breached waits only").check()
+    page.get_by_label("Stage").select_option("referred")
+    page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"stage=referred"))
+    assert all(
+        stage == "referred" for stage in page.locator("#pathway-rows .stage").all_inner_texts()
+    )
+    page.goto(f"{clinic}/operations")
+    expect(page.get_by_role("heading", name="Operations")).to_be_visible()
+    expect(page.locator(".health-ready")).to_have_count(4)
+
+
+def test_the_status_page_updates_live_when_an_event_arrives(clinic: str, page: Page) -> None:
+    sign_in(page, clinic, "admin-kim", "admin")
+    before = len(first_cells(page))
+    with httpx.Client(
+        base_url=clinic, headers={"Authorization": f"Bearer {token('referrer')}"}
+    ) as api:
+        patient = api.post("/api/patients", json=patient_body()).json()["id"]
+        api.post("/api/referrals", json=referral_body(patient, target="psychology"))
+    # No reload: the stream of pathway changes brings the new row in.
+    expect(page.locator(f"#p-{patient}")).to_be_visible(timeout=20_000)
+    assert len(first_cells(page)) == before + 1
+    expect(page.locator("#live-note")).to_contain_text("Updated")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "status.png"), full_page=False)
+
+
+def test_the_mdt_sees_names_opens_a_pathway_and_acknowledges_an_alert(
+    clinic: str, page: Page
+) -> None:
+    sign_in(page, clinic, "dr-mdt-lead", "mdt")
+    page.get_by_label("Open alert").select_option("phq9-item9")
+    page.get_by_role("button", name="Filter").click()
+    links = page.locator("#pathway-rows a")
+    assert links.count() >= 1
+    name = links.first.inner_text().strip()
+    assert not SHORT_ID.match(name) and " " in name  # a name, from the referrals service
+    links.first.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(name)
+    expect(page.locator("svg.chart")).to_have_count(4)
+    expect(page.locator("svg.chart .threshold").first).to_be_attached()
+    alert = page.locator("article.alert", has_text="phq9-item9").first
+    alert.get_by_label("Note").fill("Phoned the patient; crisis plan reviewed.")
+    alert.get_by_role("button", name="Acknowledge").click()
+    expect(page.get_by_role("status").filter(has_text="Alert acknowledged.")).to_be_visible()
+    expect(page.locator("article.alert", has_text="phq9-item9").first).to_contain_text(
+        "acknowledged"
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "pathway.png"), full_page=False)
+
+
+def test_a_psychologist_triages_a_referral_from_the_inbox(clinic: str, page: Page) -> None:
+    sign_in(page, clinic, "psy-jones", "psychologist")
+    expect(page).to_have_url(f"{clinic}/inbox")
+    referral = page.locator("article.referral").first
+    referral_id = (referral.get_attribute("id") or "").removeprefix("referral-")
+    assert referral_id
+    referral.get_by_label("Accept").check()
+    referral.get_by_role("button", name="Record triage").click()
+    expect(page.get_by_role("status").filter(has_text="Referral accepted.")).to_be_visible()
+    expect(page.locator(f"#referral-{referral_id}")).to_have_count(0)
+    with httpx.Client(base_url=clinic, headers={"Authorization": f"Bearer {token('mdt')}"}) as api:
+        assert api.get(f"/api/referrals/{referral_id}").json()["status"] == "accepted"
+    # Not this role's pages.
+    page.goto(f"{clinic}/operations")
+    expect(page.get_by_role("heading", name="Not for this role")).to_be_visible()
+
+
+def test_an_infusion_clinician_sees_the_clinic_and_not_the_status_page(
+    clinic: str, page: Page
+) -> None:
+    sign_in(page, clinic, "nurse-okafor", "infusion-clinician")
+    expect(page).to_have_url(f"{clinic}/clinic")
+    expect(page.get_by_role("heading", name="Active courses", exact=False)).to_be_visible()
+    page.goto(f"{clinic}/status")
+    expect(page.get_by_role("heading", name="Not for this role")).to_be_visible()
+
+
+def test_pages_work_by_keyboard_and_at_phone_width(clinic: str, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        sign_in(page, clinic, "dr-mdt-lead", "mdt")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= 390, f"the page is {wide}px wide at phone width"
+        unlabelled = page.evaluate(
+            """[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+               .filter(el => !(el.labels && el.labels.length)).length"""
+        )
+        assert unlabelled == 0
+    finally:
+        context.close()
