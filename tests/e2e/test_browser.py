@@ -169,8 +169,12 @@ def test_the_mdt_sees_names_opens_a_pathway_and_acknowledges_an_alert(
     expect(page.locator("article.alert", has_text="phq9-item9").first).to_contain_text(
         "acknowledged"
     )
+    # The picture for the README: a patient well into an infusion course.
+    page.goto(f"{clinic}/status?alert_kind=no-response")
+    page.locator("#pathway-rows a").first.click()
+    expect(page.locator("svg.chart .series").first).to_be_attached()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "pathway.png"), full_page=False)
+    page.screenshot(path=str(SCREENSHOTS / "pathway.png"), full_page=True)
 
 
 def test_a_psychologist_triages_a_referral_from_the_inbox(clinic: str, page: Page) -> None:
