@@ -6,7 +6,9 @@ server's root, where every resource answers.
 
 from __future__ import annotations
 
+import ssl
 from datetime import datetime
+from functools import cache
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import UUID
@@ -81,6 +83,13 @@ class PatientName(msgspec.Struct, kw_only=True):
     family_name: str
 
 
+@cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client: httpx would build one per client, which costs
+    about 20 ms of CPU, on every call one service makes to another."""
+    return ssl.create_default_context()
+
+
 def _headers(token: str | None, correlation_id: str | None) -> dict[str, str]:
     headers = {"Accept": "application/json"}
     if token:
@@ -115,6 +124,7 @@ class CarepathClient:
             headers=_headers(token, correlation_id),
             timeout=timeout,
             transport=transport,
+            verify=_tls(),
         )
 
     def __enter__(self) -> Self:
@@ -185,6 +195,7 @@ class AsyncCarepathClient:
             headers=_headers(token, correlation_id),
             timeout=timeout,
             transport=transport,
+            verify=_tls(),
         )
 
     async def __aenter__(self) -> Self:
