@@ -551,9 +551,12 @@ class _Visit:
         if self.rng.random() < 0.5:
             self.api.post(psy, f"{path}/check-in")
         self.api.post(psy, f"{path}/attend")
+        # PEG (pain, enjoyment, activity) follows the mood a little: people in pain clinics.
+        peg_item = min(10, max(0, round(phq9_total / 3) + self.rng.randint(0, 2)))
         measures = (
             ("PHQ-9", phq9(self.rng, phq9_total, item9)),
             ("GAD-7", gad7(self.rng, gad7_total)),
+            ("PEG", [peg_item, max(0, peg_item - 1), min(10, peg_item + 1)]),
         )
         for instrument, items in measures:
             self.api.post(psy, f"{path}/measures", {"instrument": instrument, "items": items})

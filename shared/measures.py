@@ -1,7 +1,7 @@
 """Scoring of the clinical instruments, always done by the server from the items.
 
 Sources (../shared/CLINICAL.md, "Measures"): PHQ-9, Kroenke, Spitzer & Williams 2001;
-GAD-7, Spitzer et al. 2006; pain NRS, IMMPACT (Dworkin et al. 2008).
+GAD-7, Spitzer et al. 2006; pain NRS, IMMPACT (Dworkin et al. 2008); PEG, Krebs et al. 2009.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ PHQ9 = Instrument(
     ((4, "minimal"), (9, "mild"), (14, "moderate"), (19, "moderately severe"), (27, "severe")),
 )
 GAD7 = Instrument("GAD-7", 7, 3, ((4, "minimal"), (9, "mild"), (14, "moderate"), (21, "severe")))
+# PEG: pain intensity, interference with enjoyment of life and with general activity, each
+# 0 to 10; the score is their mean (Krebs et al. 2009). CLINICAL.md gives it no bands.
+PEG = Instrument("PEG", 3, 10, ((30, "not banded"),))
+INSTRUMENTS = {i.name: i for i in (PHQ9, GAD7, PEG)}
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,11 @@ def score(instrument: Instrument, items: Sequence[int], field: str = "items") ->
     total = sum(items)
     band = next(name for upper, name in instrument.bands if total <= upper)
     return Score(instrument.name, total, band, tuple(items))
+
+
+def peg_mean(result: Score) -> float:
+    """The PEG score: the mean of its three items, to one decimal (Krebs et al. 2009)."""
+    return round(result.total / len(result.items), 1)
 
 
 def phq9_item9(result: Score) -> int:

@@ -47,6 +47,7 @@ def specs(pain_baseline: float | None) -> list[ChartSpec]:
         ),
         ChartSpec("gad7", "GAD-7 (anxiety)", 21, (Threshold(8, "caseness (GAD-7 ≥ 8)"),)),
         ChartSpec("pain_nrs", "Pain NRS (0 to 10)", 10, pain_lines),
+        ChartSpec("peg", "PEG (pain, enjoyment, activity; 0 to 10)", 10),
         ChartSpec("opioid_mme", "Opioid use (MME per day)", 0),
     ]
 

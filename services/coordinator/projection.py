@@ -308,6 +308,9 @@ class _Fold:
 
     def measure_recorded(self, event: Envelope) -> None:
         data, at = event.data, event.occurred_at
+        if data["instrument"] == "PEG":
+            self.measure("peg", at, data.get("mean"), "therapy session")
+            return
         name = "phq9" if data["instrument"] == "PHQ-9" else "gad7"
         self.measure(name, at, data["total"], "therapy session")
         self.item9(data.get("item9"), at, "therapy session")

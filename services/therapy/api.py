@@ -57,7 +57,7 @@ from shared.events.catalogue import (
     TherapyEpisodeAssigned,
     TherapyEpisodeDischarged,
 )
-from shared.measures import GAD7, PHQ9, InvalidItems, score
+from shared.measures import INSTRUMENTS, InvalidItems, peg_mean, score
 from shared.outbox import publish
 from shared.tables import as_utc
 
@@ -804,7 +804,7 @@ class AppointmentController(Controller):
         status_code=201,
         guards=[requires(PSY)],
         sync_to_thread=True,
-        summary="PHQ-9 or GAD-7 items, scored by the server; PHQ-9 item 9 above 0 is flagged",
+        summary="PHQ-9, GAD-7 or PEG items, scored by the server; PHQ-9 item 9 above 0 is flagged",
     )
     def measure(
         self,
@@ -816,7 +816,7 @@ class AppointmentController(Controller):
     ) -> MeasureRead:
         appointment, episode = _appointment_and_episode(db, user, appointment_id)
         try:
-            result = score(PHQ9 if data.instrument == "PHQ-9" else GAD7, data.items, "items")
+            result = score(INSTRUMENTS[data.instrument], data.items, "items")
         except InvalidItems as error:
             raise FieldProblem(error.field, error.message) from None
         if appointment.status not in (domain.ARRIVED, domain.FULFILLED):
@@ -849,6 +849,7 @@ class AppointmentController(Controller):
             band=result.band,
             item9=item9,
             recorded_at=now,
+            mean=peg_mean(result) if data.instrument == "PEG" else None,
         )
         if item9:
             # CLINICAL.md: any answer above 0 → urgent safety alert, same working day.

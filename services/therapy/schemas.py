@@ -70,7 +70,7 @@ class Correction(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class MeasureCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    instrument: Literal["PHQ-9", "GAD-7"]
+    instrument: Literal["PHQ-9", "GAD-7", "PEG"]
     items: list[int]
 
 

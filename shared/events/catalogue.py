@@ -267,11 +267,13 @@ class AppointmentStatusChanged(msgspec.Struct, frozen=True, kw_only=True):
 class MeasureRecorded(msgspec.Struct, frozen=True, kw_only=True):
     episode_id: UUID
     appointment_id: UUID
-    instrument: Literal["PHQ-9", "GAD-7"]
+    instrument: Literal["PHQ-9", "GAD-7", "PEG"]
     total: int
     band: str
     item9: int | None
     recorded_at: datetime
+    # PEG's score is the mean of its items (the total is their sum).
+    mean: float | None = None
 
 
 class MeasureRiskFlagged(msgspec.Struct, frozen=True, kw_only=True):

@@ -160,7 +160,7 @@ def test_the_mdt_sees_names_opens_a_pathway_and_acknowledges_an_alert(
     assert not SHORT_ID.match(name) and " " in name  # a name, from the referrals service
     links.first.click()
     expect(page.get_by_role("heading", level=1)).to_have_text(name)
-    expect(page.locator("svg.chart")).to_have_count(4)
+    expect(page.locator("svg.chart")).to_have_count(5)
     expect(page.locator("svg.chart .threshold").first).to_be_attached()
     alert = page.locator("article.alert", has_text="phq9-item9").first
     alert.get_by_label("Note").fill("Phoned the patient; crisis plan reviewed.")

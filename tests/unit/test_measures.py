@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from shared.measures import GAD7, PHQ9, InvalidItems, check_pain_nrs, phq9_item9, score
+from shared.measures import (
+    GAD7,
+    PEG,
+    PHQ9,
+    InvalidItems,
+    check_pain_nrs,
+    peg_mean,
+    phq9_item9,
+    score,
+)
 
 
 def items_totalling(total: int, count: int, item_max: int = 3) -> list[int]:
@@ -145,3 +154,20 @@ def test_pain_nrs_refuses_values_outside_0_to_10_and_non_integers(value: Any) ->
 def test_invalid_items_message_starts_with_the_field() -> None:
     error = InvalidItems("items[1]", "PHQ-9 items are 0 to 3")
     assert str(error) == "items[1]: PHQ-9 items are 0 to 3"
+
+
+@pytest.mark.parametrize(
+    ("items", "mean"), [([0, 0, 0], 0.0), ([10, 10, 10], 10.0), ([7, 6, 4], 5.7), ([1, 0, 0], 0.3)]
+)
+def test_peg_is_the_mean_of_three_items_0_to_10(items: list[int], mean: float) -> None:
+    """CLINICAL.md Measures: PEG, 3 items each 0 to 10, mean 0 to 10 (Krebs et al. 2009)."""
+    assert peg_mean(score(PEG, items)) == mean
+
+
+def test_peg_refuses_a_fourth_item_and_an_item_above_10() -> None:
+    with pytest.raises(InvalidItems) as count:
+        score(PEG, [1, 2, 3, 4])
+    assert count.value.field == "items"
+    with pytest.raises(InvalidItems) as range_:
+        score(PEG, [1, 11, 3])
+    assert range_.value.field == "items[1]"

@@ -424,3 +424,23 @@ def test_psychology_moves_the_stage_through_assessment_to_follow_up() -> None:
     # However the events arrive.
     for order in itertools.permutations(treated):
         assert project(PATIENT, list(order)).stage == "follow-up"
+
+
+def test_peg_recorded_in_therapy_is_its_own_series_with_the_mean_as_score() -> None:
+    """CLINICAL.md Measures: PEG (Krebs et al. 2009), its score the mean of three items."""
+    peg = therapy_event(
+        "measure.recorded",
+        3,
+        2,
+        appointment_id=REFERRAL,
+        instrument="PEG",
+        total=17,
+        band="not banded",
+        item9=None,
+        recorded_at=T0,
+        mean=5.7,
+    )
+    pathway = project(PATIENT, [patient_registered(PATIENT), received(), peg])
+    assert [(p.score, p.source) for p in pathway.measures["peg"]] == [(5.7, "therapy session")]
+    assert pathway.measures["phq9"][-1].score == 12  # only the referral's baseline
+    assert pathway.measures["gad7"] == []

@@ -645,8 +645,20 @@ def record(embedded: Embedded, caseload: Caseload, appointment_id: str, body: An
         ({"instrument": "GAD-7", "items": [0] * 9}, "items"),
         ({"instrument": "GAD-7", "items": [0, 0, 0, 0, 0, 0, 4]}, "items[6]"),
         ({"instrument": "PHQ-2", "items": [0, 0]}, "instrument"),
+        ({"instrument": "PEG", "items": [5, 5]}, "items"),
+        ({"instrument": "PEG", "items": [5, 11, 5]}, "items[1]"),
     ],
-    ids=["phq9-8", "phq9-10", "phq9-item4", "phq9-negative", "gad7-9", "gad7-item4", "phq2"],
+    ids=[
+        "phq9-8",
+        "phq9-10",
+        "phq9-item4",
+        "phq9-negative",
+        "gad7-9",
+        "gad7-item4",
+        "phq2",
+        "peg-2",
+        "peg-11",
+    ],
 )
 def test_items_that_do_not_fit_the_instrument_are_a_422(
     embedded: Embedded, seen: tuple[Caseload, str], body: dict[str, Any], field: str
@@ -690,6 +702,22 @@ def test_phq9_item9_of_zero_and_gad7_publish_only_the_measure(embedded: Embedded
     assert [e.envelope["data"]["item9"] for e in measures] == [0, None]
     assert (
         embedded.count(SessionMeasure, SessionMeasure.appointment_id == UUID(appointment_id)) == 2
+    )
+
+
+def test_peg_is_scored_as_the_mean_of_its_three_items(embedded: Embedded) -> None:
+    """CLINICAL.md Measures: PEG, 3 items each 0 to 10, the score their mean (Krebs et al.
+    2009)."""
+    caseload, appointment_id = attended_appointment(embedded)
+    response = record(embedded, caseload, appointment_id, {"instrument": "PEG", "items": [7, 6, 4]})
+    assert response.status_code == 201, response.text
+    (recorded,) = [e for e in embedded.events(caseload.episode_id) if e.type == "measure.recorded"]
+    data = recorded.envelope["data"]
+    assert (data["instrument"], data["total"], data["mean"], data["item9"]) == (
+        "PEG",
+        17,
+        5.7,
+        None,
     )
 
 
