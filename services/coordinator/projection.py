@@ -551,4 +551,50 @@ def _summary(event: Envelope) -> str:
         return "patient registered"
     if event.type in REFERRAL_STATUS_OF:
         return f"{data.get('target', '')} referral {REFERRAL_STATUS_OF[event.type]}"
-    return event.type
+    if event.type == "measure.recorded" and data.get("instrument") == "PEG":
+        return f"PEG recorded: {data.get('mean')}"  # its score is the mean, not the sum
+    template = SUMMARIES.get(event.type)
+    if template is None:
+        return event.type
+    return template.format_map(_Blank(data))
+
+
+class _Blank(dict[str, object]):
+    """Event data for a summary: a field the event lacks reads as blank, never an error."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+# How the timeline words each event (ids, codes and scores only, as the events carry).
+SUMMARIES = {
+    "infusion.course.opened": "infusion course opened",
+    "infusion.assessment.recorded": "eligibility assessed: {outcome}",
+    "infusion.plan.agreed": "dosing plan agreed",
+    "infusion.course.status_changed": "infusion course {status}",
+    "infusion.session.scheduled": "infusion {number} scheduled",
+    "infusion.session.started": "infusion {number} started",
+    "infusion.session.completed": "infusion {number} completed",
+    "infusion.session.cancelled": "infusion {number} cancelled",
+    "infusion.session.abandoned": "infusion {number} abandoned",
+    "infusion.adverse_event.recorded": "adverse event during an infusion: {code}",
+    "infusion.vitals.out_of_range": "vitals out of range ({phase} the infusion)",
+    "infusion.course.closed": "infusion course closed ({reason})",
+    "therapy.episode.opened": "therapy episode opened on the waiting list",
+    "therapy.episode.assigned": "psychologist assigned",
+    "appointment.booked": "{kind} appointment booked",
+    "appointment.rescheduled": "{kind} appointment rescheduled",
+    "appointment.checked_in": "arrived for a {kind} appointment",
+    "appointment.attended": "{kind} appointment attended",
+    "appointment.missed": "{kind} appointment missed",
+    "appointment.cancelled": "{kind} appointment cancelled",
+    "appointment.corrected": "{kind} appointment corrected to {status}",
+    "measure.recorded": "{instrument} recorded: {total}",
+    "measure.risk_flagged": "PHQ-9 item 9 answered {item9}",
+    "therapy.dna_threshold_reached": "{dna_count} missed appointments: discharge review",
+    "therapy.episode.discharged": "discharged from therapy ({reason})",
+    "pathway.alert.raised": "alert raised: {kind}",
+    "pathway.alert.acknowledged": "alert acknowledged: {kind}",
+    "pathway.alert.resolved": "alert resolved: {kind}",
+    "mdt.review.recorded": "MDT review: {decision}",
+}

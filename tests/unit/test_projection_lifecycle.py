@@ -444,3 +444,31 @@ def test_peg_recorded_in_therapy_is_its_own_series_with_the_mean_as_score() -> N
     assert [(p.score, p.source) for p in pathway.measures["peg"]] == [(5.7, "therapy session")]
     assert pathway.measures["phq9"][-1].score == 12  # only the referral's baseline
     assert pathway.measures["gad7"] == []
+
+
+def test_the_timeline_words_each_event_from_its_codes_and_scores() -> None:
+    events = [
+        patient_registered(PATIENT),
+        received(),
+        therapy_event(
+            "measure.recorded",
+            3,
+            2,
+            appointment_id=REFERRAL,
+            instrument="GAD-7",
+            total=9,
+            band="mild",
+            item9=None,
+            recorded_at=T0,
+        ),
+        therapy_event(
+            "therapy.dna_threshold_reached", 4, 3, dna_count=2, threshold=2, reached_at=T0
+        ),
+    ]
+    summaries = [entry.summary for entry in project(PATIENT, events).timeline]
+    assert summaries == [
+        "patient registered",
+        "routine referral to psychology received",
+        "GAD-7 recorded: 9",
+        "2 missed appointments: discharge review",
+    ]
