@@ -102,7 +102,9 @@ def sign_in(page: Page, base: str, user: str, role: str) -> None:
     expect(page).to_have_url(f"{base}/sign-in")  # no session yet: the sign-in page
     page.get_by_label("User").fill(user)
     page.get_by_label("Role").select_option(role)
-    page.get_by_role("button", name="Sign in", exact=True).click()
+    with page.expect_navigation():  # the form posts, then lands on the role's page
+        page.get_by_role("button", name="Sign in", exact=True).click()
+    page.wait_for_load_state("load")
 
 
 def first_cells(page: Page) -> list[str]:
@@ -122,7 +124,8 @@ def test_an_admin_sees_every_pathway_without_names(clinic: str, page: Page) -> N
     assert page.locator("#pathway-rows a").count() == 0  # no way into a patient's record
     page.get_by_label("Breached waits only").check()
     page.get_by_label("Stage").select_option("referred")
-    page.get_by_role("button", name="Filter").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Filter").click()
     expect(page).to_have_url(re.compile(r"stage=referred"))
     assert all(
         stage == "referred" for stage in page.locator("#pathway-rows .stage").all_inner_texts()
@@ -153,7 +156,9 @@ def test_the_mdt_sees_names_opens_a_pathway_and_acknowledges_an_alert(
 ) -> None:
     sign_in(page, clinic, "dr-mdt-lead", "mdt")
     page.get_by_label("Open alert").select_option("phq9-item9")
-    page.get_by_role("button", name="Filter").click()
+    with page.expect_navigation():
+        page.get_by_role("button", name="Filter").click()
+    expect(page).to_have_url(re.compile(r"alert_kind=phq9-item9"))
     links = page.locator("#pathway-rows a")
     assert links.count() >= 1
     name = links.first.inner_text().strip()
@@ -209,8 +214,10 @@ def test_pages_work_by_keyboard_and_at_phone_width(clinic: str, browser: Browser
     page = context.new_page()
     try:
         sign_in(page, clinic, "dr-mdt-lead", "mdt")
+        expect(page.get_by_role("heading", name="Pathway status")).to_be_visible()
         page.keyboard.press("Tab")
-        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        skip = page.get_by_role("link", name="Skip to content")
+        expect(skip).to_be_focused()
         wide = page.evaluate("document.documentElement.scrollWidth")
         assert wide <= 390, f"the page is {wide}px wide at phone width"
         unlabelled = page.evaluate(
