@@ -397,7 +397,7 @@ class PatientController(Controller):
                 raise msgspec.ValidationError("a referral needs its reason")
         except msgspec.ValidationError as invalid:
             return _back(here, error=f"The review was not recorded: {invalid}")
-        await sync_to_thread(_pathway_visible, db, user, patient_id)
+        await sync_to_thread(api._visible_pathway, db, user, patient_id)
         referral_id = None
         if isinstance(review.referral, ReviewReferral):
             try:
@@ -408,10 +408,6 @@ class PatientController(Controller):
                 return _back(here, error=f"The referral was refused: {refused.detail}")
         await sync_to_thread(api._record_review, db, user, audit, patient_id, review, referral_id)
         return _back(here, done="Review recorded.")
-
-
-def _pathway_visible(db: Session, user: User, patient_id: UUID) -> None:
-    api._visible_pathway(db, user, patient_id)
 
 
 def _patient_page_data(

@@ -660,16 +660,7 @@ class SessionController(Controller):
         _active_course(course)
         _still_eligible(db, course)
         _move(session, "check-in")
-        audit.record(
-            db,
-            AuditAction.update,
-            "Procedure",
-            str(session.id),
-            session.patient_id,
-            detail="checked in",
-        )
-        db.commit()
-        return _session_read(db, session, detail=True)
+        return _session_done(db, audit, session, AuditAction.update, "checked in")
 
     @post(
         "/{session_id:uuid}/scores-before",
@@ -690,16 +681,7 @@ class SessionController(Controller):
             raise Conflict(f"the session is {session.status}", current_status=session.status)
         session.pain_before, session.mood_before = data.pain_nrs, data.mood
         db.add(session)
-        audit.record(
-            db,
-            AuditAction.update,
-            "Procedure",
-            str(session.id),
-            session.patient_id,
-            detail="scores before",
-        )
-        db.commit()
-        return _session_read(db, session, detail=True)
+        return _session_done(db, audit, session, AuditAction.update, "scores before")
 
     @post(
         "/{session_id:uuid}/start",
@@ -739,16 +721,7 @@ class SessionController(Controller):
             number=session.number,
             started_at=session.started_at,
         )
-        audit.record(
-            db,
-            AuditAction.update,
-            "Procedure",
-            str(session.id),
-            session.patient_id,
-            detail="started",
-        )
-        db.commit()
-        return _session_read(db, session, detail=True)
+        return _session_done(db, audit, session, AuditAction.update, "started")
 
     @post(
         "/{session_id:uuid}/vitals",
@@ -971,16 +944,7 @@ class SessionController(Controller):
             completed_sessions=len(completed),
             maintenance_due_at=due,
         )
-        audit.record(
-            db,
-            AuditAction.update,
-            "Procedure",
-            str(session.id),
-            session.patient_id,
-            detail="completed",
-        )
-        db.commit()
-        return _session_read(db, session, detail=True)
+        return _session_done(db, audit, session, AuditAction.update, "completed")
 
     @post(
         "/{session_id:uuid}/cancel",
@@ -1189,6 +1153,15 @@ def _vitals_read(reading: VitalsReading) -> VitalsRead:
         spo2=reading.spo2,
         out_of_range=list(reading.out_of_range),
     )
+
+
+def _session_done(
+    db: Session, audit: AccessTrail, session: InfusionSession, action: AuditAction, detail: str
+) -> SessionRead:
+    """Audit what was done to the session, commit, and answer with the session."""
+    audit.record(db, action, "Procedure", str(session.id), session.patient_id, detail=detail)
+    db.commit()
+    return _session_read(db, session, detail=True)
 
 
 def _session_read(db: Session, session: InfusionSession, *, detail: bool = False) -> SessionRead:
