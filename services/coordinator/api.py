@@ -722,8 +722,11 @@ def _handle(
         raise NotFoundException(f"no alert {alert_id}")
     _visible_pathway(db, user, found.patient_id)
     lock_for_transaction(db, found.patient_id)
-    alert = db.get(PathwayAlert, alert_id)
-    assert alert is not None
+    # Read again under the lock: another person may have acted on it meanwhile (the
+    # session's first read would otherwise be served from its identity map).
+    alert = db.get(PathwayAlert, alert_id, populate_existing=True)
+    if alert is None:  # the pathway was re-folded without it meanwhile
+        raise NotFoundException(f"no alert {alert_id}")
     if alert.status == "resolved" or alert.status == status:
         raise Conflict(f"the alert is already {alert.status}", current_status=alert.status)
     now = datetime.now(UTC)
