@@ -7,6 +7,7 @@ server's root, where every resource answers.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from datetime import datetime
 from functools import cache
 from types import TracebackType
@@ -62,7 +63,8 @@ class PathwaySummary(msgspec.Struct, kw_only=True):
 
 class FeedPage(msgspec.Struct, kw_only=True):
     items: list[dict[str, Any]]
-    next_after: int
+    next_after: str
+    remaining: int = 0
 
 
 class DeadLetterItem(msgspec.Struct, kw_only=True):
@@ -156,8 +158,13 @@ class CarepathClient:
         return self._call("GET", f"/api/pathways/{patient_id}", PathwaySummary)
 
     # platform, on every service
-    def events(self, after: int = 0, limit: int = 100) -> FeedPage:
-        return self._call("GET", "/api/events", FeedPage, params={"after": after, "limit": limit})
+    def events(
+        self, after: str | int = "0", limit: int = 100, types: Iterable[str] | None = None
+    ) -> FeedPage:
+        params: dict[str, Any] = {"after": str(after), "limit": limit}
+        if types is not None:
+            params["type"] = sorted(types)
+        return self._call("GET", "/api/events", FeedPage, params=params)
 
     def dead_letters(self, include_replayed: bool = False) -> list[DeadLetterItem]:
         return self._call(
@@ -211,6 +218,14 @@ class AsyncCarepathClient:
 
     async def _call(self, method: str, path: str, into: type[T], **kwargs: Any) -> T:
         return _decoded(await self._http.request(method, path, **kwargs), into)
+
+    async def events(
+        self, after: str = "0", limit: int = 100, types: Iterable[str] | None = None
+    ) -> FeedPage:
+        params: dict[str, Any] = {"after": after, "limit": limit}
+        if types is not None:
+            params["type"] = sorted(types)
+        return await self._call("GET", "/api/events", FeedPage, params=params)
 
     async def get(self, path: str, **params: Any) -> Any:
         """Any JSON resource, for pages that show another service's data as it is."""

@@ -160,17 +160,42 @@ def queue_sender(broker: Broker) -> Callable[[str, dict[str, Any]], None]:
     """The relay's way to hand an envelope to a consuming service's actor."""
 
     def send(consumer: str, envelope: dict[str, Any]) -> None:
-        broker.enqueue(
-            Message(
-                queue_name=queue_name(consumer),
-                actor_name=actor_name(consumer),
-                args=(envelope,),
-                kwargs={},
-                options={},
-            )
-        )
+        broker.enqueue(event_message(consumer, envelope))
 
     return send
+
+
+def consume(
+    service: str, sessions: SessionFactory, handle: EventHandler, envelope: Envelope
+) -> bool:
+    """Act on an event once: the one consume path of the live actor and the feed catch-up.
+
+    The inbox row and the effect commit together; returns False when the event had
+    already been consumed (a redelivery, or the other path got there first).
+    """
+    bind_correlation_id(envelope.correlation_id)
+    with sessions() as session:
+        # Insert the inbox row first: a concurrent redelivery then waits on its key
+        # and fails at commit instead of acting twice.
+        session.add(InboxEvent(event_id=envelope.event_id, type=envelope.type))
+        try:
+            session.flush()
+        except IntegrityError:
+            session.rollback()
+            _ignored_duplicate(service, envelope)
+            return False
+        handle(session, envelope)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            if _already_consumed(sessions, envelope):
+                _ignored_duplicate(service, envelope)
+                return False
+            raise
+    EVENTS_CONSUMED.labels(service, "processed").inc()
+    log.info("event.consumed", service=service, event_id=str(envelope.event_id), type=envelope.type)
+    return True
 
 
 def declare_consumer(
@@ -184,31 +209,7 @@ def declare_consumer(
     """Declare ``<service>.handle_event``: validate, deduplicate, act, all in one transaction."""
 
     def handle_event(raw: dict[str, Any]) -> None:
-        envelope = decode_envelope(raw, allow_unknown=accept_unknown_types)
-        bind_correlation_id(envelope.correlation_id)
-        with sessions() as session:
-            # Insert the inbox row first: a concurrent redelivery then waits on its key
-            # and fails at commit instead of acting twice.
-            session.add(InboxEvent(event_id=envelope.event_id, type=envelope.type))
-            try:
-                session.flush()
-            except IntegrityError:
-                session.rollback()
-                _ignored_duplicate(service, envelope)
-                return
-            handle(session, envelope)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                if _already_consumed(sessions, envelope):
-                    _ignored_duplicate(service, envelope)
-                    return
-                raise
-        EVENTS_CONSUMED.labels(service, "processed").inc()
-        log.info(
-            "event.consumed", service=service, event_id=str(envelope.event_id), type=envelope.type
-        )
+        consume(service, sessions, handle, decode_envelope(raw, allow_unknown=accept_unknown_types))
 
     queue = queue_name(service)
     dead_letter_recorder(broker).register(queue, sessions)
@@ -231,6 +232,17 @@ def _ignored_duplicate(service: str, envelope: Envelope) -> None:
 def _already_consumed(sessions: SessionFactory, envelope: Envelope) -> bool:
     with sessions() as session:
         return session.get(InboxEvent, envelope.event_id) is not None
+
+
+def event_message(consumer: str, envelope: dict[str, Any]) -> Message[Any]:
+    """The message that carries an envelope to a consuming service's actor."""
+    return Message(
+        queue_name=queue_name(consumer),
+        actor_name=actor_name(consumer),
+        args=(envelope,),
+        kwargs={},
+        options={},
+    )
 
 
 class InProcessWorkers:

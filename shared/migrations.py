@@ -19,7 +19,7 @@ from sqlmodel import SQLModel, create_engine
 import shared.tables  # noqa: F401 - the platform tables join the metadata
 
 # Every service's database has these, beside its own tables.
-PLATFORM_TABLES = frozenset({"outbox", "inbox", "dead_letter", "audit_log"})
+PLATFORM_TABLES = frozenset({"outbox", "inbox", "dead_letter", "audit_log", "feed_position"})
 
 
 def alembic_config(migrations_dir: Path, database_url: str) -> Config:
@@ -69,3 +69,38 @@ def run_env(own_tables: Iterable[str]) -> None:
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
+
+
+def add_feed_tracking() -> None:
+    """The commit-ordered feed and the consumer's feed positions (issue 10), the same in
+    every service's history: call it from that service's migration."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    # Rows written before this migration all committed long ago: txid 0 keeps them first.
+    with op.batch_alter_table("outbox") as batch_op:
+        batch_op.add_column(
+            sa.Column("txid", sa.BigInteger(), nullable=False, server_default=sa.text("0"))
+        )
+        batch_op.create_index("ix_outbox_feed", ["txid", "position"], unique=False)
+    op.create_table(
+        "feed_position",
+        sa.Column("producer", sa.String(length=40), nullable=False),
+        sa.Column("cursor", sa.String(length=45), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("caught_up_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("behind", sa.Integer(), nullable=False),
+        sa.Column("recovered", sa.Integer(), nullable=False),
+        sa.Column("failing_event_id", sa.String(length=64), nullable=True),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("producer"),
+    )
+
+
+def drop_feed_tracking() -> None:
+    from alembic import op
+
+    op.drop_table("feed_position")
+    with op.batch_alter_table("outbox") as batch_op:
+        batch_op.drop_index("ix_outbox_feed")
+        batch_op.drop_column("txid")

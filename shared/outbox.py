@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import msgspec
@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from shared.db import SessionFactory
 from shared.events import Actor, Envelope, Subject, consumers_of, encode_envelope, new_event
+from shared.feed import writing_transaction
 from shared.observability import (
     EVENTS_PUBLISHED,
     OUTBOX_LAG_SECONDS,
@@ -64,6 +65,8 @@ def add_event(session: Session, envelope: Envelope) -> Envelope:
             sequence=sequenced.sequence,
             occurred_at=sequenced.occurred_at,
             envelope=encode_envelope(sequenced),
+            # A SQL expression that the INSERT itself evaluates (PostgreSQL).
+            txid=cast(int, writing_transaction(session)),
         )
     )
     session.flush()
@@ -213,15 +216,3 @@ def unsent_summary(sessions: SessionFactory) -> tuple[int, datetime | None]:
     if oldest is not None and oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=UTC)
     return int(count), oldest
-
-
-def read_feed(session: Session, after: int, limit: int) -> list[OutboxEvent]:
-    """The service's events in the order they were written, after a cursor."""
-    return list(
-        session.exec(
-            select(OutboxEvent)
-            .where(col(OutboxEvent.position) > after)
-            .order_by(col(OutboxEvent.position))
-            .limit(limit)
-        ).all()
-    )

@@ -12,7 +12,10 @@ from dramatiq import Broker
 from dramatiq.brokers.redis import RedisBroker
 
 from shared import db, migrations
-from shared.messaging import EventHandler, declare_consumer, queue_sender
+from shared.catchup import FEED_LAG, FeedFollower, ReadPage, feed_over_http
+from shared.events import Envelope, decode_envelope
+from shared.events.subscriptions import feeds_of
+from shared.messaging import EventHandler, consume, declare_consumer, queue_sender
 from shared.observability import get_logger
 from shared.outbox import Relay
 from shared.settings import ServiceSettings
@@ -44,10 +47,18 @@ class TaskGroup:
 class PeriodicTask:
     """Runs a function every ``interval_s`` seconds on its own thread until stopped."""
 
-    def __init__(self, name: str, interval_s: float, work: Callable[[], object]) -> None:
+    def __init__(
+        self,
+        name: str,
+        interval_s: float,
+        work: Callable[[], object],
+        *,
+        first_after_s: float | None = None,
+    ) -> None:
         self.name = name
         self.interval_s = interval_s
         self.work = work
+        self.first_after_s = interval_s if first_after_s is None else first_after_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -65,7 +76,9 @@ class PeriodicTask:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        wait = self.first_after_s
+        while not self._stop.wait(wait):
+            wait = self.interval_s
             try:
                 self.work()
             except Exception as error:  # the next round tries again
@@ -82,7 +95,7 @@ class ServiceSpec:
     handle_event: EventHandler | None = None
     # The coordinator keeps events it does not know yet instead of dead-lettering them.
     accept_unknown_events: bool = False
-    # Work a service's worker does besides consuming (the coordinator's feed catch-up).
+    # Work a service's worker does besides consuming (the coordinator's clock).
     background: Callable[[ServiceRuntime], BackgroundTask] | None = None
     # Server-rendered pages (the coordinator's dashboard), mounted once at the root, with
     # the folder holding their `templates/` and `static/`.
@@ -106,6 +119,10 @@ class ServiceRuntime:
         # Every session of this service wakes this relay after committing an event.
         self.sessions.configure(info={"relay": self.relay})
         self._background: BackgroundTask | None = None
+        # Distributed: the producers' APIs; the embedded app points this at itself.
+        self.read_feed_page: ReadPage = feed_over_http(settings, spec.name)
+        if spec.handle_event is not None:
+            FEED_LAG.watch(id(self), spec.name, self.sessions)
 
     @property
     def name(self) -> str:
@@ -113,6 +130,30 @@ class ServiceRuntime:
 
     def migrate(self) -> None:
         migrations.upgrade(self.spec.migrations_dir, self.settings.database_url)
+
+    @property
+    def consumes(self) -> bool:
+        return self.spec.handle_event is not None
+
+    def decode(self, raw: dict[str, Any]) -> Envelope:
+        return decode_envelope(raw, allow_unknown=self.spec.accept_unknown_events)
+
+    def consume(self, envelope: Envelope) -> bool:
+        """The one consume path: the live actor's, the catch-up's and the repair's."""
+        assert self.spec.handle_event is not None
+        return consume(self.spec.name, self.sessions, self.spec.handle_event, envelope)
+
+    def follower(self) -> FeedFollower:
+        platform = self.settings.platform
+        return FeedFollower(
+            self.spec.name,
+            self.sessions,
+            feeds_of(self.spec.name),
+            self.read_feed_page,
+            self.decode,
+            self.consume,
+            attempts_before_dead_letter=platform.max_retries + 1,
+        )
 
     def declare_consumer(self) -> None:
         if self.spec.handle_event is not None:
@@ -125,14 +166,31 @@ class ServiceRuntime:
             )
 
     def start_background(self) -> None:
-        if self.spec.background is not None and self._background is None:
-            self._background = self.spec.background(self)
-            self._background.start()
+        if self._background is not None:
+            return
+        tasks: list[BackgroundTask] = []
+        interval = self.settings.platform.catchup_interval_s
+        if self.consumes and interval > 0:
+            follower = self.follower()
+            # At start (a restarted worker first reads what it missed), then on the timer.
+            tasks.append(
+                PeriodicTask(
+                    f"{self.name}-catch-up",
+                    interval,
+                    follower.catch_up_all,
+                    first_after_s=min(interval, 1.0),
+                )
+            )
+        if self.spec.background is not None:
+            tasks.append(self.spec.background(self))
+        self._background = TaskGroup(*tasks)
+        self._background.start()
 
     def check_database(self) -> None:
         db.ping(self.engine)
 
     def close(self) -> None:
+        FEED_LAG.forget(id(self))
         if self._background is not None:
             self._background.stop()
             self._background = None

@@ -59,9 +59,13 @@ class PlatformSettings(BaseSettings):
     # 1 s default adds up to a second before a quiet clinic's event is picked up.
     worker_poll_ms: int = Field(default=100, ge=10, le=5_000)
     relay_interval_s: float = Field(default=2.0, gt=0)
-    # How often the coordinator reads each producer's feed for events it never received
-    # (0 turns it off).
+    # How often every consumer reads each producer feed it subscribes to for events the
+    # broker never delivered (0 turns it off; it also runs at worker start).
     catchup_interval_s: float = Field(default=30.0, ge=0)
+    # /ready reports a consumer that has not read a feed to its head for this long.
+    feed_lag_ready_s: float = Field(default=300.0, gt=0)
+    # The relay waits at most this long between attempts while the broker is down.
+    relay_max_backoff_s: float = Field(default=30.0, gt=0)
     # How often the coordinator looks for waits and infusions that have become overdue
     # (0 turns it off). Thresholds are days and weeks; a minute is prompt enough.
     clock_interval_s: float = Field(default=60.0, ge=0)

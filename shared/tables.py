@@ -6,7 +6,16 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -37,12 +46,20 @@ class OutboxEvent(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("subject_type", "subject_id", "sequence", name="uq_outbox_sequence"),
         Index("ix_outbox_unsent", "sent_at", "position"),
+        Index("ix_outbox_feed", "txid", "position"),
     )
 
-    # The feed cursor: the order rows were written in.
+    # The order rows were written in.
     position: int | None = Field(
         default=None,
         sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+    )
+    # The transaction that wrote the row: PostgreSQL's pg_current_xact_id(), 0 in SQLite.
+    # PostgreSQL hands out positions before commit, so a row with a lower position can
+    # commit after a higher one has been read; the feed orders by (txid, position) and
+    # serves only transactions older than every one still in flight (shared.feed).
+    txid: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
     )
     event_id: UUID = Field(unique=True)
     type: str = Field(max_length=100)
@@ -104,3 +121,28 @@ class AuditRecord(SQLModel, table=True):
     patient_id: UUID | None = Field(default=None, index=True)
     path: str = Field(max_length=300)
     detail: str | None = Field(default=None, max_length=300)
+
+
+class FeedPosition(SQLModel, table=True):
+    """How far this service has consumed one producer's event feed (shared.catchup).
+
+    The broker is fast delivery; this position is the guarantee: every event after it
+    is read from the producer's feed and consumed through the same idempotent path.
+    """
+
+    __tablename__ = "feed_position"
+
+    producer: str = Field(primary_key=True, max_length=40)
+    # Opaque feed cursor "txid.position" (shared.feed.FeedCursor).
+    cursor: str = Field(default="0.0", max_length=45)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    # The start of the last read that reached the head of the feed: every event the
+    # producer had committed by then has been consumed.
+    caught_up_at: datetime | None = Timestamp(nullable=True)
+    # Events after the cursor not consumed when the last read stopped (0 when caught up).
+    behind: int = 0
+    # Events this consumer took from the feed because the broker never delivered them.
+    recovered: int = 0
+    # An event that keeps failing is retried on later reads, then dead-lettered.
+    failing_event_id: str | None = Field(default=None, max_length=64)
+    failures: int = 0

@@ -27,7 +27,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect, Template
@@ -40,8 +40,10 @@ from sqlmodel import Session, col, func, select
 
 from shared.audit import AccessTrail, AuditAction, AuditOutcome, record_access
 from shared.auth import SESSION_COOKIE, Role, User, make_jwt_auth, requires
+from shared.catchup import FeedLag, FeedReport, feed_in_process, feed_lags
 from shared.client import AsyncCarepathClient
 from shared.errors import http_problem, problem, unexpected_problem
+from shared.feed import CURSOR_PATTERN, FeedCursor, read_feed
 from shared.messaging import InProcessWorkers, queue_depth
 from shared.observability import (
     CORRELATION_HEADER,
@@ -50,7 +52,6 @@ from shared.observability import (
     get_logger,
     new_correlation_id,
 )
-from shared.outbox import read_feed
 from shared.runtime import ServiceRuntime, check_broker
 from shared.settings import PlatformSettings
 from shared.tables import DeadLetter, OutboxEvent, as_utc
@@ -149,7 +150,10 @@ def service_router(
 
 class FeedPage(msgspec.Struct, kw_only=True):
     items: list[dict[str, Any]]
-    next_after: int
+    # The cursor to ask with next; opaque ("txid.position").
+    next_after: str
+    # Events (of the asked types) after next_after that are ready to read now.
+    remaining: int
 
 
 class EventFeedController(Controller):
@@ -158,23 +162,35 @@ class EventFeedController(Controller):
 
     @get(
         operation_id="readEventFeed",
-        summary="This service's events in order, after a cursor",
+        summary="This service's events in commit order, after a cursor",
         sync_to_thread=True,
     )
     def read(
         self,
         db: NamedDependency[Session],
         audit: NamedDependency[AccessTrail],
-        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        after: Annotated[
+            str, QueryParameter(pattern=CURSOR_PATTERN, description="next_after of the last page")
+        ] = "0",
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        event_type: Annotated[
+            list[str] | None,
+            QueryParameter(name="type", max_items=50, description="only these event types"),
+        ] = None,
     ) -> FeedPage:
-        rows = read_feed(db, after, limit)
+        types = frozenset(event_type) if event_type else None
+        feed = read_feed(db, FeedCursor.parse(after), limit, types)
         audit.record(
-            db, AuditAction.read, "EventFeed", None, None, detail=f"after={after} count={len(rows)}"
+            db,
+            AuditAction.read,
+            "EventFeed",
+            None,
+            None,
+            detail=f"after={after} count={len(feed.rows)}",
         )
         db.commit()
-        items = [{"position": row.position, **row.envelope} for row in rows]
-        return FeedPage(items=items, next_after=rows[-1].position or after if rows else after)
+        items = [{"position": row.position, "txid": row.txid, **row.envelope} for row in feed.rows]
+        return FeedPage(items=items, next_after=str(feed.next_after), remaining=feed.remaining)
 
 
 class DeadLetterView(msgspec.Struct, kw_only=True):
@@ -252,12 +268,59 @@ def _dead_letter_view(row: DeadLetter) -> DeadLetterView:
     )
 
 
+class ReconcileRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    repair: bool = False
+
+
+class ReconcileView(msgspec.Struct, kw_only=True):
+    consumer: str
+    feeds: list[FeedReport]
+    # Missing events left after this call (after repair, those that still failed).
+    unresolved: int
+
+
+class FeedController(Controller):
+    """A consumer's position in each feed it subscribes to, and reconciliation."""
+
+    path = "/api/feeds"
+    guards = [requires(Role.admin, Role.service)]
+
+    @get(operation_id="listFeedPositions", sync_to_thread=True)
+    def positions(self, db: NamedDependency[Session]) -> list[FeedLag]:
+        return feed_lags(db)
+
+    @post(
+        "/reconcile",
+        operation_id="reconcileFeeds",
+        sync_to_thread=True,
+        status_code=200,
+        summary="Compare every producer feed with this consumer's inbox; repair consumes "
+        "what is missing",
+    )
+    def reconcile(
+        self, runtime: NamedDependency[ServiceRuntime], data: JSONBody[ReconcileRequest]
+    ) -> ReconcileView:
+        if not runtime.consumes:
+            return ReconcileView(consumer=runtime.name, feeds=[], unresolved=0)
+        reports = runtime.follower().reconcile_all(repair=data.repair)
+        unresolved = sum(report.unresolved for report in reports)
+        log.info(
+            "feed.reconciled",
+            consumer=runtime.name,
+            repair=data.repair,
+            missing=sum(sum(report.missing.values()) for report in reports),
+            unresolved=unresolved,
+        )
+        return ReconcileView(consumer=runtime.name, feeds=reports, unresolved=unresolved)
+
+
 class OperationsView(msgspec.Struct, kw_only=True):
     service: str
     outbox_unsent: int
     outbox_lag_seconds: float
     dead_letters_waiting: int
     queue_depth: int
+    feeds: list[FeedLag]
 
 
 @get(
@@ -286,10 +349,16 @@ def operations(
         outbox_lag_seconds=round(max(lag, 0.0), 1),
         dead_letters_waiting=int(waiting),
         queue_depth=queue_depth(runtime.broker, runtime.name) if runtime.spec.handle_event else 0,
+        feeds=feed_lags(db),
     )
 
 
-PLATFORM_CONTROLLERS: tuple[Any, ...] = (EventFeedController, DeadLetterController, operations)
+PLATFORM_CONTROLLERS: tuple[Any, ...] = (
+    EventFeedController,
+    DeadLetterController,
+    FeedController,
+    operations,
+)
 
 
 @get("/health", operation_id="health", summary="The process is serving", sync_to_thread=False)
@@ -297,19 +366,46 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", operation_id="ready", summary="Databases and broker answer", sync_to_thread=True)
+@get(
+    "/ready",
+    operation_id="ready",
+    summary="Databases answer (503 if not); the broker and each consumer's feeds are reported",
+    sync_to_thread=True,
+)
 def ready(state: State) -> Response[Any]:
+    """Only a database that does not answer makes the process unready: with Redis down
+    or a feed behind, clinical writes still commit (the outbox keeps their events), so
+    taking the API out of service would only turn a delay into refused care."""
     checks: dict[str, str] = {}
     runtimes: dict[str, ServiceRuntime] = state.runtimes
     for name, runtime in runtimes.items():
         checks[f"{name}.database"] = _check(runtime.check_database)
     checks["broker"] = _check(partial(check_broker, state.broker))
+    for name, runtime in runtimes.items():
+        if runtime.consumes:
+            checks[f"{name}.feeds"] = _feeds_check(runtime)
     failing = sorted(part for part, outcome in checks.items() if outcome != "ok")
-    if failing:
+    if any(part.endswith(".database") for part in failing):
         return problem(
             HTTP_503_SERVICE_UNAVAILABLE, "not ready: " + ", ".join(failing), checks=checks
         )
-    return Response({"status": "ready", "checks": checks})
+    status = "degraded" if failing else "ready"
+    return Response(
+        {"status": status, "checks": checks, **({"failing": failing} if failing else {})}
+    )
+
+
+def _feeds_check(runtime: ServiceRuntime) -> str:
+    threshold = runtime.settings.platform.feed_lag_ready_s
+    try:
+        with runtime.sessions() as session:
+            lags = feed_lags(session)
+    except Exception as error:
+        return f"failing: {type(error).__name__}"
+    behind = [
+        f"{lag.producer} {lag.lag_seconds:.0f}s" for lag in lags if lag.lag_seconds > threshold
+    ]
+    return "lagging: " + ", ".join(behind) if behind else "ok"
 
 
 def _check(probe: Callable[[], None]) -> str:
@@ -476,6 +572,8 @@ def build_app(
         for runtime in runtimes:
             if migrate_on_start:
                 runtime.migrate()
+            if embedded:
+                runtime.read_feed_page = feed_in_process(app, platform, runtime.name)
         for runtime in runtimes:
             runtime.relay.start()
         if workers is not None:
@@ -497,7 +595,7 @@ def build_app(
         broker.close()
         log.info("carepath.stopped", services=list(by_name))
 
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers,
         dependencies={
             "user": Provide(provide_user, sync_to_thread=False),
@@ -526,6 +624,7 @@ def build_app(
             path="/schema",
         ),
     )
+    return app
 
 
 def _drain(broker: Broker, timeout_ms: int = 10_000) -> None:

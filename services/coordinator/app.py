@@ -6,7 +6,6 @@ from pathlib import Path
 
 from services.coordinator import models  # noqa: F401 - registers the tables
 from services.coordinator.api import AlertController, PathwayController, WorklistController
-from services.coordinator.catchup import feed_catch_up
 from services.coordinator.clock import pathway_clock
 from services.coordinator.dashboard import PAGES
 from services.coordinator.handlers import handle_event
@@ -14,7 +13,8 @@ from shared.runtime import ServiceRuntime, ServiceSpec, TaskGroup
 
 
 def background(runtime: ServiceRuntime) -> TaskGroup:
-    return TaskGroup(feed_catch_up(runtime), pathway_clock(runtime))
+    # The feed catch-up is the platform's, as for every consumer (shared.catchup).
+    return TaskGroup(pathway_clock(runtime))
 
 
 SPEC = ServiceSpec(

@@ -15,7 +15,6 @@ TABLES = frozenset(
     {
         "stored_event",
         "pathway",
-        "feed_cursor",
         "pathway_alert",
         "alert_action",
         "mdt_review",
@@ -60,16 +59,6 @@ class PathwayRow(SQLModel, table=True):
     # of the reason; 3 for a routine review), for the MDT's worklist.
     review_due: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
     review_rank: int | None = None
-
-
-class FeedCursor(SQLModel, table=True):
-    """How far the coordinator has read each producer's event feed."""
-
-    __tablename__ = "feed_cursor"
-
-    producer: str = Field(primary_key=True, max_length=40)
-    position: int = 0
-    read_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class PathwayAlert(SQLModel, table=True):

@@ -30,3 +30,36 @@ def queue_name(service: str) -> str:
 
 def actor_name(service: str) -> str:
     return f"{service}.handle_event"
+
+
+# Which service's feed each event type is read from, by the type's first word.
+PRODUCER_BY_PREFIX = MappingProxyType(
+    {
+        "patient": "referrals",
+        "referral": "referrals",
+        "infusion": "infusions",
+        "therapy": "therapy",
+        "appointment": "therapy",
+        "measure": "therapy",
+        "pathway": "coordinator",
+        "mdt": "coordinator",
+    }
+)
+PRODUCERS = ("referrals", "infusions", "therapy", "coordinator")
+
+
+def producer_of(event_type: str) -> str:
+    return PRODUCER_BY_PREFIX[event_type.split(".", 1)[0]]
+
+
+def feeds_of(consumer: str) -> dict[str, frozenset[str] | None]:
+    """The producer feeds a consumer catches up from, each with the event types it takes
+    there (None: every type). Nobody reads its own feed: its own events are consumed in
+    the transaction that wrote them."""
+    if consumer == ALL_EVENTS_CONSUMER:
+        return {producer: None for producer in PRODUCERS if producer != consumer}
+    feeds: dict[str, set[str]] = {}
+    for event_type, consumers in SUBSCRIPTIONS.items():
+        if consumer in consumers:
+            feeds.setdefault(producer_of(event_type), set()).add(event_type)
+    return {producer: frozenset(types) for producer, types in sorted(feeds.items())}

@@ -354,6 +354,10 @@ def test_ready_reports_every_database_and_the_broker(embedded: Embedded) -> None
         "therapy.database": "ok",
         "coordinator.database": "ok",
         "broker": "ok",
+        "referrals.feeds": "ok",
+        "infusions.feeds": "ok",
+        "therapy.feeds": "ok",
+        "coordinator.feeds": "ok",
     }
 
 
@@ -370,7 +374,8 @@ def test_the_event_feed_lists_the_outbox_in_order(embedded: Embedded) -> None:
     positions = [item["position"] for item in page["items"]]
     assert positions == sorted(positions)
     assert len(set(positions)) == len(positions)
-    assert page["next_after"] == positions[-1]
+    assert page["next_after"] == f"0.{positions[-1]}"  # SQLite: txid 0, commit order
+    assert page["remaining"] == 0
     assert len(positions) == embedded.count("referrals", OutboxEvent)
     mine = [item["type"] for item in page["items"] if item["patient_id"] == patient_id]
     assert mine == ["patient.registered", "referral.received"]
@@ -381,6 +386,19 @@ def test_the_event_feed_lists_the_outbox_in_order(embedded: Embedded) -> None:
         headers=embedded.headers(Role.service),
     ).json()
     assert [item["position"] for item in after["items"]] == [positions[-1]]
+    only = embedded.client.get(
+        "/referrals/api/events",
+        params={"type": ["referral.received"]},
+        headers=embedded.headers(Role.service),
+    ).json()
+    assert {item["type"] for item in only["items"]} == {"referral.received"}
+
+
+def test_a_malformed_feed_cursor_is_a_problem_naming_it(embedded: Embedded) -> None:
+    response = embedded.client.get(
+        "/referrals/api/events", params={"after": "1.2.3"}, headers=embedded.headers(Role.service)
+    )
+    assert_problem(response, 422, field="after")
 
 
 def test_the_event_feed_needs_the_service_or_admin_role(embedded: Embedded) -> None:

@@ -15,7 +15,7 @@ from sqlmodel import col, select
 
 from shared.db import SessionFactory, make_session_factory, unit_of_work
 from shared.events import Envelope, decode_envelope
-from shared.outbox import Relay, add_event, read_feed, unsent_summary
+from shared.outbox import Relay, add_event, unsent_summary
 from shared.tables import OutboxEvent
 
 from .factories import patient_registered, referral_received, sqlite_engine, unknown_event
@@ -237,36 +237,3 @@ def test_a_commit_through_a_session_that_knows_its_relay_wakes_it(engine: Engine
     finally:
         relay.stop(timeout=5)
     assert len(send.sent) == 1
-
-
-# --- feed ---------------------------------------------------------------------------
-
-
-def test_read_feed_returns_rows_after_the_cursor_in_position_order(
-    sessions: SessionFactory,
-) -> None:
-    patient = uuid4()
-    written = _commit(sessions, *(patient_registered(patient) for _ in range(6)))
-    positions = [row.position for row in _rows(sessions)]
-    assert positions == sorted(positions)
-    assert all(position is not None for position in positions)
-
-    with sessions() as session:
-        page = read_feed(session, positions[1] or 0, 3)
-    assert [row.position for row in page] == positions[2:5]
-    assert [row.event_id for row in page] == [envelope.event_id for envelope in written[2:5]]
-
-
-def test_read_feed_from_zero_and_past_the_end(sessions: SessionFactory) -> None:
-    _commit(sessions, patient_registered(uuid4()), patient_registered(uuid4()))
-    with sessions() as session:
-        everything = read_feed(session, 0, 100)
-        assert len(everything) == 2
-        assert read_feed(session, everything[-1].position or 0, 100) == []
-
-
-def test_read_feed_includes_rows_already_sent(sessions: SessionFactory) -> None:
-    _commit(sessions, patient_registered(uuid4()))
-    Relay("referrals", sessions, Recorder()).relay_once()
-    with sessions() as session:
-        assert len(read_feed(session, 0, 10)) == 1
