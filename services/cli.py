@@ -9,13 +9,14 @@ import threading
 from pathlib import Path
 
 import click
+import httpx
 import uvicorn
 from litestar import Litestar
 from prometheus_client import start_http_server
 
 from services.registry import all_specs, spec_of
 from shared.auth import Role, issue_token
-from shared.client import ApiProblem, CarepathClient
+from shared.client import ApiProblem, CarepathClient, FeedComparison
 from shared.messaging import InProcessWorkers, make_broker
 from shared.observability import configure_logging
 from shared.runtime import ServiceRuntime
@@ -244,6 +245,42 @@ def replay_dead_letters(service: str, replay_all: bool, ids: tuple[int, ...]) ->
                 click.echo(f"could not replay {dead_letter_id}: {problem}", err=True)
     if failed:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--service", type=click.Choice(SERVICES), help="Only this consumer [default: all]")
+@click.option("--repair", is_flag=True, help="Consume what is missing, through the consume path")
+def reconcile(service: str | None, repair: bool) -> None:
+    """Compare every producer feed with each consumer's inbox and print what is missing,
+    per consumer and event type (exit 1 if anything is still missing)."""
+    unresolved = 0
+    for consumer in [service] if service else SERVICES:
+        with _service_client(consumer) as client:
+            try:
+                result = client.reconcile(repair=repair)
+            except (ApiProblem, httpx.HTTPError) as error:
+                click.echo(f"{consumer}: could not reconcile ({type(error).__name__})", err=True)
+                unresolved += 1
+                continue
+        unresolved += result.unresolved
+        for feed in result.feeds:
+            click.echo(f"{consumer} <- {feed.producer}: {_comparison(feed)}")
+    click.echo("nothing missing" if unresolved == 0 else f"{unresolved} event(s) still missing")
+    if unresolved:
+        sys.exit(1)
+
+
+def _comparison(feed: FeedComparison) -> str:
+    missing = sum(feed.missing.values())
+    words = f"{feed.checked} event(s) checked, {missing} missing"
+    if missing:
+        by_type = ", ".join(f"{kind} {count}" for kind, count in feed.missing.items())
+        words += f" ({by_type})"
+    if feed.dead_lettered:
+        words += f", {sum(feed.dead_lettered.values())} of them dead-lettered"
+    if feed.repaired or feed.failed:
+        words += f"; {feed.repaired} repaired, {feed.failed} failed"
+    return words
 
 
 @main.group("coordinator")

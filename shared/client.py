@@ -67,6 +67,21 @@ class FeedPage(msgspec.Struct, kw_only=True):
     remaining: int = 0
 
 
+class FeedComparison(msgspec.Struct, kw_only=True):
+    producer: str
+    checked: int
+    missing: dict[str, int]
+    dead_lettered: dict[str, int]
+    repaired: int
+    failed: int
+
+
+class Reconciliation(msgspec.Struct, kw_only=True):
+    consumer: str
+    feeds: list[FeedComparison]
+    unresolved: int
+
+
 class DeadLetterItem(msgspec.Struct, kw_only=True):
     id: int
     message_id: str
@@ -176,6 +191,12 @@ class CarepathClient:
 
     def replay_dead_letter(self, dead_letter_id: int) -> DeadLetterItem:
         return self._call("POST", f"/api/dead-letters/{dead_letter_id}/replay", DeadLetterItem)
+
+    def reconcile(self, repair: bool = False) -> Reconciliation:
+        # Reading whole feeds can take a while on a large clinic's history.
+        return self._call(
+            "POST", "/api/feeds/reconcile", Reconciliation, json={"repair": repair}, timeout=600
+        )
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/health", dict[str, Any])

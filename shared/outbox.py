@@ -127,15 +127,20 @@ class Relay:
         *,
         interval_s: float = 2.0,
         batch_size: int = 200,
+        max_backoff_s: float = 30.0,
     ) -> None:
         self.service = service
         self.sessions = sessions
         self.send = send
         self.interval_s = interval_s
         self.batch_size = batch_size
+        self.max_backoff_s = max(max_backoff_s, interval_s)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # While sends fail: when the outage began, and the wait before the next try.
+        self.down_since: datetime | None = None
+        self._backoff_s = interval_s
 
     def wake(self) -> None:
         self._wake.set()
@@ -157,14 +162,53 @@ class Relay:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.interval_s)
+            if self.down_since is None:
+                self._wake.wait(self.interval_s)
+            else:
+                # Commits keep waking the relay during an outage; trying on each would
+                # hammer a broker that is down and log once per commit. Back off instead.
+                self._stop.wait(self._backoff_s)
             self._wake.clear()
-            try:
-                while self.relay_once() == self.batch_size and not self._stop.is_set():
-                    pass
-            except Exception as error:  # Redis or the database down: keep rows, try later
-                log.warning("outbox.relay_failed", service=self.service, error=type(error).__name__)
+            self.relay_pending()
             self.measure_lag()
+
+    def relay_pending(self) -> int:
+        """Send every unsent row; on failure note the outage once and back off."""
+        sent = 0
+        try:
+            while not self._stop.is_set():
+                batch = self.relay_once()
+                sent += batch
+                if batch < self.batch_size:
+                    break
+        except Exception as error:  # Redis or the database down: keep rows, try later
+            self._outage(error)
+            return sent
+        self._recovered(sent)
+        return sent
+
+    def _outage(self, error: Exception) -> None:
+        if self.down_since is None:
+            self.down_since = datetime.now(UTC)
+            log.warning(
+                "relay.broker_down",
+                service=self.service,
+                error=type(error).__name__,
+                detail="events wait in the outbox and are sent when the broker is back",
+            )
+            self._backoff_s = self.interval_s
+        else:
+            self._backoff_s = min(self._backoff_s * 2, self.max_backoff_s)
+
+    def _recovered(self, sent: int) -> None:
+        if self.down_since is None:
+            return
+        down_for = (datetime.now(UTC) - self.down_since).total_seconds()
+        log.warning(
+            "relay.broker_back", service=self.service, waited=sent, down_s=round(down_for, 1)
+        )
+        self.down_since = None
+        self._backoff_s = self.interval_s
 
     def relay_once(self) -> int:
         """Send up to one batch; returns how many rows were sent."""

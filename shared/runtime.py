@@ -115,6 +115,7 @@ class ServiceRuntime:
             self.sessions,
             queue_sender(broker),
             interval_s=settings.platform.relay_interval_s,
+            max_backoff_s=settings.platform.relay_max_backoff_s,
         )
         # Every session of this service wakes this relay after committing an event.
         self.sessions.configure(info={"relay": self.relay})

@@ -52,13 +52,14 @@ class Embedded:
 
 
 @contextmanager
-def embedded_app(data_dir: Path) -> Iterator[Embedded]:
+def embedded_app(data_dir: Path, **settings: Any) -> Iterator[Embedded]:
     platform = PlatformSettings(
         env=RunMode.development,
         jwt_secret=SECRET,
         broker=BrokerKind.memory,
         data_dir=data_dir,
         relay_interval_s=0.05,
+        **settings,
     )
     broker = make_broker(platform)
     runtimes = [

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -237,3 +238,61 @@ def test_a_commit_through_a_session_that_knows_its_relay_wakes_it(engine: Engine
     finally:
         relay.stop(timeout=5)
     assert len(send.sent) == 1
+
+
+# --- outages --------------------------------------------------------------------------
+
+
+class Attempts(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def __call__(self, consumer: str, envelope: dict[str, Any]) -> None:
+        self.attempts += 1
+        super().__call__(consumer, envelope)
+
+
+def test_an_outage_is_logged_once_when_it_begins_and_once_when_it_ends(
+    sessions: SessionFactory,
+) -> None:
+    send = Recorder()
+    relay = Relay("referrals", sessions, send, interval_s=0.1, max_backoff_s=0.8)
+    send.fail_with = ConnectionError("redis is down")
+    with capture_logs() as logs:
+        for _ in range(3):
+            _commit(sessions, patient_registered(uuid4()))
+            assert relay.relay_pending() == 0
+        backoffs = [relay._backoff_s]
+        for _ in range(4):
+            relay.relay_pending()
+            backoffs.append(relay._backoff_s)
+        send.fail_with = None
+        assert relay.relay_pending() == 3
+        relay.relay_pending()
+    events = [(entry["event"], entry.get("waited")) for entry in logs]
+    assert events == [("relay.broker_down", None), ("relay.broker_back", 3)]
+    # Each failed try doubles the wait, up to the cap; success resets it.
+    assert backoffs == [0.4, 0.8, 0.8, 0.8, 0.8]
+    assert relay._backoff_s == 0.1
+    assert relay.down_since is None
+    assert unsent_summary(sessions)[0] == 0
+
+
+def test_commits_during_an_outage_do_not_make_the_relay_retry_each_time(
+    sessions: SessionFactory,
+) -> None:
+    _commit(sessions, patient_registered(uuid4()))
+    send = Attempts()
+    send.fail_with = ConnectionError("redis is down")
+    relay = Relay("referrals", sessions, send, interval_s=0.02, max_backoff_s=0.3)
+    relay.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # a busy clinic: a commit every 5 ms
+            relay.wake()
+            time.sleep(0.005)
+    finally:
+        relay.stop(timeout=5)
+    # Woken ~200 times; with backoff (0.02, 0.04 ... 0.3 s) it tried only a handful.
+    assert 1 <= send.attempts <= 12
