@@ -10,9 +10,9 @@ from uuid import UUID, uuid4
 
 import msgspec
 import pytest
-from structlog.testing import capture_logs
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
+from structlog.testing import capture_logs
 
 from shared.db import SessionFactory, make_session_factory, unit_of_work
 from shared.events import Envelope, decode_envelope
