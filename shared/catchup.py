@@ -19,7 +19,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -67,6 +67,8 @@ class FeedReport(msgspec.Struct, kw_only=True):
     dead_lettered: dict[str, int] = msgspec.field(default_factory=dict)
     repaired: int = 0
     failed: int = 0
+    # Not consumed yet but younger than the grace period: most likely still queued.
+    in_flight: int = 0
 
     @property
     def unresolved(self) -> int:
@@ -82,6 +84,8 @@ class _Read:
     saved_recovered: int = 0
     behind: int = 0
     stopped: bool = False
+    # Stopped at an event still within the grace period, not at a failure.
+    waiting_for_queue: bool = False
     failing: tuple[str, int] | None = None
     recovered_types: Counter[str] = field(default_factory=Counter)
 
@@ -100,6 +104,7 @@ class FeedFollower:
         *,
         page_size: int = 500,
         attempts_before_dead_letter: int = 3,
+        grace_s: float = 10.0,
     ) -> None:
         self.consumer = consumer
         self.sessions = sessions
@@ -109,6 +114,9 @@ class FeedFollower:
         self.consume = consume
         self.page_size = page_size
         self.attempts_before_dead_letter = max(attempts_before_dead_letter, 1)
+        # A fresh event not consumed yet is most likely still in its queue (a busy clinic
+        # keeps a backlog): leave it to the live actor for this long before taking it.
+        self.grace = timedelta(seconds=max(grace_s, 0.0))
 
     # --- catch-up --------------------------------------------------------------------
 
@@ -143,6 +151,9 @@ class FeedFollower:
                 break
         if not read.stopped:
             self._save(producer, read, caught_up_at=started)
+        elif read.waiting_for_queue:
+            # Everything older than the grace period is consumed.
+            self._save(producer, read, caught_up_at=started - self.grace)
         if read.recovered:
             log.warning(
                 "feed.events_recovered",
@@ -158,12 +169,25 @@ class FeedFollower:
         waiting = self._dead_lettered(new)
         for index, item in enumerate(page.items):
             event_id = str(item.get("event_id"))
-            taken = event_id not in new or event_id in waiting or self._take(producer, item, read)
+            if event_id in new and event_id not in waiting and self._in_flight(item):
+                read.waiting_for_queue = True
+            taken = (
+                event_id not in new
+                or event_id in waiting
+                or (not read.waiting_for_queue and self._take(producer, item, read))
+            )
             if not taken:
                 read.behind = len(page.items) - index + page.remaining
                 read.stopped = True
                 return
             read.cursor = max(read.cursor, _cursor_of(item))
+
+    def _in_flight(self, item: dict[str, Any]) -> bool:
+        try:
+            occurred_at = datetime.fromisoformat(str(item.get("occurred_at")))
+        except ValueError:
+            return False
+        return datetime.now(UTC) - as_utc(occurred_at) < self.grace
 
     def _take(self, producer: str, item: dict[str, Any], read: _Read) -> bool:
         """Consume one event the broker has not delivered; False stops this read."""
@@ -220,6 +244,9 @@ class FeedFollower:
             for item in page.items:
                 event_id = str(item.get("event_id"))
                 if event_id not in new:
+                    continue
+                if self._in_flight(item):
+                    report.in_flight += 1
                     continue
                 event_type = str(item.get("type"))
                 missing[event_type] += 1

@@ -74,6 +74,7 @@ class FeedComparison(msgspec.Struct, kw_only=True):
     dead_lettered: dict[str, int]
     repaired: int
     failed: int
+    in_flight: int = 0
 
 
 class Reconciliation(msgspec.Struct, kw_only=True):

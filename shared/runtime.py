@@ -154,6 +154,7 @@ class ServiceRuntime:
             self.decode,
             self.consume,
             attempts_before_dead_letter=platform.max_retries + 1,
+            grace_s=platform.catchup_grace_s,
         )
 
     def declare_consumer(self) -> None:

@@ -62,6 +62,8 @@ class PlatformSettings(BaseSettings):
     # How often every consumer reads each producer feed it subscribes to for events the
     # broker never delivered (0 turns it off; it also runs at worker start).
     catchup_interval_s: float = Field(default=30.0, ge=0)
+    # An event younger than this that a consumer has not consumed is left to its queue.
+    catchup_grace_s: float = Field(default=10.0, ge=0)
     # /ready reports a consumer that has not read a feed to its head for this long.
     feed_lag_ready_s: float = Field(default=300.0, gt=0)
     # The relay waits at most this long between attempts while the broker is down.

@@ -561,6 +561,23 @@ class OperationsController(Controller):
             return _back("/operations", error=f"{service} did not replay message {dead_letter_id}.")
         return _back("/operations", done=f"{service}: message {dead_letter_id} sent again.")
 
+    @post("/{service:str}/reconcile")
+    async def reconcile(self, request: Request[Any, Any, Any], service: FromPath[str]) -> Redirect:
+        """Compare the service's feeds with its inbox and consume what is missing."""
+        if service not in SERVICES:
+            return _back("/operations", error="No such service.")
+        try:
+            async with service_client(request, service) as client:
+                result = await client.post("/api/feeds/reconcile", {"repair": True})
+        except (ApiProblem, httpx.HTTPError):
+            return _back("/operations", error=f"{service} could not reconcile its feeds.")
+        feeds = result.get("feeds", [])
+        missing = sum(sum(feed["missing"].values()) for feed in feeds)
+        repaired = sum(feed["repaired"] for feed in feeds)
+        left = result.get("unresolved", 0)
+        words = f"{service}: {missing} missing event(s), {repaired} repaired, {left} still missing."
+        return _back("/operations", **({"error": words} if left else {"done": words}))
+
 
 async def _service_state(request: Request[Any, Any, Any], service: str) -> dict[str, Any]:
     state: dict[str, Any] = {"name": service, "health": await _readiness(request, service)}

@@ -76,7 +76,11 @@ def test_each_service_as_its_own_processes_carries_the_slice(
         url = env[f"CAREPATH_{service.upper()}_URL"]
         wait_for_http(f"{url}/health")
         readiness = httpx.get(f"{url}/ready").json()
-        assert readiness["checks"] == {f"{service}.database": "ok", "broker": "ok"}
+        assert readiness["checks"] == {
+            f"{service}.database": "ok",
+            "broker": "ok",
+            f"{service}.feeds": "ok",
+        }
 
     referrals_url = env["CAREPATH_REFERRALS_URL"]
     with CarepathClient(referrals_url, token("referrer")) as referrer:

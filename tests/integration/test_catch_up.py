@@ -35,7 +35,9 @@ def test_a_dropped_event_is_recovered_from_the_feed_and_rebuild_equals_live(
 
     port = free_port()
     env = stack.env(
-        CAREPATH_REFERRALS_URL=f"http://127.0.0.1:{port}", CAREPATH_CATCHUP_INTERVAL_S="1"
+        CAREPATH_REFERRALS_URL=f"http://127.0.0.1:{port}",
+        CAREPATH_CATCHUP_INTERVAL_S="1",
+        CAREPATH_CATCHUP_GRACE_S="0",
     )
     processes.start("referrals-api", carepath("serve", "referrals", "--port", str(port)), env)
     wait_for_http(f"http://127.0.0.1:{port}/health")

@@ -31,7 +31,7 @@ from .embedded import Embedded, embedded_app, patient_body, referral_body
 
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Embedded]:
-    with embedded_app(tmp_path, catchup_interval_s=0) as app:
+    with embedded_app(tmp_path, catchup_interval_s=0, catchup_grace_s=0) as app:
         yield app
 
 
@@ -169,6 +169,7 @@ def test_a_failing_event_is_retried_then_dead_lettered_and_the_feed_moves_on(
         runtime.decode,
         consume,
         attempts_before_dead_letter=2,
+        grace_s=0,
     )
     assert follower.catch_up("referrals") == 0
     with runtime.sessions() as session:
@@ -227,3 +228,30 @@ def test_each_consumer_follows_the_feeds_of_what_it_subscribes_to() -> None:
         "therapy": frozenset({"therapy.episode.discharged"}),
     }
     assert feeds_of("coordinator") == {"referrals": None, "infusions": None, "therapy": None}
+
+
+def test_a_fresh_event_is_left_to_its_queue_for_the_grace_period(embedded: Embedded) -> None:
+    lose_messages_for(embedded, "infusions")
+    referral_id = accepted_referral(embedded, "ketamine-infusion")
+    wait_for(lambda: all_sent(embedded), "the referrals relay to mark its rows sent")
+    runtime = embedded.runtime("infusions")
+    patient = FeedFollower(
+        "infusions",
+        runtime.sessions,
+        feeds_of("infusions"),
+        runtime.read_feed_page,
+        runtime.decode,
+        runtime.consume,
+        grace_s=3600,
+    )
+    assert patient.catch_up("referrals") == 0
+    assert courses_for(embedded, referral_id) == 0
+    report = patient.reconcile("referrals", repair=False)
+    assert (report.missing, report.in_flight) == ({}, 1)
+    with runtime.sessions() as session:
+        position = session.get(FeedPosition, "referrals")
+        assert position is not None and position.behind == 1
+        assert position.caught_up_at is not None  # up to an hour ago: all older is consumed
+    # Past the grace period (here: none) it is taken from the feed.
+    assert runtime.follower().catch_up("referrals") == 1
+    assert courses_for(embedded, referral_id) == 1

@@ -197,3 +197,14 @@ def test_operations_shows_every_service_pipeline(embedded: Embedded) -> None:
     for service in ("referrals", "infusions", "therapy", "coordinator"):
         assert f"<td>{service}</td>" in html
     assert html.count("health-ready") == 4
+
+
+def test_operations_shows_each_feed_and_reconciles_from_the_page(embedded: Embedded) -> None:
+    sign_in(embedded, "admin-kim", Role.admin)
+    embedded.runtime("infusions").follower().catch_up_all()
+    html = page(embedded, "/operations")
+    assert "<h2>Event feeds</h2>" in html
+    assert "<tr><td>infusions</td><td>referrals</td>" in html
+    assert 'action="/operations/therapy/reconcile"' in html
+    done = post_form(embedded, "/operations/infusions/reconcile", {})
+    assert "done=infusions" in done and "0+still+missing" in done
