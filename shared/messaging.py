@@ -24,7 +24,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from shared.db import SessionFactory
 from shared.events import Envelope, InvalidEvent, decode_envelope
@@ -69,6 +69,8 @@ class DeadLetterRecorder(Middleware):
             recorded = select(DeadLetter).where(DeadLetter.message_id == message.message_id)
             if session.exec(recorded).first() is not None:
                 return
+            if event_id and _waiting_dead_letter(session, str(event_id), message.queue_name):
+                return  # the feed catch-up dead-lettered this event already
             session.add(
                 DeadLetter(
                     message_id=message.message_id,
@@ -105,6 +107,15 @@ class FailureNotes(Middleware):
         message.options["carepath_error"] = describe_error(exception)
         if not message.failed:
             MESSAGES_RETRIED.labels(message.queue_name).inc()
+
+
+def _waiting_dead_letter(session: Session, event_id: str, queue: str) -> bool:
+    statement = select(DeadLetter.id).where(
+        DeadLetter.event_id == event_id,
+        DeadLetter.queue_name == queue,
+        col(DeadLetter.replayed_at).is_(None),
+    )
+    return session.exec(statement).first() is not None
 
 
 def describe_error(error: BaseException) -> str:

@@ -66,6 +66,9 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(NoTracebackValues())
+    # Every feed catch-up is an HTTP call per feed on a timer: a line each at INFO would
+    # bury everything else. Failures are logged by the caller.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 class NoTracebackValues(logging.Filter):
