@@ -278,6 +278,8 @@ def _comparison(feed: FeedComparison) -> str:
         words += f" ({by_type})"
     if feed.dead_lettered:
         words += f", {sum(feed.dead_lettered.values())} of them dead-lettered"
+    if feed.in_flight:
+        words += f", {feed.in_flight} in flight (younger than CAREPATH_CATCHUP_GRACE_S)"
     if feed.repaired or feed.failed:
         words += f"; {feed.repaired} repaired, {feed.failed} failed"
     return words
