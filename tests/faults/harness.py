@@ -10,7 +10,6 @@ unsent outbox row, and every pathway equal to its rebuild.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -25,13 +24,13 @@ from typing import Any
 
 import httpx
 import psycopg
-import redis
 
 from shared.events.subscriptions import consumers_of
 from tests.support import (
     JWT_SECRET,
     POSTGRES_ADMIN_URL,
     SERVICES,
+    PrivateRedis,
     Processes,
     carepath,
     free_port,
@@ -56,74 +55,6 @@ ADMIN = ("admin", "admin-fault")
 
 
 # --- Redis --------------------------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A redis-server of the test's own on a free loopback port; never the shared one.
-
-    It keeps nothing on disk, so a restart on the same port is a Redis that forgot every
-    queued message.
-    """
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_connect_timeout=2, socket_timeout=5)
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        assert self.process is None, "already running"
-        self.starts += 1
-        log = (self.workdir / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_until(self._answers, timeout=20, interval=0.1, what="the private redis-server")
-
-    def _answers(self) -> bool:
-        try:
-            return bool(self.client().ping())
-        except redis.RedisError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: whatever it held is gone."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(10)
-            self.process = None
-
-    def restart_empty(self) -> None:
-        self.kill()
-        self.start()
-        assert self.client().dbsize() == 0, "a restarted private Redis must be empty"
-
-    def queue_lengths(self, namespace: str) -> dict[str, int]:
-        client = self.client()
-        return {s: int(client.llen(f"{namespace}:{s}.events")) for s in SERVICES}
 
 
 # --- databases ------------------------------------------------------------------------------

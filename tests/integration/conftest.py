@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,9 +23,8 @@ from tests.support import (
     JWT_SECRET,
     REDIS_TEST_URL,
     SERVICES,
-    free_port,
+    PrivateRedis,
     postgres_databases,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -125,47 +123,6 @@ def api_client() -> Iterator[Callable[[Litestar], TestClient[Litestar]]]:
     yield open_client
     for client in reversed(clients):
         client.__exit__(None, None, None)
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, so the test can stop and restart it."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is not installed"
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(lambda: redis.Redis(port=self.port).ping(), timeout=10, what="redis-server")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 @pytest.fixture

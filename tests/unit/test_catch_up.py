@@ -7,7 +7,6 @@ consumer's queue, as when Redis restarts empty.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from shared.catchup import FeedFollower
 from shared.events import Envelope
 from shared.events.subscriptions import feeds_of
 from shared.tables import DeadLetter, FeedPosition, OutboxEvent
+from tests.support import wait_until
 
 from .embedded import Embedded, embedded_app, patient_body, referral_body
 
@@ -35,14 +35,8 @@ def embedded(tmp_path: Path) -> Iterator[Embedded]:
         yield app
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(check: Callable[[], Any], what: str) -> Any:
+    return wait_until(check, timeout=10, what=what)
 
 
 def lose_messages_for(embedded: Embedded, *consumers: str) -> None:
