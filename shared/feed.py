@@ -19,7 +19,7 @@ order already; every row's txid is 0 and the same query serves it.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import BigInteger, ColumnElement, Text, cast, func, literal, text, tuple_
 from sqlmodel import Session, col, select
@@ -87,21 +87,18 @@ def read_feed(
 ) -> FeedSlice:
     """The service's settled events after a cursor, in commit order."""
     settled = _settled(session)
-    order = tuple_(col(OutboxEvent.txid), col(OutboxEvent.position))
-    wanted: list[Any] = [settled, order > tuple_(literal(after.txid), literal(after.position))]
+    wanted: list[ColumnElement[bool]] = [settled]
     if types is not None:
         wanted.append(col(OutboxEvent.type).in_(sorted(types)))
     rows = list(
         session.exec(
             select(OutboxEvent)
-            .where(*wanted)
+            .where(*wanted, _after(after))
             .order_by(col(OutboxEvent.txid), col(OutboxEvent.position))
             .limit(limit)
         ).all()
     )
-    if len(rows) == limit:
-        next_after = FeedCursor.of(rows[-1])
-    else:
+    if len(rows) < limit:
         # The whole settled feed was read: move past rows of other types too, so the
         # next read does not scan them again.
         head = session.exec(
@@ -111,17 +108,15 @@ def read_feed(
             .limit(1)
         ).first()
         next_after = max(after, FeedCursor(head[0], head[1] or 0)) if head else after
-    remaining = 0
-    if len(rows) == limit:
-        remaining = int(
-            session.exec(
-                select(func.count())
-                .select_from(OutboxEvent)
-                .where(
-                    *wanted[:1],
-                    *wanted[2:],
-                    order > tuple_(literal(next_after.txid), literal(next_after.position)),
-                )
-            ).one()
-        )
-    return FeedSlice(rows, next_after, remaining)
+        return FeedSlice(rows, next_after, remaining=0)
+    next_after = FeedCursor.of(rows[-1])
+    remaining = session.exec(
+        select(func.count()).select_from(OutboxEvent).where(*wanted, _after(next_after))
+    ).one()
+    return FeedSlice(rows, next_after, int(remaining))
+
+
+def _after(cursor: FeedCursor) -> ColumnElement[bool]:
+    return tuple_(col(OutboxEvent.txid), col(OutboxEvent.position)) > tuple_(
+        literal(cursor.txid), literal(cursor.position)
+    )

@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 
 from shared.db import SessionFactory
 from shared.events import Actor, Envelope, Subject, consumers_of, encode_envelope, new_event
+from shared.events.catalogue import Event
 from shared.feed import writing_transaction
 from shared.observability import (
     EVENTS_PUBLISHED,
@@ -78,7 +79,7 @@ def publish(
     session: Session,
     *,
     event_type: str,
-    payload: type[msgspec.Struct],
+    payload: type[Event],
     fields: dict[str, Any],
     producer: str,
     patient_id: UUID,

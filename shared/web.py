@@ -43,6 +43,7 @@ from shared.auth import SESSION_COOKIE, Role, User, make_jwt_auth, requires
 from shared.catchup import FeedLag, FeedReport, feed_in_process, feed_lags
 from shared.client import AsyncCarepathClient
 from shared.errors import http_problem, problem, unexpected_problem
+from shared.events import Actor
 from shared.feed import CURSOR_PATTERN, FeedCursor, read_feed
 from shared.messaging import InProcessWorkers, queue_depth
 from shared.observability import (
@@ -55,6 +56,7 @@ from shared.observability import (
 from shared.runtime import ServiceRuntime, check_broker
 from shared.settings import PlatformSettings
 from shared.tables import DeadLetter, OutboxEvent, as_utc
+from shared.uow import UnitOfWork
 
 log = get_logger(__name__)
 
@@ -125,6 +127,17 @@ def provide_user(request: Request[Any, Any, Any]) -> User:
 
 def provide_audit(request: Request[Any, Any, Any], user: NamedDependency[User]) -> AccessTrail:
     return AccessTrail(user_id=user.id, role=user.role.value, path=request.url.path)
+
+
+def provide_uow(
+    db: NamedDependency[Session],
+    user: NamedDependency[User],
+    audit: NamedDependency[AccessTrail],
+    runtime: NamedDependency[ServiceRuntime],
+) -> UnitOfWork:
+    """The request's unit of work: its session, the service, the caller and the trail."""
+    actor = Actor(user_id=user.id, role=user.role.value)
+    return UnitOfWork(db, service=runtime.name, actor=actor, trail=audit)
 
 
 def service_router(
@@ -602,6 +615,7 @@ def build_app(
             "audit": Provide(provide_audit, sync_to_thread=False),
             "runtime": Provide(provide_runtime, sync_to_thread=False),
             "db": Provide(provide_db),
+            "uow": Provide(provide_uow, sync_to_thread=False),
         },
         middleware=[correlation_middleware, jwt_auth.middleware, prometheus.middleware],
         on_app_init=[jwt_auth.on_app_init],

@@ -106,13 +106,17 @@ def wait_for_http(url: str, timeout: float = 40.0) -> None:
 
 
 @contextmanager
-def postgres_databases(prefix: str, names: tuple[str, ...]) -> Iterator[dict[str, str]]:
-    """Throwaway databases, one per name, dropped afterwards: name → SQLAlchemy URL."""
+def postgres_databases(
+    prefix: str, names: tuple[str, ...], templates: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
+    """Throwaway databases, one per name (each a copy of ``templates[name]`` if given),
+    dropped afterwards: name → SQLAlchemy URL."""
     suffix = uuid.uuid4().hex[:8]
     created = {name: f"{prefix}_{suffix}_{name}" for name in names}
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        for database in created.values():
-            connection.execute(f'CREATE DATABASE "{database}"')
+        for name, database in created.items():
+            copy = f' TEMPLATE "{database_name(templates[name])}"' if templates else ""
+            connection.execute(f'CREATE DATABASE "{database}"{copy}')
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
     try:
         yield {name: f"{base}/{database}" for name, database in created.items()}
@@ -120,6 +124,10 @@ def postgres_databases(prefix: str, names: tuple[str, ...]) -> Iterator[dict[str
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
             for database in created.values():
                 connection.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
 
 
 def plain_url(sqlalchemy_url: str) -> str:

@@ -48,6 +48,7 @@ from shared.auth import Role, User, requires
 from shared.errors import Conflict, FieldProblem
 from shared.events import Actor, Subject
 from shared.events.catalogue import (
+    Event,
     InfusionAdverseEventRecorded,
     InfusionAssessmentRecorded,
     InfusionCourseClosed,
@@ -85,7 +86,7 @@ def _publish(
     user: User,
     course: InfusionCourse,
     event_type: str,
-    payload: type[msgspec.Struct],
+    payload: type[Event],
     **fields: Any,
 ) -> None:
     """Write an event about this course to the outbox, checked against the catalogue."""

@@ -46,6 +46,7 @@ from shared.errors import Conflict, FieldProblem
 from shared.events import Actor, Subject
 from shared.events.catalogue import (
     BaselineScores,
+    Event,
     PatientRegistered,
     ReferralAccepted,
     ReferralCancelled,
@@ -76,7 +77,7 @@ def _publish(
     user: User,
     referral: Referral,
     event_type: str,
-    payload: type[msgspec.Struct],
+    payload: type[Event],
     **fields: Any,
 ) -> None:
     """Write a referral event to the outbox; its payload is checked against the catalogue."""

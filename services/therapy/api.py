@@ -6,7 +6,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import msgspec
 from litestar import Controller, get, post, put
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException, PermissionDeniedException
@@ -51,6 +50,7 @@ from shared.events.catalogue import (
     AppointmentBooked,
     AppointmentRescheduled,
     AppointmentStatusChanged,
+    Event,
     MeasureRecorded,
     MeasureRiskFlagged,
     TherapyDnaThresholdReached,
@@ -81,7 +81,7 @@ def _publish(
     user: User,
     episode: TherapyEpisode,
     event_type: str,
-    payload: type[msgspec.Struct],
+    payload: type[Event],
     **fields: Any,
 ) -> None:
     publish(

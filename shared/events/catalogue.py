@@ -19,7 +19,20 @@ Condition = Literal[
 ]
 
 
-class PatientRegistered(msgspec.Struct, frozen=True, kw_only=True):
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """What an event says. Each concrete event is tagged with the type it is published
+    as, so building one names its type and reading one gives typed attributes; the tag
+    travels as the envelope's ``type``, not inside ``data``."""
+
+    @classmethod
+    def event_type(cls) -> str:
+        tag = cls.__struct_config__.tag
+        if not isinstance(tag, str) or "." not in tag:
+            raise TypeError(f"{cls.__name__} is a shape shared by events, not an event")
+        return tag
+
+
+class PatientRegistered(Event, frozen=True, tag="patient.registered"):
     patient_id: UUID
 
 
@@ -29,7 +42,7 @@ class BaselineScores(msgspec.Struct, frozen=True, kw_only=True):
     pain_nrs: int | None = None
 
 
-class ReferralReceived(msgspec.Struct, frozen=True, kw_only=True):
+class ReferralReceived(Event, frozen=True, tag="referral.received"):
     referral_id: UUID
     target: ReferralTarget
     priority: ReferralPriority
@@ -40,7 +53,7 @@ class ReferralReceived(msgspec.Struct, frozen=True, kw_only=True):
     baseline: BaselineScores | None = None
 
 
-class ReferralAccepted(msgspec.Struct, frozen=True, kw_only=True):
+class ReferralAccepted(Event, frozen=True, tag="referral.accepted"):
     referral_id: UUID
     target: ReferralTarget
     priority: ReferralPriority
@@ -51,32 +64,32 @@ class ReferralAccepted(msgspec.Struct, frozen=True, kw_only=True):
     received_at: datetime | None = None
 
 
-class ReferralRejected(msgspec.Struct, frozen=True, kw_only=True):
+class ReferralRejected(Event, frozen=True, tag="referral.rejected"):
     referral_id: UUID
     target: ReferralTarget
     rejected_at: datetime
 
 
-class ReferralInfoRequested(msgspec.Struct, frozen=True, kw_only=True):
+class ReferralInfoRequested(Event, frozen=True, tag="referral.info_requested"):
     referral_id: UUID
     target: ReferralTarget
     requested_at: datetime
 
 
-class ReferralInfoProvided(msgspec.Struct, frozen=True, kw_only=True):
+class ReferralInfoProvided(Event, frozen=True, tag="referral.info_provided"):
     referral_id: UUID
     target: ReferralTarget
     provided_at: datetime
 
 
-class ReferralCancelled(msgspec.Struct, frozen=True, kw_only=True):
+class ReferralCancelled(Event, frozen=True, tag="referral.cancelled"):
     referral_id: UUID
     target: ReferralTarget
     previous_status: str
     cancelled_at: datetime
 
 
-class ReferralClosed(msgspec.Struct, frozen=True, kw_only=True):
+class ReferralClosed(Event, frozen=True, tag="referral.closed"):
     referral_id: UUID
     target: ReferralTarget
     closed_at: datetime
@@ -89,35 +102,35 @@ CourseCloseReason = Literal["completed", "ineligible", "declined", "stopped", "o
 DischargeReason = Literal["completed", "declined", "did-not-attend", "moved-away", "other"]
 
 
-class InfusionCourseClosed(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionCourseClosed(Event, frozen=True, tag="infusion.course.closed"):
     course_id: UUID
     referral_id: UUID
     reason: CourseCloseReason
     closed_at: datetime
 
 
-class TherapyEpisodeDischarged(msgspec.Struct, frozen=True, kw_only=True):
+class TherapyEpisodeDischarged(Event, frozen=True, tag="therapy.episode.discharged"):
     episode_id: UUID
     referral_id: UUID
     reason: DischargeReason
     discharged_at: datetime
 
 
-class InfusionCourseOpened(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionCourseOpened(Event, frozen=True, tag="infusion.course.opened"):
     course_id: UUID
     referral_id: UUID
     priority: ReferralPriority
     opened_at: datetime
 
 
-class InfusionCourseStatusChanged(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionCourseStatusChanged(Event, frozen=True, tag="infusion.course.status_changed"):
     course_id: UUID
     status: Literal["planned", "active", "onhold", "finished", "cancelled"]
     previous_status: str
     changed_at: datetime
 
 
-class InfusionAssessmentRecorded(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionAssessmentRecorded(Event, frozen=True, tag="infusion.assessment.recorded"):
     course_id: UUID
     assessment_id: UUID
     outcome: Literal["eligible", "ineligible", "needs-override"]
@@ -130,7 +143,7 @@ class InfusionAssessmentRecorded(msgspec.Struct, frozen=True, kw_only=True):
     assessed_at: datetime
 
 
-class InfusionPlanAgreed(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionPlanAgreed(Event, frozen=True, tag="infusion.plan.agreed"):
     course_id: UUID
     plan_id: UUID
     indication: Literal["pain", "depression", "both"]
@@ -143,7 +156,7 @@ class InfusionPlanAgreed(msgspec.Struct, frozen=True, kw_only=True):
     agreed_at: datetime
 
 
-class InfusionSessionScheduled(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionSessionScheduled(Event, frozen=True, tag="infusion.session.scheduled"):
     course_id: UUID
     session_id: UUID
     number: int
@@ -152,7 +165,7 @@ class InfusionSessionScheduled(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_end: datetime
 
 
-class InfusionSessionStarted(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionSessionStarted(Event, frozen=True, tag="infusion.session.started"):
     course_id: UUID
     session_id: UUID
     number: int
@@ -168,7 +181,7 @@ class InfusionResponse(msgspec.Struct, frozen=True, kw_only=True):
     responded: bool
 
 
-class InfusionSessionCompleted(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionSessionCompleted(Event, frozen=True, tag="infusion.session.completed"):
     course_id: UUID
     session_id: UUID
     number: int
@@ -184,7 +197,7 @@ class InfusionSessionCompleted(msgspec.Struct, frozen=True, kw_only=True):
     maintenance_due_at: datetime | None
 
 
-class InfusionSessionEnded(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionSessionEnded(Event, frozen=True):
     """A session cancelled or abandoned; the reason's words stay in the service."""
 
     course_id: UUID
@@ -194,7 +207,7 @@ class InfusionSessionEnded(msgspec.Struct, frozen=True, kw_only=True):
     ended_at: datetime
 
 
-class InfusionAdverseEventRecorded(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionAdverseEventRecorded(Event, frozen=True, tag="infusion.adverse_event.recorded"):
     course_id: UUID
     session_id: UUID
     code: Literal["hypertension", "dissociation", "nausea", "sedation", "other"]
@@ -203,7 +216,7 @@ class InfusionAdverseEventRecorded(msgspec.Struct, frozen=True, kw_only=True):
     recorded_at: datetime
 
 
-class InfusionVitalsOutOfRange(msgspec.Struct, frozen=True, kw_only=True):
+class InfusionVitalsOutOfRange(Event, frozen=True, tag="infusion.vitals.out_of_range"):
     course_id: UUID
     session_id: UUID
     phase: Literal["before", "during", "after"]
@@ -218,7 +231,7 @@ class InfusionVitalsOutOfRange(msgspec.Struct, frozen=True, kw_only=True):
 AppointmentKind = Literal["assessment", "cbt", "review"]
 
 
-class TherapyEpisodeOpened(msgspec.Struct, frozen=True, kw_only=True):
+class TherapyEpisodeOpened(Event, frozen=True, tag="therapy.episode.opened"):
     episode_id: UUID
     referral_id: UUID
     priority: ReferralPriority
@@ -226,13 +239,13 @@ class TherapyEpisodeOpened(msgspec.Struct, frozen=True, kw_only=True):
     opened_at: datetime
 
 
-class TherapyEpisodeAssigned(msgspec.Struct, frozen=True, kw_only=True):
+class TherapyEpisodeAssigned(Event, frozen=True, tag="therapy.episode.assigned"):
     episode_id: UUID
     clinician_id: str
     assigned_at: datetime
 
 
-class AppointmentBooked(msgspec.Struct, frozen=True, kw_only=True):
+class AppointmentBooked(Event, frozen=True, tag="appointment.booked"):
     episode_id: UUID
     appointment_id: UUID
     kind: AppointmentKind
@@ -242,7 +255,7 @@ class AppointmentBooked(msgspec.Struct, frozen=True, kw_only=True):
     end: datetime
 
 
-class AppointmentRescheduled(msgspec.Struct, frozen=True, kw_only=True):
+class AppointmentRescheduled(Event, frozen=True, tag="appointment.rescheduled"):
     episode_id: UUID
     appointment_id: UUID
     previous_start: datetime
@@ -250,7 +263,7 @@ class AppointmentRescheduled(msgspec.Struct, frozen=True, kw_only=True):
     end: datetime
 
 
-class AppointmentStatusChanged(msgspec.Struct, frozen=True, kw_only=True):
+class AppointmentStatusChanged(Event, frozen=True):
     """Checked in, attended, missed, cancelled or corrected: one shape, told by the type."""
 
     episode_id: UUID
@@ -264,7 +277,7 @@ class AppointmentStatusChanged(msgspec.Struct, frozen=True, kw_only=True):
     cancelled_by: Literal["patient", "clinic"] | None = None
 
 
-class MeasureRecorded(msgspec.Struct, frozen=True, kw_only=True):
+class MeasureRecorded(Event, frozen=True, tag="measure.recorded"):
     episode_id: UUID
     appointment_id: UUID
     instrument: Literal["PHQ-9", "GAD-7", "PEG"]
@@ -276,21 +289,21 @@ class MeasureRecorded(msgspec.Struct, frozen=True, kw_only=True):
     mean: float | None = None
 
 
-class MeasureRiskFlagged(msgspec.Struct, frozen=True, kw_only=True):
+class MeasureRiskFlagged(Event, frozen=True, tag="measure.risk_flagged"):
     episode_id: UUID
     appointment_id: UUID
     item9: int
     recorded_at: datetime
 
 
-class TherapyDnaThresholdReached(msgspec.Struct, frozen=True, kw_only=True):
+class TherapyDnaThresholdReached(Event, frozen=True, tag="therapy.dna_threshold_reached"):
     episode_id: UUID
     dna_count: int
     threshold: int
     reached_at: datetime
 
 
-class PathwayAlertHandled(msgspec.Struct, frozen=True, kw_only=True):
+class PathwayAlertHandled(Event, frozen=True):
     """A person acknowledged or resolved an alert; their note stays in the coordinator."""
 
     alert_id: str
@@ -300,7 +313,7 @@ class PathwayAlertHandled(msgspec.Struct, frozen=True, kw_only=True):
     handled_at: datetime
 
 
-class PathwayAlertRaised(msgspec.Struct, frozen=True, kw_only=True):
+class PathwayAlertRaised(Event, frozen=True, tag="pathway.alert.raised"):
     """The coordinator's clock saw a time threshold pass (a wait, an overdue infusion)."""
 
     kind: str
@@ -313,7 +326,7 @@ MdtDecision = Literal[
 ]
 
 
-class MdtReviewRecorded(msgspec.Struct, frozen=True, kw_only=True):
+class MdtReviewRecorded(Event, frozen=True, tag="mdt.review.recorded"):
     """The MDT reviewed the pathway; its notes stay in the coordinator."""
 
     review_id: UUID
@@ -324,46 +337,84 @@ class MdtReviewRecorded(msgspec.Struct, frozen=True, kw_only=True):
     referral_id: UUID | None = None
 
 
-CATALOGUE: dict[tuple[str, int], type[msgspec.Struct]] = {
-    ("patient.registered", 1): PatientRegistered,
-    ("referral.received", 1): ReferralReceived,
-    ("referral.accepted", 1): ReferralAccepted,
-    ("referral.rejected", 1): ReferralRejected,
-    ("referral.info_requested", 1): ReferralInfoRequested,
-    ("referral.info_provided", 1): ReferralInfoProvided,
-    ("referral.cancelled", 1): ReferralCancelled,
-    ("referral.closed", 1): ReferralClosed,
-    ("infusion.course.opened", 1): InfusionCourseOpened,
-    ("infusion.course.status_changed", 1): InfusionCourseStatusChanged,
-    ("infusion.assessment.recorded", 1): InfusionAssessmentRecorded,
-    ("infusion.plan.agreed", 1): InfusionPlanAgreed,
-    ("infusion.session.scheduled", 1): InfusionSessionScheduled,
-    ("infusion.session.started", 1): InfusionSessionStarted,
-    ("infusion.session.completed", 1): InfusionSessionCompleted,
-    ("infusion.session.cancelled", 1): InfusionSessionEnded,
-    ("infusion.session.abandoned", 1): InfusionSessionEnded,
-    ("infusion.adverse_event.recorded", 1): InfusionAdverseEventRecorded,
-    ("infusion.vitals.out_of_range", 1): InfusionVitalsOutOfRange,
-    ("infusion.course.closed", 1): InfusionCourseClosed,
-    ("therapy.episode.opened", 1): TherapyEpisodeOpened,
-    ("therapy.episode.assigned", 1): TherapyEpisodeAssigned,
-    ("appointment.booked", 1): AppointmentBooked,
-    ("appointment.rescheduled", 1): AppointmentRescheduled,
-    ("appointment.checked_in", 1): AppointmentStatusChanged,
-    ("appointment.attended", 1): AppointmentStatusChanged,
-    ("appointment.missed", 1): AppointmentStatusChanged,
-    ("appointment.cancelled", 1): AppointmentStatusChanged,
-    ("appointment.corrected", 1): AppointmentStatusChanged,
-    ("measure.recorded", 1): MeasureRecorded,
-    ("measure.risk_flagged", 1): MeasureRiskFlagged,
-    ("therapy.dna_threshold_reached", 1): TherapyDnaThresholdReached,
-    ("therapy.episode.discharged", 1): TherapyEpisodeDischarged,
-    ("pathway.alert.acknowledged", 1): PathwayAlertHandled,
-    ("pathway.alert.resolved", 1): PathwayAlertHandled,
-    ("pathway.alert.raised", 1): PathwayAlertRaised,
-    ("mdt.review.recorded", 1): MdtReviewRecorded,
-}
+class InfusionSessionCancelled(InfusionSessionEnded, frozen=True, tag="infusion.session.cancelled"):
+    pass
 
 
-def payload_type(event_type: str, schema_version: int) -> type[msgspec.Struct] | None:
+class InfusionSessionAbandoned(InfusionSessionEnded, frozen=True, tag="infusion.session.abandoned"):
+    pass
+
+
+class AppointmentCheckedIn(AppointmentStatusChanged, frozen=True, tag="appointment.checked_in"):
+    pass
+
+
+class AppointmentAttended(AppointmentStatusChanged, frozen=True, tag="appointment.attended"):
+    pass
+
+
+class AppointmentMissed(AppointmentStatusChanged, frozen=True, tag="appointment.missed"):
+    pass
+
+
+class AppointmentCancelled(AppointmentStatusChanged, frozen=True, tag="appointment.cancelled"):
+    pass
+
+
+class AppointmentCorrected(AppointmentStatusChanged, frozen=True, tag="appointment.corrected"):
+    pass
+
+
+class PathwayAlertAcknowledged(PathwayAlertHandled, frozen=True, tag="pathway.alert.acknowledged"):
+    pass
+
+
+class PathwayAlertResolved(PathwayAlertHandled, frozen=True, tag="pathway.alert.resolved"):
+    pass
+
+
+# Every event, by type and schema version (a changed payload gets a new version).
+EVENTS: tuple[type[Event], ...] = (
+    PatientRegistered,
+    ReferralReceived,
+    ReferralAccepted,
+    ReferralRejected,
+    ReferralInfoRequested,
+    ReferralInfoProvided,
+    ReferralCancelled,
+    ReferralClosed,
+    InfusionCourseOpened,
+    InfusionCourseStatusChanged,
+    InfusionAssessmentRecorded,
+    InfusionPlanAgreed,
+    InfusionSessionScheduled,
+    InfusionSessionStarted,
+    InfusionSessionCompleted,
+    InfusionSessionCancelled,
+    InfusionSessionAbandoned,
+    InfusionAdverseEventRecorded,
+    InfusionVitalsOutOfRange,
+    InfusionCourseClosed,
+    TherapyEpisodeOpened,
+    TherapyEpisodeAssigned,
+    AppointmentBooked,
+    AppointmentRescheduled,
+    AppointmentCheckedIn,
+    AppointmentAttended,
+    AppointmentMissed,
+    AppointmentCancelled,
+    AppointmentCorrected,
+    MeasureRecorded,
+    MeasureRiskFlagged,
+    TherapyDnaThresholdReached,
+    TherapyEpisodeDischarged,
+    PathwayAlertAcknowledged,
+    PathwayAlertResolved,
+    PathwayAlertRaised,
+    MdtReviewRecorded,
+)
+CATALOGUE: dict[tuple[str, int], type[Event]] = {(e.event_type(), 1): e for e in EVENTS}
+
+
+def payload_type(event_type: str, schema_version: int) -> type[Event] | None:
     return CATALOGUE.get((event_type, schema_version))

@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 from uuid6 import uuid7
 
-from shared.events.catalogue import payload_type
+from shared.events.catalogue import Event, payload_type
 
 
 class InvalidEvent(ValueError):
@@ -45,29 +45,48 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True):
     actor: Actor
     data: dict[str, Any]
 
+    def event(self) -> Event:
+        """The payload as its catalogue type (an envelope from ``decode_envelope`` fits)."""
+        expected = payload_type(self.type, self.schema_version)
+        if expected is None:
+            raise InvalidEvent(f"{self.type} v{self.schema_version} is not in the catalogue")
+        try:
+            return msgspec.convert(self.data, expected)
+        except msgspec.ValidationError as error:
+            raise InvalidEvent(f"{self.type} data: {error}") from None
+
 
 def new_event(
     *,
-    type: str,
-    data: msgspec.Struct,
+    data: Event,
     producer: str,
     patient_id: UUID,
     subject: Subject,
     actor: Actor,
     correlation_id: str,
     causation_id: str | None = None,
+    type: str | None = None,
     schema_version: int = 1,
     occurred_at: datetime | None = None,
 ) -> Envelope:
-    """Build an envelope, refusing a payload that is not the catalogue's type for it."""
-    expected = payload_type(type, schema_version)
+    """Build an envelope for an event; its type is the event's tag.
+
+    ``type`` is for a payload built as a shape several events share: it must name one of
+    them, and the payload becomes that event.
+    """
+    event_type = type or data.event_type()
+    expected = payload_type(event_type, schema_version)
     if expected is None:
-        raise InvalidEvent(f"{type} v{schema_version} is not in the event catalogue")
+        raise InvalidEvent(f"{event_type} v{schema_version} is not in the event catalogue")
     if not isinstance(data, expected):
-        raise InvalidEvent(f"{type} v{schema_version} takes {expected.__name__}")
+        if not issubclass(expected, data.__class__):
+            raise InvalidEvent(f"{event_type} v{schema_version} takes {expected.__name__}")
+        data = expected(**msgspec.structs.asdict(data))
+    body: dict[str, Any] = msgspec.to_builtins(data)
+    body.pop("type", None)  # the envelope's own ``type`` says it
     return Envelope(
         event_id=uuid7(),
-        type=type,
+        type=event_type,
         schema_version=schema_version,
         occurred_at=occurred_at or datetime.now(UTC),
         producer=producer,
@@ -77,7 +96,7 @@ def new_event(
         correlation_id=correlation_id,
         causation_id=causation_id,
         actor=actor,
-        data=msgspec.to_builtins(data),
+        data=body,
     )
 
 
@@ -106,13 +125,5 @@ def decode_envelope(raw: Any, *, allow_unknown: bool = False) -> Envelope:
         if allow_unknown:
             return envelope
         raise InvalidEvent(f"{envelope.type} v{envelope.schema_version} is not in the catalogue")
-    try:
-        msgspec.convert(envelope.data, expected)
-    except msgspec.ValidationError as error:
-        raise InvalidEvent(f"{envelope.type} data: {error}") from None
+    envelope.event()
     return envelope
-
-
-def payload(envelope: Envelope, expected: type[msgspec.Struct]) -> Any:
-    """The typed payload of a validated envelope."""
-    return msgspec.convert(envelope.data, expected)

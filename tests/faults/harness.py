@@ -10,6 +10,7 @@ unsent outbox row, and every pathway equal to its rebuild.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -17,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ from tests.support import (
     PrivateRedis,
     Processes,
     carepath,
+    database_name,
     free_port,
     plain_url,
+    postgres_databases,
     token,
     wait_for_http,
     wait_until,
@@ -65,14 +68,7 @@ def migrated_templates() -> Iterator[dict[str, str]]:
     """One migrated database per service for the whole session (`carepath migrate S`),
     which each test's databases are copied from: a copy takes a fraction of a second,
     four migrations several seconds."""
-    suffix = uuid.uuid4().hex[:8]
-    names = {service: f"cp_fault_tpl_{suffix}_{service}" for service in SERVICES}
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    urls = {service: f"{base}/{name}" for service, name in names.items()}
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        for name in names.values():
-            connection.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with postgres_databases("cp_fault_tpl", SERVICES) as urls:
         env = clean_env()
         env.update({f"CAREPATH_{s.upper()}_DATABASE_URL": url for s, url in urls.items()})
         running = {
@@ -87,32 +83,12 @@ def migrated_templates() -> Iterator[dict[str, str]]:
         for service, process in running.items():
             output, _ = process.communicate(timeout=180)
             assert process.returncode == 0, f"carepath migrate {service}: {output.decode()}"
-        yield names
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-            for name in names.values():
-                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield urls
 
 
-@contextmanager
-def copied_databases(templates: dict[str, str]) -> Iterator[dict[str, str]]:
+def copied_databases(templates: dict[str, str]) -> AbstractContextManager[dict[str, str]]:
     """The test's own databases, copies of the migrated templates, dropped afterwards."""
-    suffix = uuid.uuid4().hex[:8]
-    names = {service: f"cp_fault_{suffix}_{service}" for service in SERVICES}
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        for service, name in names.items():
-            connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{templates[service]}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-    try:
-        yield {service: f"{base}/{name}" for service, name in names.items()}
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-            for name in names.values():
-                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def database_name(url: str) -> str:
-    return url.rsplit("/", 1)[1]
+    return postgres_databases("cp_fault", SERVICES, templates)
 
 
 def clean_env() -> dict[str, str]:
@@ -909,5 +885,23 @@ def assert_recovered(system: System, recovery: Recovery) -> None:
     findings = recovery.findings
     logs = ", ".join(sorted(p.name for p in system.log_dir.glob("*.log")))
     assert findings.passed and not findings.lost and not findings.duplicated, (
-        f"{findings.details()}\nlogs in {system.log_dir}: {logs}"
+        f"{findings.details()}\nlogs in {system.log_dir}: {logs}\n{troubles(system.log_dir)}"
     )
+
+
+TROUBLE = re.compile(r'"level": "(warning|error|critical)"|Traceback|Error|ERROR|CRITICAL')
+
+
+def troubles(log_dir: Path, per_log: int = 25) -> str:
+    """The last warnings and errors of each process: CI keeps the output, not the files."""
+    parts = []
+    for path in sorted(log_dir.glob("*.log")):
+        lines = [line[:400] for line in path.read_text(errors="replace").splitlines()]
+        found = [line for line in lines if TROUBLE.search(line)][-per_log:]
+        parts.append(
+            f"--- {path.name}: {len(lines)} lines; last troubles:\n"
+            + "\n".join(found or ["(none)"])
+            + "\n  last lines:\n"
+            + "\n".join(lines[-3:])
+        )
+    return "\n".join(parts)
