@@ -42,7 +42,8 @@ from shared.audit import AccessTrail, AuditAction, AuditOutcome, record_access
 from shared.auth import SESSION_COOKIE, Role, User, make_jwt_auth, requires
 from shared.catchup import FeedLag, FeedReport, feed_in_process, feed_lags
 from shared.client import AsyncCarepathClient
-from shared.errors import http_problem, problem, unexpected_problem
+from shared.domain import IllegalTransition, RuleBroken
+from shared.errors import Conflict, FieldProblem, http_problem, problem, unexpected_problem
 from shared.events import Actor
 from shared.feed import CURSOR_PATTERN, FeedCursor, read_feed
 from shared.messaging import InProcessWorkers, queue_depth
@@ -461,6 +462,20 @@ def _page_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     )
 
 
+def broken_rule(request: Request[Any, Any, Any], exc: RuleBroken) -> Response[Any]:
+    """A domain rule the input breaks: 422 naming the field to correct."""
+    return problem_with_audit(request, FieldProblem(exc.field, exc.message))
+
+
+def illegal_transition(request: Request[Any, Any, Any], exc: IllegalTransition) -> Response[Any]:
+    """An action the aggregate's status does not allow: 409 naming that status."""
+    conflict = Conflict(
+        f"the {exc.thing} is {exc.current}; '{exc.action}' is not allowed from that status",
+        current_status=exc.current,
+    )
+    return problem_with_audit(request, conflict)
+
+
 def failure_with_audit(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     _audit_attempt(request, AuditOutcome.failed, "HTTP 500")
     return unexpected_problem(request, exc)
@@ -619,7 +634,12 @@ def build_app(
         },
         middleware=[correlation_middleware, jwt_auth.middleware, prometheus.middleware],
         on_app_init=[jwt_auth.on_app_init],
-        exception_handlers={HTTPException: problem_with_audit, Exception: failure_with_audit},
+        exception_handlers={
+            HTTPException: problem_with_audit,
+            RuleBroken: broken_rule,
+            IllegalTransition: illegal_transition,
+            Exception: failure_with_audit,
+        },
         on_startup=[start],
         on_shutdown=[stop],
         state=State({"runtimes": by_name, "broker": broker, "embedded": embedded}),

@@ -6,14 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
+from shared.domain import IllegalTransition as IllegalTransition
+from shared.domain import RuleBroken, StateMachine
 from shared.measures import PHQ9, InvalidItems, Score, check_pain_nrs, score
 
 
-class ReferralRuleBroken(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+class ReferralRuleBroken(RuleBroken):
+    """A referral rule the input breaks; ``field`` names what to correct."""
 
 
 def nhs_number_is_valid(value: str) -> bool:
@@ -106,20 +105,8 @@ FHIR_TASK_STATUS = {
 }
 
 
-class IllegalTransition(ValueError):
-    def __init__(self, current: str, action: str) -> None:
-        super().__init__(f"a referral that is {current} cannot be {action}")
-        self.current = current
-        self.action = action
-
-
-def next_status(current: str, action: str) -> str:
-    allowed = TRANSITIONS.get(action)
-    if allowed is None:
-        raise ValueError(f"unknown action {action!r}")
-    if current not in allowed:
-        raise IllegalTransition(current, action)
-    return allowed[current]
+REFERRAL = StateMachine("referral", TRANSITIONS)
+next_status = REFERRAL.next_status
 
 
 def check_triage(decision: str, reason: str | None, question: str | None) -> None:

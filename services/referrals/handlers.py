@@ -6,75 +6,34 @@ opened it, which closes the loop for the referrer. Anything else is acknowledged
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from uuid import UUID
-
 from sqlmodel import Session
 
-from services.referrals import domain
-from services.referrals.models import Referral, ReferralTransition
-from shared.events import Envelope, Subject, new_event
-from shared.events.catalogue import ReferralClosed
+from services.referrals import services
+from shared.events import Actor, Envelope
+from shared.events.catalogue import InfusionCourseClosed, TherapyEpisodeDischarged
 from shared.observability import get_logger
-from shared.outbox import add_event
+from shared.uow import UnitOfWork
 
 log = get_logger(__name__)
 
-CLOSING_EVENTS = {
-    "infusion.course.closed": "reason",
-    "therapy.episode.discharged": "reason",
-}
-
 
 def handle_event(session: Session, envelope: Envelope) -> None:
-    if envelope.type not in CLOSING_EVENTS:
+    if envelope.type not in ("infusion.course.closed", "therapy.episode.discharged"):
         return
-    referral = session.get(Referral, UUID(str(envelope.data["referral_id"])), with_for_update=True)
-    if referral is None:
-        log.warning("referral.close_for_unknown_referral", event_id=str(envelope.event_id))
-        return
-    if referral.status == domain.CLOSED:
-        return
-    try:
-        new_status = domain.next_status(referral.status, "close")
-    except domain.IllegalTransition:
-        # A cancelled referral whose care ended anyway stays cancelled: the loop is
-        # closed already, and the referrer's decision is the one on record.
-        log.info("referral.close_ignored", referral_id=str(referral.id), status=referral.status)
-        return
-    now = datetime.now(UTC)
-    outcome = str(envelope.data[CLOSING_EVENTS[envelope.type]])
-    session.add(
-        ReferralTransition(
-            referral_id=referral.id,
-            action="close",
-            from_status=referral.status,
-            to_status=new_status,
-            by_user=envelope.producer,
-            by_role="service",
-            at=now,
-            note=f"{envelope.type}: {outcome}",
-        )
+    event = envelope.event()
+    assert isinstance(event, InfusionCourseClosed | TherapyEpisodeDischarged)
+    # The event is published as the person who ended the care; the history names the
+    # service that reported it.
+    uow = UnitOfWork(session, service="referrals", actor=envelope.actor)
+    step = services.close(
+        event.referral_id,
+        envelope.type,
+        event.reason,
+        Actor(user_id=envelope.producer, role="service"),
+        uow,
+        causation_id=str(envelope.event_id),
     )
-    referral.status = new_status
-    referral.status_changed_at = now
-    session.add(referral)
-    add_event(
-        session,
-        new_event(
-            type="referral.closed",
-            data=ReferralClosed(
-                referral_id=referral.id,
-                target=referral.target,  # type: ignore[arg-type]
-                closed_at=now,
-                closed_by=envelope.type,
-                outcome=outcome,
-            ),
-            producer="referrals",
-            patient_id=referral.patient_id,
-            subject=Subject(type="referral", id=str(referral.id)),
-            actor=envelope.actor,
-            correlation_id=envelope.correlation_id,
-            causation_id=str(envelope.event_id),
-        ),
-    )
+    if step is None:
+        # No such referral, or already closed or cancelled (the referrer's decision
+        # stays on record even if the care ended anyway).
+        log.info("referral.close_ignored", event_id=str(envelope.event_id))

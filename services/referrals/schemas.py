@@ -13,6 +13,10 @@ from shared.events.catalogue import Condition, ReferralPriority, ReferralTarget
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 Sex = Literal["female", "male", "other", "unknown"]  # FHIR AdministrativeGender
 ContactPreference = Literal["phone", "email", "letter", "sms"]
+# domain.STATUSES, as a type Litestar validates a query parameter against.
+ReferralStatus = Literal[
+    "received", "info-requested", "accepted", "rejected", "cancelled", "closed"
+]
 
 
 class PatientCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -1,0 +1,306 @@
+"""The referrals service's commands: patients, referrals, triage, the inbox.
+
+Each command is ``(command, uow, user) -> result``: it loads and locks through the
+repository, asks the referral aggregate (referral.py) to decide, and stores the rows,
+the event and the audit of what it touched in one unit of work. A command that raises
+has written nothing. Controllers (api.py) only parse, call one of these and return a view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import msgspec
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from sqlalchemy.exc import IntegrityError
+
+from services.referrals import domain, referral, repository
+from services.referrals.models import Patient, Referral
+from services.referrals.schemas import (
+    Cancellation,
+    InfoResponse,
+    PatientCorrection,
+    PatientCreate,
+    ReferralCreate,
+    Triage,
+)
+from shared.audit import AuditAction
+from shared.auth import Role, User
+from shared.errors import Conflict, FieldProblem
+from shared.events import Actor, Subject
+from shared.events.catalogue import PatientRegistered
+from shared.tables import utcnow
+from shared.uow import UnitOfWork
+
+# --- patients --------------------------------------------------------------------------
+
+
+def register_patient(data: PatientCreate, uow: UnitOfWork, user: User) -> Patient:
+    with uow:
+        domain.check_birth_date(data.birth_date, utcnow().date())
+        nhs_number = _valid_nhs_number(data.nhs_number)
+        if nhs_number is not None:
+            _refuse_duplicate_nhs_number(uow, nhs_number)
+        patient = Patient(
+            given_name=data.given_name,
+            family_name=data.family_name,
+            birth_date=data.birth_date,
+            sex=data.sex,
+            nhs_number=nhs_number,
+            contact_preference=data.contact_preference,
+            registered_by=user.id,
+        )
+        uow.session.add(patient)
+        uow.publish(
+            PatientRegistered(patient_id=patient.id),
+            patient_id=patient.id,
+            subject=Subject(type="patient", id=str(patient.id)),
+        )
+        uow.audit(AuditAction.create, "Patient", str(patient.id), patient.id)
+        _commit_or_duplicate(uow)
+    return patient
+
+
+def read_patient(patient_id: UUID, uow: UnitOfWork, user: User) -> Patient:
+    with uow:
+        patient = _patient_for(uow, user, patient_id)
+        uow.audit(AuditAction.read, "Patient", str(patient_id), patient_id)
+        uow.commit()
+    return patient
+
+
+def correct_patient(
+    patient_id: UUID, data: PatientCorrection, uow: UnitOfWork, user: User
+) -> Patient:
+    with uow:
+        patient = _patient_for(uow, user, patient_id)
+        changes = {
+            name: value for name, value in msgspec.structs.asdict(data).items() if value is not None
+        }
+        if not changes:
+            raise FieldProblem("body", "name at least one field to correct")
+        if "birth_date" in changes:
+            domain.check_birth_date(changes["birth_date"], utcnow().date())
+        if "nhs_number" in changes:
+            changes["nhs_number"] = _valid_nhs_number(changes["nhs_number"])
+            if changes["nhs_number"] != patient.nhs_number:
+                _refuse_duplicate_nhs_number(uow, changes["nhs_number"])
+        changed = sorted(name for name, value in changes.items() if getattr(patient, name) != value)
+        for name in changed:
+            setattr(patient, name, changes[name])
+        patient.updated_at = utcnow()
+        uow.session.add(patient)
+        # The audit names the fields corrected, never their old or new values.
+        detail = "corrected: " + (", ".join(changed) or "nothing changed")
+        uow.audit(AuditAction.update, "Patient", str(patient_id), patient_id, detail=detail)
+        _commit_or_duplicate(uow)
+    return patient
+
+
+def _valid_nhs_number(value: str | None) -> str | None:
+    if value is None:
+        return None
+    normalised = domain.normalise_nhs_number(value)
+    if not domain.nhs_number_is_valid(normalised):
+        raise FieldProblem("nhs_number", "is not a valid NHS number (check digit)")
+    return normalised
+
+
+def _refuse_duplicate_nhs_number(uow: UnitOfWork, nhs_number: str) -> None:
+    existing = repository.patient_with_nhs_number(uow.session, nhs_number)
+    if existing is not None:
+        raise Conflict(
+            "a patient with this NHS number is already registered",
+            existing_patient_id=str(existing.id),
+        )
+
+
+def _commit_or_duplicate(uow: UnitOfWork) -> None:
+    try:
+        uow.commit()
+    except IntegrityError:
+        # Two registrations of one NHS number raced; the database kept one.
+        raise Conflict("a patient with this NHS number is already registered") from None
+
+
+def _patient_for(uow: UnitOfWork, user: User, patient_id: UUID) -> Patient:
+    patient = repository.patient(uow.session, patient_id)
+    if patient is None:
+        raise NotFoundException(f"no patient {patient_id}")
+    if not _may_see_patient(uow, user, patient):
+        raise PermissionDeniedException("this patient is not on your caseload or referrals")
+    return patient
+
+
+def _may_see_patient(uow: UnitOfWork, user: User, patient: Patient) -> bool:
+    if user.role is Role.mdt or patient.registered_by == user.id:
+        return True
+    return any(
+        domain.can_see_referral(user.role, user.id, r.target, r.created_by)
+        for r in repository.referrals_of(uow.session, patient.id)
+    )
+
+
+# --- referrals -------------------------------------------------------------------------
+
+
+def refer(data: ReferralCreate, uow: UnitOfWork, user: User) -> Referral:
+    with uow:
+        domain.check_prior_treatments(data.target, len(data.prior_treatments))
+        baseline = data.baseline
+        phq9, pain = domain.score_baseline(
+            baseline.phq9_items if baseline else None, baseline.pain_nrs if baseline else None
+        )
+        if repository.patient(uow.session, data.patient_id) is None:
+            raise NotFoundException(
+                "patient_id: no such patient is registered",
+                extra=[{"field": "patient_id", "message": "no such patient"}],
+            )
+        new = Referral(
+            patient_id=data.patient_id,
+            target=data.target,
+            priority=data.priority,
+            priority_rank=domain.PRIORITY_RANK[data.priority],
+            status=domain.RECEIVED,
+            reason=data.reason,
+            conditions=list(data.conditions),
+            referrer=msgspec.to_builtins(data.referrer),
+            prior_treatments=msgspec.to_builtins(data.prior_treatments),
+            baseline=referral.stored_baseline(phq9, pain) if baseline is not None else None,
+            created_by=user.id,
+            created_by_role=user.role.value,
+        )
+        step, notes = referral.refer(
+            new, uow.actor, utcnow(), [(a.title, a.text) for a in data.attachments]
+        )
+        uow.session.add(new)
+        uow.session.flush()
+        uow.session.add_all([step.transition, *notes])
+        _publish(uow, new, step)
+        uow.audit(AuditAction.create, "ServiceRequest", str(new.id), data.patient_id)
+        uow.commit()
+    return new
+
+
+@dataclass(frozen=True)
+class InboxQuery:
+    target: str | None = None
+    status: str | None = None
+    priority: str | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+def inbox(
+    query: InboxQuery, uow: UnitOfWork, user: User
+) -> tuple[list[tuple[Referral, Patient | None]], str | None]:
+    """The inbox page the user may see; names come only with the clinical roles' rows."""
+    filters = {
+        name: value
+        for name, value in (
+            ("target", query.target),
+            ("status", query.status),
+            ("priority", query.priority),
+        )
+        if value is not None
+    }
+    with uow:
+        page, next_cursor = repository.inbox(
+            uow.session,
+            user,
+            filters,
+            query.cursor,
+            query.limit,
+            with_patients=domain.sees_clinical_detail(user.role),
+        )
+        detail = f"inbox page of {len(page)}"
+        uow.audit(AuditAction.read, "ServiceRequest", None, None, detail=detail)
+        uow.commit()
+    return page, next_cursor
+
+
+def read_referral(referral_id: UUID, uow: UnitOfWork, user: User) -> Referral:
+    with uow:
+        found = _referral_for(uow, user, referral_id)
+        uow.audit(AuditAction.read, "ServiceRequest", str(referral_id), found.patient_id)
+        uow.commit()
+    return found
+
+
+def triage(referral_id: UUID, data: Triage, uow: UnitOfWork, user: User) -> Referral:
+    with uow:
+        domain.check_triage(data.decision, data.reason, data.question)
+        found = _referral_for(uow, user, referral_id, lock=True)
+        if not domain.can_triage(user.role, found.target):
+            raise PermissionDeniedException(f"{user.role} does not triage {found.target} referrals")
+        step = referral.triage(
+            found, data.decision, data.reason, data.question, uow.actor, utcnow()
+        )
+        _store(uow, found, step, f"triage: {data.decision}")
+    return found
+
+
+def provide_info(referral_id: UUID, data: InfoResponse, uow: UnitOfWork, user: User) -> Referral:
+    with uow:
+        found = _referral_for(uow, user, referral_id, lock=True)
+        if not domain.can_act_as_referrer(user.role, user.id, found.created_by):
+            raise PermissionDeniedException("only the referrer or the MDT can answer")
+        step = referral.provide_info(found, data.answer, uow.actor, utcnow())
+        _store(uow, found, step, "information provided")
+    return found
+
+
+def cancel(referral_id: UUID, data: Cancellation, uow: UnitOfWork, user: User) -> Referral:
+    with uow:
+        found = _referral_for(uow, user, referral_id, lock=True)
+        if not domain.can_act_as_referrer(user.role, user.id, found.created_by):
+            raise PermissionDeniedException("only the referrer or the MDT can cancel a referral")
+        step = referral.cancel(found, data.reason, uow.actor, utcnow())
+        _store(uow, found, step, "cancelled")
+    return found
+
+
+def close(
+    referral_id: UUID, ended_by: str, outcome: str, by: Actor, uow: UnitOfWork, causation_id: str
+) -> referral.Step | None:
+    """The receiving service reported the care ended (an event, not a person): close
+    the referral if it is open, in the consuming transaction (committed with the inbox
+    row). None if there is no such referral or nothing to close."""
+    found = repository.referral(uow.session, referral_id, lock=True)
+    if found is None:
+        return None
+    step = referral.close(found, ended_by, outcome, by, utcnow())
+    if step is not None:
+        uow.session.add_all([found, step.transition])
+        _publish(uow, found, step, causation_id)
+    return step
+
+
+def _store(uow: UnitOfWork, found: Referral, step: referral.Step, detail: str) -> None:
+    uow.session.add_all([found, step.transition])
+    _publish(uow, found, step)
+    uow.audit(AuditAction.update, "ServiceRequest", str(found.id), found.patient_id, detail=detail)
+    uow.commit()
+
+
+def _publish(
+    uow: UnitOfWork, found: Referral, step: referral.Step, causation_id: str | None = None
+) -> None:
+    uow.publish(
+        step.event,
+        patient_id=found.patient_id,
+        subject=referral.subject(found),
+        causation_id=causation_id,
+    )
+
+
+def _referral_for(
+    uow: UnitOfWork, user: User, referral_id: UUID, *, lock: bool = False
+) -> Referral:
+    found = repository.referral(uow.session, referral_id, lock=lock)
+    if found is None:
+        raise NotFoundException(f"no referral {referral_id}")
+    if not domain.can_see_referral(user.role, user.id, found.target, found.created_by):
+        raise PermissionDeniedException("this referral is not for your team and not yours")
+    return found

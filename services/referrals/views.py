@@ -1,0 +1,111 @@
+"""Rows as the referrals API answers them, shaped by who is asking: free text and names
+go to the clinical roles only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from sqlmodel import Session
+
+from services.referrals import domain, repository
+from services.referrals.models import Patient, Referral
+from services.referrals.schemas import (
+    AttachmentRead,
+    BaselineRead,
+    PatientRead,
+    PatientSummary,
+    PriorTreatment,
+    ReferralRead,
+    Referrer,
+    TransitionRead,
+    Waiting,
+    WaitingStandardRead,
+)
+from shared.auth import User
+from shared.tables import as_utc, utcnow
+
+WAITING_POLICY = domain.WaitingPolicy()
+
+
+def patient_read(patient: Patient) -> PatientRead:
+    read = msgspec.convert(patient, PatientRead, from_attributes=True)
+    read.registered_at = as_utc(patient.registered_at)
+    return read
+
+
+def referral_read(
+    session: Session,
+    referral: Referral,
+    user: User,
+    *,
+    detail: bool = False,
+    now: datetime | None = None,
+    patient: Patient | None = None,
+) -> ReferralRead:
+    clinical = domain.sees_clinical_detail(user.role)
+    read = ReferralRead(
+        id=referral.id,
+        patient_id=referral.patient_id,
+        target=referral.target,
+        priority=referral.priority,
+        status=referral.status,
+        fhir_status=domain.FHIR_SERVICE_REQUEST_STATUS[referral.status],
+        task_status=domain.FHIR_TASK_STATUS[referral.status],
+        conditions=list(referral.conditions),
+        referrer=msgspec.convert(referral.referrer, Referrer),
+        received_at=as_utc(referral.received_at),
+        status_changed_at=as_utc(referral.status_changed_at or referral.received_at),
+        waiting=waiting(referral, now or utcnow()),
+        created_by=referral.created_by,
+    )
+    if clinical:
+        read.reason = referral.reason
+        if referral.baseline is not None:
+            read.baseline = msgspec.convert(referral.baseline, BaselineRead)
+        read.prior_treatments = msgspec.convert(referral.prior_treatments, list[PriorTreatment])
+        patient = patient or repository.patient(session, referral.patient_id)
+        if patient is not None:
+            read.patient = msgspec.convert(patient, PatientSummary, from_attributes=True)
+    if detail:
+        read.history = [
+            TransitionRead(
+                action=t.action,
+                from_status=t.from_status,
+                to_status=t.to_status,
+                by_user=t.by_user,
+                by_role=t.by_role,
+                at=as_utc(t.at),
+                note=t.note if clinical else None,
+            )
+            for t in repository.history(session, referral.id)
+        ]
+        if clinical:
+            read.attachments = [
+                AttachmentRead(title=n.title, text=n.text, by_user=n.by_user, at=as_utc(n.at))
+                for n in repository.attachments(session, referral.id)
+            ]
+    return read
+
+
+def waiting(referral: Referral, now: datetime) -> Waiting:
+    """How long the referral has waited against its standard; the clock stops when the
+    referral leaves the waiting list."""
+    standard = WAITING_POLICY.standard_for(referral.target, referral.priority, referral.status)
+    received_at = as_utc(referral.received_at)
+    stopped = referral.status in domain.CLOCK_STOPPED
+    until = as_utc(referral.status_changed_at or now) if stopped else now
+    elapsed = domain.waiting_days(received_at, until, standard)
+    return Waiting(
+        days_waiting=max((until.date() - received_at.date()).days, 0),
+        standard=WaitingStandardRead(
+            name=standard.name,
+            unit="working days" if standard.working_days else "days",
+            at_risk_after=standard.at_risk_after_days,
+            breach_after=standard.breach_after_days,
+            source=standard.source,
+        ),
+        elapsed=elapsed,
+        state=domain.waiting_state(elapsed, standard),  # type: ignore[arg-type]
+        clock_stopped=stopped,
+    )
