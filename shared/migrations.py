@@ -71,6 +71,94 @@ def run_env(own_tables: Iterable[str]) -> None:
     engine.dispose()
 
 
+def create_platform_tables() -> None:
+    """The outbox, inbox, dead letters and audit log as every service's first migration
+    made them (the one copy of their DDL; later changes have their own helpers)."""
+    import sqlalchemy as sa
+    from alembic import op
+    from sqlmodel.sql.sqltypes import AutoString
+
+    op.create_table(
+        "audit_log",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("recorded", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("action", AutoString(length=1), nullable=False),
+        sa.Column("outcome", AutoString(length=2), nullable=False),
+        sa.Column("agent_user", AutoString(length=100), nullable=False),
+        sa.Column("agent_role", AutoString(length=40), nullable=False),
+        sa.Column("entity_type", AutoString(length=60), nullable=False),
+        sa.Column("entity_id", AutoString(length=64), nullable=True),
+        sa.Column("patient_id", sa.Uuid(), nullable=True),
+        sa.Column("path", AutoString(length=300), nullable=False),
+        sa.Column("detail", AutoString(length=300), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_audit_log_patient_id"), ["patient_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_log_recorded"), ["recorded"], unique=False)
+
+    op.create_table(
+        "dead_letter",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("message_id", AutoString(length=64), nullable=False),
+        sa.Column("queue_name", AutoString(length=100), nullable=False),
+        sa.Column("actor_name", AutoString(length=100), nullable=False),
+        sa.Column("event_id", AutoString(length=64), nullable=True),
+        sa.Column("event_type", AutoString(length=100), nullable=True),
+        sa.Column("error", AutoString(length=500), nullable=False),
+        sa.Column("message", sa.JSON(), nullable=False),
+        sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("replay_count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("message_id"),
+    )
+    op.create_table(
+        "inbox",
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column("type", AutoString(length=100), nullable=False),
+        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("event_id"),
+    )
+    op.create_table(
+        "outbox",
+        sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column("type", AutoString(length=100), nullable=False),
+        sa.Column("patient_id", sa.Uuid(), nullable=False),
+        sa.Column("subject_type", AutoString(length=50), nullable=False),
+        sa.Column("subject_id", AutoString(length=64), nullable=False),
+        sa.Column("sequence", sa.Integer(), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("envelope", sa.JSON(), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("send_attempts", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("position"),
+        sa.UniqueConstraint("event_id"),
+        sa.UniqueConstraint("subject_type", "subject_id", "sequence", name="uq_outbox_sequence"),
+    )
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_outbox_patient_id"), ["patient_id"], unique=False)
+        batch_op.create_index("ix_outbox_unsent", ["sent_at", "position"], unique=False)
+
+
+def drop_platform_tables() -> None:
+    from alembic import op
+
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_unsent")
+        batch_op.drop_index(batch_op.f("ix_outbox_patient_id"))
+
+    op.drop_table("outbox")
+    op.drop_table("inbox")
+    op.drop_table("dead_letter")
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_audit_log_recorded"))
+        batch_op.drop_index(batch_op.f("ix_audit_log_patient_id"))
+
+    op.drop_table("audit_log")
+
+
 def add_feed_tracking() -> None:
     """The commit-ordered feed and the consumer's feed positions (issue 10), the same in
     every service's history: call it from that service's migration."""
