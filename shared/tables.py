@@ -16,6 +16,8 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 
@@ -23,11 +25,25 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """timestamptz that always reads back as an aware UTC datetime: SQLite hands back
+    naive values and PostgreSQL the session's time zone, so no call site converts."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
 def Timestamp(*, nullable: bool = False, index: bool = False) -> Any:
     """An aware UTC timestamp column (timestamptz on PostgreSQL)."""
     return Field(
         default=None if nullable else ...,
-        sa_type=DateTime(timezone=True),
+        sa_type=UTCDateTime(),
         nullable=nullable,
         index=index,
     )
@@ -80,7 +96,7 @@ class InboxEvent(SQLModel, table=True):
 
     event_id: UUID = Field(primary_key=True)
     type: str = Field(max_length=100)
-    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
 class DeadLetter(SQLModel, table=True):
@@ -96,7 +112,7 @@ class DeadLetter(SQLModel, table=True):
     event_type: str | None = Field(default=None, max_length=100)
     error: str = Field(max_length=500)
     message: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    failed_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     replayed_at: datetime | None = Timestamp(nullable=True)
     replay_count: int = 0
 
@@ -111,7 +127,7 @@ class AuditRecord(SQLModel, table=True):
     __tablename__ = "audit_log"
 
     id: int | None = Field(default=None, primary_key=True)
-    recorded: datetime = Field(default_factory=utcnow, index=True, sa_type=DateTime(timezone=True))
+    recorded: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime())
     action: str = Field(max_length=1)
     outcome: str = Field(max_length=2)
     agent_user: str = Field(max_length=100)
@@ -135,7 +151,7 @@ class FeedPosition(SQLModel, table=True):
     producer: str = Field(primary_key=True, max_length=40)
     # Opaque feed cursor "txid.position" (shared.feed.FeedCursor).
     cursor: str = Field(default="0.0", max_length=45)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     # The start of the last read that reached the head of the feed: every event the
     # producer had committed by then has been consumed.
     caught_up_at: datetime | None = Timestamp(nullable=True)

@@ -27,7 +27,7 @@ from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 from sqlmodel import Session, col, select
 
-from services.coordinator import api
+from services.coordinator import repository, services
 from services.coordinator.charts import specs, svg
 from services.coordinator.domain import MeasurePoint, Pathway
 from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
@@ -40,6 +40,7 @@ from shared.errors import Conflict, UpstreamProblem
 from shared.runtime import ServiceRuntime
 from shared.settings import RunMode
 from shared.tables import as_utc
+from shared.uow import UnitOfWork
 from shared.web import service_client
 
 SERVICES = ("referrals", "infusions", "therapy", "coordinator")
@@ -199,8 +200,8 @@ class StatusController(Controller):
             counts=counts,
             filters=filters,
             breached=breached,
-            stages=api.STAGES,
-            teams=api.TEAMS,
+            stages=services.STAGES,
+            teams=services.TEAMS,
             alert_kinds=sorted(
                 {
                     "phq9-item9",
@@ -292,7 +293,7 @@ async def _names(request: Request[Any, Any, Any], patients: list[UUID]) -> dict[
 
     async def one(patient_id: UUID) -> tuple[UUID, str | None]:
         async with limit:
-            name, _status = await api._patient_name(request, request.user, patient_id)
+            name, _status = await services.patient_name(request, request.user, patient_id)
             return patient_id, name
 
     found = await asyncio.gather(*(one(p) for p in patients))
@@ -313,15 +314,14 @@ class PatientController(Controller):
         self,
         request: Request[Any, Any, Any],
         patient_id: FromPath[UUID],
-        db: NamedDependency[Session],
+        uow: NamedDependency[UnitOfWork],
         user: NamedDependency[User],
-        audit: NamedDependency[AccessTrail],
         done: FromQuery[str | None] = None,
         error: FromQuery[str | None] = None,
     ) -> Template:
-        document, reviews = await sync_to_thread(_patient_page_data, db, user, audit, patient_id)
+        document, reviews = await sync_to_thread(_patient_page_data, uow, user, patient_id)
         pathway = msgspec.convert(document, Pathway, strict=False)
-        name, name_status = await api._patient_name(request, user, patient_id)
+        name, name_status = await services.patient_name(request, user, patient_id)
         pain = pathway.measures["pain_nrs"]
         charts = [
             {"title": spec.title, "svg": svg(spec, _points(pathway.measures[spec.name]))}
@@ -345,9 +345,8 @@ class PatientController(Controller):
         self,
         patient_id: FromPath[UUID],
         alert_id: FromPath[str],
-        db: NamedDependency[Session],
+        uow: NamedDependency[UnitOfWork],
         user: NamedDependency[User],
-        audit: NamedDependency[AccessTrail],
         data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
         action = data.get("action")
@@ -356,7 +355,7 @@ class PatientController(Controller):
         status = "acknowledged" if action == "acknowledge" else "resolved"
         note = (data.get("note") or "").strip()[:2000] or None
         try:
-            await sync_to_thread(api._handle, db, user, audit, alert_id, status, note)
+            await sync_to_thread(services.handle_alert, alert_id, status, note, uow, user)
         except Conflict as conflict:
             return _back(f"/patients/{patient_id}", error=str(conflict.detail))
         return _back(f"/patients/{patient_id}", done=f"Alert {status}.")
@@ -366,9 +365,8 @@ class PatientController(Controller):
         self,
         request: Request[Any, Any, Any],
         patient_id: FromPath[UUID],
-        db: NamedDependency[Session],
+        uow: NamedDependency[UnitOfWork],
         user: NamedDependency[User],
-        audit: NamedDependency[AccessTrail],
         data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
         here = f"/patients/{patient_id}"
@@ -397,31 +395,24 @@ class PatientController(Controller):
                 raise msgspec.ValidationError("a referral needs its reason")
         except msgspec.ValidationError as invalid:
             return _back(here, error=f"The review was not recorded: {invalid}")
-        await sync_to_thread(api._visible_pathway, db, user, patient_id)
+        await sync_to_thread(services.visible_pathway, uow, user, patient_id)
         referral_id = None
         if isinstance(review.referral, ReviewReferral):
             try:
-                referral_id = await api._refer_to_psychology(
+                referral_id = await services.refer_to_psychology(
                     request, user, patient_id, review.referral
                 )
             except UpstreamProblem as refused:
                 return _back(here, error=f"The referral was refused: {refused.detail}")
-        await sync_to_thread(api._record_review, db, user, audit, patient_id, review, referral_id)
+        await sync_to_thread(services.record_review, patient_id, review, referral_id, uow, user)
         return _back(here, done="Review recorded.")
 
 
 def _patient_page_data(
-    db: Session, user: User, audit: AccessTrail, patient_id: UUID
+    uow: UnitOfWork, user: User, patient_id: UUID
 ) -> tuple[dict[str, Any], list[MdtReview]]:
-    document = api._pathway_document(db, user, audit, patient_id)
-    reviews = list(
-        db.exec(
-            select(MdtReview)
-            .where(MdtReview.patient_id == patient_id)
-            .order_by(col(MdtReview.reviewed_at).desc())
-        ).all()
-    )
-    return document, reviews
+    document = services.pathway_document(patient_id, uow, user)
+    return document, list(repository.reviews_of(uow.session, patient_id))
 
 
 def _points(points: list[MeasurePoint]) -> list[MeasurePoint]:

@@ -37,9 +37,15 @@ def record_own_event(session: Session, event: Envelope) -> Envelope:
     and the copy that comes back through the queue is a duplicate. Through the outbox it
     reaches the store everywhere, and a rebuild sees it like any other event."""
     envelope = add_event(session, event)
+    fold_own_event(session, envelope)
+    return envelope
+
+
+def fold_own_event(session: Session, envelope: Envelope) -> None:
+    """Fold a coordinator event already in this transaction's outbox, with its inbox
+    row (so the copy that comes back through the queue is a duplicate)."""
     session.add(InboxEvent(event_id=envelope.event_id, type=envelope.type))
     handle_event(session, envelope)
-    return envelope
 
 
 def _note_gap(session: Session, envelope: Envelope) -> None:

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import JSON, Column, DateTime, Index
+from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
-from shared.tables import utcnow
+from shared.tables import UTCDateTime, utcnow
 
 TABLES = frozenset(
     {
@@ -36,8 +36,8 @@ class StoredEvent(SQLModel, table=True):
     subject_type: str = Field(max_length=50)
     subject_id: str = Field(max_length=64)
     sequence: int
-    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
-    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    occurred_at: datetime = Field(sa_type=UTCDateTime())
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     envelope: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
 
 
@@ -48,16 +48,16 @@ class PathwayRow(SQLModel, table=True):
 
     patient_id: UUID = Field(primary_key=True)
     stage: str = Field(max_length=20, index=True)
-    stage_since: datetime = Field(sa_type=DateTime(timezone=True))
+    stage_since: datetime = Field(sa_type=UTCDateTime())
     open_alerts: int = 0
     # ",psychology,ketamine-infusion,": the teams with a referral, for the team filter.
     teams: str = Field(default=",", max_length=200)
     event_count: int
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     # When the MDT should review this pathway, and how urgent that is (the severity rank
     # of the reason; 3 for a routine review), for the MDT's worklist.
-    review_due: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+    review_due: datetime | None = Field(default=None, sa_type=UTCDateTime(), index=True)
     review_rank: int | None = None
 
 
@@ -73,8 +73,8 @@ class PathwayAlert(SQLModel, table=True):
     severity_rank: int = Field(index=True)
     status: str = Field(max_length=14, index=True)
     owner_role: str = Field(max_length=30)
-    raised_at: datetime = Field(sa_type=DateTime(timezone=True))
-    due: datetime = Field(sa_type=DateTime(timezone=True))
+    raised_at: datetime = Field(sa_type=UTCDateTime())
+    due: datetime = Field(sa_type=UTCDateTime())
 
 
 class AlertAction(SQLModel, table=True):
@@ -89,7 +89,7 @@ class AlertAction(SQLModel, table=True):
     by_user: str = Field(max_length=100)
     by_role: str = Field(max_length=40)
     note: str | None = Field(default=None, max_length=2000)
-    at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
 class MdtReview(SQLModel, table=True):
@@ -99,7 +99,7 @@ class MdtReview(SQLModel, table=True):
 
     id: UUID = Field(primary_key=True)
     patient_id: UUID = Field(index=True)
-    reviewed_at: datetime = Field(sa_type=DateTime(timezone=True))
+    reviewed_at: datetime = Field(sa_type=UTCDateTime())
     decision: str = Field(max_length=30)
     attendees: list[str] = Field(sa_column=Column(JSON, nullable=False))
     notes: str | None = Field(default=None, max_length=4000)

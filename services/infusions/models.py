@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import JSON, Column, DateTime
+from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from shared.tables import utcnow
+from shared.tables import UTCDateTime, utcnow
 
 TABLES = frozenset(
     {
@@ -24,7 +24,7 @@ TABLES = frozenset(
 
 
 def _at(**kwargs: Any) -> Any:
-    return Field(sa_type=DateTime(timezone=True), **kwargs)
+    return Field(sa_type=UTCDateTime(), **kwargs)
 
 
 class InfusionCourse(SQLModel, table=True):

@@ -6,10 +6,10 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import JSON, Column, DateTime, Index
+from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
-from shared.tables import utcnow
+from shared.tables import UTCDateTime, utcnow
 
 TABLES = frozenset({"patient", "referral", "referral_transition", "referral_note"})
 
@@ -23,8 +23,8 @@ class Patient(SQLModel, table=True):
     nhs_number: str | None = Field(default=None, max_length=10, unique=True)
     contact_preference: str | None = Field(default=None, max_length=10)
     registered_by: str = Field(max_length=100)
-    registered_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
-    updated_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    registered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class Referral(SQLModel, table=True):
@@ -42,7 +42,7 @@ class Referral(SQLModel, table=True):
     priority: str = Field(max_length=10)
     priority_rank: int = Field(default=1)
     status: str = Field(max_length=20, index=True)
-    status_changed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    status_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     reason: str = Field(max_length=4000)
     conditions: list[str] = Field(sa_column=Column(JSON, nullable=False))
     referrer: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
@@ -50,7 +50,7 @@ class Referral(SQLModel, table=True):
     baseline: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_by: str = Field(max_length=100, index=True)
     created_by_role: str = Field(default="referrer", max_length=40)
-    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
 
 
 class ReferralTransition(SQLModel, table=True):
@@ -65,7 +65,7 @@ class ReferralTransition(SQLModel, table=True):
     to_status: str = Field(max_length=20)
     by_user: str = Field(max_length=100)
     by_role: str = Field(max_length=40)
-    at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
     # Free text: the triage reason, the question asked, the answer, why it was cancelled.
     note: str | None = Field(default=None, max_length=4000)
 
@@ -81,4 +81,4 @@ class ReferralNote(SQLModel, table=True):
     text: str = Field(max_length=20000)
     by_user: str = Field(max_length=100)
     by_role: str = Field(max_length=40)
-    at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())

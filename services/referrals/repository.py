@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import and_, or_
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from services.referrals import domain
 from services.referrals.models import Patient, Referral, ReferralNote, ReferralTransition
 from shared.auth import User
-from shared.errors import FieldProblem
-from shared.tables import as_utc
+from shared.pagination import Keyset
 
 
 def patient(session: Session, patient_id: UUID) -> Patient | None:
@@ -54,6 +50,14 @@ def attachments(session: Session, referral_id: UUID) -> Sequence[ReferralNote]:
     ).all()
 
 
+# The inbox's order: priority, then the longest waiting, then the id for ties.
+INBOX_ORDER = Keyset(
+    (col(Referral.priority_rank), int),
+    (col(Referral.received_at), datetime),
+    (col(Referral.id), UUID),
+)
+
+
 def inbox(
     session: Session,
     user: User,
@@ -63,7 +67,7 @@ def inbox(
     *,
     with_patients: bool,
 ) -> tuple[list[tuple[Referral, Patient | None]], str | None]:
-    """One page of the inbox the user may see, by priority then waiting time (keyset)."""
+    """One page of the inbox the user may see, by priority then waiting time."""
     statement: Any = (
         select(Referral, Patient).join(Patient, col(Patient.id) == Referral.patient_id)
         if with_patients
@@ -73,24 +77,11 @@ def inbox(
     for name, value in filters.items():
         statement = statement.where(getattr(Referral, name) == value)
     if after is not None:
-        rank, received_at, last_id = _decode_cursor(after)
-        statement = statement.where(
-            or_(
-                col(Referral.priority_rank) > rank,
-                and_(col(Referral.priority_rank) == rank, col(Referral.received_at) > received_at),
-                and_(
-                    col(Referral.priority_rank) == rank,
-                    col(Referral.received_at) == received_at,
-                    col(Referral.id) > last_id,
-                ),
-            )
-        )
-    statement = statement.order_by(
-        col(Referral.priority_rank), col(Referral.received_at), col(Referral.id)
-    ).limit(limit + 1)
-    rows = [row if with_patients else (row, None) for row in session.exec(statement).all()]
-    page, more = rows[:limit], len(rows) > limit
-    return page, (_encode_cursor(page[-1][0]) if more and page else None)
+        statement = statement.where(INBOX_ORDER.after(after))
+    rows = session.exec(statement.order_by(*INBOX_ORDER.order()).limit(limit + 1)).all()
+    page = [row if with_patients else (row, None) for row in rows[:limit]]
+    more = len(rows) > limit
+    return page, (INBOX_ORDER.encode(page[-1][0]) if more and page else None)
 
 
 def _visible_to(user: User) -> Sequence[Any]:
@@ -100,18 +91,3 @@ def _visible_to(user: User) -> Sequence[Any]:
     if team is None:
         return (col(Referral.created_by) == user.id,)
     return (or_(col(Referral.target) == team, col(Referral.created_by) == user.id),)
-
-
-def _encode_cursor(referral: Referral) -> str:
-    raw = json.dumps(
-        [referral.priority_rank, as_utc(referral.received_at).isoformat(), str(referral.id)]
-    )
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[int, datetime, UUID]:
-    try:
-        rank, received_at, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return int(rank), datetime.fromisoformat(received_at), UUID(last_id)
-    except (ValueError, TypeError, OverflowError, binascii.Error):
-        raise FieldProblem("cursor", "is not a cursor this inbox gave out") from None

@@ -6,10 +6,10 @@ from datetime import date, datetime, time
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import JSON, Column, DateTime, Index, text
+from sqlalchemy import JSON, Column, Index, text
 from sqlmodel import Field, SQLModel
 
-from shared.tables import utcnow
+from shared.tables import UTCDateTime, utcnow
 
 TABLES = frozenset(
     {
@@ -27,7 +27,7 @@ _HOLDS_SLOT = text("status IN ('booked', 'arrived', 'fulfilled')")
 
 
 def _at(**kwargs: Any) -> Any:
-    return Field(sa_type=DateTime(timezone=True), **kwargs)
+    return Field(sa_type=UTCDateTime(), **kwargs)
 
 
 class Clinician(SQLModel, table=True):

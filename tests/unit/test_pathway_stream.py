@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from litestar.response import ServerSentEventMessage
 
-from services.coordinator.api import STREAM_OVERLAP, _pathway_changes
+from services.coordinator.views import STREAM_OVERLAP, pathway_changes
 from shared.auth import Role
 
 from .embedded import Embedded, assert_problem, referral_body, register
@@ -45,7 +45,7 @@ def test_a_pathway_change_is_streamed_as_a_summary_without_names(embedded: Embed
     patient_id = register(embedded)
 
     async def watch() -> list[ServerSentEventMessage]:
-        changes = _pathway_changes(runtime, since)
+        changes = pathway_changes(runtime, since)
         registered = await next_change(changes, patient_id, "registered")
         await asyncio.to_thread(refer, embedded, patient_id)
         referred = await next_change(changes, patient_id, "referred")
@@ -66,7 +66,7 @@ def test_each_change_is_sent_once_though_the_stream_looks_back(embedded: Embedde
     since = datetime.now(UTC) - STREAM_OVERLAP  # the row is already inside the window
 
     async def watch() -> int:
-        changes = _pathway_changes(runtime, since)
+        changes = pathway_changes(runtime, since)
         await next_change(changes, patient_id, "registered")
         try:  # a second copy would come within the next few polls
             await asyncio.wait_for(next_change(changes, patient_id, "registered"), timeout=3)
@@ -84,7 +84,7 @@ def test_changes_older_than_the_cursor_are_not_sent_again(embedded: Embedded) ->
     old = register(embedded)
 
     async def first_after(since: datetime) -> ServerSentEventMessage | None:
-        changes = _pathway_changes(runtime, since)
+        changes = pathway_changes(runtime, since)
         try:
             return await next_change(changes, old, "registered")
         finally:

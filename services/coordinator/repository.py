@@ -1,0 +1,103 @@
+"""Loads, locks and list queries of the coordinator's read model; no rule lives here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import func, true
+from sqlmodel import Session, col, select
+
+from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
+from shared.pagination import Keyset
+
+# Longest in their stage first; the soonest-due review of the most urgent reason first;
+# the most severe alert first, then the soonest due. The last key breaks ties.
+PATHWAY_ORDER = Keyset((col(PathwayRow.stage_since), datetime), (col(PathwayRow.patient_id), UUID))
+WORKLIST_ORDER = Keyset(
+    (col(PathwayRow.review_rank), int),
+    (col(PathwayRow.review_due), datetime),
+    (col(PathwayRow.patient_id), UUID),
+)
+ALERT_ORDER = Keyset(
+    (col(PathwayAlert.severity_rank), int),
+    (col(PathwayAlert.due), datetime),
+    (col(PathwayAlert.id), str),
+)
+
+
+def pathway(session: Session, patient_id: UUID) -> PathwayRow | None:
+    return session.get(PathwayRow, patient_id)
+
+
+def in_team(team: str | None) -> Any:
+    """Pathways with a referral to the team (all of them for no team)."""
+    return col(PathwayRow.teams).contains(f",{team},") if team else true()
+
+
+def pathways(team: str | None) -> Any:
+    return select(PathwayRow).where(in_team(team))
+
+
+def due_for_review() -> Any:
+    return select(PathwayRow).where(col(PathwayRow.review_due).is_not(None))
+
+
+def alerts(team: str | None) -> Any:
+    statement = select(PathwayAlert)
+    if team is not None:
+        visible = select(PathwayRow.patient_id).where(in_team(team))
+        statement = statement.where(col(PathwayAlert.patient_id).in_(visible))
+    return statement
+
+
+def alert(session: Session, alert_id: str, *, fresh: bool = False) -> PathwayAlert | None:
+    # ``fresh`` reads the row again rather than from the session's identity map: after
+    # taking the patient's lock, another person may have acted on it meanwhile.
+    return session.get(PathwayAlert, alert_id, populate_existing=fresh)
+
+
+def open_alerts_with_kind_or_severity(kind: str | None, severity: str | None) -> Any:
+    """Patients with an unresolved alert of this kind and/or severity."""
+    wanted = select(PathwayAlert.patient_id).where(PathwayAlert.status != "resolved")
+    if kind is not None:
+        wanted = wanted.where(PathwayAlert.kind == kind)
+    if severity is not None:
+        wanted = wanted.where(PathwayAlert.severity == severity)
+    return wanted
+
+
+def severity_counts(session: Session, patients: list[UUID]) -> dict[UUID, dict[str, int]]:
+    """Unresolved alerts per patient and severity."""
+    if not patients:
+        return {}
+    counts: dict[UUID, dict[str, int]] = {}
+    for patient_id, severity, count in session.exec(
+        select(PathwayAlert.patient_id, PathwayAlert.severity, func.count())
+        .where(col(PathwayAlert.patient_id).in_(patients), PathwayAlert.status != "resolved")
+        .group_by(col(PathwayAlert.patient_id), col(PathwayAlert.severity))
+    ).all():
+        counts.setdefault(patient_id, {})[severity] = int(count)
+    return counts
+
+
+def reviews_of(session: Session, patient_id: UUID) -> Sequence[MdtReview]:
+    """The MDT's reviews of one pathway, newest first."""
+    return session.exec(
+        select(MdtReview)
+        .where(MdtReview.patient_id == patient_id)
+        .order_by(col(MdtReview.reviewed_at).desc())
+    ).all()
+
+
+def changed_since(
+    session: Session, since: datetime, team: str | None, limit: int
+) -> Sequence[PathwayRow]:
+    return session.exec(
+        select(PathwayRow)
+        .where(col(PathwayRow.updated_at) >= since, in_team(team))
+        .order_by(col(PathwayRow.updated_at))
+        .limit(limit)
+    ).all()

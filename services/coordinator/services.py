@@ -1,0 +1,332 @@
+"""The coordinator's commands: pathways, MDT reviews, the worklist and alerts.
+
+Each is ``(command, uow, user) -> result`` as in every service; the API's routes and
+the dashboard's pages call the same ones. A person's action (a review, handling an
+alert) is a coordinator event: published to the outbox and folded into the pathway in
+the same unit of work, so the answer shows it and a rebuild sees it like any other.
+Two are async because they ask the referrals service, as the person, over HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import msgspec
+from litestar import Request
+from litestar.exceptions import NotFoundException, PermissionDeniedException
+from sqlmodel import col
+
+from services.coordinator import repository
+from services.coordinator.domain import Pathway, Stage
+from services.coordinator.fhir import pathway_bundle
+from services.coordinator.handlers import fold_own_event, stored_events
+from services.coordinator.models import AlertAction, MdtReview, PathwayAlert, PathwayRow
+from services.coordinator.schemas import NameStatus, ReviewReferral, ReviewRequest
+from shared.audit import AuditAction
+from shared.auth import Role, User
+from shared.client import ApiProblem
+from shared.db import lock_for_transaction
+from shared.errors import Conflict, FieldProblem, UpstreamProblem
+from shared.events import Subject
+from shared.events.catalogue import (
+    MdtReviewRecorded,
+    PathwayAlertAcknowledged,
+    PathwayAlertHandled,
+    PathwayAlertResolved,
+    ReferralTarget,
+)
+from shared.tables import utcnow
+from shared.uow import UnitOfWork
+from shared.web import service_client
+
+# A clinician sees the pathways their team is part of (as in the referrals service:
+# psychologists the psychology ones, infusion clinicians the infusion ones); the MDT and
+# admins see all.
+TEAM_OF_ROLE = {Role.psychologist: "psychology", Role.infusion_clinician: "ketamine-infusion"}
+STAGES: tuple[str, ...] = Stage.__args__  # type: ignore[attr-defined]
+TEAMS: tuple[str, ...] = ReferralTarget.__args__  # type: ignore[attr-defined]
+# Roles that may see names, if the referrals service agrees for this patient.
+NAME_READERS = (Role.mdt, Role.psychologist, Role.infusion_clinician)
+HANDLED: dict[str, type[PathwayAlertHandled]] = {
+    "acknowledged": PathwayAlertAcknowledged,
+    "resolved": PathwayAlertResolved,
+}
+
+
+def team_of(user: User) -> str | None:
+    return TEAM_OF_ROLE.get(user.role)
+
+
+def visible_pathway(uow: UnitOfWork, user: User, patient_id: UUID) -> PathwayRow:
+    row = repository.pathway(uow.session, patient_id)
+    if row is None:
+        raise NotFoundException("the coordinator has no events for this patient")
+    team = team_of(user)
+    if team is not None and f",{team}," not in row.teams:
+        raise PermissionDeniedException("this pathway has no referral to your team")
+    return row
+
+
+# --- pathways ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathwayQuery:
+    stage: str | None = None
+    team: str | None = None
+    alert_kind: str | None = None
+    severity: str | None = None
+    waiting_over_days: int | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+def list_pathways(
+    query: PathwayQuery, uow: UnitOfWork, user: User
+) -> tuple[list[PathwayRow], dict[UUID, dict[str, int]], str | None]:
+    """Pathways longest in their stage first, with their open alerts by severity."""
+    statement = repository.pathways(team_of(user))
+    if query.stage is not None:
+        statement = statement.where(PathwayRow.stage == query.stage)
+    if query.team is not None:
+        statement = statement.where(repository.in_team(query.team))
+    if query.waiting_over_days is not None:
+        cutoff = utcnow() - timedelta(days=query.waiting_over_days)
+        statement = statement.where(col(PathwayRow.stage_since) < cutoff)
+    if query.alert_kind is not None or query.severity is not None:
+        wanted = repository.open_alerts_with_kind_or_severity(query.alert_kind, query.severity)
+        statement = statement.where(col(PathwayRow.patient_id).in_(wanted))
+    with uow:
+        rows, next_cursor = repository.PATHWAY_ORDER.page(
+            uow.session, statement, query.cursor, query.limit
+        )
+        counts = repository.severity_counts(uow.session, [row.patient_id for row in rows])
+        detail = f"pathway list of {len(rows)}"
+        uow.audit(AuditAction.read, "CarePlan", None, None, detail=detail)
+        uow.commit()
+    return rows, counts, next_cursor
+
+
+def pathway_document(patient_id: UUID, uow: UnitOfWork, user: User) -> dict[str, Any]:
+    """One patient's pathway as folded, audited as a read."""
+    with uow:
+        row = visible_pathway(uow, user, patient_id)
+        uow.audit(AuditAction.read, "CarePlan", str(patient_id), patient_id)
+        uow.commit()
+    return row.document
+
+
+def export_fhir(patient_id: UUID, uow: UnitOfWork, user: User) -> dict[str, Any]:
+    with uow:
+        row = visible_pathway(uow, user, patient_id)
+        pathway = msgspec.convert(row.document, Pathway, strict=False)
+        bundle = pathway_bundle(pathway, stored_events(uow.session, patient_id))
+        uow.audit(AuditAction.read, "Bundle", str(patient_id), patient_id, detail="fhir export")
+        uow.commit()
+    return bundle
+
+
+def record_stream_opened(uow: UnitOfWork) -> None:
+    with uow:
+        uow.audit(AuditAction.read, "CarePlan", None, None, detail="pathway stream opened")
+        uow.commit()
+
+
+async def patient_name(
+    request: Request[Any, Any, Any], user: User, patient_id: UUID
+) -> tuple[str | None, NameStatus]:
+    """Ask the referrals service, as this reader, for the name; it decides and audits."""
+    if user.role not in NAME_READERS:
+        return None, "not-asked"
+    try:
+        async with service_client(request, "referrals") as referrals:
+            patient = await referrals.patient_name(patient_id)
+    except ApiProblem as refused:
+        return None, "not-permitted" if refused.status in (401, 403) else "unavailable"
+    except httpx.HTTPError:
+        return None, "unavailable"
+    return f"{patient.given_name} {patient.family_name}", "shown"
+
+
+# --- MDT reviews -------------------------------------------------------------------------
+
+
+def check_review(data: ReviewRequest) -> None:
+    if data.decision == "refer-psychology" and data.referral is None:
+        raise FieldProblem("referral", "a decision to refer needs the referral's reason")
+    if data.decision != "refer-psychology" and data.referral is not None:
+        raise FieldProblem("referral", "only a decision to refer makes a referral")
+
+
+async def refer_to_psychology(
+    request: Request[Any, Any, Any], user: User, patient_id: UUID, referral: ReviewReferral
+) -> UUID:
+    """Make the MDT's psychology referral in the referrals service, as the reviewer."""
+    body = {
+        "patient_id": str(patient_id),
+        "target": "psychology",
+        "priority": referral.priority,
+        "reason": referral.reason,
+        "conditions": referral.conditions,
+        "referrer": {"name": user.id, "role": "MDT", "organisation": referral.organisation},
+    }
+    try:
+        async with service_client(request, "referrals") as referrals:
+            created = await referrals.create_referral(**body)
+    except ApiProblem as refused:
+        raise UpstreamProblem(
+            refused.status,
+            f"the referrals service refused the referral: {refused.body.get('detail', '')}",
+            under="referral",
+            errors=refused.body.get("errors"),
+        ) from None
+    except httpx.HTTPError:
+        raise UpstreamProblem(
+            503,
+            "the referrals service did not answer; nothing was recorded",
+            under="referral",
+            errors=None,
+        ) from None
+    return created.id
+
+
+def record_review(
+    patient_id: UUID,
+    data: ReviewRequest,
+    referral_id: UUID | None,
+    uow: UnitOfWork,
+    user: User,
+) -> MdtReview:
+    with uow:
+        lock_for_transaction(uow.session, patient_id)
+        review = MdtReview(
+            id=uuid4(),
+            patient_id=patient_id,
+            reviewed_at=utcnow(),
+            decision=data.decision,
+            attendees=list(data.attendees),
+            notes=data.notes,
+            reviewed_by=user.id,
+            referral_id=referral_id,
+        )
+        uow.session.add(review)
+        event = MdtReviewRecorded(
+            review_id=review.id,
+            decision=data.decision,
+            attendees=review.attendees,
+            reviewed_by=user.id,
+            reviewed_at=review.reviewed_at,
+            referral_id=referral_id,
+        )
+        _record(uow, event, patient_id, Subject(type="mdt_review", id=str(review.id)))
+        uow.audit(AuditAction.create, "Encounter", str(review.id), patient_id, detail=data.decision)
+        uow.commit()
+    return review
+
+
+def list_reviews(patient_id: UUID, uow: UnitOfWork, user: User) -> list[MdtReview]:
+    with uow:
+        visible_pathway(uow, user, patient_id)
+        reviews = list(repository.reviews_of(uow.session, patient_id))
+        uow.audit(AuditAction.read, "Encounter", None, patient_id, detail="mdt reviews")
+        uow.commit()
+    return reviews
+
+
+def worklist(
+    cursor: str | None, limit: int, uow: UnitOfWork
+) -> tuple[list[PathwayRow], str | None]:
+    """Patients due for MDT review: most urgent reason first, then soonest due."""
+    with uow:
+        rows, next_cursor = repository.WORKLIST_ORDER.page(
+            uow.session, repository.due_for_review(), cursor, limit
+        )
+        uow.audit(AuditAction.read, "CarePlan", None, None, detail=f"worklist of {len(rows)}")
+        uow.commit()
+    return rows, next_cursor
+
+
+# --- alerts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertQuery:
+    status: str | None = "open"
+    kind: str | None = None
+    severity: str | None = None
+    owner_role: str | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+def list_alerts(
+    query: AlertQuery, uow: UnitOfWork, user: User
+) -> tuple[list[PathwayAlert], str | None]:
+    """Alerts across the pathways the user may see: most severe first, then soonest due."""
+    statement = repository.alerts(team_of(user))
+    for name in ("status", "kind", "severity", "owner_role"):
+        value = getattr(query, name)
+        if value is not None:
+            statement = statement.where(getattr(PathwayAlert, name) == value)
+    with uow:
+        rows, next_cursor = repository.ALERT_ORDER.page(
+            uow.session, statement, query.cursor, query.limit
+        )
+        uow.audit(AuditAction.read, "Flag", None, None, detail=f"alert list of {len(rows)}")
+        uow.commit()
+    return rows, next_cursor
+
+
+def handle_alert(
+    alert_id: str, status: str, note: str | None, uow: UnitOfWork, user: User
+) -> PathwayAlert:
+    """Acknowledge or resolve an alert: the person's action is a coordinator event."""
+    with uow:
+        found = repository.alert(uow.session, alert_id)
+        if found is None:
+            raise NotFoundException(f"no alert {alert_id}")
+        visible_pathway(uow, user, found.patient_id)
+        lock_for_transaction(uow.session, found.patient_id)
+        alert = repository.alert(uow.session, alert_id, fresh=True)
+        if alert is None:  # the pathway was re-folded without it meanwhile
+            raise NotFoundException(f"no alert {alert_id}")
+        if alert.status == "resolved" or alert.status == status:
+            raise Conflict(f"the alert is already {alert.status}", current_status=alert.status)
+        now = utcnow()
+        uow.session.add(_action(alert, status, user, note, now))
+        event = HANDLED[status](
+            alert_id=alert_id,
+            kind=alert.kind,
+            by_user=user.id,
+            by_role=user.role.value,
+            handled_at=now,
+        )
+        _record(uow, event, alert.patient_id, Subject(type="alert", id=alert_id))
+        uow.audit(AuditAction.update, "Flag", alert_id, alert.patient_id, detail=status)
+        uow.commit()
+        updated = repository.alert(uow.session, alert_id)
+        assert updated is not None
+    return updated
+
+
+def _action(
+    alert: PathwayAlert, status: str, user: User, note: str | None, now: datetime
+) -> AlertAction:
+    return AlertAction(
+        alert_id=alert.id,
+        patient_id=alert.patient_id,
+        action=status,
+        by_user=user.id,
+        by_role=user.role.value,
+        note=note,
+        at=now,
+    )
+
+
+def _record(uow: UnitOfWork, event: Any, patient_id: UUID, subject: Subject) -> None:
+    envelope = uow.publish(event, patient_id=patient_id, subject=subject)
+    fold_own_event(uow.session, envelope)
