@@ -43,22 +43,31 @@ class Store:
 
     def events(self) -> list[Event]:
         """Every event the service has committed to its outbox, in order, typed."""
+        self.end_requests()
         with self.sessions() as session:
             rows = session.exec(select(OutboxEvent).order_by(col(OutboxEvent.position))).all()
             return [msgspec.convert(row.envelope, Envelope).event() for row in rows]
 
     def audit(self) -> list[tuple[str, str, str | None]]:
+        self.end_requests()
         with self.sessions() as session:
             rows = session.exec(select(AuditRecord).order_by(col(AuditRecord.id))).all()
             return [(row.action, row.entity_type, row.detail) for row in rows]
 
     def rows(self, table: type[Any]) -> list[Any]:
+        self.end_requests()
         with self.sessions() as session:
             return list(session.exec(select(table)).all())
 
-    def close(self) -> None:
+    def end_requests(self) -> None:
+        """Close the commands' sessions, as the end of each request does: a session that
+        read after its commit would otherwise hold SQLite's write lock."""
         for session in self._open:
             session.close()
+        self._open.clear()
+
+    def close(self) -> None:
+        self.end_requests()
         self.engine.dispose()
 
 

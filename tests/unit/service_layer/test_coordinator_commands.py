@@ -1,0 +1,138 @@
+"""Coordinator commands through the service layer: a person's action on an alert or a
+review is an event published and folded in one unit of work; a refused one writes
+nothing; lists page by keyset without overlap."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from uuid import UUID, uuid4
+
+import pytest
+from litestar.exceptions import PermissionDeniedException
+
+from services.coordinator import services
+from services.coordinator.handlers import handle_event
+from services.coordinator.models import AlertAction, MdtReview, PathwayAlert
+from services.coordinator.schemas import ReviewRequest
+from shared.auth import Role
+from shared.errors import Conflict
+from shared.events.catalogue import (
+    MdtReviewRecorded,
+    PathwayAlertAcknowledged,
+    PathwayAlertResolved,
+)
+from shared.tables import InboxEvent
+
+from ..factories import T0, referral_received
+from .conftest import Store, user
+
+MDT = user(Role.mdt, "dr-mdt")
+PSYCHOLOGIST = user(Role.psychologist, "psy-1")
+
+
+@pytest.fixture
+def coordinator(store: Callable[[str], Store]) -> Store:
+    return store("coordinator")
+
+
+def _pathway_with_risk_alert(coordinator: Store, minutes: int = 0) -> tuple[UUID, PathwayAlert]:
+    """A ketamine referral whose baseline PHQ-9 item 9 is answered: an urgent alert."""
+    patient_id = uuid4()
+    with coordinator.sessions() as session:
+        handle_event(
+            session,
+            referral_received(
+                patient_id, phq9_item9=2, occurred_at=T0 + timedelta(minutes=minutes)
+            ),
+        )
+        session.commit()
+    alerts = [a for a in coordinator.rows(PathwayAlert) if a.patient_id == patient_id]
+    assert len(alerts) == 1, alerts
+    return patient_id, alerts[0]
+
+
+def test_acknowledging_an_alert_records_the_action_publishes_and_folds_it(
+    coordinator: Store,
+) -> None:
+    _, alert = _pathway_with_risk_alert(coordinator)
+    handled = services.handle_alert(
+        alert.id, "acknowledged", "calling today", coordinator.uow(MDT), MDT
+    )
+    assert handled.status == "acknowledged"
+    (event,) = coordinator.events()
+    assert isinstance(event, PathwayAlertAcknowledged)
+    assert (event.alert_id, event.by_user) == (alert.id, MDT.id)
+    # Folded at once: its inbox row makes the copy coming back through the queue a no-op.
+    assert len(coordinator.rows(InboxEvent)) == 1
+    (action,) = coordinator.rows(AlertAction)
+    assert (action.action, action.note) == ("acknowledged", "calling today")
+    assert coordinator.audit()[-1] == ("U", "Flag", "acknowledged")
+
+
+def test_the_same_action_twice_is_a_conflict_that_writes_nothing(coordinator: Store) -> None:
+    _, alert = _pathway_with_risk_alert(coordinator)
+    services.handle_alert(alert.id, "acknowledged", None, coordinator.uow(MDT), MDT)
+    before = (
+        len(coordinator.events()),
+        len(coordinator.audit()),
+        len(coordinator.rows(AlertAction)),
+    )
+    with pytest.raises(Conflict):
+        services.handle_alert(alert.id, "acknowledged", None, coordinator.uow(MDT), MDT)
+    after = (
+        len(coordinator.events()),
+        len(coordinator.audit()),
+        len(coordinator.rows(AlertAction)),
+    )
+    assert after == before
+
+
+def test_a_resolved_alert_takes_no_further_action(coordinator: Store) -> None:
+    _, alert = _pathway_with_risk_alert(coordinator)
+    services.handle_alert(alert.id, "resolved", None, coordinator.uow(MDT), MDT)
+    assert isinstance(coordinator.events()[-1], PathwayAlertResolved)
+    with pytest.raises(Conflict, match="already resolved"):
+        services.handle_alert(alert.id, "acknowledged", None, coordinator.uow(MDT), MDT)
+
+
+def test_a_psychologist_may_not_act_on_a_pathway_with_no_psychology_referral(
+    coordinator: Store,
+) -> None:
+    _, alert = _pathway_with_risk_alert(coordinator)
+    with pytest.raises(PermissionDeniedException):
+        services.handle_alert(
+            alert.id, "acknowledged", None, coordinator.uow(PSYCHOLOGIST), PSYCHOLOGIST
+        )
+    assert coordinator.events() == []
+    assert coordinator.rows(AlertAction) == []
+
+
+def test_a_review_is_published_and_folded_with_its_decision(coordinator: Store) -> None:
+    patient_id, _ = _pathway_with_risk_alert(coordinator)
+    request = ReviewRequest(attendees=["dr-mdt", "psy-1"], decision="continue", notes="doing well")
+    review = services.record_review(patient_id, request, None, coordinator.uow(MDT), MDT)
+    (event,) = coordinator.events()
+    assert isinstance(event, MdtReviewRecorded)
+    assert (event.review_id, event.decision, event.attendees) == (
+        review.id,
+        "continue",
+        ["dr-mdt", "psy-1"],
+    )
+    assert [r.notes for r in coordinator.rows(MdtReview)] == ["doing well"]
+    assert coordinator.audit()[-1] == ("C", "Encounter", "continue")
+
+
+def test_pathway_pages_follow_on_without_overlap_or_gap(coordinator: Store) -> None:
+    patients = {_pathway_with_risk_alert(coordinator, minutes)[0] for minutes in range(5)}
+    seen: list[UUID] = []
+    cursor = None
+    while True:
+        query = services.PathwayQuery(cursor=cursor, limit=2)
+        rows, counts, cursor = services.list_pathways(query, coordinator.uow(MDT), MDT)
+        seen += [row.patient_id for row in rows]
+        assert all(counts[row.patient_id] == {"urgent": 1} for row in rows)
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)) == 5
+    assert set(seen) == patients
