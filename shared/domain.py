@@ -21,7 +21,8 @@ class RuleBroken(ValueError):
 
 class IllegalTransition(ValueError):
     def __init__(self, thing: str, current: str, action: str) -> None:
-        super().__init__(f"a {thing} that is {current} cannot be {action}")
+        article = "an" if thing.startswith(tuple("aeiou")) else "a"
+        super().__init__(f"{article} {thing} that is {current} cannot be {action}")
         self.thing = thing
         self.current = current
         self.action = action

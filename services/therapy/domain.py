@@ -11,12 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from shared.domain import IllegalTransition as IllegalTransition
+from shared.domain import RuleBroken, StateMachine
 
-class TherapyRuleBroken(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+
+class TherapyRuleBroken(RuleBroken):
+    """A therapy rule the input breaks; the API answers 422 naming the field."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ def check_working_hours(hours: Iterable[WorkingHours]) -> None:
             if block.start < other.end and other.start < block.end:
                 raise TherapyRuleBroken(f"hours[{index}]", "overlaps another block that day")
         seen.setdefault(block.weekday, []).append(block)
+
+
+def check_leave(first_day: date, last_day: date) -> None:
+    if last_day < first_day:
+        raise TherapyRuleBroken("last_day", "must not be before the first day")
 
 
 def slots(
@@ -120,6 +125,7 @@ APPOINTMENT_TRANSITIONS: dict[str, dict[str, str]] = {
     "cancel": {BOOKED: CANCELLED, ARRIVED: CANCELLED},
     "reschedule": {BOOKED: BOOKED},
 }
+APPOINTMENT = StateMachine("appointment", APPOINTMENT_TRANSITIONS)
 # A mistaken status is corrected, not a dead end: a noshow that did attend, a booking
 # recorded against the wrong patient.
 CORRECTIONS: dict[str, tuple[str, ...]] = {
@@ -131,25 +137,13 @@ CORRECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-class IllegalTransition(ValueError):
-    def __init__(self, current: str, action: str) -> None:
-        super().__init__(f"an appointment that is {current} cannot be {action}")
-        self.current = current
-        self.action = action
-
-
 def next_appointment_status(current: str, action: str) -> str:
-    allowed = APPOINTMENT_TRANSITIONS.get(action)
-    if allowed is None:
-        raise ValueError(f"unknown action {action!r}")
-    if current not in allowed:
-        raise IllegalTransition(current, action)
-    return allowed[current]
+    return APPOINTMENT.next_status(current, action)
 
 
 def corrected_status(current: str, wanted: str) -> str:
     if wanted not in CORRECTIONS.get(current, ()):
-        raise IllegalTransition(current, f"corrected to {wanted}")
+        raise IllegalTransition("appointment", current, f"corrected to {wanted}")
     return wanted
 
 

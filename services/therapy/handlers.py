@@ -1,57 +1,32 @@
-"""Events the therapy service consumes: an accepted psychology referral opens an episode."""
+"""Events the therapy service consumes: an accepted psychology referral opens an episode.
+
+Anything else is acknowledged and left alone.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from uuid import UUID
+from sqlmodel import Session
 
-import msgspec
-from sqlmodel import Session, select
-
-from services.therapy.models import TherapyEpisode
-from shared.events import Envelope, Subject, new_event
-from shared.events.catalogue import TherapyEpisodeOpened
-from shared.outbox import add_event
+from services.therapy import services
+from shared.events import Envelope
+from shared.events.catalogue import ReferralAccepted
+from shared.uow import UnitOfWork
 
 
 def handle_event(session: Session, envelope: Envelope) -> None:
-    if envelope.type != "referral.accepted" or envelope.data["target"] != "psychology":
+    if envelope.type != "referral.accepted":
         return
-    referral_id = UUID(str(envelope.data["referral_id"]))
-    # The inbox stops a redelivery; the unique referral_id stops a replayed message.
-    if session.exec(
-        select(TherapyEpisode).where(TherapyEpisode.referral_id == referral_id)
-    ).first():
+    accepted = envelope.event()
+    assert isinstance(accepted, ReferralAccepted)
+    if accepted.target != "psychology":
         return
-    now = datetime.now(UTC)
-    received = envelope.data.get("received_at")
-    referred_at = msgspec.convert(received, datetime) if received else envelope.occurred_at
-    episode = TherapyEpisode(
-        patient_id=envelope.patient_id,
-        referral_id=referral_id,
-        status="waitlist",
-        priority=envelope.data["priority"],
-        conditions=list(envelope.data["conditions"]),
-        referred_at=referred_at,
-        opened_at=now,
-    )
-    session.add(episode)
-    add_event(
-        session,
-        new_event(
-            type="therapy.episode.opened",
-            data=TherapyEpisodeOpened(
-                episode_id=episode.id,
-                referral_id=referral_id,
-                priority=envelope.data["priority"],
-                referred_at=referred_at,
-                opened_at=now,
-            ),
-            producer="therapy",
-            patient_id=envelope.patient_id,
-            subject=Subject(type="therapy-episode", id=str(episode.id)),
-            actor=envelope.actor,
-            correlation_id=envelope.correlation_id,
-            causation_id=str(envelope.event_id),
-        ),
+    # No commit here: the consume path commits the inbox row and the episode together.
+    uow = UnitOfWork(session, service="therapy", actor=envelope.actor)
+    services.open_episode(
+        accepted,
+        envelope.patient_id,
+        # Waits are measured from when the referral arrived, if the event says.
+        accepted.received_at or envelope.occurred_at,
+        uow,
+        causation_id=str(envelope.event_id),
     )

@@ -9,6 +9,8 @@ from uuid import UUID
 import msgspec
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+# FHIR EpisodeOfCare statuses (services/therapy/domain.py EPISODE_STATUSES).
+EpisodeStatus = Literal["waitlist", "active", "onhold", "finished", "cancelled"]
 
 
 class ClinicianCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

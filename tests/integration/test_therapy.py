@@ -383,7 +383,7 @@ def test_concurrent_bookings_of_one_slot_give_one_appointment(
 def test_two_patients_booked_into_one_clinician_slot_at_once_give_one_201_and_one_409(
     stack: Stack, api_client: Any, processes: Processes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services.therapy import api
+    from services.therapy import services
 
     clinic = open_episodes(stack, api_client, processes, patients=2)
     slots = clinic.open_diary()
@@ -393,13 +393,13 @@ def test_two_patients_booked_into_one_clinician_slot_at_once_give_one_201_and_on
     # Both requests pass the pre-check before either writes: only the partial unique index
     # on (clinician_id, start) can stop the second.
     checked = threading.Barrier(2)
-    check_slot = api._check_slot
+    check_slot = services._check_slot
 
     def check_then_wait(*args: Any, **kwargs: Any) -> None:
         check_slot(*args, **kwargs)
         checked.wait(10)
 
-    monkeypatch.setattr(api, "_check_slot", check_then_wait)
+    monkeypatch.setattr(services, "_check_slot", check_then_wait)
     apps = [clinic.therapy, api_client(stack.api("therapy"))]
     paths = [f"/api/therapy-episodes/{episode.id}/appointments" for episode in clinic.episodes]
     start = slots[0]

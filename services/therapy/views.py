@@ -1,0 +1,119 @@
+"""Rows as the therapy API answers them, shaped by who is asking: the answers to the
+questionnaires and the free-text notes go to the clinical roles only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import msgspec
+from sqlmodel import Session
+
+from services.therapy import appointment, domain, repository
+from services.therapy.models import Appointment, Clinician, SessionMeasure, TherapyEpisode
+from services.therapy.schemas import (
+    AppointmentRead,
+    ClinicianRead,
+    EpisodeRead,
+    HoursBlock,
+    LeaveCreate,
+    MeasureRead,
+    SlotsRead,
+    WaitingRead,
+)
+from services.therapy.services import POLICY
+from shared.auth import Role, User
+from shared.tables import utcnow
+
+
+def clinician_read(session: Session, clinician: Clinician) -> ClinicianRead:
+    return ClinicianRead(
+        id=clinician.id,
+        display_name=clinician.display_name,
+        hours=[
+            HoursBlock(weekday=b.weekday, start=b.start, end=b.end)
+            for b in repository.working_hours(session, clinician.id)
+        ],
+        leave=[
+            LeaveCreate(first_day=days.first_day, last_day=days.last_day)
+            for days in repository.leave(session, clinician.id)
+        ],
+    )
+
+
+def slots_read(clinician_id: str, slots: list[datetime]) -> SlotsRead:
+    return SlotsRead(clinician_id=clinician_id, slot_minutes=POLICY.slot_minutes, slots=slots)
+
+
+def sees_items(user: User) -> bool:
+    # Admins see statuses, not the answers to the questionnaires.
+    return user.role in (Role.psychologist, Role.mdt)
+
+
+def measure_read(measure: SessionMeasure, user: User) -> MeasureRead:
+    read = msgspec.convert(measure, MeasureRead, from_attributes=True)
+    if not sees_items(user):
+        read.items = None
+    return read
+
+
+def appointment_read(
+    booked: Appointment, user: User, measures: Sequence[SessionMeasure] | None = None
+) -> AppointmentRead:
+    read = msgspec.convert(booked, AppointmentRead, from_attributes=True)
+    if not sees_items(user):
+        read.status_reason = None
+    if measures is not None:
+        read.measures = [measure_read(m, user) for m in measures]
+    return read
+
+
+def episode_read(
+    session: Session, episode: TherapyEpisode, user: User, *, detail: bool = False
+) -> EpisodeRead:
+    appointments = repository.appointments(session, episode.id)
+    read = EpisodeRead(
+        id=episode.id,
+        patient_id=episode.patient_id,
+        referral_id=episode.referral_id,
+        status=episode.status,
+        priority=episode.priority,
+        referred_at=episode.referred_at,
+        opened_at=episode.opened_at,
+        waiting=waiting(episode, appointments, utcnow()),
+        dna_count=appointment.dna_count(appointments),
+        attended_treatment=appointment.attended_treatment(appointments),
+        clinician_id=episode.clinician_id,
+        discharged_at=episode.discharged_at,
+        discharge_reason=episode.discharge_reason,
+        discharge_note=episode.discharge_note if sees_items(user) else None,
+    )
+    # Psychologists read the team's waiting list; the clinical record of an episode is
+    # for the psychologist whose caseload it is, and the MDT (admins: statuses only).
+    if detail and (user.role is not Role.psychologist or episode.clinician_id == user.id):
+        measures = repository.measures(session, episode.id)
+        read.appointments = [
+            appointment_read(a, user, [m for m in measures if m.appointment_id == a.id])
+            for a in appointments
+        ]
+    return read
+
+
+def waiting(
+    episode: TherapyEpisode, appointments: Sequence[Appointment], now: datetime
+) -> WaitingRead:
+    """The wait to the first attended treatment appointment, against the 6- and 18-week
+    standards; the clock runs until then (or the discharge)."""
+    treated = [
+        a.start
+        for a in appointments
+        if a.status == domain.FULFILLED and a.kind in appointment.TREATMENT_KINDS
+    ]
+    until = min(treated) if treated else (episode.discharged_at or now)
+    days, state = domain.waiting(episode.referred_at, until, POLICY)
+    return WaitingRead(
+        days_waiting=days,
+        state=state,  # type: ignore[arg-type]
+        standard=f"first treatment within {POLICY.wait_alert_weeks} weeks "
+        f"(breach at {POLICY.wait_breach_weeks}); NHS Talking Therapies",
+    )
