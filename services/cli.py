@@ -19,6 +19,7 @@ from shared.auth import Role, issue_token
 from shared.client import ApiProblem, CarepathClient, FeedComparison
 from shared.messaging import InProcessWorkers, make_broker
 from shared.observability import configure_logging
+from shared.policy import PolicyError, clinical_policy
 from shared.runtime import ServiceRuntime
 from shared.settings import (
     SERVICES,
@@ -36,9 +37,10 @@ def _platform(**overrides: object) -> PlatformSettings:
     settings = PlatformSettings(**overrides)  # type: ignore[arg-type]
     try:
         settings.check_production()
-    except InsecureConfiguration as error:
+        clinical_policy()  # a bad threshold stops the service, naming its key
+    except (InsecureConfiguration, PolicyError) as error:
         raise click.ClickException(str(error)) from None
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.json_logs)
     return settings
 
 
@@ -142,6 +144,7 @@ def _run(app: Litestar, host: str, port: int, platform: PlatformSettings) -> Non
         host=host,
         port=port,
         log_level=platform.log_level.lower(),
+        log_config=None,  # its records go to the root handler configure_logging set up
         access_log=False,
         timeout_graceful_shutdown=5,
     )

@@ -54,6 +54,7 @@ from shared.observability import (
     get_logger,
     new_correlation_id,
 )
+from shared.policy import PolicySetting, clinical_policy, described
 from shared.runtime import ServiceRuntime, check_broker
 from shared.settings import PlatformSettings
 from shared.tables import DeadLetter, OutboxEvent, as_utc
@@ -375,6 +376,22 @@ PLATFORM_CONTROLLERS: tuple[Any, ...] = (
 )
 
 
+STAFF = tuple(role for role in Role if role is not Role.service)
+
+
+@get(
+    "/api/policy",
+    operation_id="readClinicalPolicy",
+    guards=[requires(*STAFF)],
+    sync_to_thread=False,
+    summary="The clinical policy in force: each threshold with its source and default",
+    description="Every threshold of CLINICAL.md, by section, as this process loaded it "
+    "(shared/policy.toml, with CAREPATH_POLICY_FILE laid over it). Read-only.",
+)
+def read_policy() -> dict[str, dict[str, PolicySetting]]:
+    return described(clinical_policy())
+
+
 @get("/health", operation_id="health", summary="The process is serving", sync_to_thread=False)
 def health() -> dict[str, str]:
     return {"status": "ok"}
@@ -560,7 +577,8 @@ def build_app(
     title: str = "carepath",
 ) -> Litestar:
     platform.check_production()
-    route_handlers: list[Any] = [health, ready]
+    clinical_policy()  # a bad policy stops the service here, with the key it names
+    route_handlers: list[Any] = [health, ready, read_policy]
     for runtime in runtimes:
         own = list(runtime.spec.route_handlers)
         if embedded:
@@ -642,6 +660,7 @@ def build_app(
         },
         on_startup=[start],
         on_shutdown=[stop],
+        logging_config=None,  # not Litestar's root handler: configure_logging's renders all
         state=State({"runtimes": by_name, "broker": broker, "embedded": embedded}),
         template_config=TemplateConfig(
             directory=[d / "templates" for d in web_dirs], engine=JinjaTemplateEngine

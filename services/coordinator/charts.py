@@ -11,6 +11,7 @@ from datetime import datetime
 from html import escape
 
 from services.coordinator.domain import MeasurePoint
+from shared.policy import ChangePolicy, clinical_policy
 
 WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 44, 16, 16, 34
@@ -30,26 +31,36 @@ class ChartSpec:
     thresholds: tuple[Threshold, ...] = ()
 
 
-def specs(pain_baseline: float | None) -> list[ChartSpec]:
-    """The four charts of the patient page, with CLINICAL.md's lines."""
+def specs(pain_baseline: float | None, policy: ChangePolicy | None = None) -> list[ChartSpec]:
+    """The four charts of the patient page, with CLINICAL.md's lines (the thresholds
+    from the clinical policy)."""
+    policy = policy or clinical_policy().change
     pain_lines: tuple[Threshold, ...] = ()
     if pain_baseline is not None:
         pain_lines = (
-            Threshold(round(pain_baseline * 0.7, 1), "meaningful relief (30% below baseline)"),
-            Threshold(round(pain_baseline * 0.5, 1), "substantial relief (50% below baseline)"),
+            _relief_line(pain_baseline, policy.pain_meaningful_fraction, "meaningful"),
+            _relief_line(pain_baseline, policy.pain_substantial_fraction, "substantial"),
         )
+    phq9, gad7 = policy.phq9_caseness, policy.gad7_caseness
     return [
         ChartSpec(
             "phq9",
             "PHQ-9 (depression)",
             27,
-            (Threshold(10, "caseness (PHQ-9 ≥ 10)"), Threshold(20, "severe (≥ 20)")),
+            # 20: the PHQ-9's own "severe" band (Kroenke 2001), not a policy setting.
+            (Threshold(phq9, f"caseness (PHQ-9 ≥ {phq9})"), Threshold(20, "severe (≥ 20)")),
         ),
-        ChartSpec("gad7", "GAD-7 (anxiety)", 21, (Threshold(8, "caseness (GAD-7 ≥ 8)"),)),
+        ChartSpec("gad7", "GAD-7 (anxiety)", 21, (Threshold(gad7, f"caseness (GAD-7 ≥ {gad7})"),)),
         ChartSpec("pain_nrs", "Pain NRS (0 to 10)", 10, pain_lines),
         ChartSpec("peg", "PEG (pain, enjoyment, activity; 0 to 10)", 10),
         ChartSpec("opioid_mme", "Opioid use (MME per day)", 0),
     ]
+
+
+def _relief_line(baseline: float, fraction: float, name: str) -> Threshold:
+    return Threshold(
+        round(baseline * (1 - fraction), 1), f"{name} relief ({fraction:.0%} below baseline)"
+    )
 
 
 def svg(spec: ChartSpec, points: list[MeasurePoint]) -> str:

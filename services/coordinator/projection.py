@@ -33,7 +33,6 @@ from services.coordinator.domain import (
     TimelineEntry,
 )
 from services.coordinator.rules import (
-    PSYCHOLOGY_SUGGESTION_DAYS,
     TIME_KINDS,
     Crossing,
     cleared,
@@ -43,6 +42,7 @@ from services.coordinator.rules import (
     no_response_alert,
     pain_change,
     phq9_item9_alert,
+    psychology_suggestion_due,
     reliable_deterioration_alert,
     serious_adverse_event_alert,
     time_alert,
@@ -52,6 +52,7 @@ from services.coordinator.rules import (
     vitals_alert,
 )
 from shared.events import Envelope
+from shared.policy import clinical_policy
 
 TEAM_OF_TARGET = {
     "ketamine-infusion": "infusion clinic",
@@ -504,7 +505,7 @@ def _psychology_suggestion(streams: Streams) -> NextAction | None:
     return NextAction(
         action="refer to psychology for CBT alongside the infusions",
         owner_role="mdt",
-        due=course.first_session_at + timedelta(days=PSYCHOLOGY_SUGGESTION_DAYS),
+        due=psychology_suggestion_due(course.first_session_at),
     )
 
 
@@ -525,7 +526,7 @@ def _review_due(fold: _Fold, alerts: list[Alert]) -> ReviewDue | None:
     done = fold.induction_done_at
     if done is not None and (last_review is None or last_review < done):
         return ReviewDue(
-            due=done + timedelta(days=14),
+            due=done + timedelta(days=clinical_policy().alerts.maintenance_decision_due_days),
             reason="the induction series has ended: continue, maintain or stop",
         )
     return None

@@ -1,6 +1,8 @@
 """Alert rules: small pure functions over facts the projection has gathered.
 
-Each cites the line of ../shared/CLINICAL.md it implements.
+Each cites the line of ../shared/CLINICAL.md it implements. Every threshold comes from
+the clinical policy (shared/policy.py): a rule takes the policy, or its section, as its
+last argument, and without one uses the policy the service loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from services.coordinator.domain import (
     Severity,
     Streams,
 )
+from shared.policy import ChangePolicy, ClinicalPolicy, clinical_policy
 
 
 def phq9_item9_alert(item9: int | None, seen_at: datetime, source_event: str) -> Alert | None:
@@ -39,14 +42,28 @@ def _end_of_day(moment: datetime) -> datetime:
     return moment.replace(hour=23, minute=59, second=59, microsecond=0)
 
 
-def triage_due(received_at: datetime, priority: str) -> datetime:
+def _review_due(at: datetime, policy: ClinicalPolicy) -> datetime:
+    return at + timedelta(days=policy.alerts.review_due_days)
+
+
+def _triage_days(priority: str, policy: ClinicalPolicy) -> int:
+    waits = policy.waits
+    return (
+        waits.urgent_triage_working_days
+        if priority == "urgent"
+        else waits.routine_triage_working_days
+    )
+
+
+def triage_due(
+    received_at: datetime, priority: str, policy: ClinicalPolicy | None = None
+) -> datetime:
     """CLINICAL.md, Waiting times: urgent referrals triaged within 2 working days
     (local policy). CLINICAL.md sets no triage time for routine referrals; 5 working
-    days is this service's working target (local policy) until the referrals issue
-    makes both a setting."""
+    days is this service's working target (local policy, waits.routine_triage_working_days)."""
     due = received_at
     added = 0
-    days = 2 if priority == "urgent" else 5
+    days = _triage_days(priority, policy or clinical_policy())
     while added < days:
         due += timedelta(days=1)
         if due.weekday() < 5:
@@ -54,14 +71,29 @@ def triage_due(received_at: datetime, priority: str) -> datetime:
     return due
 
 
-def treatment_due(received_at: datetime, target: str) -> datetime:
+def _alert_weeks(target: str, policy: ClinicalPolicy) -> int:
+    waits = policy.waits
+    return waits.psychology_alert_weeks if target == "psychology" else waits.consultant_alert_weeks
+
+
+def _breach_weeks(target: str, policy: ClinicalPolicy) -> int:
+    waits = policy.waits
+    return (
+        waits.psychology_breach_weeks if target == "psychology" else waits.consultant_breach_weeks
+    )
+
+
+def treatment_due(
+    received_at: datetime, target: str, policy: ClinicalPolicy | None = None
+) -> datetime:
     """CLINICAL.md, Waiting times: psychology's first treatment alert at 6 weeks (NHS
     Talking Therapies); consultant-led treatment alert at 12 weeks (local policy)."""
-    weeks = 6 if target == "psychology" else 12
-    return received_at + timedelta(weeks=weeks)
+    return received_at + timedelta(weeks=_alert_weeks(target, policy or clinical_policy()))
 
 
-def dna_review_alert(dna_count: int, threshold: int, at: datetime) -> Alert:
+def dna_review_alert(
+    dna_count: int, threshold: int, at: datetime, policy: ClinicalPolicy | None = None
+) -> Alert:
     """CLINICAL.md, Therapy: after 2 missed appointments in an episode → discharge review
     alert (local policy). Discharge after a DNA is a decision, never automatic."""
     return Alert(
@@ -70,9 +102,9 @@ def dna_review_alert(dna_count: int, threshold: int, at: datetime) -> Alert:
         status="open",
         reason=f"{dna_count} missed appointments (threshold {threshold}): review, not discharge",
         owner_role="psychologist",
-        due=at + timedelta(days=7),
+        due=_review_due(at, policy or clinical_policy()),
         raised_at=at,
-        source="CLINICAL.md Therapy: DNA after 2 missed appointments → discharge review",
+        source=f"CLINICAL.md Therapy: DNA after {threshold} missed appointments → discharge review",
     )
 
 
@@ -110,17 +142,6 @@ def serious_adverse_event_alert(code: str, at: datetime) -> Alert:
 
 
 @dataclass(frozen=True)
-class ChangePolicy:
-    phq9_caseness: int = 10  # NHS Talking Therapies manual
-    gad7_caseness: int = 8
-    phq9_reliable_change: int = 6
-    gad7_reliable_change: int = 4
-    pain_meaningful_fraction: float = 0.30  # IMMPACT, Dworkin et al. 2008
-    pain_substantial_fraction: float = 0.50
-    phq9_response_fraction: float = 0.50  # ketamine trials, Sanacora 2017
-
-
-@dataclass(frozen=True)
 class Change:
     first: float
     last: float
@@ -136,11 +157,12 @@ class Change:
 
 
 def depression_anxiety_change(
-    instrument: str, first: int, last: int, policy: ChangePolicy = ChangePolicy()
+    instrument: str, first: int, last: int, policy: ChangePolicy | None = None
 ) -> Change:
     """PHQ-9 or GAD-7 from the first score to the last: caseness (PHQ-9 ≥ 10, GAD-7 ≥ 8),
     reliable improvement/deterioration (6 and 4 points), recovery (at caseness first, not
     last), and for PHQ-9 the ketamine response (a fall of 50% or more)."""
+    policy = policy or clinical_policy().change
     caseness = policy.phq9_caseness if instrument == "phq9" else policy.gad7_caseness
     reliable = policy.phq9_reliable_change if instrument == "phq9" else policy.gad7_reliable_change
     first_case, last_case = first >= caseness, last >= caseness
@@ -160,8 +182,9 @@ def depression_anxiety_change(
     )
 
 
-def pain_change(first: int, last: int, policy: ChangePolicy = ChangePolicy()) -> Change:
+def pain_change(first: int, last: int, policy: ChangePolicy | None = None) -> Change:
     """Pain NRS: meaningful relief is a fall of 30% or more, substantial 50% (IMMPACT)."""
+    policy = policy or clinical_policy().change
     fall = (first - last) / first if first > 0 else 0.0
     return Change(
         first=first,
@@ -172,7 +195,9 @@ def pain_change(first: int, last: int, policy: ChangePolicy = ChangePolicy()) ->
     )
 
 
-def reliable_deterioration_alert(instrument: str, change: Change, at: datetime) -> Alert | None:
+def reliable_deterioration_alert(
+    instrument: str, change: Change, at: datetime, policy: ClinicalPolicy | None = None
+) -> Alert | None:
     """CLINICAL.md: reliable deterioration (PHQ-9 up 6, GAD-7 up 4 from the first score)."""
     if not change.reliable_deterioration:
         return None
@@ -183,24 +208,23 @@ def reliable_deterioration_alert(instrument: str, change: Change, at: datetime) 
         status="open",
         reason=f"{name} rose from {change.first:g} to {change.last:g}",
         owner_role="mdt",
-        due=at + timedelta(days=7),
+        due=_review_due(at, policy or clinical_policy()),
         raised_at=at,
         source="CLINICAL.md Change that matters: reliable deterioration",
     )
-
-
-NO_RESPONSE_AFTER_SESSIONS = 3  # local policy (CLINICAL.md, Course rules)
 
 
 def no_response_alert(
     completed_sessions: int,
     responded: bool,
     at: datetime,
-    after_sessions: int = NO_RESPONSE_AFTER_SESSIONS,
+    policy: ClinicalPolicy | None = None,
 ) -> Alert | None:
     """CLINICAL.md, Course rules: no meaningful response (pain ≥ 30% or PHQ-9 ≥ 50% better
     than baseline) after 3 infusions → MDT review alert (local policy). Raised once, at the
     infusion that makes the count."""
+    policy = policy or clinical_policy()
+    after_sessions = policy.course.no_response_after_sessions
     if completed_sessions != after_sessions or responded:
         return None
     return Alert(
@@ -209,9 +233,10 @@ def no_response_alert(
         status="open",
         reason=f"no meaningful response after {after_sessions} infusions",
         owner_role="mdt",
-        due=at + timedelta(days=7),
+        due=_review_due(at, policy),
         raised_at=at,
-        source="CLINICAL.md Course rules: no response after 3 infusions → MDT review",
+        source=f"CLINICAL.md Course rules: no response after {after_sessions} infusions → "
+        "MDT review",
     )
 
 
@@ -221,12 +246,6 @@ def no_response_alert(
 # thresholds a pathway has passed by now and records each as a `pathway.alert.raised`
 # event; the fold turns that event into an alert with `time_alert` and resolves it with
 # `cleared` as soon as the events show the condition gone.
-
-PSYCHOLOGY_ALERT_WEEKS = 6  # NHS Talking Therapies: 75% within 6 weeks
-CONSULTANT_ALERT_WEEKS = 12  # local policy, before the 18-week RTT standard
-BREACH_WEEKS = 18  # NHS Talking Therapies 95% and NHS referral-to-treatment
-PSYCHOLOGY_SUGGESTION_DAYS = 14  # local policy: CBT alongside infusions
-MAINTENANCE_GRACE = timedelta(days=1)  # overdue once the due day has passed
 
 TIME_KINDS = (
     "triage-overdue",
@@ -276,46 +295,60 @@ def has_psychology(streams: Streams) -> bool:
     return episode is not None and episode.discharge_reason != "declined"
 
 
-def crossed(streams: Streams, now: datetime) -> list[Crossing]:
+def crossed(
+    streams: Streams, now: datetime, policy: ClinicalPolicy | None = None
+) -> list[Crossing]:
     """Every time threshold these streams have passed by `now` (CLINICAL.md, Waiting
     times and Course rules)."""
+    policy = policy or clinical_policy()
     found: list[Crossing] = []
     for referral in streams.referrals:
         if referral.status == "received":
-            due = triage_due(referral.triage_from, referral.priority)
+            due = triage_due(referral.triage_from, referral.priority, policy)
             if now >= due:
                 found.append(Crossing("triage-overdue", referral.id, due))
         if referral.status in _ENDED_REFERRAL or treatment_started(streams, referral):
             continue
-        alert_weeks = (
-            PSYCHOLOGY_ALERT_WEEKS if referral.target == "psychology" else CONSULTANT_ALERT_WEEKS
-        )
-        for kind, weeks in (("waiting-time", alert_weeks), ("waiting-breach", BREACH_WEEKS)):
+        for kind, weeks in (
+            ("waiting-time", _alert_weeks(referral.target, policy)),
+            ("waiting-breach", _breach_weeks(referral.target, policy)),
+        ):
             due = referral.received_at + timedelta(weeks=weeks)
             if now >= due:
                 found.append(Crossing(kind, referral.id, due))
     course = streams.infusion_course
     if course is not None and course.status in ("planned", "active"):
         if course.maintenance_due_at is not None:
-            due = course.maintenance_due_at + MAINTENANCE_GRACE
+            due = course.maintenance_due_at + timedelta(days=policy.course.maintenance_grace_days)
             if now >= due:
                 found.append(Crossing("maintenance-overdue", course.id, due))
         if course.first_session_at is not None and not has_psychology(streams):
-            due = course.first_session_at + timedelta(days=PSYCHOLOGY_SUGGESTION_DAYS)
+            due = psychology_suggestion_due(course.first_session_at, policy)
             if now >= due:
                 found.append(Crossing("no-psychology-referral", course.id, due))
     return found
 
 
-def cleared(crossing: Crossing, streams: Streams) -> bool:
+def psychology_suggestion_due(
+    first_session_at: datetime, policy: ClinicalPolicy | None = None
+) -> datetime:
+    """CLINICAL.md, Waiting times: suggest a psychology referral within 14 days of an
+    infusion course starting (local policy)."""
+    days = (policy or clinical_policy()).waits.psychology_suggestion_days
+    return first_session_at + timedelta(days=days)
+
+
+def cleared(crossing: Crossing, streams: Streams, policy: ClinicalPolicy | None = None) -> bool:
     """Whether the events now show the crossed condition gone (or never there)."""
     # The same function that finds crossings decides: a condition is cleared exactly
     # when, judged at the moment it was crossed, it is no longer found.
-    return crossing not in crossed(streams, crossing.crossed_at)
+    return crossing not in crossed(streams, crossing.crossed_at, policy)
 
 
-def time_alert(crossing: Crossing, streams: Streams) -> Alert:
+def time_alert(crossing: Crossing, streams: Streams, policy: ClinicalPolicy | None = None) -> Alert:
     """The alert for a crossed time threshold; its wording names the rule's source."""
+    policy = policy or clinical_policy()
+    waits = policy.waits
     referral = next((r for r in streams.referrals if r.id == crossing.subject), None)
     target = referral.target if referral is not None else "the"
     kind, at = crossing.kind, crossing.crossed_at
@@ -325,25 +358,28 @@ def time_alert(crossing: Crossing, streams: Streams) -> Alert:
             crossing,
             severity="urgent" if urgent else "warning",
             reason=f"{referral.priority if referral else ''} {target} referral not triaged "
-            f"within {'2' if urgent else '5'} working days",
+            f"within {_triage_days('urgent' if urgent else 'routine', policy)} working days",
             owner_role=ROLE_OF_TARGET.get(target, "mdt"),
             due=at,
-            source="CLINICAL.md Waiting times: urgent referrals triaged within 2 working days",
+            source="CLINICAL.md Waiting times: urgent referrals triaged within "
+            f"{waits.urgent_triage_working_days} working days",
         )
     if kind in ("waiting-time", "waiting-breach"):
         weeks = round((at - referral.received_at).days / 7) if referral else 0
         breach = kind == "waiting-breach"
+        breach_weeks = _breach_weeks(target, policy)
         return _time_alert(
             crossing,
             severity="urgent" if breach else "warning",
             reason=f"{target} referral waiting {weeks} weeks without treatment"
-            + (" (18-week standard breached)" if breach else ""),
+            + (f" ({breach_weeks}-week standard breached)" if breach else ""),
             owner_role=ROLE_OF_TARGET.get(target, "mdt"),
             due=at
             if breach
-            else (referral.received_at if referral else at) + timedelta(weeks=BREACH_WEEKS),
-            source="CLINICAL.md Waiting times: psychology 6 and 18 weeks, "
-            "consultant-led 12 and 18 weeks",
+            else (referral.received_at if referral else at) + timedelta(weeks=breach_weeks),
+            source=f"CLINICAL.md Waiting times: psychology {waits.psychology_alert_weeks} and "
+            f"{waits.psychology_breach_weeks} weeks, consultant-led "
+            f"{waits.consultant_alert_weeks} and {waits.consultant_breach_weeks} weeks",
         )
     if kind == "maintenance-overdue":
         return _time_alert(
@@ -351,18 +387,18 @@ def time_alert(crossing: Crossing, streams: Streams) -> Alert:
             severity="warning",
             reason="planned maintenance infusion overdue",
             owner_role="infusion-clinician",
-            due=at + timedelta(days=7),
+            due=_review_due(at, policy),
             source="CLINICAL.md Course rules: alert when a planned maintenance infusion is overdue",
         )
     return _time_alert(
         crossing,
         severity="warning",
-        reason=f"infusions started {PSYCHOLOGY_SUGGESTION_DAYS} days ago with no psychology "
-        "referral: consider CBT alongside infusions",
+        reason=f"infusions started {waits.psychology_suggestion_days} days ago with no "
+        "psychology referral: consider CBT alongside infusions",
         owner_role="mdt",
-        due=at + timedelta(days=7),
-        source="CLINICAL.md Waiting times: suggest a psychology referral within 14 days of "
-        "an infusion course starting",
+        due=_review_due(at, policy),
+        source="CLINICAL.md Waiting times: suggest a psychology referral within "
+        f"{waits.psychology_suggestion_days} days of an infusion course starting",
     )
 
 

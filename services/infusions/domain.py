@@ -4,7 +4,8 @@ Sources (../shared/CLINICAL.md, "Ketamine infusions"): Cohen et al. 2018, Reg An
 Med 43:521 (ASRA/AAPM/ASA consensus on IV ketamine for chronic pain); Sanacora et al.
 2017, JAMA Psychiatry 74:399 (APA consensus on ketamine for mood disorders). Thresholds
 marked *(local policy)* are reasonable defaults, not published standards; every one is a
-field of a policy object so a clinic can change it.
+setting of the clinical policy (shared/policy.py, shared/policy.toml) so a clinic can
+change it. A rule takes its section of the policy; without one it uses the loaded policy.
 """
 
 from __future__ import annotations
@@ -13,14 +14,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared.domain import IllegalTransition as IllegalTransition
+from shared.domain import RuleBroken, StateMachine
+from shared.policy import ChangePolicy, DosePolicy, VitalsPolicy, clinical_policy
 
-class InfusionRuleBroken(ValueError):
-    """Input that breaks a clinical rule; ``field`` names what to correct."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+class InfusionRuleBroken(RuleBroken):
+    """Input that breaks a clinical rule; ``field`` names what to correct (a 422)."""
 
 
 # --- eligibility (CLINICAL.md "Eligibility assessment") --------------------------------
@@ -85,20 +85,6 @@ def assess_eligibility(
 
 
 @dataclass(frozen=True)
-class DosePolicy:
-    # Depression: 0.5 mg/kg over 40 minutes, reported range 0.1 to 0.75 mg/kg (Sanacora 2017).
-    depression_min_mg_per_kg: float = 0.1
-    depression_max_mg_per_kg: float = 0.75
-    depression_ceiling_mg_per_kg: float = 1.0  # local policy: never, even overridden
-    # Chronic pain: CRPS regimens up to 0.35 mg/kg/h for 4 h a day; a first infusion over
-    # at least 2 hours (Cohen 2018). Hard ceiling 1 mg/kg/h (local policy).
-    pain_max_mg_per_kg_per_h: float = 0.35
-    pain_ceiling_mg_per_kg_per_h: float = 1.0
-    pain_min_hours: float = 2.0
-    pain_max_hours: float = 4.0
-
-
-@dataclass(frozen=True)
 class DoseCheck:
     total_mg: float
     rate_mg_per_h: float
@@ -113,12 +99,13 @@ def check_dose(
     infusion_minutes: int | None,
     rate_mg_per_kg_per_h: float | None,
     duration_hours: float | None,
-    policy: DosePolicy = DosePolicy(),
+    policy: DosePolicy | None = None,
 ) -> DoseCheck:
     """The dose computed from the plan's weight, and which values sit outside their band.
 
     Above a hard ceiling is refused outright; outside the band needs an override.
     """
+    policy = policy or clinical_policy().dose
     if not 20 <= weight_kg <= 300:
         raise InfusionRuleBroken("weight_kg", "must be between 20 and 300 kg")
     given = {
@@ -174,25 +161,14 @@ def check_dose(
     return DoseCheck(round(rate * duration_hours, 1), round(rate, 1), tuple(outside_band))
 
 
-def check_dose_given(given_mg: float, planned_mg: float, tolerance: float = 0.1) -> bool:
+def check_dose_given(given_mg: float, planned_mg: float, policy: DosePolicy | None = None) -> bool:
     """Whether a recorded dose is within the tolerance of the plan's computed dose."""
+    tolerance = (policy or clinical_policy().dose).given_tolerance_fraction
     # Rounded: 84 mg ± 10% must accept 92.4 and 75.6, which floats put a hair outside.
     return round(abs(given_mg - planned_mg), 6) <= round(planned_mg * tolerance, 6)
 
 
 # --- vitals (CLINICAL.md "During a session") -------------------------------------------
-
-
-@dataclass(frozen=True)
-class VitalsPolicy:
-    """All local policy (CLINICAL.md), so all settings."""
-
-    before_systolic: int = 160
-    before_diastolic: int = 100
-    during_systolic: int = 180
-    during_diastolic: int = 110
-    min_spo2: int = 92
-    interval_minutes: int = 15
 
 
 PHYSIOLOGICAL = {
@@ -215,9 +191,10 @@ def check_physiological(values: Mapping[str, int | None]) -> None:
 
 
 def vitals_out_of_range(
-    phase: str, values: Mapping[str, int | None], policy: VitalsPolicy = VitalsPolicy()
+    phase: str, values: Mapping[str, int | None], policy: VitalsPolicy | None = None
 ) -> list[str]:
     """Which readings cross the alert thresholds: before starting, or during."""
+    policy = policy or clinical_policy().vitals
     crossed: list[str] = []
     systolic_limit, diastolic_limit = (
         (policy.before_systolic, policy.before_diastolic)
@@ -249,20 +226,11 @@ SESSION_TRANSITIONS: dict[str, dict[str, str]] = {
 OPEN_SESSION = (SCHEDULED, CHECKED_IN, IN_PROGRESS)
 
 
-class IllegalTransition(ValueError):
-    def __init__(self, current: str, action: str) -> None:
-        super().__init__(f"a session that is {current} cannot {action}")
-        self.current = current
-        self.action = action
+SESSION = StateMachine("session", SESSION_TRANSITIONS)
 
 
 def next_session_status(current: str, action: str) -> str:
-    allowed = SESSION_TRANSITIONS.get(action)
-    if allowed is None:
-        raise ValueError(f"unknown action {action!r}")
-    if current not in allowed:
-        raise IllegalTransition(current, action)
-    return allowed[current]
+    return SESSION.next_status(current, action)
 
 
 def overlaps(start: datetime, end: datetime, others: Iterable[tuple[datetime, datetime]]) -> bool:
@@ -280,20 +248,37 @@ def check_schedule(start: datetime, end: datetime, now: datetime) -> None:
 
 # --- course statuses (FHIR EpisodeOfCare) -----------------------------------------------
 
-COURSE_STATUSES = ("planned", "active", "onhold", "finished", "cancelled")
-COURSE_CLOSED = ("finished", "cancelled")
+PLANNED, ACTIVE, ONHOLD, FINISHED = "planned", "active", "onhold", "finished"
+COURSE_STATUSES = (PLANNED, ACTIVE, ONHOLD, FINISHED, CANCELLED)
+COURSE_CLOSED = (FINISHED, CANCELLED)
+COURSE_OPEN = (PLANNED, ACTIVE, ONHOLD)
+COURSE_TRANSITIONS: dict[str, dict[str, str]] = {
+    "activate": {PLANNED: ACTIVE},  # the first dosing plan is agreed
+    "hold": {ACTIVE: ONHOLD},
+    "resume": {ONHOLD: ACTIVE},
+    "finish": dict.fromkeys(COURSE_OPEN, FINISHED),
+    "cancel": dict.fromkeys(COURSE_OPEN, CANCELLED),
+}
+COURSE = StateMachine("course", COURSE_TRANSITIONS)
+
+# Why a course closed decides how it ends (FHIR EpisodeOfCare): a course completed or
+# stopped after treatment is finished; one that never got going is cancelled. The
+# coordinator's projection writes the same rule; this is the one to import.
+CLOSE_REASON_ACTION = {
+    "completed": "finish",
+    "stopped": "finish",
+    "ineligible": "cancel",
+    "declined": "cancel",
+    "other": "cancel",
+}
+
+
+def status_after_closing(reason: str) -> str:
+    """The status a course closed for this reason ends in: finished or cancelled."""
+    return FINISHED if CLOSE_REASON_ACTION[reason] == "finish" else CANCELLED
 
 
 # --- response (CLINICAL.md "Change that matters", "Course rules") ------------------------
-
-
-@dataclass(frozen=True)
-class ResponsePolicy:
-    pain_meaningful_fraction: float = 0.30  # IMMPACT, Dworkin et al. 2008
-    pain_substantial_fraction: float = 0.50
-    phq9_response_fraction: float = 0.50  # trial convention, Sanacora 2017
-    review_after_sessions: int = 3  # local policy: no response after 3 → MDT review
-    relief_worn_off_fraction: float = 0.10  # pain back within 10% of baseline
 
 
 @dataclass(frozen=True)
@@ -317,9 +302,11 @@ def response(
     pain_now: int | None,
     baseline_phq9: int | None,
     phq9_now: int | None,
-    policy: ResponsePolicy = ResponsePolicy(),
+    policy: ChangePolicy | None = None,
 ) -> Response:
-    """Change from the course baseline (a fall is positive) and the thresholds met."""
+    """Change from the course baseline (a fall is positive) and the thresholds met
+    (the policy's "change that matters" section: pain relief and PHQ-9 response)."""
+    policy = policy or clinical_policy().change
     pain = _fall(baseline_pain, pain_now)
     phq9 = _fall(baseline_phq9, phq9_now)
     meaningful = pain is not None and pain >= policy.pain_meaningful_fraction

@@ -9,6 +9,8 @@ from datetime import date, datetime, timedelta
 from shared.domain import IllegalTransition as IllegalTransition
 from shared.domain import RuleBroken, StateMachine
 from shared.measures import PHQ9, InvalidItems, Score, check_pain_nrs, score
+from shared.policy import WaitingPolicy as WaitingPolicy
+from shared.policy import clinical_policy
 
 
 class ReferralRuleBroken(RuleBroken):
@@ -128,44 +130,39 @@ class WaitingStandard:
     source: str
 
 
-@dataclass(frozen=True)
-class WaitingPolicy:
-    """Every threshold a named setting with CLINICAL.md's default."""
-
-    psychology_alert_weeks: int = 6
-    psychology_breach_weeks: int = 18
-    consultant_alert_weeks: int = 12
-    consultant_breach_weeks: int = 18
-    urgent_triage_working_days: int = 2
-
-    def standard_for(self, target: str, priority: str, status: str) -> WaitingStandard:
-        if priority == "urgent" and status in (RECEIVED, INFO_REQUESTED):
-            days = self.urgent_triage_working_days
-            return WaitingStandard(
-                name=f"urgent triage within {days} working days",
-                at_risk_after_days=max(days - 1, 0),
-                breach_after_days=days,
-                working_days=True,
-                source="CLINICAL.md Waiting times: urgent referrals, triage within 2 working "
-                "days (local policy)",
-            )
-        if target == "psychology":
-            return WaitingStandard(
-                name=f"first treatment within {self.psychology_alert_weeks} weeks "
-                f"(breach at {self.psychology_breach_weeks})",
-                at_risk_after_days=self.psychology_alert_weeks * 7,
-                breach_after_days=self.psychology_breach_weeks * 7,
-                working_days=False,
-                source="CLINICAL.md Waiting times: NHS Talking Therapies access standard",
-            )
+def standard_for(
+    target: str, priority: str, status: str, policy: WaitingPolicy | None = None
+) -> WaitingStandard:
+    """The standard a referral waits against, with the clinical policy's waits (its
+    ``waits`` section; without one, the loaded policy's)."""
+    waits = policy or clinical_policy().waits
+    if priority == "urgent" and status in (RECEIVED, INFO_REQUESTED):
+        days = waits.urgent_triage_working_days
         return WaitingStandard(
-            name=f"treatment within {self.consultant_breach_weeks} weeks of referral",
-            at_risk_after_days=self.consultant_alert_weeks * 7,
-            breach_after_days=self.consultant_breach_weeks * 7,
-            working_days=False,
-            source="CLINICAL.md Waiting times: NHS referral-to-treatment standard "
-            "(alert at 12 weeks is local policy)",
+            name=f"urgent triage within {days} working days",
+            at_risk_after_days=max(days - 1, 0),
+            breach_after_days=days,
+            working_days=True,
+            source=f"CLINICAL.md Waiting times: urgent referrals, triage within {days} working "
+            "days (local policy)",
         )
+    if target == "psychology":
+        return WaitingStandard(
+            name=f"first treatment within {waits.psychology_alert_weeks} weeks "
+            f"(breach at {waits.psychology_breach_weeks})",
+            at_risk_after_days=waits.psychology_alert_weeks * 7,
+            breach_after_days=waits.psychology_breach_weeks * 7,
+            working_days=False,
+            source="CLINICAL.md Waiting times: NHS Talking Therapies access standard",
+        )
+    return WaitingStandard(
+        name=f"treatment within {waits.consultant_breach_weeks} weeks of referral",
+        at_risk_after_days=waits.consultant_alert_weeks * 7,
+        breach_after_days=waits.consultant_breach_weeks * 7,
+        working_days=False,
+        source="CLINICAL.md Waiting times: NHS referral-to-treatment standard "
+        f"(alert at {waits.consultant_alert_weeks} weeks is local policy)",
+    )
 
 
 def working_days_between(start: date, end: date) -> int:

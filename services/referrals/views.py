@@ -25,8 +25,6 @@ from services.referrals.schemas import (
 from shared.auth import User
 from shared.tables import as_utc, utcnow
 
-WAITING_POLICY = domain.WaitingPolicy()
-
 
 def patient_read(patient: Patient) -> PatientRead:
     read = msgspec.convert(patient, PatientRead, from_attributes=True)
@@ -91,7 +89,7 @@ def referral_read(
 def waiting(referral: Referral, now: datetime) -> Waiting:
     """How long the referral has waited against its standard; the clock stops when the
     referral leaves the waiting list."""
-    standard = WAITING_POLICY.standard_for(referral.target, referral.priority, referral.status)
+    standard = domain.standard_for(referral.target, referral.priority, referral.status)
     received_at = as_utc(referral.received_at)
     stopped = referral.status in domain.CLOCK_STOPPED
     until = as_utc(referral.status_changed_at or now) if stopped else now

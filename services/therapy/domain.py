@@ -2,7 +2,9 @@
 
 Sources (../shared/CLINICAL.md, "Therapy (CBT / psychology)" and "Waiting times"):
 NHS Talking Therapies manual; FHIR R4 Appointment and EpisodeOfCare status sets; NHS
-Data Dictionary, "Discharge after patient did not attend".
+Data Dictionary, "Discharge after patient did not attend". The thresholds are the
+clinical policy's ``therapy`` and ``waits`` sections (shared/policy.py); a rule takes
+its section, and without one uses the loaded policy.
 """
 
 from __future__ import annotations
@@ -13,21 +15,12 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from shared.domain import IllegalTransition as IllegalTransition
 from shared.domain import RuleBroken, StateMachine
+from shared.policy import TherapyPolicy as TherapyPolicy
+from shared.policy import WaitingPolicy, clinical_policy
 
 
 class TherapyRuleBroken(RuleBroken):
     """A therapy rule the input breaks; the API answers 422 naming the field."""
-
-
-@dataclass(frozen=True)
-class TherapyPolicy:
-    """Every threshold a setting, with CLINICAL.md's default."""
-
-    slot_minutes: int = 60  # one CBT session on the hour; every booking starts on a slot
-    dna_threshold: int = 2  # local policy: services differ
-    wait_alert_weeks: int = 6  # NHS Talking Therapies access standard
-    wait_breach_weeks: int = 18
-    min_treatment_appointments: int = 2  # a finished course of treatment
 
 
 # --- diaries: working hours, leave, slots ------------------------------------------------
@@ -64,14 +57,14 @@ def slots(
     booked: Iterable[datetime],
     first_day: date,
     last_day: date,
-    policy: TherapyPolicy = TherapyPolicy(),
+    policy: TherapyPolicy | None = None,
 ) -> list[datetime]:
     """Free slot starts (UTC) within working hours, off leave, not already booked.
 
     Times of day are the clinic's wall clock, taken here as UTC; a clinic time zone is a
     setting still to come.
     """
-    step = timedelta(minutes=policy.slot_minutes)
+    step = timedelta(minutes=(policy or clinical_policy().therapy).slot_minutes)
     taken = set(booked)
     by_day: dict[int, list[WorkingHours]] = {}
     for block in hours:
@@ -97,7 +90,7 @@ def check_bookable(
     now: datetime,
     hours: Iterable[WorkingHours],
     leave: Iterable[tuple[date, date]],
-    policy: TherapyPolicy = TherapyPolicy(),
+    policy: TherapyPolicy | None = None,
 ) -> None:
     """A booking starts on one of the clinician's slots, in the future."""
     start = start.astimezone(UTC)
@@ -151,9 +144,9 @@ def dna_count(statuses: Iterable[str]) -> int:
     return sum(1 for status in statuses if status == NOSHOW)
 
 
-def dna_threshold_reached(before: int, after: int, policy: TherapyPolicy = TherapyPolicy()) -> bool:
+def dna_threshold_reached(before: int, after: int, policy: TherapyPolicy | None = None) -> bool:
     """True once, as the count of missed appointments reaches the threshold."""
-    return before < policy.dna_threshold <= after
+    return before < (policy or clinical_policy().therapy).dna_threshold <= after
 
 
 # --- episodes (FHIR EpisodeOfCare statuses) -----------------------------------------------
@@ -167,7 +160,7 @@ def discharge_status(
     reason: str,
     note: str | None,
     attended_treatment: int,
-    policy: TherapyPolicy = TherapyPolicy(),
+    policy: TherapyPolicy | None = None,
 ) -> str:
     """The episode's status after discharge; the rules a discharge must meet.
 
@@ -179,7 +172,7 @@ def discharge_status(
         raise TherapyRuleBroken("reason", f"must be one of: {', '.join(DISCHARGE_REASONS)}")
     if reason in ("did-not-attend", "other") and not (note and note.strip()):
         raise TherapyRuleBroken("note", f"a discharge for '{reason}' needs a note saying why")
-    needed = policy.min_treatment_appointments
+    needed = (policy or clinical_policy().therapy).min_treatment_appointments
     if reason == "completed" and attended_treatment < needed:
         raise TherapyRuleBroken(
             "reason", f"a completed course needs at least {needed} attended treatment appointments"
@@ -188,16 +181,18 @@ def discharge_status(
 
 
 def waiting(
-    referred_at: datetime, until: datetime, policy: TherapyPolicy = TherapyPolicy()
+    referred_at: datetime, until: datetime, policy: WaitingPolicy | None = None
 ) -> tuple[int, str]:
-    """Days waiting and the state against the 6- and 18-week standards.
+    """Days waiting and the state against the 6- and 18-week standards (the policy's
+    psychology waits).
 
     ``until`` is now while the patient waits, and the first attended treatment
     appointment once there is one: the standard measures the wait to treatment.
     """
+    policy = policy or clinical_policy().waits
     days = max((until.date() - referred_at.date()).days, 0)
-    if days >= policy.wait_breach_weeks * 7:
+    if days >= policy.psychology_breach_weeks * 7:
         return days, "breached"
-    if days >= policy.wait_alert_weeks * 7:
+    if days >= policy.psychology_alert_weeks * 7:
         return days, "at-risk"
     return days, "within"

@@ -43,10 +43,10 @@ from shared.auth import Role, User
 from shared.domain import IllegalTransition
 from shared.errors import Conflict
 from shared.events.catalogue import Event, ReferralAccepted
+from shared.policy import clinical_policy
 from shared.tables import as_utc, utcnow
 from shared.uow import UnitOfWork
 
-POLICY = domain.TherapyPolicy()
 PSY = Role.psychologist
 
 # --- clinicians and their diaries --------------------------------------------------------
@@ -113,7 +113,11 @@ def free_slots(
     hours, leave = _diary(uow, clinician_id)
     booked = [a.start for a in repository.holding(uow.session, clinician_id=clinician_id)]
     last = first + timedelta(days=days - 1)
-    return [s for s in domain.slots(hours, leave, booked, first, last, POLICY) if s > now]
+    return [
+        s
+        for s in domain.slots(hours, leave, booked, first, last, clinical_policy().therapy)
+        if s > now
+    ]
 
 
 def _may_edit_diary(user: User, clinician_id: str) -> None:
@@ -189,7 +193,13 @@ def book(episode_id: UUID, data: AppointmentCreate, uow: UnitOfWork, user: User)
         found = _episode(uow, episode_id, lock=True)
         _own_caseload(user, found)
         new, booked = episode.book(
-            found, data.kind, data.mode, data.location, as_utc(data.start), user.id, POLICY
+            found,
+            data.kind,
+            data.mode,
+            data.location,
+            as_utc(data.start),
+            user.id,
+            clinical_policy().therapy,
         )
         _check_slot(uow, new.clinician_id, new.start, patient_id=new.patient_id)
         uow.session.add(new)
@@ -207,7 +217,9 @@ def discharge(episode_id: UUID, data: Discharge, uow: UnitOfWork, user: User) ->
         if user.role is PSY:
             _own_caseload(user, found)
         appointments = repository.appointments(uow.session, found.id)
-        events = episode.discharge(found, appointments, data.reason, data.note, utcnow(), POLICY)
+        events = episode.discharge(
+            found, appointments, data.reason, data.note, utcnow(), clinical_policy().therapy
+        )
         uow.session.add_all([found, *appointments])
         _publish(uow, found, events)
         _audit_episode(uow, found, f"discharged: {data.reason}")
@@ -237,7 +249,7 @@ def _audit_episode(uow: UnitOfWork, found: TherapyEpisode, detail: str) -> None:
 def reschedule(appointment_id: UUID, data: Reschedule, uow: UnitOfWork, user: User) -> Appointment:
     with uow:
         found, of = _appointment(uow, user, appointment_id, "reschedule")
-        moved = appointment.reschedule(found, as_utc(data.start), POLICY)
+        moved = appointment.reschedule(found, as_utc(data.start), clinical_policy().therapy)
         _check_slot(uow, found.clinician_id, found.start, patient_id=of.patient_id, moving=found.id)
         uow.session.add(found)
         _hold_slot(uow)
@@ -269,7 +281,7 @@ def correct(appointment_id: UUID, data: Correction, uow: UnitOfWork, user: User)
         previous = found.status
         try:
             events = appointment.correct(
-                found, appointments, data.status, data.reason, utcnow(), POLICY
+                found, appointments, data.status, data.reason, utcnow(), clinical_policy().therapy
             )
         except IllegalTransition as error:
             # A correction's refusal has its own wording: "an appointment that is
@@ -323,7 +335,13 @@ def _act(
         found, of = _appointment(uow, user, appointment_id, action)
         appointments = repository.appointments(uow.session, of.id)
         events = appointment.act(
-            found, appointments, action, utcnow(), POLICY, cancelled_by=cancelled_by, reason=reason
+            found,
+            appointments,
+            action,
+            utcnow(),
+            clinical_policy().therapy,
+            cancelled_by=cancelled_by,
+            reason=reason,
         )
         uow.session.add(found)
         _publish(uow, of, events)
@@ -363,7 +381,7 @@ def _check_slot(
     # reads, or the unique slot index would refuse it before the clash could be named.
     with uow.session.no_autoflush:
         hours, leave = _diary(uow, clinician_id)
-        domain.check_bookable(start, utcnow(), hours, leave, POLICY)
+        domain.check_bookable(start, utcnow(), hours, leave, clinical_policy().therapy)
         if _others(repository.holding(uow.session, clinician_id=clinician_id, start=start), moving):
             raise Conflict("the clinician is already booked at that time", field="start")
         if _others(repository.holding(uow.session, patient_id=patient_id, start=start), moving):

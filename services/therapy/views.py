@@ -21,8 +21,8 @@ from services.therapy.schemas import (
     SlotsRead,
     WaitingRead,
 )
-from services.therapy.services import POLICY
 from shared.auth import Role, User
+from shared.policy import clinical_policy
 from shared.tables import utcnow
 
 
@@ -42,7 +42,8 @@ def clinician_read(session: Session, clinician: Clinician) -> ClinicianRead:
 
 
 def slots_read(clinician_id: str, slots: list[datetime]) -> SlotsRead:
-    return SlotsRead(clinician_id=clinician_id, slot_minutes=POLICY.slot_minutes, slots=slots)
+    slot_minutes = clinical_policy().therapy.slot_minutes
+    return SlotsRead(clinician_id=clinician_id, slot_minutes=slot_minutes, slots=slots)
 
 
 def sees_items(user: User) -> bool:
@@ -110,10 +111,11 @@ def waiting(
         if a.status == domain.FULFILLED and a.kind in appointment.TREATMENT_KINDS
     ]
     until = min(treated) if treated else (episode.discharged_at or now)
-    days, state = domain.waiting(episode.referred_at, until, POLICY)
+    waits = clinical_policy().waits
+    days, state = domain.waiting(episode.referred_at, until, waits)
     return WaitingRead(
         days_waiting=days,
         state=state,  # type: ignore[arg-type]
-        standard=f"first treatment within {POLICY.wait_alert_weeks} weeks "
-        f"(breach at {POLICY.wait_breach_weeks}); NHS Talking Therapies",
+        standard=f"first treatment within {waits.psychology_alert_weeks} weeks "
+        f"(breach at {waits.psychology_breach_weeks}); NHS Talking Therapies",
     )

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from services.coordinator.rules import (
-    ChangePolicy,
     depression_anxiety_change,
     pain_change,
     reliable_deterioration_alert,
 )
+from shared.policy import default_policy
 
 from .factories import T0
 
@@ -84,7 +85,7 @@ def test_pain_relief_is_thirty_and_fifty_percent(
 
 
 def test_the_thresholds_are_settings() -> None:
-    strict = ChangePolicy(phq9_reliable_change=8)
+    strict = replace(default_policy().change, phq9_reliable_change=8)
     assert not depression_anxiety_change("phq9", 18, 12, strict).reliable_improvement
 
 

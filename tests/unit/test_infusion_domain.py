@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from services.infusions import domain
 from services.infusions.domain import (
@@ -25,11 +26,8 @@ from services.infusions.domain import (
     SESSION_STATUSES,
     SESSION_TRANSITIONS,
     DoseCheck,
-    DosePolicy,
     IllegalTransition,
     InfusionRuleBroken,
-    ResponsePolicy,
-    VitalsPolicy,
     assess_eligibility,
     check_dose,
     check_dose_given,
@@ -41,6 +39,7 @@ from services.infusions.domain import (
     response,
     vitals_out_of_range,
 )
+from shared.policy import default_policy
 
 T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 
@@ -350,7 +349,8 @@ def test_a_non_positive_dose_or_duration_is_refused_outright(compute: str) -> No
 
 def test_custom_dose_policy_moves_the_bands() -> None:
     """CLINICAL.md preamble: every threshold is a named setting a clinic can change."""
-    policy = DosePolicy(
+    policy = replace(
+        default_policy().dose,
         depression_max_mg_per_kg=0.8,
         depression_ceiling_mg_per_kg=0.9,
         pain_max_mg_per_kg_per_h=0.5,
@@ -376,8 +376,9 @@ def test_dose_given_tolerance_edges(given: float, ok: bool) -> None:
 
 
 def test_dose_given_custom_tolerance() -> None:
-    assert check_dose_given(105, 100, tolerance=0.05)
-    assert not check_dose_given(105.1, 100, tolerance=0.05)
+    policy = replace(default_policy().dose, given_tolerance_fraction=0.05)
+    assert check_dose_given(105, 100, policy)
+    assert not check_dose_given(105.1, 100, policy)
 
 
 @pytest.mark.parametrize(("planned", "given"), [(84.0, 92.4), (84.0, 75.6), (21.0, 23.1)])
@@ -496,7 +497,9 @@ def test_after_the_infusion_the_during_thresholds_apply() -> None:
 
 
 def test_custom_vitals_policy_moves_the_thresholds() -> None:
-    policy = VitalsPolicy(before_systolic=150, during_diastolic=100, min_spo2=95)
+    policy = replace(
+        default_policy().vitals, before_systolic=150, during_diastolic=100, min_spo2=95
+    )
     assert vitals_out_of_range("before", {**NORMAL, "systolic": 150}, policy) == [
         "systolic 150 ≥ 150"
     ]
@@ -690,8 +693,11 @@ def test_no_baseline_or_no_score_gives_no_fraction_and_no_response(
 
 
 def test_custom_response_policy_moves_the_thresholds() -> None:
-    policy = ResponsePolicy(
-        pain_meaningful_fraction=0.2, pain_substantial_fraction=0.4, phq9_response_fraction=0.3
+    policy = replace(
+        default_policy().change,
+        pain_meaningful_fraction=0.2,
+        pain_substantial_fraction=0.4,
+        phq9_response_fraction=0.3,
     )
     result = response(10, 8, None, None, policy)
     assert result.pain_meaningful and not result.pain_substantial

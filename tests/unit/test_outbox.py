@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 from structlog.testing import capture_logs
 
-from shared.db import SessionFactory, make_session_factory, unit_of_work
+from shared.db import SessionFactory, make_session_factory
 from shared.events import Envelope, decode_envelope
 from shared.outbox import Relay, add_event, unsent_summary
 from shared.tables import OutboxEvent
@@ -109,7 +109,7 @@ def test_stored_envelope_carries_the_assigned_sequence_and_decodes(
 
 def test_a_rolled_back_transaction_leaves_no_outbox_row(sessions: SessionFactory) -> None:
     patient = uuid4()
-    with pytest.raises(RuntimeError), unit_of_work(sessions) as session:
+    with pytest.raises(RuntimeError), sessions() as session:
         add_event(session, _unsequenced(patient_registered(patient)))
         raise RuntimeError("the clinical write failed")
     assert _rows(sessions) == []

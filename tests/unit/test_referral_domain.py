@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from services.referrals.domain import (
     ACCEPTED,
@@ -23,7 +24,6 @@ from services.referrals.domain import (
     TRANSITIONS,
     IllegalTransition,
     ReferralRuleBroken,
-    WaitingPolicy,
     WaitingStandard,
     can_act_as_referrer,
     can_see_referral,
@@ -31,10 +31,12 @@ from services.referrals.domain import (
     check_triage,
     next_status,
     sees_clinical_detail,
+    standard_for,
     waiting_days,
     waiting_state,
     working_days_between,
 )
+from shared.policy import default_policy
 
 TARGETS = ("psychology", "ketamine-infusion", "pain-mdt")
 ROLES = ("referrer", "psychologist", "infusion-clinician", "mdt", "admin", "service")
@@ -197,14 +199,14 @@ def test_complete_triage_decisions_pass(
 
 # --- waiting-time standards ----------------------------------------------------------
 
-POLICY = WaitingPolicy()
+POLICY = default_policy().waits
 
 
 def test_psychology_is_measured_against_the_talking_therapies_standard() -> None:
     """CLINICAL.md Waiting times: psychology, alert at 6 weeks, breach at 18 (NHS Talking
     Therapies access standard)."""
     for priority, status in (("routine", RECEIVED), ("routine", ACCEPTED), ("urgent", ACCEPTED)):
-        standard = POLICY.standard_for("psychology", priority, status)
+        standard = standard_for("psychology", priority, status, POLICY)
         assert (standard.at_risk_after_days, standard.breach_after_days) == (42, 126)
         assert not standard.working_days
         assert "Talking Therapies" in standard.source
@@ -215,7 +217,7 @@ def test_consultant_led_teams_use_referral_to_treatment(target: str) -> None:
     """CLINICAL.md Waiting times: consultant-led treatment (infusion clinic, pain MDT),
     alert at 12 weeks (local policy), breach at 18 (NHS referral-to-treatment)."""
     for status in (RECEIVED, INFO_REQUESTED, ACCEPTED):
-        standard = POLICY.standard_for(target, "routine", status)
+        standard = standard_for(target, "routine", status, POLICY)
         assert (standard.at_risk_after_days, standard.breach_after_days) == (84, 126)
         assert not standard.working_days
         assert "referral-to-treatment" in standard.source
@@ -226,7 +228,7 @@ def test_consultant_led_teams_use_referral_to_treatment(target: str) -> None:
 def test_untriaged_urgent_referrals_are_measured_in_working_days(target: str, status: str) -> None:
     """CLINICAL.md Waiting times: urgent referrals, triage within 2 working days (local
     policy). At risk from the first working day, breached on the second."""
-    standard = POLICY.standard_for(target, "urgent", status)
+    standard = standard_for(target, "urgent", status, POLICY)
     assert standard.working_days
     assert (standard.at_risk_after_days, standard.breach_after_days) == (1, 2)
     assert "working days" in standard.name
@@ -241,7 +243,7 @@ def test_urgent_after_triage_falls_back_to_the_teams_standard(
     target: str, at_risk: int, breach: int, status: str
 ) -> None:
     """The urgent standard is about triage; once triaged the team's own standard applies."""
-    standard = POLICY.standard_for(target, "urgent", status)
+    standard = standard_for(target, "urgent", status, POLICY)
     assert not standard.working_days
     assert (standard.at_risk_after_days, standard.breach_after_days) == (at_risk, breach)
 
@@ -272,14 +274,14 @@ def test_waiting_state_at_each_boundary(
 ) -> None:
     """CLINICAL.md Waiting times: "alert at" is at-risk from that day on, "breach at" is
     breached from that day on."""
-    standard = POLICY.standard_for(target, priority, status)
+    standard = standard_for(target, priority, status, POLICY)
     assert waiting_state(days, standard) == state
 
 
 def test_day_zero_is_within_every_standard() -> None:
     for target in TARGETS:
         for priority in ("routine", "urgent"):
-            assert waiting_state(0, POLICY.standard_for(target, priority, RECEIVED)) == "within"
+            assert waiting_state(0, standard_for(target, priority, RECEIVED, POLICY)) == "within"
 
 
 # 2026-11-27 is a Friday.
@@ -327,7 +329,7 @@ def test_working_days_agree_with_counting_day_by_day() -> None:
 def test_an_urgent_referral_on_friday_breaches_on_tuesday_not_sunday() -> None:
     """2 working days (CLINICAL.md): a Friday referral is at risk on Monday, breached on
     Tuesday; the weekend does not count."""
-    standard = POLICY.standard_for("psychology", "urgent", RECEIVED)
+    standard = standard_for("psychology", "urgent", RECEIVED, POLICY)
     received = datetime(2026, 11, 27, 16, 30, tzinfo=UTC)
     states = {
         offset: waiting_state(
@@ -341,15 +343,15 @@ def test_an_urgent_referral_on_friday_breaches_on_tuesday_not_sunday() -> None:
 def test_waiting_days_in_working_days_and_in_calendar_days() -> None:
     received = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)  # Friday
     until = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)  # Monday, earlier in the day
-    working = POLICY.standard_for("pain-mdt", "urgent", RECEIVED)
-    calendar = POLICY.standard_for("pain-mdt", "routine", RECEIVED)
+    working = standard_for("pain-mdt", "urgent", RECEIVED, POLICY)
+    calendar = standard_for("pain-mdt", "routine", RECEIVED, POLICY)
     assert working.working_days and not calendar.working_days
     assert waiting_days(received, until, working) == 1
     assert waiting_days(received, until, calendar) == 3
 
 
 def test_waiting_days_counts_dates_not_24_hour_periods() -> None:
-    calendar = POLICY.standard_for("psychology", "routine", RECEIVED)
+    calendar = standard_for("psychology", "routine", RECEIVED, POLICY)
     received = datetime(2026, 11, 2, 23, 59, tzinfo=UTC)
     assert waiting_days(received, datetime(2026, 11, 3, 0, 1, tzinfo=UTC), calendar) == 1
     assert waiting_days(received, received + timedelta(hours=23), calendar) == 1
@@ -360,43 +362,44 @@ def test_waiting_days_never_goes_negative() -> None:
     received = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
     earlier = received - timedelta(days=3)
     for priority in ("routine", "urgent"):
-        standard = POLICY.standard_for("psychology", priority, RECEIVED)
+        standard = standard_for("psychology", priority, RECEIVED, POLICY)
         assert waiting_days(received, earlier, standard) == 0
 
 
 def test_thresholds_are_settings_psychology_alert() -> None:
     """CLINICAL.md: "Every threshold is a named setting with this default"."""
-    policy = WaitingPolicy(psychology_alert_weeks=4)
-    standard = policy.standard_for("psychology", "routine", RECEIVED)
+    policy = replace(POLICY, psychology_alert_weeks=4)
+    standard = standard_for("psychology", "routine", RECEIVED, policy)
     assert standard.at_risk_after_days == 28
     assert waiting_state(27, standard) == "within"
     assert waiting_state(28, standard) == "at-risk"
     assert waiting_state(41, standard) == "at-risk"
     # The default would still call day 28 within.
-    assert waiting_state(28, POLICY.standard_for("psychology", "routine", RECEIVED)) == "within"
+    assert waiting_state(28, standard_for("psychology", "routine", RECEIVED, POLICY)) == "within"
     assert "4 weeks" in standard.name
 
 
 def test_thresholds_are_settings_other_standards() -> None:
-    policy = WaitingPolicy(
+    policy = replace(
+        POLICY,
         psychology_breach_weeks=16,
         consultant_alert_weeks=10,
         consultant_breach_weeks=20,
         urgent_triage_working_days=3,
     )
-    psychology = policy.standard_for("psychology", "routine", RECEIVED)
+    psychology = standard_for("psychology", "routine", RECEIVED, policy)
     assert (psychology.at_risk_after_days, psychology.breach_after_days) == (42, 112)
-    consultant = policy.standard_for("ketamine-infusion", "routine", ACCEPTED)
+    consultant = standard_for("ketamine-infusion", "routine", ACCEPTED, policy)
     assert (consultant.at_risk_after_days, consultant.breach_after_days) == (70, 140)
-    urgent = policy.standard_for("pain-mdt", "urgent", RECEIVED)
+    urgent = standard_for("pain-mdt", "urgent", RECEIVED, policy)
     assert (urgent.at_risk_after_days, urgent.breach_after_days) == (2, 3)
     assert waiting_state(2, urgent) == "at-risk"
     assert waiting_state(3, urgent) == "breached"
 
 
 def test_a_one_day_urgent_standard_has_no_negative_at_risk_day() -> None:
-    standard = WaitingPolicy(urgent_triage_working_days=1).standard_for(
-        "psychology", "urgent", RECEIVED
+    standard = standard_for(
+        "psychology", "urgent", RECEIVED, replace(POLICY, urgent_triage_working_days=1)
     )
     assert (standard.at_risk_after_days, standard.breach_after_days) == (0, 1)
     assert waiting_state(1, standard) == "breached"

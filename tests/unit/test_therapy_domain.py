@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise, product
 
 import pytest
+from msgspec.structs import replace
 
 from services.therapy.domain import (
     APPOINTMENT_STATUSES,
@@ -31,6 +32,7 @@ from services.therapy.domain import (
     waiting,
 )
 from shared.measures import GAD7, PHQ9, InvalidItems, phq9_item9, score
+from shared.policy import default_policy
 
 MONDAY = date(2025, 3, 3)
 TUESDAY, WEDNESDAY, SATURDAY, SUNDAY = (MONDAY + timedelta(days=n) for n in (1, 2, 5, 6))
@@ -68,7 +70,7 @@ def test_a_slot_must_fit_whole_inside_its_block() -> None:
 
 
 def test_the_slot_length_is_a_setting() -> None:
-    policy = TherapyPolicy(slot_minutes=30)
+    policy = replace(default_policy().therapy, slot_minutes=30)
     free = slots([block(0, "09:00", "10:30")], [], [], MONDAY, MONDAY, policy)
     assert free == [at(MONDAY, 9), at(MONDAY, 9, 30), at(MONDAY, 10)]
 
@@ -343,7 +345,7 @@ def test_dna_count_counts_only_noshows() -> None:
     assert dna_count(["entered-in-error", "arrived", "cancelled"]) == 0
 
 
-def fired_along(statuses: list[list[str]], policy: TherapyPolicy = TherapyPolicy()) -> list[bool]:
+def fired_along(statuses: list[list[str]], policy: TherapyPolicy | None = None) -> list[bool]:
     """Whether the threshold fires at each change from one list of statuses to the next."""
     counts = [dna_count(s) for s in statuses]
     return [dna_threshold_reached(a, b, policy) for a, b in pairwise(counts)]
@@ -384,7 +386,7 @@ def test_a_correction_that_stays_at_or_above_the_threshold_does_not_fire() -> No
 )
 def test_the_threshold_is_a_setting(threshold: int, fires_at: int) -> None:
     """CLINICAL.md line 96: services differ, so it is a setting."""
-    policy = TherapyPolicy(dna_threshold=threshold)
+    policy = replace(default_policy().therapy, dna_threshold=threshold)
     fired = [n for n in range(1, 5) if dna_threshold_reached(n - 1, n, policy)]
     assert fired == [fires_at]
 
@@ -470,13 +472,13 @@ def test_a_referral_dated_in_the_future_waits_zero_days() -> None:
 
 
 def test_the_waiting_standards_are_settings() -> None:
-    policy = TherapyPolicy(wait_alert_weeks=2, wait_breach_weeks=4)
+    policy = replace(default_policy().waits, psychology_alert_weeks=2, psychology_breach_weeks=4)
     assert waiting(NOW - timedelta(days=13), NOW, policy)[1] == "within"
     assert waiting(NOW - timedelta(days=14), NOW, policy)[1] == "at-risk"
     assert waiting(NOW - timedelta(days=28), NOW, policy)[1] == "breached"
 
 
 def test_the_finished_course_minimum_is_a_setting() -> None:
-    policy = TherapyPolicy(min_treatment_appointments=3)
+    policy = replace(default_policy().therapy, min_treatment_appointments=3)
     with pytest.raises(TherapyRuleBroken):
         discharge_status("completed", None, 2, policy)  # type: ignore[call-arg]

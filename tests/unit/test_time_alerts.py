@@ -33,11 +33,6 @@ from services.coordinator.handlers import handle_event, rebuild_pathways
 from services.coordinator.models import PathwayAlert, PathwayRow
 from services.coordinator.projection import project
 from services.coordinator.rules import (
-    BREACH_WEEKS,
-    CONSULTANT_ALERT_WEEKS,
-    MAINTENANCE_GRACE,
-    PSYCHOLOGY_ALERT_WEEKS,
-    PSYCHOLOGY_SUGGESTION_DAYS,
     Crossing,
     crossed,
     time_alert,
@@ -46,6 +41,7 @@ from services.coordinator.rules import (
 from shared.events import Actor, Envelope, Subject, new_event, payload_type
 from shared.events.catalogue import PathwayAlertRaised
 from shared.messaging import make_broker
+from shared.policy import default_policy
 from shared.runtime import ServiceRuntime
 from shared.settings import BrokerKind, PlatformSettings, RunMode, load_service_settings
 from shared.tables import OutboxEvent, as_utc
@@ -63,6 +59,14 @@ MONDAY = T0  # 2025-03-03 09:00 UTC
 FRIDAY = T0 + timedelta(days=4)  # 2025-03-07 09:00 UTC
 CLOCK = Actor(user_id="coordinator-clock", role="service")
 WAITS = ("waiting-time", "waiting-breach")
+# The shipped clinical policy's thresholds (shared/policy.toml).
+POLICY = default_policy()
+PSYCHOLOGY_ALERT_WEEKS = POLICY.waits.psychology_alert_weeks
+PSYCHOLOGY_BREACH_WEEKS = POLICY.waits.psychology_breach_weeks
+CONSULTANT_ALERT_WEEKS = POLICY.waits.consultant_alert_weeks
+CONSULTANT_BREACH_WEEKS = POLICY.waits.consultant_breach_weeks
+PSYCHOLOGY_SUGGESTION_DAYS = POLICY.waits.psychology_suggestion_days
+MAINTENANCE_GRACE = timedelta(days=POLICY.course.maintenance_grace_days)
 
 
 # --- stream builders (for the pure rules) -------------------------------------------------
@@ -325,7 +329,7 @@ def test_psychology_waits_alert_at_six_weeks_and_breach_at_eighteen(status: str)
     6 weeks ... and within 18 weeks ...: alert at 6 weeks, breach at 18"."""
     streams = Streams(referrals=[referral(status=status)])
     six = MONDAY + timedelta(weeks=PSYCHOLOGY_ALERT_WEEKS)
-    eighteen = MONDAY + timedelta(weeks=BREACH_WEEKS)
+    eighteen = MONDAY + timedelta(weeks=PSYCHOLOGY_BREACH_WEEKS)
     assert six == MONDAY + timedelta(weeks=6) and eighteen == MONDAY + timedelta(weeks=18)
     alert = Crossing("waiting-time", str(REFERRAL), six)
     breach = Crossing("waiting-breach", str(REFERRAL), eighteen)
@@ -357,7 +361,7 @@ def test_infusion_clinic_waits_alert_at_twelve_weeks_not_six_and_breach_at_eight
     streams = Streams(referrals=[referral(target="ketamine-infusion", status="accepted")])
     six = MONDAY + timedelta(weeks=6)
     twelve = MONDAY + timedelta(weeks=CONSULTANT_ALERT_WEEKS)
-    eighteen = MONDAY + timedelta(weeks=BREACH_WEEKS)
+    eighteen = MONDAY + timedelta(weeks=CONSULTANT_BREACH_WEEKS)
     assert twelve == MONDAY + timedelta(weeks=12)
     assert crossed(streams, six) == []
     assert crossed(streams, twelve - SECOND) == []

@@ -38,6 +38,7 @@ from shared.events.catalogue import (
     TherapyEpisodeDischarged,
     TherapyEpisodeOpened,
 )
+from shared.policy import clinical_policy
 from shared.tables import utcnow
 
 from .conftest import Store, user
@@ -168,7 +169,7 @@ def test_the_dna_threshold_event_is_published_once_as_the_count_reaches_it(
     therapy: Store,
 ) -> None:
     episode = _episode(therapy)
-    threshold = services.POLICY.dna_threshold
+    threshold = clinical_policy().therapy.dna_threshold
     appointments = [_book(therapy, episode, s) for s in _slots(therapy)[: threshold + 1]]
     reached_after: list[int] = []
     for count, missed in enumerate(appointments, start=1):

@@ -1,0 +1,369 @@
+"""The clinical policy: every threshold of ../shared/CLINICAL.md in one typed object.
+
+The values live in one file, ``shared/policy.toml``, shipped with carepath; a clinic
+points ``CAREPATH_POLICY_FILE`` at a file of its own whose values replace the shipped
+ones key by key. The types and sources live here: each section is a frozen msgspec
+Struct, each setting an ``Annotated`` type whose ``Meta`` bounds refuse a nonsense value
+and whose ``Meta(description=...)`` is the setting's source (the citation from
+CLINICAL.md). Sources stay in code rather than in the file so a clinic's override file
+carries only numbers, and ``GET /api/policy`` serves each value with its source and the
+shipped default beside it (a changed value is then plain to see).
+
+Every service reads the same object through ``clinical_policy()``, loaded once and
+checked when a service starts (``shared.web.build_app``): a bad value stops the
+service with a ``PolicyError`` naming the file and the key. Domain functions take a
+section as an argument, so they stay pure and each test can pass its own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+DEFAULT_FILE = Path(__file__).with_name("policy.toml")
+POLICY_FILE_VARIABLE = "CAREPATH_POLICY_FILE"
+LOCAL = "local policy (CLINICAL.md)"
+
+Weeks = Annotated[int, Meta(ge=1, le=104)]
+Days = Annotated[int, Meta(ge=1, le=365)]
+Count = Annotated[int, Meta(ge=1, le=100)]
+Fraction = Annotated[float, Meta(gt=0, le=1)]
+MgPerKg = Annotated[float, Meta(gt=0, le=5)]
+Hours = Annotated[float, Meta(gt=0, le=24)]
+Pressure = Annotated[int, Meta(ge=40, le=300)]
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file and the key."""
+
+
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+def _order(lower: str, higher: str, values: _Section) -> None:
+    low, high = getattr(values, lower), getattr(values, higher)
+    if low > high:
+        raise ValueError(f"{lower} ({low}) must not be more than {higher} ({high})")
+
+
+class WaitingPolicy(_Section, frozen=True):
+    """CLINICAL.md, "Waiting times"."""
+
+    psychology_alert_weeks: Annotated[
+        Weeks,
+        Meta(
+            description="NHS Talking Therapies access standard: first attended treatment "
+            "within 6 weeks of referral for 75% (alert)"
+        ),
+    ]
+    psychology_breach_weeks: Annotated[
+        Weeks,
+        Meta(description="NHS Talking Therapies access standard: within 18 weeks for 95% (breach)"),
+    ]
+    consultant_alert_weeks: Annotated[
+        Weeks,
+        Meta(description=f"{LOCAL}: consultant-led treatment, alert before the 18-week breach"),
+    ]
+    consultant_breach_weeks: Annotated[
+        Weeks,
+        Meta(description="NHS referral-to-treatment standard: treatment within 18 weeks"),
+    ]
+    urgent_triage_working_days: Annotated[
+        Days, Meta(description=f"{LOCAL}: urgent referrals triaged within 2 working days")
+    ]
+    routine_triage_working_days: Annotated[
+        Days,
+        Meta(
+            description="local policy (carepath's working target; CLINICAL.md sets no "
+            "routine triage time): routine referrals triaged within 5 working days"
+        ),
+    ]
+    psychology_suggestion_days: Annotated[
+        Days,
+        Meta(
+            description=f"{LOCAL}: suggest a psychology referral within 14 days of an "
+            "infusion course starting (the seed: ketamine with CBT)"
+        ),
+    ]
+
+    def __post_init__(self) -> None:
+        _order("psychology_alert_weeks", "psychology_breach_weeks", self)
+        _order("consultant_alert_weeks", "consultant_breach_weeks", self)
+
+
+class ChangePolicy(_Section, frozen=True):
+    """CLINICAL.md, "Change that matters"."""
+
+    phq9_caseness: Annotated[
+        int, Meta(ge=1, le=27, description="NHS Talking Therapies manual: PHQ-9 ≥ 10")
+    ]
+    gad7_caseness: Annotated[
+        int, Meta(ge=1, le=21, description="NHS Talking Therapies manual: GAD-7 ≥ 8")
+    ]
+    phq9_reliable_change: Annotated[
+        int,
+        Meta(ge=1, le=27, description="NHS Talking Therapies manual: PHQ-9 change of 6 points"),
+    ]
+    gad7_reliable_change: Annotated[
+        int,
+        Meta(ge=1, le=21, description="NHS Talking Therapies manual: GAD-7 change of 4 points"),
+    ]
+    pain_meaningful_fraction: Annotated[
+        Fraction, Meta(description="IMMPACT, Dworkin et al. 2008: pain NRS falls ≥ 30%")
+    ]
+    pain_substantial_fraction: Annotated[
+        Fraction, Meta(description="IMMPACT, Dworkin et al. 2008: pain NRS falls ≥ 50%")
+    ]
+    phq9_response_fraction: Annotated[
+        Fraction,
+        Meta(description="trial convention (MADRS/PHQ ≥ 50% = response), Sanacora et al. 2017"),
+    ]
+
+    def __post_init__(self) -> None:
+        _order("pain_meaningful_fraction", "pain_substantial_fraction", self)
+
+
+class DosePolicy(_Section, frozen=True):
+    """CLINICAL.md, "Ketamine infusions", dosing plan."""
+
+    depression_min_mg_per_kg: Annotated[
+        MgPerKg, Meta(description="Sanacora et al. 2017: reported range 0.1 to 0.75 mg/kg")
+    ]
+    depression_max_mg_per_kg: Annotated[
+        MgPerKg, Meta(description="Sanacora et al. 2017: reported range 0.1 to 0.75 mg/kg")
+    ]
+    depression_ceiling_mg_per_kg: Annotated[
+        MgPerKg, Meta(description=f"{LOCAL}: hard ceiling, never overridden")
+    ]
+    pain_max_mg_per_kg_per_h: Annotated[
+        MgPerKg, Meta(description="Cohen et al. 2018: CRPS regimens up to 0.35 mg/kg/h")
+    ]
+    pain_ceiling_mg_per_kg_per_h: Annotated[
+        MgPerKg, Meta(description=f"{LOCAL}: hard ceiling 1 mg/kg/h, never overridden")
+    ]
+    pain_min_hours: Annotated[
+        Hours, Meta(description="Cohen et al. 2018: a first infusion over at least 2 hours")
+    ]
+    pain_max_hours: Annotated[
+        Hours, Meta(description="Cohen et al. 2018: CRPS regimens for 4 h a day")
+    ]
+    given_tolerance_fraction: Annotated[
+        Fraction,
+        Meta(description="local policy: a dose given within 10% of the plan's computed dose"),
+    ]
+
+    def __post_init__(self) -> None:
+        _order("depression_min_mg_per_kg", "depression_max_mg_per_kg", self)
+        _order("depression_max_mg_per_kg", "depression_ceiling_mg_per_kg", self)
+        _order("pain_max_mg_per_kg_per_h", "pain_ceiling_mg_per_kg_per_h", self)
+        _order("pain_min_hours", "pain_max_hours", self)
+
+
+class VitalsPolicy(_Section, frozen=True):
+    """CLINICAL.md, "Ketamine infusions", during a session: all local policy."""
+
+    before_systolic: Annotated[Pressure, Meta(description=f"{LOCAL}: systolic ≥ 160 before")]
+    before_diastolic: Annotated[Pressure, Meta(description=f"{LOCAL}: diastolic ≥ 100 before")]
+    during_systolic: Annotated[Pressure, Meta(description=f"{LOCAL}: systolic ≥ 180 during")]
+    during_diastolic: Annotated[Pressure, Meta(description=f"{LOCAL}: diastolic ≥ 110 during")]
+    min_spo2: Annotated[int, Meta(ge=50, le=100, description=f"{LOCAL}: SpO2 < 92%")]
+    interval_minutes: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=60,
+            description=f"{LOCAL}: vitals at least every 15 minutes (trials: every 10)",
+        ),
+    ]
+
+
+class CoursePolicy(_Section, frozen=True):
+    """CLINICAL.md, "Ketamine infusions", course rules."""
+
+    no_response_after_sessions: Annotated[
+        Count, Meta(description=f"{LOCAL}: no meaningful response after 3 infusions → MDT")
+    ]
+    relief_worn_off_fraction: Annotated[
+        Fraction, Meta(description="the seed: relief worn off, pain back within 10% of baseline")
+    ]
+    maintenance_grace_days: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=90,
+            description=f"{LOCAL}: a planned maintenance infusion is overdue once its due "
+            "day has passed",
+        ),
+    ]
+
+
+class TherapyPolicy(_Section, frozen=True):
+    """CLINICAL.md, "Therapy (CBT / psychology)"."""
+
+    dna_threshold: Annotated[
+        Count, Meta(description=f"{LOCAL}: after 2 missed appointments → discharge review")
+    ]
+    min_treatment_appointments: Annotated[
+        Count,
+        Meta(description="NHS Talking Therapies: a finished course needs 2 attended sessions"),
+    ]
+    slot_minutes: Annotated[
+        int,
+        Meta(
+            ge=5,
+            le=480,
+            description="local policy (carepath's diary): one CBT session a slot, on the hour",
+        ),
+    ]
+
+
+class AlertPolicy(_Section, frozen=True):
+    """When an alert falls due where CLINICAL.md gives no time (same-working-day alerts
+    fall due at the end of that day)."""
+
+    review_due_days: Annotated[
+        Days,
+        Meta(
+            description="local policy: a DNA review, reliable deterioration, no response, "
+            "overdue maintenance or missing psychology referral is due 7 days after it is "
+            "raised"
+        ),
+    ]
+    maintenance_decision_due_days: Annotated[
+        Days,
+        Meta(
+            description="local policy: the MDT decides on maintenance within 14 days of the "
+            "induction series ending"
+        ),
+    ]
+
+
+class ClinicalPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole policy, one section per part of CLINICAL.md."""
+
+    waits: WaitingPolicy
+    change: ChangePolicy
+    dose: DosePolicy
+    vitals: VitalsPolicy
+    course: CoursePolicy
+    therapy: TherapyPolicy
+    alerts: AlertPolicy
+
+
+# --- loading --------------------------------------------------------------------------
+
+
+def load_policy(path: Path | str | None = None) -> ClinicalPolicy:
+    """The shipped policy with ``path`` (or ``$CAREPATH_POLICY_FILE``) laid over it.
+
+    Raises ``PolicyError`` naming the file and the key of the first bad value.
+    """
+    shipped = _read(DEFAULT_FILE)
+    chosen = path if path is not None else os.environ.get(POLICY_FILE_VARIABLE) or None
+    if chosen is None:
+        return _convert(shipped, DEFAULT_FILE)
+    override = Path(chosen)
+    return _convert(_overlay(shipped, _read(override)), override)
+
+
+@cache
+def clinical_policy() -> ClinicalPolicy:
+    """The policy every service uses, loaded once (``clinical_policy.cache_clear()``
+    makes the next call read the files again)."""
+    return load_policy()
+
+
+@cache
+def default_policy() -> ClinicalPolicy:
+    """The shipped policy alone, whatever ``CAREPATH_POLICY_FILE`` says."""
+    return _convert(_read(DEFAULT_FILE), DEFAULT_FILE)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except OSError as error:
+        raise PolicyError(f"{path}: cannot read the policy file ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise PolicyError(f"{path}: not valid TOML: {error}") from None
+
+
+def _overlay(shipped: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(shipped)
+    for section, values in override.items():
+        base = merged.get(section)
+        if isinstance(base, dict) and isinstance(values, dict):
+            merged[section] = {**base, **values}
+        else:
+            merged[section] = values  # an unknown section, or not a table: convert says so
+    return merged
+
+
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<field>[^`]+)`")
+_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`")
+
+
+def _convert(values: dict[str, Any], path: Path) -> ClinicalPolicy:
+    try:
+        return msgspec.convert(values, ClinicalPolicy)
+    except msgspec.ValidationError as error:
+        raise PolicyError(f"{path}: {_describe(str(error), values)}") from None
+
+
+def _describe(error: str, values: dict[str, Any]) -> str:
+    """msgspec's "Expected `int` >= 1 - at `$.waits.x`" as "waits.x: expected int >= 1,
+    got -3", so the message names the key as it is written in the file."""
+    parts = _AT.match(error)
+    assert parts is not None  # the pattern matches any text
+    message, keys = parts["message"], [k for k in (parts["path"] or "").split(".") if k]
+    if unknown := _UNKNOWN.match(message):
+        return f"{'.'.join([*keys, unknown['field']])}: is not a policy setting"
+    if missing := _MISSING.match(message):
+        return f"{'.'.join([*keys, missing['field']])}: is missing"
+    text = message.replace("`", "")
+    text = text[:1].lower() + text[1:]
+    given: Any = values
+    for key in keys:
+        given = given.get(key) if isinstance(given, dict) else None
+    if keys and not isinstance(given, dict):
+        text += f" ({given!r})" if ", got" in text else f", got {given!r}"
+    return f"{'.'.join(keys) or 'policy'}: {text}"
+
+
+# --- what GET /api/policy answers -----------------------------------------------------
+
+
+class PolicySetting(msgspec.Struct, frozen=True, kw_only=True):
+    value: int | float
+    default: int | float
+    source: str
+
+
+def described(policy: ClinicalPolicy) -> dict[str, dict[str, PolicySetting]]:
+    """Every setting by section: its value, the shipped default and its source."""
+    shipped = default_policy()
+    sections: dict[str, dict[str, PolicySetting]] = {}
+    for section in msgspec.structs.fields(ClinicalPolicy):
+        info = msgspec.inspect.type_info(section.type)
+        assert isinstance(info, msgspec.inspect.StructType)
+        settings: dict[str, PolicySetting] = {}
+        for field in info.fields:
+            assert isinstance(field.type, msgspec.inspect.Metadata)
+            schema = field.type.extra_json_schema or {}
+            settings[field.name] = PolicySetting(
+                value=getattr(getattr(policy, section.name), field.name),
+                default=getattr(getattr(shipped, section.name), field.name),
+                source=str(schema.get("description", "")),
+            )
+        sections[section.name] = settings
+    return sections
