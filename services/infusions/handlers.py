@@ -1,54 +1,25 @@
-"""Events the infusions service consumes: an accepted ketamine referral opens a course."""
+"""Events the infusions service consumes: an accepted ketamine referral opens a course.
+
+Anything else is acknowledged and left alone.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from uuid import UUID
+from sqlmodel import Session
 
-from sqlmodel import Session, select
-
-from services.infusions.models import InfusionCourse
-from shared.events import Envelope, Subject, new_event
-from shared.events.catalogue import InfusionCourseOpened
-from shared.outbox import add_event
+from services.infusions import services
+from shared.events import Envelope
+from shared.events.catalogue import ReferralAccepted
+from shared.uow import UnitOfWork
 
 
 def handle_event(session: Session, envelope: Envelope) -> None:
-    if envelope.type != "referral.accepted" or envelope.data["target"] != "ketamine-infusion":
+    if envelope.type != "referral.accepted":
         return
-    referral_id = UUID(str(envelope.data["referral_id"]))
-    # The inbox stops a redelivery; the unique referral_id stops a second course from a
-    # re-sent event with a new id (an operator's replay of an old message, say).
-    if session.exec(
-        select(InfusionCourse).where(InfusionCourse.referral_id == referral_id)
-    ).first():
+    accepted = envelope.event()
+    assert isinstance(accepted, ReferralAccepted)
+    if accepted.target != "ketamine-infusion":
         return
-    now = datetime.now(UTC)
-    course = InfusionCourse(
-        patient_id=envelope.patient_id,
-        referral_id=referral_id,
-        status="planned",
-        priority=envelope.data["priority"],
-        conditions=list(envelope.data["conditions"]),
-        referral_baseline=envelope.data.get("baseline"),
-        opened_at=now,
-    )
-    session.add(course)
-    add_event(
-        session,
-        new_event(
-            type="infusion.course.opened",
-            data=InfusionCourseOpened(
-                course_id=course.id,
-                referral_id=referral_id,
-                priority=envelope.data["priority"],
-                opened_at=now,
-            ),
-            producer="infusions",
-            patient_id=envelope.patient_id,
-            subject=Subject(type="infusion-course", id=str(course.id)),
-            actor=envelope.actor,
-            correlation_id=envelope.correlation_id,
-            causation_id=str(envelope.event_id),
-        ),
-    )
+    # No commit here: the consume path commits the inbox row and the course together.
+    uow = UnitOfWork(session, service="infusions", actor=envelope.actor)
+    services.open_course(accepted, envelope.patient_id, uow, causation_id=str(envelope.event_id))

@@ -10,6 +10,7 @@ import msgspec
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Nrs = Annotated[int, msgspec.Meta(ge=0, le=10)]
+CourseStatus = Literal["planned", "active", "onhold", "finished", "cancelled"]
 
 
 class PriorTreatment(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -562,7 +562,7 @@ def test_concurrent_overlapping_bookings_give_one_session(
 def test_checking_in_while_the_course_closes_does_not_deadlock(
     stack: Stack, api_client: Any, processes: Processes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from services.infusions import api
+    from services.infusions import repository
 
     clinic = open_course(stack, api_client, processes)
     assess(clinic)
@@ -574,7 +574,7 @@ def test_checking_in_while_the_course_closes_does_not_deadlock(
     waiting = (
         "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'"
     )
-    lock_session = api._session
+    lock_session = repository.infusion_session
 
     def then_let_close_start(db: Any, sid: Any, *, lock: bool = False) -> Any:
         # Hold the session's lock until the closing request is waiting on a lock, so the
@@ -591,7 +591,7 @@ def test_checking_in_while_the_course_closes_does_not_deadlock(
         return found
 
     closing = threading.Event()
-    monkeypatch.setattr(api, "_session", then_let_close_start)
+    monkeypatch.setattr(repository, "infusion_session", then_let_close_start)
     other = api_client(stack.api("infusions"))
     answers: dict[str, Any] = {}
 

@@ -1,0 +1,314 @@
+"""The infusion course aggregate: opened from an accepted referral, assessed, given a
+dosing plan, booked into, held, resumed and closed with a reason.
+
+Pure, as the session aggregate (session.py): a step takes the course row, the rows it
+judges by (the latest assessment, the plan, the patient's bookings), who acts and the
+time, decides through the course's state machine (domain.COURSE) and the clinical rules,
+and returns the rows it makes and the events it causes. The commands (services.py) and
+the event handler (handlers.py) store them in their unit of work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from services.infusions import domain, session
+from services.infusions.models import (
+    DosingPlan,
+    EligibilityAssessment,
+    InfusionCourse,
+    InfusionSession,
+)
+from services.infusions.schemas import AssessmentCreate, CourseClosure, CourseStatus, PlanCreate
+from shared.domain import IllegalTransition
+from shared.events import Subject
+from shared.events.catalogue import (
+    Event,
+    InfusionAssessmentRecorded,
+    InfusionCourseClosed,
+    InfusionCourseOpened,
+    InfusionCourseStatusChanged,
+    InfusionPlanAgreed,
+    InfusionSessionScheduled,
+    ReferralAccepted,
+)
+from shared.measures import PHQ9, InvalidItems, Score, score
+from shared.policy import DosePolicy
+
+Outcome = Literal["eligible", "ineligible", "needs-override"]
+
+
+def subject(course: InfusionCourse) -> Subject:
+    return Subject(type="infusion-course", id=str(course.id))
+
+
+def open_from_referral(
+    accepted: ReferralAccepted, patient_id: UUID, now: datetime
+) -> tuple[InfusionCourse, InfusionCourseOpened]:
+    """An accepted ketamine-infusion referral opens a course, planned until a dosing plan
+    is agreed."""
+    course = InfusionCourse(
+        patient_id=patient_id,
+        referral_id=accepted.referral_id,
+        status=domain.PLANNED,
+        priority=accepted.priority,
+        conditions=list(accepted.conditions),
+        referral_baseline=msgspec.to_builtins(accepted.baseline) if accepted.baseline else None,
+        opened_at=now,
+    )
+    opened = InfusionCourseOpened(
+        course_id=course.id,
+        referral_id=accepted.referral_id,
+        priority=accepted.priority,
+        opened_at=now,
+    )
+    return course, opened
+
+
+def require_open(course: InfusionCourse, action: str) -> None:
+    """A finished or cancelled course takes no more assessments or plans."""
+    if course.status in domain.COURSE_CLOSED:
+        raise IllegalTransition("course", course.status, action)
+
+
+def require_active(course: InfusionCourse, action: str) -> None:
+    """Infusions need an active course: not before its plan, not while on hold."""
+    if course.status != domain.ACTIVE:
+        raise IllegalTransition("course", course.status, action)
+
+
+def require_eligible(latest: EligibilityAssessment | None) -> None:
+    """A re-assessment that finds a contraindication stops every infusion after it."""
+    if latest is None or latest.outcome != "eligible":
+        outcome = latest.outcome if latest else "not assessed"
+        raise domain.InfusionRuleBroken(
+            "assessment", f"the latest eligibility assessment is {outcome}"
+        )
+
+
+def score_phq9(items: Sequence[int], field: str) -> Score:
+    try:
+        return score(PHQ9, items, field)
+    except InvalidItems as error:
+        raise domain.InfusionRuleBroken(error.field, error.message) from None
+
+
+def assess(
+    course: InfusionCourse, data: AssessmentCreate, by: str, now: datetime
+) -> tuple[EligibilityAssessment, InfusionAssessmentRecorded]:
+    """Record an eligibility assessment: the checklist decides eligible, ineligible or
+    waiting for a clinician's override of a caution."""
+    require_open(course, "assess")
+    domain.check_physiological(
+        {"systolic": data.systolic, "diastolic": data.diastolic, "heart_rate": data.heart_rate}
+    )
+    if not 20 <= data.weight_kg <= 300:
+        raise domain.InfusionRuleBroken("weight_kg", "must be between 20 and 300 kg")
+    eligibility = domain.assess_eligibility(
+        {item: answer.present for item, answer in data.checklist.items()},
+        [override.caution for override in data.overrides],
+        len(data.prior_treatments),
+    )
+    phq9 = score_phq9(data.phq9_items, "phq9_items")
+    assessment = EligibilityAssessment(
+        course_id=course.id,
+        assessed_by=by,
+        assessed_at=now,
+        weight_kg=data.weight_kg,
+        systolic=data.systolic,
+        diastolic=data.diastolic,
+        heart_rate=data.heart_rate,
+        opioid_mme_per_day=data.opioid_mme_per_day,
+        pain_nrs=data.pain_nrs,
+        phq9_items=list(phq9.items),
+        phq9_total=phq9.total,
+        prior_treatments=msgspec.to_builtins(data.prior_treatments),
+        checklist=msgspec.to_builtins(data.checklist),
+        # Each override names the clinician who made it: the one recording it.
+        overrides=[
+            {"caution": o.caution, "reason": o.reason, "clinician": by} for o in data.overrides
+        ],
+        outcome=eligibility.outcome,
+    )
+    recorded = InfusionAssessmentRecorded(
+        course_id=course.id,
+        assessment_id=assessment.id,
+        outcome=_valid(Outcome, eligibility.outcome),
+        blocked_by=list(eligibility.blocked_by),
+        cautions_overridden=list(eligibility.cautions_overridden),
+        pain_nrs=data.pain_nrs,
+        phq9_total=phq9.total,
+        phq9_item9=phq9.items[8],
+        opioid_mme_per_day=data.opioid_mme_per_day,
+        assessed_at=now,
+    )
+    return assessment, recorded
+
+
+def agree_plan(
+    course: InfusionCourse,
+    latest: EligibilityAssessment | None,
+    data: PlanCreate,
+    by: str,
+    now: datetime,
+    policy: DosePolicy,
+) -> tuple[DosingPlan, list[Event]]:
+    """Agree the dosing plan: a dose outside its band needs an override with a reason,
+    above the hard ceiling never. The first plan makes a planned course active."""
+    require_open(course, "agree a plan")
+    require_eligible(latest)
+    dose = domain.check_dose(
+        indication=data.indication,
+        weight_kg=data.weight_kg,
+        dose_mg_per_kg=data.dose_mg_per_kg,
+        infusion_minutes=data.infusion_minutes,
+        rate_mg_per_kg_per_h=data.rate_mg_per_kg_per_h,
+        duration_hours=data.duration_hours,
+        policy=policy,
+    )
+    if dose.outside_band and data.override is None:
+        raise domain.InfusionRuleBroken(
+            dose.outside_band[0],
+            "outside the CLINICAL.md band: a clinician's override with a reason is needed",
+        )
+    override = None
+    if dose.outside_band and data.override is not None:
+        override = {
+            "clinician": by,
+            "reason": data.override.reason,
+            "fields": list(dose.outside_band),
+            "at": now.isoformat(),
+        }
+    plan = DosingPlan(
+        course_id=course.id,
+        indication=data.indication,
+        weight_kg=data.weight_kg,
+        dose_mg_per_kg=data.dose_mg_per_kg,
+        infusion_minutes=data.infusion_minutes,
+        rate_mg_per_kg_per_h=data.rate_mg_per_kg_per_h,
+        duration_hours=data.duration_hours,
+        total_mg=dose.total_mg,
+        rate_mg_per_h=dose.rate_mg_per_h,
+        induction_count=data.induction_count,
+        induction_spacing_days=data.induction_spacing_days,
+        maintenance_interval_days=data.maintenance_interval_days,
+        override=override,
+        agreed_by=by,
+        agreed_at=now,
+    )
+    events: list[Event] = []
+    if course.status == domain.PLANNED:
+        events.append(change_status(course, "activate", "dosing plan agreed", now))
+    events.append(
+        InfusionPlanAgreed(
+            course_id=course.id,
+            plan_id=plan.id,
+            indication=data.indication,
+            total_mg=dose.total_mg,
+            rate_mg_per_h=dose.rate_mg_per_h,
+            induction_count=data.induction_count,
+            induction_spacing_days=data.induction_spacing_days,
+            maintenance_interval_days=data.maintenance_interval_days,
+            overridden_fields=list(dose.outside_band) if override else [],
+            agreed_at=now,
+        )
+    )
+    return plan, events
+
+
+def schedule(
+    course: InfusionCourse,
+    plan: DosingPlan | None,
+    latest: EligibilityAssessment | None,
+    booked: Sequence[InfusionSession],
+    sessions_so_far: int,
+    slot: tuple[datetime, datetime],
+    kind: session.Kind,
+    now: datetime,
+) -> tuple[InfusionSession, InfusionSessionScheduled]:
+    """Book the course's next infusion at the plan's dose, in a free slot of the
+    patient's (``booked`` are the patient's sessions that hold a slot)."""
+    if plan is None:
+        raise domain.InfusionRuleBroken("plan", "no dosing plan is agreed for this course yet")
+    require_active(course, "schedule a session")
+    require_eligible(latest)
+    start, end = slot
+    domain.check_schedule(start, end, now)
+    if domain.overlaps(start, end, [(s.scheduled_start, s.scheduled_end) for s in booked]):
+        raise domain.InfusionRuleBroken(
+            "start", "overlaps another infusion session of this patient"
+        )
+    new = InfusionSession(
+        course_id=course.id,
+        patient_id=course.patient_id,
+        plan_id=plan.id,
+        number=sessions_so_far + 1,
+        kind=kind,
+        status=domain.SCHEDULED,
+        scheduled_start=start,
+        scheduled_end=end,
+        planned_mg=plan.total_mg,
+    )
+    scheduled = InfusionSessionScheduled(
+        course_id=course.id,
+        session_id=new.id,
+        number=new.number,
+        kind=kind,
+        scheduled_start=start,
+        scheduled_end=end,
+    )
+    return new, scheduled
+
+
+def change_status(
+    course: InfusionCourse, action: str, reason: str, now: datetime
+) -> InfusionCourseStatusChanged:
+    """Move the course through its state machine: activate, hold, resume, finish, cancel."""
+    previous = course.status
+    course.status = domain.COURSE.next_status(course.status, action)
+    course.status_reason = reason
+    return InfusionCourseStatusChanged(
+        course_id=course.id,
+        status=_valid(CourseStatus, course.status),
+        previous_status=previous,
+        changed_at=now,
+    )
+
+
+def close(
+    course: InfusionCourse,
+    open_sessions: Sequence[InfusionSession],
+    closure: CourseClosure,
+    now: datetime,
+) -> list[Event]:
+    """Close with a reason (which decides finished or cancelled); the sessions still
+    booked will not happen now, so they are cancelled first."""
+    require_open(course, "close")
+    if any(s.status == domain.IN_PROGRESS for s in open_sessions):
+        # An infusion running now is ended by its clinician, never by a closing course.
+        raise IllegalTransition("infusion", domain.IN_PROGRESS, "close the course")
+    events: list[Event] = [
+        session.end(booked, "cancel", "course closed", now) for booked in open_sessions
+    ]
+    action = domain.CLOSE_REASON_ACTION[closure.reason]
+    events.append(change_status(course, action, closure.note or closure.reason, now))
+    course.closed_at, course.close_reason, course.maintenance_due_at = now, closure.reason, None
+    events.append(
+        InfusionCourseClosed(
+            course_id=course.id,
+            referral_id=course.referral_id,
+            reason=closure.reason,
+            closed_at=now,
+        )
+    )
+    return events
+
+
+def _valid(kind: Any, value: str) -> Any:
+    """A value as the event's literal type says it must be (checked, not assumed)."""
+    return msgspec.convert(value, kind)

@@ -1,0 +1,354 @@
+"""The infusions service's commands: courses, assessments, plans, sessions.
+
+Each command is ``(command, uow, user) -> result``: it loads and locks through the
+repository, asks the course or session aggregate (course.py, session.py) to decide, and
+stores the rows, the events and the audit of what it touched in one unit of work. A
+command that raises has written nothing. Controllers (api.py) only parse, call one of
+these and return a view (views.py). Who may call which command is the routes' guards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from litestar.exceptions import NotFoundException
+
+from services.infusions import course, domain, repository, session
+from services.infusions.models import (
+    DosingPlan,
+    EligibilityAssessment,
+    InfusionCourse,
+    InfusionSession,
+    VitalsReading,
+)
+from services.infusions.schemas import (
+    AdverseEventCreate,
+    AssessmentCreate,
+    CourseClosure,
+    DoseGiven,
+    PlanCreate,
+    Reason,
+    ScoresBefore,
+    SessionCompletion,
+    SessionCreate,
+    VitalsCreate,
+)
+from shared.audit import AuditAction
+from shared.auth import User
+from shared.events.catalogue import Event, ReferralAccepted
+from shared.policy import clinical_policy
+from shared.tables import as_utc, utcnow
+from shared.uow import UnitOfWork
+
+# --- courses ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CourseQuery:
+    patient_id: UUID | None = None
+    status: str | None = None
+    due_before: datetime | None = None
+
+
+def list_courses(query: CourseQuery, uow: UnitOfWork, user: User) -> Sequence[InfusionCourse]:
+    with uow:
+        due = as_utc(query.due_before) if query.due_before else None
+        found = repository.courses(uow.session, query.patient_id, query.status, due)
+        detail = f"list of {len(found)}"
+        uow.audit(AuditAction.read, "EpisodeOfCare", None, query.patient_id, detail=detail)
+        uow.commit()
+    return found
+
+
+def read_course(course_id: UUID, uow: UnitOfWork, user: User) -> InfusionCourse:
+    with uow:
+        found = _course(uow, course_id)
+        uow.audit(AuditAction.read, "EpisodeOfCare", str(found.id), found.patient_id)
+        uow.commit()
+    return found
+
+
+def assess(
+    course_id: UUID, data: AssessmentCreate, uow: UnitOfWork, user: User
+) -> EligibilityAssessment:
+    with uow:
+        found = _course(uow, course_id, lock=True)
+        assessment, recorded = course.assess(found, data, user.id, utcnow())
+        uow.session.add(assessment)
+        _publish(uow, found, [recorded])
+        overridden = recorded.cautions_overridden
+        detail = ("caution override: " + ", ".join(overridden)) if overridden else None
+        entity = "EligibilityAssessment"
+        uow.audit(AuditAction.create, entity, str(assessment.id), found.patient_id, detail=detail)
+        uow.commit()
+    return assessment
+
+
+def agree_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -> DosingPlan:
+    with uow:
+        found = _course(uow, course_id, lock=True)
+        latest = repository.latest_assessment(uow.session, found.id)
+        plan, events = course.agree_plan(
+            found, latest, data, user.id, utcnow(), clinical_policy().dose
+        )
+        uow.session.add_all([plan, found])
+        _publish(uow, found, events)
+        overridden = plan.override["fields"] if plan.override else []
+        detail = ("dose override: " + ", ".join(overridden)) if overridden else None
+        uow.audit(AuditAction.create, "DosingPlan", str(plan.id), found.patient_id, detail=detail)
+        uow.commit()
+    return plan
+
+
+def schedule(course_id: UUID, data: SessionCreate, uow: UnitOfWork, user: User) -> InfusionSession:
+    with uow:
+        found = _course(uow, course_id, lock=True)
+        new, scheduled = course.schedule(
+            found,
+            repository.latest_plan(uow.session, found.id),
+            repository.latest_assessment(uow.session, found.id),
+            repository.slots_held(uow.session, found.patient_id),
+            len(repository.sessions(uow.session, found.id)),
+            (as_utc(data.start), as_utc(data.end)),
+            data.kind,
+            utcnow(),
+        )
+        uow.session.add(new)
+        _publish(uow, found, [scheduled])
+        uow.audit(AuditAction.create, "Appointment", str(new.id), found.patient_id)
+        uow.commit()
+    return new
+
+
+def hold(course_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> InfusionCourse:
+    return _change_status(course_id, "hold", data.reason, uow)
+
+
+def resume(course_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> InfusionCourse:
+    return _change_status(course_id, "resume", data.reason, uow)
+
+
+def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> InfusionCourse:
+    with uow:
+        found = _course(uow, course_id, lock=True)
+        open_sessions = repository.sessions_in(uow.session, found.id, domain.OPEN_SESSION)
+        events = course.close(found, open_sessions, data, utcnow())
+        uow.session.add_all([found, *open_sessions])
+        _publish(uow, found, events)
+        _audit_course(uow, found, f"closed: {data.reason}")
+        uow.commit()
+    return found
+
+
+def _change_status(course_id: UUID, action: str, reason: str, uow: UnitOfWork) -> InfusionCourse:
+    with uow:
+        found = _course(uow, course_id, lock=True)
+        changed = course.change_status(found, action, reason, utcnow())
+        uow.session.add(found)
+        _publish(uow, found, [changed])
+        _audit_course(uow, found, f"status {found.status}")
+        uow.commit()
+    return found
+
+
+def _course(uow: UnitOfWork, course_id: UUID, *, lock: bool = False) -> InfusionCourse:
+    found = repository.course(uow.session, course_id, lock=lock)
+    if found is None:
+        raise NotFoundException(f"no infusion course {course_id}")
+    return found
+
+
+def _audit_course(uow: UnitOfWork, found: InfusionCourse, detail: str) -> None:
+    uow.audit(AuditAction.update, "EpisodeOfCare", str(found.id), found.patient_id, detail=detail)
+
+
+# --- sessions --------------------------------------------------------------------------
+
+
+def read_session(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
+    with uow:
+        found = repository.infusion_session(uow.session, session_id)
+        if found is None:
+            raise NotFoundException(f"no infusion session {session_id}")
+        uow.audit(AuditAction.read, "Procedure", str(found.id), found.patient_id)
+        uow.commit()
+    return found
+
+
+def check_in(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
+    with uow:
+        found, of = _session_and_course(uow, session_id)
+        course.require_active(of, "check in")
+        course.require_eligible(repository.latest_assessment(uow.session, of.id))
+        session.check_in(found)
+        _store(uow, found, of, [], "checked in")
+    return found
+
+
+def record_scores_before(
+    session_id: UUID, data: ScoresBefore, uow: UnitOfWork, user: User
+) -> InfusionSession:
+    with uow:
+        found, of = _session_and_course(uow, session_id)
+        session.record_scores_before(found, data.pain_nrs, data.mood)
+        _store(uow, found, of, [], "scores before")
+    return found
+
+
+def start(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
+    with uow:
+        found, of = _session_and_course(uow, session_id)
+        course.require_active(of, "start an infusion")
+        course.require_eligible(repository.latest_assessment(uow.session, of.id))
+        vitals_before = repository.has_vitals_before(uow.session, found.id)
+        started = session.start(found, vitals_before, utcnow())
+        _store(uow, found, of, [started], "started")
+    return found
+
+
+def record_vitals(
+    session_id: UUID, data: VitalsCreate, uow: UnitOfWork, user: User
+) -> VitalsReading:
+    with uow:
+        found, of = _session_and_course(uow, session_id)
+        at = as_utc(data.at) if data.at else utcnow()
+        reading, out_of_range = session.record_vitals(
+            found, data, at, user.id, clinical_policy().vitals
+        )
+        uow.session.add(reading)
+        _publish(uow, of, [out_of_range] if out_of_range else [])
+        detail = "vitals" + (" out of range" if out_of_range else "")
+        uow.audit(AuditAction.create, "Observation", str(found.id), found.patient_id, detail=detail)
+        uow.commit()
+    return reading
+
+
+def record_dose(session_id: UUID, data: DoseGiven, uow: UnitOfWork, user: User) -> InfusionSession:
+    with uow:
+        # The course is locked too (the lock order), though the dose concerns the session.
+        found, _locked = _session_and_course(uow, session_id)
+        session.record_dose(found, data.given_mg, clinical_policy().dose)
+        uow.session.add(found)
+        uow.audit(
+            AuditAction.update,
+            "MedicationAdministration",
+            str(found.id),
+            found.patient_id,
+            detail="dose given",
+        )
+        uow.commit()
+    return found
+
+
+def record_adverse_event(
+    session_id: UUID, data: AdverseEventCreate, uow: UnitOfWork, user: User
+) -> InfusionSession:
+    with uow:
+        found, of = _session_and_course(uow, session_id)
+        adverse, events = session.record_adverse_event(found, data, user.id, utcnow())
+        uow.session.add_all([adverse, found])
+        _publish(uow, of, events)
+        detail = f"{data.code} {data.severity}"
+        uow.audit(
+            AuditAction.create, "AdverseEvent", str(found.id), found.patient_id, detail=detail
+        )
+        uow.commit()
+    return found
+
+
+def complete(
+    session_id: UUID, data: SessionCompletion, uow: UnitOfWork, user: User
+) -> InfusionSession:
+    with uow:
+        found, of = _session_and_course(uow, session_id)
+        phq9 = None
+        if data.phq9_items is not None:
+            phq9 = course.score_phq9(data.phq9_items, "phq9_items")
+        plan = repository.plan(uow.session, found.plan_id)
+        assert plan is not None  # a session is always booked from a plan (foreign key)
+        completed = session.complete(
+            found,
+            of,
+            plan,
+            repository.baseline(uow.session, of.id),
+            (data.pain_nrs, data.mood, phq9),
+            len(repository.sessions_in(uow.session, of.id, (domain.COMPLETED,))),
+            utcnow(),
+            clinical_policy().change,
+        )
+        uow.session.add(of)
+        _store(uow, found, of, [completed], "completed")
+    return found
+
+
+def cancel(session_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> InfusionSession:
+    return _end(session_id, "cancel", data.reason, uow)
+
+
+def abandon(session_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> InfusionSession:
+    return _end(session_id, "abandon", data.reason, uow)
+
+
+def _end(session_id: UUID, action: session.Ending, reason: str, uow: UnitOfWork) -> InfusionSession:
+    with uow:
+        found, of = _session_and_course(uow, session_id)
+        ended = session.end(found, action, reason, utcnow())
+        _store(uow, found, of, [ended], action)
+    return found
+
+
+def _session_and_course(
+    uow: UnitOfWork, session_id: UUID
+) -> tuple[InfusionSession, InfusionCourse]:
+    found = repository.session_and_course(uow.session, session_id)
+    if found is None:
+        raise NotFoundException(f"no infusion session {session_id}")
+    return found
+
+
+def _store(
+    uow: UnitOfWork,
+    found: InfusionSession,
+    of: InfusionCourse,
+    events: Iterable[Event],
+    detail: str,
+) -> None:
+    """Keep what a step did to the session: the row, its events and the audit."""
+    uow.session.add(found)
+    _publish(uow, of, events)
+    uow.audit(AuditAction.update, "Procedure", str(found.id), found.patient_id, detail=detail)
+    uow.commit()
+
+
+def _publish(
+    uow: UnitOfWork,
+    of: InfusionCourse,
+    events: Iterable[Event],
+    causation_id: str | None = None,
+) -> None:
+    # Every infusion event is about the course: one subject, so its events keep order.
+    for event in events:
+        uow.publish(
+            event, patient_id=of.patient_id, subject=course.subject(of), causation_id=causation_id
+        )
+
+
+# --- events ----------------------------------------------------------------------------
+
+
+def open_course(
+    accepted: ReferralAccepted, patient_id: UUID, uow: UnitOfWork, causation_id: str
+) -> InfusionCourse | None:
+    """An accepted ketamine-infusion referral opens a course, in the consuming
+    transaction (committed with the inbox row). None if it is already open."""
+    # The inbox stops a redelivery; the unique referral_id stops a second course from a
+    # re-sent event with a new id (an operator's replay of an old message, say).
+    if repository.course_of_referral(uow.session, accepted.referral_id) is not None:
+        return None
+    new, opened = course.open_from_referral(accepted, patient_id, utcnow())
+    uow.session.add(new)
+    _publish(uow, new, [opened], causation_id)
+    return new

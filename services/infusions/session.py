@@ -1,0 +1,254 @@
+"""The infusion session aggregate: checked in, scored, started, watched (vitals, the dose
+given, adverse events) and completed, cancelled or abandoned.
+
+Pure, as the course aggregate (course.py): a step takes the session row, the values
+recorded, who acts and the time, moves the status through the session's state machine
+(domain.SESSION) or checks the status allows the record, and returns the rows it makes
+and the events it causes. Whether the course allows an infusion at all is the course's
+to say (course.require_active, course.require_eligible); the commands ask it first.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from services.infusions import domain
+from services.infusions.models import (
+    AdverseEvent,
+    DosingPlan,
+    EligibilityAssessment,
+    InfusionCourse,
+    InfusionSession,
+    VitalsReading,
+)
+from services.infusions.schemas import AdverseEventCreate, VitalsCreate
+from shared.domain import IllegalTransition
+from shared.events.catalogue import (
+    Event,
+    InfusionAdverseEventRecorded,
+    InfusionResponse,
+    InfusionSessionAbandoned,
+    InfusionSessionCancelled,
+    InfusionSessionCompleted,
+    InfusionSessionEnded,
+    InfusionSessionStarted,
+    InfusionVitalsOutOfRange,
+)
+from shared.measures import Score
+from shared.policy import ChangePolicy, DosePolicy, VitalsPolicy
+
+Kind = Literal["induction", "maintenance"]
+
+# What may be recorded against a session in each status; these record, they do not move
+# it. Vitals and adverse events may still be recorded after an infusion completes.
+RECORDS_ALLOWED = {
+    "record scores before": (domain.CHECKED_IN, domain.IN_PROGRESS),
+    "record vitals": (domain.CHECKED_IN, domain.IN_PROGRESS, domain.COMPLETED),
+    "record the dose given": (domain.IN_PROGRESS,),
+    "record an adverse event": (domain.CHECKED_IN, domain.IN_PROGRESS, domain.COMPLETED),
+}
+
+
+def check_in(infusion: InfusionSession) -> None:
+    _move(infusion, "check-in")
+
+
+def record_scores_before(infusion: InfusionSession, pain_nrs: int, mood: int) -> None:
+    _require(infusion, "record scores before")
+    infusion.pain_before, infusion.mood_before = pain_nrs, mood
+
+
+def start(infusion: InfusionSession, vitals_before: bool, now: datetime) -> InfusionSessionStarted:
+    """Start the infusion; the observations before it come first (CLINICAL.md)."""
+    if not vitals_before:
+        raise domain.InfusionRuleBroken(
+            "vitals", "record blood pressure, heart rate and SpO2 before starting"
+        )
+    _move(infusion, "start")
+    infusion.started_at = now
+    return InfusionSessionStarted(
+        course_id=infusion.course_id,
+        session_id=infusion.id,
+        number=infusion.number,
+        started_at=now,
+    )
+
+
+def record_vitals(
+    infusion: InfusionSession,
+    data: VitalsCreate,
+    at: datetime,
+    by: str,
+    policy: VitalsPolicy,
+) -> tuple[VitalsReading, InfusionVitalsOutOfRange | None]:
+    """Record a set of observations; one that crosses an alert threshold publishes an
+    event (the coordinator raises the alert from it)."""
+    values = {
+        "systolic": data.systolic,
+        "diastolic": data.diastolic,
+        "heart_rate": data.heart_rate,
+        "spo2": data.spo2,
+    }
+    domain.check_physiological(values)
+    _require(infusion, "record vitals")
+    crossed = domain.vitals_out_of_range(data.phase, values, policy)
+    reading = VitalsReading(
+        session_id=infusion.id,
+        at=at,
+        phase=data.phase,
+        systolic=data.systolic,
+        diastolic=data.diastolic,
+        heart_rate=data.heart_rate,
+        spo2=data.spo2,
+        out_of_range=crossed,
+        recorded_by=by,
+    )
+    if not crossed:
+        return reading, None
+    out_of_range = InfusionVitalsOutOfRange(
+        course_id=infusion.course_id,
+        session_id=infusion.id,
+        phase=data.phase,
+        systolic=data.systolic,
+        diastolic=data.diastolic,
+        heart_rate=data.heart_rate,
+        spo2=data.spo2,
+        crossed=crossed,
+        measured_at=at,
+    )
+    return reading, out_of_range
+
+
+def record_dose(infusion: InfusionSession, given_mg: float, policy: DosePolicy) -> None:
+    """The dose given must be within the policy's tolerance of the planned dose."""
+    _require(infusion, "record the dose given")
+    if not domain.check_dose_given(given_mg, infusion.planned_mg, policy):
+        raise domain.InfusionRuleBroken(
+            "given_mg",
+            f"differs from the plan's {infusion.planned_mg} mg by more than "
+            f"{policy.given_tolerance_fraction:.0%}",
+        )
+    infusion.given_mg = given_mg
+
+
+def record_adverse_event(
+    infusion: InfusionSession, data: AdverseEventCreate, by: str, now: datetime
+) -> tuple[AdverseEvent, list[Event]]:
+    """Record an adverse event; a serious one during the session ends it."""
+    _require(infusion, "record an adverse event")
+    adverse = AdverseEvent(
+        session_id=infusion.id,
+        at=now,
+        code=data.code,
+        severity=data.severity,
+        note=data.note or None,
+        recorded_by=by,
+    )
+    serious = data.severity == "serious"
+    events: list[Event] = [
+        InfusionAdverseEventRecorded(
+            course_id=infusion.course_id,
+            session_id=infusion.id,
+            code=data.code,
+            severity=data.severity,
+            serious=serious,
+            recorded_at=now,
+        )
+    ]
+    if serious and infusion.status in (domain.CHECKED_IN, domain.IN_PROGRESS):
+        # CLINICAL.md: a serious adverse event closes the session (and the coordinator
+        # raises the MDT alert from the event).
+        events.append(end(infusion, "abandon", f"serious adverse event: {data.code}", now))
+    return adverse, events
+
+
+def complete(
+    infusion: InfusionSession,
+    course: InfusionCourse,
+    plan: DosingPlan,
+    baseline: EligibilityAssessment | None,
+    scores: tuple[int, int, Score | None],
+    completed_before: int,
+    now: datetime,
+    policy: ChangePolicy,
+) -> InfusionSessionCompleted:
+    """Complete with the scores after (pain, mood, PHQ-9 if asked): the response is
+    measured against the course baseline, the first assessment, and after the induction
+    series the next maintenance infusion falls due."""
+    pain_nrs, mood, phq9 = scores
+    if infusion.given_mg is None and infusion.status == domain.IN_PROGRESS:
+        raise domain.InfusionRuleBroken(
+            "given_mg", "record the dose given before completing the session"
+        )
+    _move(infusion, "complete")
+    infusion.ended_at = now
+    infusion.pain_after, infusion.mood_after = pain_nrs, mood
+    if phq9 is not None:
+        infusion.phq9_items, infusion.phq9_total = list(phq9.items), phq9.total
+    result = domain.response(
+        baseline.pain_nrs if baseline else None,
+        pain_nrs,
+        baseline.phq9_total if baseline else None,
+        phq9.total if phq9 else None,
+        policy,
+    )
+    completed = completed_before + 1
+    due = domain.maintenance_due(
+        now, completed, plan.induction_count, plan.maintenance_interval_days
+    )
+    course.maintenance_due_at = due
+    return InfusionSessionCompleted(
+        course_id=infusion.course_id,
+        session_id=infusion.id,
+        number=infusion.number,
+        kind=msgspec.convert(infusion.kind, Kind),
+        completed_at=now,
+        given_mg=infusion.given_mg,
+        pain_before=infusion.pain_before,
+        pain_after=pain_nrs,
+        phq9_total=phq9.total if phq9 else None,
+        phq9_item9=phq9.items[8] if phq9 else None,
+        response=InfusionResponse(
+            pain_change_fraction=result.pain_change_fraction,
+            phq9_change_fraction=result.phq9_change_fraction,
+            pain_meaningful=result.pain_meaningful,
+            pain_substantial=result.pain_substantial,
+            phq9_response=result.phq9_response,
+            responded=result.responded,
+        ),
+        completed_sessions=completed,
+        maintenance_due_at=due,
+    )
+
+
+Ending = Literal["cancel", "abandon"]
+
+
+def end(
+    infusion: InfusionSession, action: Ending, reason: str, now: datetime
+) -> InfusionSessionEnded:
+    """Cancel (before the infusion starts) or abandon (once the patient is in) with a
+    reason; the reason's words stay in the service, the event carries the statuses."""
+    previous = infusion.status
+    _move(infusion, action)
+    infusion.ended_at, infusion.status_reason = now, reason
+    ended = InfusionSessionCancelled if action == "cancel" else InfusionSessionAbandoned
+    return ended(
+        course_id=infusion.course_id,
+        session_id=infusion.id,
+        number=infusion.number,
+        previous_status=previous,
+        ended_at=now,
+    )
+
+
+def _move(infusion: InfusionSession, action: str) -> None:
+    infusion.status = domain.next_session_status(infusion.status, action)
+
+
+def _require(infusion: InfusionSession, action: str) -> None:
+    if infusion.status not in RECORDS_ALLOWED[action]:
+        raise IllegalTransition("session", infusion.status, action)

@@ -1,0 +1,104 @@
+"""Rows as the infusions API answers them, shaped by who is asking: the clinical detail of
+a course (assessment, plan, sessions) goes to the infusion clinic and the MDT only."""
+
+from __future__ import annotations
+
+import msgspec
+from sqlmodel import Session
+
+from services.infusions import domain, repository
+from services.infusions.models import (
+    DosingPlan,
+    EligibilityAssessment,
+    InfusionCourse,
+    InfusionSession,
+    VitalsReading,
+)
+from services.infusions.schemas import (
+    AdverseEventRead,
+    AssessmentRead,
+    ChecklistItem,
+    CourseRead,
+    PlanRead,
+    PriorTreatment,
+    SessionRead,
+    VitalsRead,
+)
+from shared.auth import Role, User
+
+# Psychologists read the summary, admins the statuses.
+SEES_CLINICAL_DETAIL = (Role.infusion_clinician, Role.mdt)
+
+
+def course_read(
+    db: Session, course: InfusionCourse, user: User, *, detail: bool = False
+) -> CourseRead:
+    sessions = repository.sessions(db, course.id)
+    read = CourseRead(
+        id=course.id,
+        patient_id=course.patient_id,
+        referral_id=course.referral_id,
+        status=course.status,
+        priority=course.priority,
+        opened_at=course.opened_at,
+        completed_sessions=sum(1 for s in sessions if s.status == domain.COMPLETED),
+        maintenance_due_at=course.maintenance_due_at,
+        closed_at=course.closed_at,
+        close_reason=course.close_reason,
+    )
+    if detail and user.role in SEES_CLINICAL_DETAIL:
+        read.status_reason = course.status_reason
+        assessment = repository.latest_assessment(db, course.id)
+        plan = repository.latest_plan(db, course.id)
+        read.assessment = assessment_read(assessment) if assessment else None
+        read.plan = plan_read(plan) if plan else None
+        read.sessions = [session_read(db, s) for s in sessions]
+    return read
+
+
+def assessment_read(assessment: EligibilityAssessment) -> AssessmentRead:
+    # What blocks and what still waits for an override is derived again from the stored
+    # answers, so the answer shows the rule as it stands.
+    findings = {item: bool(answer["present"]) for item, answer in assessment.checklist.items()}
+    eligibility = domain.assess_eligibility(
+        findings,
+        [o["caution"] for o in assessment.overrides],
+        len(assessment.prior_treatments),
+    )
+    return AssessmentRead(
+        id=assessment.id,
+        assessed_by=assessment.assessed_by,
+        assessed_at=assessment.assessed_at,
+        outcome=assessment.outcome,
+        blocked_by=list(eligibility.blocked_by),
+        cautions_without_override=list(eligibility.cautions_without_override),
+        weight_kg=assessment.weight_kg,
+        systolic=assessment.systolic,
+        diastolic=assessment.diastolic,
+        heart_rate=assessment.heart_rate,
+        opioid_mme_per_day=assessment.opioid_mme_per_day,
+        pain_nrs=assessment.pain_nrs,
+        phq9_total=assessment.phq9_total,
+        checklist=msgspec.convert(assessment.checklist, dict[str, ChecklistItem]),
+        overrides=assessment.overrides,
+        prior_treatments=msgspec.convert(assessment.prior_treatments, list[PriorTreatment]),
+    )
+
+
+def plan_read(plan: DosingPlan) -> PlanRead:
+    return msgspec.convert(plan, PlanRead, from_attributes=True)
+
+
+def vitals_read(reading: VitalsReading) -> VitalsRead:
+    return msgspec.convert(reading, VitalsRead, from_attributes=True)
+
+
+def session_read(db: Session, infusion: InfusionSession, *, detail: bool = False) -> SessionRead:
+    read = msgspec.convert(infusion, SessionRead, from_attributes=True)
+    if detail:
+        read.vitals = [vitals_read(v) for v in repository.vitals(db, infusion.id)]
+        read.adverse_events = [
+            msgspec.convert(a, AdverseEventRead, from_attributes=True)
+            for a in repository.adverse_events(db, infusion.id)
+        ]
+    return read

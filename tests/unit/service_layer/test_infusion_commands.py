@@ -1,0 +1,353 @@
+"""Infusion commands through the service layer: what each writes, publishes (typed
+events, in order) and audits, and that a refused command (an illegal transition or a
+broken clinical rule) writes nothing. Who may call a command is the routes' guards,
+covered over HTTP in test_infusions_api.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from services.infusions import domain, services
+from services.infusions.models import (
+    DosingPlan,
+    EligibilityAssessment,
+    InfusionCourse,
+    InfusionSession,
+    VitalsReading,
+)
+from services.infusions.schemas import (
+    AdverseEventCreate,
+    AssessmentCreate,
+    CautionOverride,
+    ChecklistItem,
+    CourseClosure,
+    DoseGiven,
+    PlanCreate,
+    PriorTreatment,
+    Reason,
+    ScoresBefore,
+    SessionCompletion,
+    SessionCreate,
+    VitalsCreate,
+)
+from shared.auth import Role
+from shared.domain import IllegalTransition, RuleBroken
+from shared.events.catalogue import (
+    BaselineScores,
+    CourseCloseReason,
+    InfusionAdverseEventRecorded,
+    InfusionAssessmentRecorded,
+    InfusionCourseClosed,
+    InfusionCourseOpened,
+    InfusionCourseStatusChanged,
+    InfusionPlanAgreed,
+    InfusionSessionAbandoned,
+    InfusionSessionCancelled,
+    InfusionSessionCompleted,
+    InfusionSessionStarted,
+    InfusionVitalsOutOfRange,
+    ReferralAccepted,
+)
+from shared.policy import clinical_policy
+from shared.tables import utcnow
+
+from .conftest import Store, user
+
+CLINICIAN = user(Role.infusion_clinician, "ketamine-1")
+MDT = user(Role.mdt, "mdt-1")
+TABLES = (InfusionCourse, EligibilityAssessment, DosingPlan, InfusionSession, VitalsReading)
+
+
+@pytest.fixture
+def clinic(store: Callable[[str], Store]) -> Store:
+    return store("infusions")
+
+
+def _accepted() -> ReferralAccepted:
+    return ReferralAccepted(
+        referral_id=uuid4(),
+        target="ketamine-infusion",
+        priority="urgent",
+        conditions=["crps"],
+        accepted_at=utcnow(),
+        baseline=BaselineScores(phq9_total=12, phq9_item9=0, pain_nrs=8),
+    )
+
+
+def _open(clinic: Store, accepted: ReferralAccepted) -> InfusionCourse | None:
+    """As the handler does: in the consuming transaction, committed by the caller."""
+    uow = clinic.uow(CLINICIAN)
+    with uow:
+        opened = services.open_course(accepted, uuid4(), uow, causation_id="event-1")
+        uow.commit()
+    return opened
+
+
+def _assessment(**changes: Any) -> AssessmentCreate:
+    fields: dict[str, Any] = {
+        "weight_kg": 80,
+        "systolic": 125,
+        "diastolic": 80,
+        "heart_rate": 70,
+        "opioid_mme_per_day": 0,
+        "pain_nrs": 8,
+        "phq9_items": [2, 2, 1, 1, 1, 1, 1, 1, 0],
+        "prior_treatments": [PriorTreatment(name="amitriptyline", kind="medicine")],
+        "checklist": {item: ChecklistItem(present=False) for item in domain.CHECKLIST},
+    }
+    return AssessmentCreate(**(fields | changes))
+
+
+def _course(clinic: Store, *, planned: bool = True, **plan: Any) -> InfusionCourse:
+    """A course opened, assessed eligible and (unless not planned) with a plan of 0.5
+    mg/kg over 40 minutes for 80 kg: 40 mg."""
+    opened = _open(clinic, _accepted())
+    assert opened is not None
+    services.assess(opened.id, _assessment(), clinic.uow(CLINICIAN), CLINICIAN)
+    if planned:
+        data = PlanCreate(
+            indication="depression",
+            weight_kg=80,
+            dose_mg_per_kg=0.5,
+            infusion_minutes=40,
+            **plan,
+        )
+        services.agree_plan(opened.id, data, clinic.uow(CLINICIAN), CLINICIAN)
+    return opened
+
+
+def _schedule(clinic: Store, course: InfusionCourse, days: int = 1) -> InfusionSession:
+    start = utcnow() + timedelta(days=days)
+    data = SessionCreate(start=start, end=start + timedelta(hours=2))
+    return services.schedule(course.id, data, clinic.uow(CLINICIAN), CLINICIAN)
+
+
+def _vitals(systolic: int = 125) -> VitalsCreate:
+    return VitalsCreate(phase="before", systolic=systolic, diastolic=80, heart_rate=70, spo2=98)
+
+
+def _started(clinic: Store, course: InfusionCourse) -> InfusionSession:
+    booked = _schedule(clinic, course)
+    services.check_in(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+    services.record_vitals(booked.id, _vitals(), clinic.uow(CLINICIAN), CLINICIAN)
+    return services.start(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+
+
+def _written(clinic: Store) -> tuple[int, ...]:
+    return (
+        len(clinic.events()),
+        len(clinic.audit()),
+        *(len(clinic.rows(table)) for table in TABLES),
+    )
+
+
+def test_an_accepted_referral_opens_one_planned_course_with_its_baseline(clinic: Store) -> None:
+    accepted = _accepted()
+    opened = _open(clinic, accepted)
+    assert opened is not None
+    assert _open(clinic, accepted) is None  # a replay opens nothing more
+    assert clinic.events() == [
+        InfusionCourseOpened(
+            course_id=opened.id,
+            referral_id=accepted.referral_id,
+            priority="urgent",
+            opened_at=opened.opened_at,
+        )
+    ]
+    (stored,) = clinic.rows(InfusionCourse)
+    assert (stored.status, stored.conditions) == ("planned", ["crps"])
+    assert stored.referral_baseline == {"phq9_total": 12, "phq9_item9": 0, "pain_nrs": 8}
+    assert clinic.audit() == []  # a worker's unit of work audits nothing of its own
+
+
+def test_an_assessment_with_an_overridden_caution_is_eligible_and_audited_so(
+    clinic: Store,
+) -> None:
+    opened = _open(clinic, _accepted())
+    assert opened is not None
+    checklist = {item: ChecklistItem(present=False) for item in domain.CHECKLIST}
+    checklist["controlled-hypertension"] = ChecklistItem(present=True)
+    override = CautionOverride(caution="controlled-hypertension", reason="well controlled")
+    data = _assessment(checklist=checklist, overrides=[override])
+    stored = services.assess(opened.id, data, clinic.uow(CLINICIAN), CLINICIAN)
+
+    assert stored.outcome == "eligible"
+    assert stored.overrides == [
+        {
+            "caution": "controlled-hypertension",
+            "reason": "well controlled",
+            "clinician": "ketamine-1",
+        }
+    ]
+    recorded = clinic.events()[-1]
+    assert isinstance(recorded, InfusionAssessmentRecorded)
+    assert (recorded.outcome, recorded.cautions_overridden) == (
+        "eligible",
+        ["controlled-hypertension"],
+    )
+    assert (recorded.phq9_total, recorded.phq9_item9) == (10, 0)
+    assert clinic.audit()[-1] == (
+        "C",
+        "EligibilityAssessment",
+        "caution override: controlled-hypertension",
+    )
+
+
+def test_the_first_plan_activates_the_course_then_publishes_the_plan(clinic: Store) -> None:
+    course = _course(clinic)
+    changed, agreed = clinic.events()[-2:]
+    assert isinstance(changed, InfusionCourseStatusChanged)
+    assert (changed.course_id, changed.status, changed.previous_status) == (
+        course.id,
+        "active",
+        "planned",
+    )
+    assert isinstance(agreed, InfusionPlanAgreed)
+    assert (agreed.total_mg, agreed.rate_mg_per_h, agreed.overridden_fields) == (40.0, 60.0, [])
+    (stored,) = clinic.rows(InfusionCourse)
+    assert (stored.status, stored.status_reason) == ("active", "dosing plan agreed")
+    assert clinic.audit()[-1] == ("C", "DosingPlan", None)
+
+
+def test_a_dose_outside_the_band_without_an_override_writes_nothing(clinic: Store) -> None:
+    course = _course(clinic, planned=False)
+    before = _written(clinic)
+    data = PlanCreate(
+        indication="depression", weight_kg=80, dose_mg_per_kg=0.9, infusion_minutes=40
+    )
+    with pytest.raises(RuleBroken) as refused:
+        services.agree_plan(course.id, data, clinic.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "dose_mg_per_kg"
+    assert _written(clinic) == before
+    assert clinic.rows(InfusionCourse)[0].status == "planned"
+
+
+def test_a_held_course_takes_no_bookings_and_the_refusal_writes_nothing(clinic: Store) -> None:
+    course = _course(clinic)
+    services.hold(course.id, Reason(reason="MDT review"), clinic.uow(MDT), MDT)
+    assert clinic.audit()[-1] == ("U", "EpisodeOfCare", "status onhold")
+    before = _written(clinic)
+    with pytest.raises(IllegalTransition) as refused:
+        _schedule(clinic, course)
+    assert (refused.value.thing, refused.value.current) == ("course", "onhold")
+    with pytest.raises(IllegalTransition):
+        services.hold(course.id, Reason(reason="twice"), clinic.uow(MDT), MDT)
+    assert _written(clinic) == before
+
+
+def test_starting_without_vitals_before_breaks_a_rule_and_writes_nothing(clinic: Store) -> None:
+    booked = _schedule(clinic, _course(clinic))
+    services.check_in(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+    before = _written(clinic)
+    with pytest.raises(RuleBroken) as refused:
+        services.start(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "vitals"
+    assert _written(clinic) == before
+    assert clinic.rows(InfusionSession)[0].status == "checked-in"
+
+
+def test_vitals_over_the_threshold_are_stored_and_published_with_what_crossed(
+    clinic: Store,
+) -> None:
+    booked = _schedule(clinic, _course(clinic))
+    services.check_in(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+    limit = clinical_policy().vitals.before_systolic
+    reading = services.record_vitals(
+        booked.id, _vitals(systolic=limit + 5), clinic.uow(CLINICIAN), CLINICIAN
+    )
+    crossed = [f"systolic {limit + 5} ≥ {limit}"]
+    assert reading.out_of_range == crossed
+    event = clinic.events()[-1]
+    assert isinstance(event, InfusionVitalsOutOfRange)
+    assert (event.session_id, event.phase, event.crossed) == (booked.id, "before", crossed)
+    assert clinic.audit()[-1] == ("C", "Observation", "vitals out of range")
+    services.record_vitals(booked.id, _vitals(), clinic.uow(CLINICIAN), CLINICIAN)
+    assert clinic.events()[-1] == event  # a reading in range publishes nothing
+
+
+def test_a_completed_session_publishes_its_response_and_the_maintenance_due(
+    clinic: Store,
+) -> None:
+    course = _course(clinic, induction_count=1, maintenance_interval_days=28)
+    started = _started(clinic, course)
+    assert isinstance(clinic.events()[-1], InfusionSessionStarted)
+    services.record_scores_before(
+        started.id, ScoresBefore(pain_nrs=8, mood=3), clinic.uow(CLINICIAN), CLINICIAN
+    )
+    services.record_dose(started.id, DoseGiven(given_mg=42), clinic.uow(CLINICIAN), CLINICIAN)
+    done = services.complete(
+        started.id,
+        SessionCompletion(pain_nrs=4, mood=6, phq9_items=[1, 1, 0, 1, 0, 1, 0, 1, 0]),
+        clinic.uow(CLINICIAN),
+        CLINICIAN,
+    )
+    completed = clinic.events()[-1]
+    assert isinstance(completed, InfusionSessionCompleted)
+    assert (completed.given_mg, completed.pain_before, completed.pain_after) == (42, 8, 4)
+    assert completed.response.pain_change_fraction == 0.5  # from the course baseline, 8
+    assert completed.response.phq9_change_fraction == 0.5  # 10 at assessment, 5 now
+    assert completed.completed_sessions == 1
+    assert done.ended_at is not None
+    assert completed.maintenance_due_at == done.ended_at + timedelta(days=28)
+    assert clinic.rows(InfusionCourse)[0].maintenance_due_at == completed.maintenance_due_at
+    details = [detail for _, entity, detail in clinic.audit() if entity == "Procedure"]
+    assert details == ["checked in", "started", "scores before", "completed"]
+
+
+def test_a_serious_adverse_event_abandons_the_session_it_happened_in(clinic: Store) -> None:
+    started = _started(clinic, _course(clinic))
+    serious = AdverseEventCreate(code="hypertension", severity="serious")
+    ended = services.record_adverse_event(started.id, serious, clinic.uow(CLINICIAN), CLINICIAN)
+    assert (ended.status, ended.status_reason) == (
+        "abandoned",
+        "serious adverse event: hypertension",
+    )
+    recorded, abandoned = clinic.events()[-2:]
+    assert isinstance(recorded, InfusionAdverseEventRecorded) and recorded.serious
+    assert isinstance(abandoned, InfusionSessionAbandoned)
+    assert abandoned.previous_status == "in-progress"
+    assert clinic.audit()[-1] == ("C", "AdverseEvent", "hypertension serious")
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"), [("completed", "finished"), ("declined", "cancelled")]
+)
+def test_closing_cancels_the_booked_sessions_then_closes_the_course(
+    clinic: Store, reason: CourseCloseReason, status: str
+) -> None:
+    course = _course(clinic)
+    booked = _schedule(clinic, course)
+    closure = CourseClosure(reason=reason)
+    closed = services.close(course.id, closure, clinic.uow(CLINICIAN), CLINICIAN)
+    assert (closed.status, closed.close_reason) == (status, reason)
+    assert domain.status_after_closing(reason) == status  # the rule the coordinator can import
+    cancelled, changed, closing = clinic.events()[-3:]
+    assert isinstance(cancelled, InfusionSessionCancelled) and cancelled.session_id == booked.id
+    assert isinstance(changed, InfusionCourseStatusChanged) and changed.status == status
+    assert isinstance(closing, InfusionCourseClosed)
+    assert (closing.course_id, closing.referral_id, closing.reason) == (
+        course.id,
+        course.referral_id,
+        reason,
+    )
+    assert closing.closed_at == closed.closed_at
+    assert clinic.rows(InfusionSession)[0].status == "cancelled"
+    assert clinic.audit()[-1] == ("U", "EpisodeOfCare", f"closed: {reason}")
+
+
+def test_a_course_with_an_infusion_running_is_not_closed_and_nothing_is_written(
+    clinic: Store,
+) -> None:
+    course = _course(clinic)
+    _started(clinic, course)
+    before = _written(clinic)
+    with pytest.raises(IllegalTransition) as refused:
+        services.close(course.id, CourseClosure(reason="stopped"), clinic.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.current == "in-progress"
+    assert _written(clinic) == before
+    assert clinic.rows(InfusionCourse)[0].status == "active"
