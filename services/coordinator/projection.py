@@ -52,6 +52,7 @@ from services.coordinator.rules import (
     vitals_alert,
 )
 from shared.events import Envelope
+from shared.events.catalogue import COURSE_STATUS_AFTER_CLOSING
 from shared.policy import clinical_policy
 
 TEAM_OF_TARGET = {
@@ -380,7 +381,7 @@ class _Fold:
     def course_closed(self, event: Envelope) -> None:
         self.course = msgspec.structs.replace(
             self._course(event),
-            status="finished" if event.data["reason"] in ("completed", "stopped") else "cancelled",
+            status=COURSE_STATUS_AFTER_CLOSING[event.data["reason"]],
             maintenance_due_at=None,
         )
 

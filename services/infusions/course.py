@@ -295,7 +295,7 @@ def close(
     events: list[Event] = [
         session.end(booked, "cancel", "course closed", now) for booked in open_sessions
     ]
-    action = domain.CLOSE_REASON_ACTION[closure.reason]
+    action = domain.close_action(closure.reason)
     events.append(change_status(course, action, closure.note or closure.reason, now))
     course.closed_at, course.close_reason, course.maintenance_due_at = now, closure.reason, None
     events.append(

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from shared.domain import IllegalTransition as IllegalTransition
 from shared.domain import RuleBroken, StateMachine
+from shared.events.catalogue import COURSE_STATUS_AFTER_CLOSING
 from shared.policy import ChangePolicy, DosePolicy, VitalsPolicy, clinical_policy
 
 
@@ -261,21 +262,18 @@ COURSE_TRANSITIONS: dict[str, dict[str, str]] = {
 }
 COURSE = StateMachine("course", COURSE_TRANSITIONS)
 
+
 # Why a course closed decides how it ends (FHIR EpisodeOfCare): a course completed or
 # stopped after treatment is finished; one that never got going is cancelled. The
 # coordinator's projection writes the same rule; this is the one to import.
-CLOSE_REASON_ACTION = {
-    "completed": "finish",
-    "stopped": "finish",
-    "ineligible": "cancel",
-    "declined": "cancel",
-    "other": "cancel",
-}
-
-
 def status_after_closing(reason: str) -> str:
     """The status a course closed for this reason ends in: finished or cancelled."""
-    return FINISHED if CLOSE_REASON_ACTION[reason] == "finish" else CANCELLED
+    return COURSE_STATUS_AFTER_CLOSING[reason]
+
+
+def close_action(reason: str) -> str:
+    """The course state machine's action that closing for this reason takes."""
+    return "finish" if status_after_closing(reason) == FINISHED else "cancel"
 
 
 # --- response (CLINICAL.md "Change that matters", "Course rules") ------------------------

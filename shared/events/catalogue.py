@@ -99,6 +99,16 @@ class ReferralClosed(Event, frozen=True, tag="referral.closed"):
 
 
 CourseCloseReason = Literal["completed", "ineligible", "declined", "stopped", "other"]
+# The status a course closed for each reason ends in. Part of the event's meaning, so
+# the infusions service that closes the course and the coordinator that folds the event
+# read it from here.
+COURSE_STATUS_AFTER_CLOSING: dict[str, Literal["finished", "cancelled"]] = {
+    "completed": "finished",
+    "stopped": "finished",
+    "ineligible": "cancelled",
+    "declined": "cancelled",
+    "other": "cancelled",
+}
 DischargeReason = Literal["completed", "declined", "did-not-attend", "moved-away", "other"]
 
 
