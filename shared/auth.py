@@ -92,6 +92,3 @@ def requires(*roles: Role) -> Any:
 
     guard.__name__ = "requires_" + "_".join(sorted(r.value.replace("-", "_") for r in allowed))
     return guard
-
-
-ANY_STAFF = (Role.referrer, Role.psychologist, Role.infusion_clinician, Role.mdt, Role.admin)

@@ -45,30 +45,69 @@ RELAY_SEND_SECONDS = Histogram(
 )
 
 
+# Libraries whose INFO lines are noise at our volume: every feed catch-up is an HTTP call
+# per feed on a timer ("HTTP Request: GET ..." each time). Failures are logged by the
+# caller.
+QUIET_LOGGERS = ("httpx", "httpcore")
+
+
 def configure_logging(level: str = "INFO", json: bool = True) -> None:
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
-    )
-    processors: list[structlog.typing.Processor] = [
+    """One format for every line a process writes: JSON (production) or console lines.
+
+    structlog's own loggers hand their event dicts to the standard library; the root
+    handler renders them, and every library record (uvicorn, alembic, dramatiq, httpx,
+    Litestar), with `structlog.stdlib.ProcessorFormatter`. Callers must keep uvicorn and
+    Litestar from installing handlers of their own (`log_config=None`,
+    `logging_config=None`).
+    """
+    numeric_level = logging.getLevelName(level.upper())
+    # Run for both: structlog's events before they reach logging, library records in the
+    # formatter (foreign_pre_chain).
+    shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info,
-        renderer,
     ]
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
-    # Route the standard library (uvicorn, dramatiq, alembic) through one format.
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(NoTracebackValues())
-    # Every feed catch-up is an HTTP call per feed on a timer: a line each at INFO would
-    # bury everything else. Failures are logged by the caller.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared, processors=_rendering(json=json)
+        )
+    )
+    handler.addFilter(NoTracebackValues())
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+        old.close()
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "alembic", "dramatiq"):
+        # Whatever configured them before (uvicorn's default dictConfig), hand their
+        # records to the root handler.
+        library = logging.getLogger(name)
+        library.handlers.clear()
+        library.propagate = True
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, numeric_level))
+
+
+def _rendering(*, json: bool) -> list[structlog.typing.Processor]:
+    strip = structlog.stdlib.ProcessorFormatter.remove_processors_meta
+    if json:
+        return [strip, structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    # The plain traceback formatter: rich's (the default when installed) prints each
+    # frame's local variables, which can be a patient's record.
+    console = structlog.dev.ConsoleRenderer(
+        colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+    )
+    return [strip, console]
 
 
 class NoTracebackValues(logging.Filter):

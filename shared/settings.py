@@ -72,7 +72,12 @@ class PlatformSettings(BaseSettings):
     # (0 turns it off). Thresholds are days and weeks; a minute is prompt enough.
     clock_interval_s: float = Field(default=60.0, ge=0)
     log_level: str = "INFO"
-    log_json: bool = True
+    # JSON lines; unset, JSON in production and readable console lines in development.
+    log_json: bool | None = None
+
+    @property
+    def json_logs(self) -> bool:
+        return self.env is RunMode.production if self.log_json is None else self.log_json
 
     def check_production(self) -> None:
         if self.env is RunMode.production and self.jwt_secret == DEFAULT_JWT_SECRET:
