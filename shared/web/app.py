@@ -1,0 +1,197 @@
+"""App assembly. One function builds every app: a single service (``carepath serve``)
+or all four on one port (``carepath up``). In the embedded app each service's resources
+answer at ``/api/...`` and the whole service again below ``/<service>``, which is that
+service's base URL (its event feed is ``/<service>/api/events``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import suppress
+from typing import Any
+
+from dramatiq import Broker
+from dramatiq.brokers.stub import StubBroker
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+
+from shared.auth import make_jwt_auth
+from shared.catchup import feed_in_process
+from shared.domain import IllegalTransition, RuleBroken
+from shared.messaging import InProcessWorkers
+from shared.observability import get_logger
+from shared.policy import clinical_policy
+from shared.runtime import ServiceRuntime
+from shared.settings import PlatformSettings
+from shared.web.correlation import correlation_middleware
+from shared.web.dependencies import (
+    provide_audit,
+    provide_db,
+    provide_runtime,
+    provide_uow,
+    provide_user,
+)
+from shared.web.problems import (
+    broken_rule,
+    failure_with_audit,
+    illegal_transition,
+    problem_with_audit,
+)
+from shared.web.routes import PLATFORM_CONTROLLERS, health, read_policy, ready
+
+log = get_logger(__name__)
+
+
+def service_router(
+    runtime: NamedDependency[ServiceRuntime],
+    route_handlers: Sequence[Any],
+    path: str = "/",
+    *,
+    include_in_schema: bool = True,
+) -> Router:
+    # Routers are copied when registered, so they name their service instead of
+    # holding its runtime (which owns threads and connections).
+    return Router(
+        path=path,
+        route_handlers=list(route_handlers),
+        opt={"service": runtime.name},
+        tags=[runtime.name],
+        include_in_schema=include_in_schema,
+    )
+
+
+# --- assembly ------------------------------------------------------------------------
+
+
+def build_app(
+    runtimes: Sequence[ServiceRuntime],
+    broker: Broker,
+    platform: PlatformSettings,
+    *,
+    embedded: bool,
+    migrate_on_start: bool,
+    workers: InProcessWorkers | None = None,
+    title: str = "carepath",
+) -> Litestar:
+    platform.check_production()
+    clinical_policy()  # a bad policy stops the service here, with the key it names
+    route_handlers: list[Any] = [health, ready, read_policy]
+    for runtime in runtimes:
+        own = list(runtime.spec.route_handlers)
+        if embedded:
+            route_handlers.append(service_router(runtime, own))
+            route_handlers.append(
+                service_router(
+                    runtime,
+                    [*own, *PLATFORM_CONTROLLERS],
+                    f"/{runtime.name}",
+                    include_in_schema=False,
+                )
+            )
+        else:
+            route_handlers.append(service_router(runtime, [*own, *PLATFORM_CONTROLLERS]))
+        if runtime.spec.pages:
+            route_handlers.append(
+                service_router(runtime, runtime.spec.pages, include_in_schema=False)
+            )
+    web_dirs = [r.spec.web_dir for r in runtimes if r.spec.web_dir is not None]
+    if web_dirs:
+        route_handlers.append(
+            create_static_files_router(
+                path="/static", directories=[d / "static" for d in web_dirs], opt={"public": True}
+            )
+        )
+    prometheus = PrometheusConfig(
+        app_name="carepath",
+        prefix="carepath_http",
+        group_path=True,
+        exclude=["/metrics", "/health"],
+    )
+    route_handlers.append(PrometheusController)
+    jwt_auth = make_jwt_auth(platform)
+    by_name = {runtime.name: runtime for runtime in runtimes}
+
+    def start() -> None:
+        for runtime in runtimes:
+            if migrate_on_start:
+                runtime.migrate()
+            if embedded:
+                runtime.read_feed_page = feed_in_process(app, platform, runtime.name)
+        for runtime in runtimes:
+            runtime.relay.start()
+        if workers is not None:
+            for runtime in runtimes:
+                runtime.declare_consumer()
+            workers.start()
+            for runtime in runtimes:
+                runtime.start_background()
+        log.info("carepath.started", services=list(by_name), embedded=embedded)
+
+    def stop() -> None:
+        for runtime in runtimes:
+            runtime.relay.stop()
+        if workers is not None:
+            _drain(broker)
+            workers.stop()
+        for runtime in runtimes:
+            runtime.close()
+        broker.close()
+        log.info("carepath.stopped", services=list(by_name))
+
+    app = Litestar(
+        route_handlers=route_handlers,
+        dependencies={
+            "user": Provide(provide_user, sync_to_thread=False),
+            "audit": Provide(provide_audit, sync_to_thread=False),
+            "runtime": Provide(provide_runtime, sync_to_thread=False),
+            "db": Provide(provide_db),
+            "uow": Provide(provide_uow, sync_to_thread=False),
+        },
+        middleware=[correlation_middleware, jwt_auth.middleware, prometheus.middleware],
+        on_app_init=[jwt_auth.on_app_init],
+        exception_handlers={
+            HTTPException: problem_with_audit,
+            RuleBroken: broken_rule,
+            IllegalTransition: illegal_transition,
+            Exception: failure_with_audit,
+        },
+        on_startup=[start],
+        on_shutdown=[stop],
+        logging_config=None,  # not Litestar's root handler: configure_logging's renders all
+        state=State({"runtimes": by_name, "broker": broker, "embedded": embedded}),
+        template_config=TemplateConfig(
+            directory=[d / "templates" for d in web_dirs], engine=JinjaTemplateEngine
+        )
+        if web_dirs
+        else None,
+        openapi_config=OpenAPIConfig(
+            title=title,
+            version="0.1.0",
+            description=(
+                "carepath: one care pathway per patient across referrals, ketamine infusions "
+                "and CBT/psychology. Every call needs a bearer token (`carepath token`)."
+            ),
+            path="/schema",
+        ),
+    )
+    return app
+
+
+def _drain(broker: Broker, timeout_ms: int = 10_000) -> None:
+    """Let in-process workers finish what the relay already handed them.
+
+    The in-memory broker forgets its queues when the process ends; draining them
+    first means a clean shutdown loses nothing that was marked sent.
+    """
+    if not isinstance(broker, StubBroker):
+        return
+    for queue in list(broker.queues):
+        with suppress(Exception):
+            broker.join(queue, timeout=timeout_ms, fail_fast=False)
