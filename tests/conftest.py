@@ -15,6 +15,7 @@ import psycopg
 import pytest
 import redis
 
+from tests.embedded import Embedded, embedded_app
 from tests.support import POSTGRES_ADMIN_URL, REDIS_TEST_URL, Processes
 
 
@@ -58,3 +59,10 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield running
     finally:
         running.stop_all()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
+    """The whole embedded app (SQLite and the in-process broker), one per test module."""
+    with embedded_app(tmp_path_factory.mktemp("embedded")) as app:
+        yield app

@@ -28,8 +28,8 @@ from services.coordinator.projection import project
 from shared.auth import Role
 from shared.events import Envelope, Subject, new_event, payload_type
 from shared.tables import AuditRecord
+from tests.embedded import VALID_NHS, Embedded, assert_problem, referral_body, register
 
-from .embedded import VALID_NHS, Embedded, assert_problem, referral_body, register
 from .factories import ACTOR, T0, patient_registered, referral_received
 
 PATIENT = UUID("5e0f4c11-8a2b-4c3d-9e4f-0a1b2c3d4e5f")

@@ -36,8 +36,8 @@ from shared.policy import (
 )
 from shared.settings import PlatformSettings, RunMode
 from shared.web import build_app
+from tests.embedded import SECRET, Embedded
 
-from .embedded import SECRET, Embedded
 from .factories import T0, patient_registered, referral_received
 
 # CLINICAL.md's defaults, written out once: the shipped file must say exactly this.

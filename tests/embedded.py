@@ -1,7 +1,7 @@
-"""The embedded app, built the way ``carepath up`` builds it (services/cli.py), on a
-temporary data folder: every service, SQLite files, StubBroker workers, in-process HTTP.
-
-The ``embedded`` fixture (tests/unit/conftest.py) gives each test module its own.
+"""The embedded app as a test harness: every service in one app on a temporary data
+folder (SQLite files, the in-process broker, HTTP without a socket). The ``embedded``
+fixture (tests/conftest.py) gives each test module its own; the tests that drive it
+live in tests/integration/embedded, and a few unit modules use it for one HTTP check.
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ from services.coordinator.models import MdtReview
 from services.referrals.models import Referral
 from shared.auth import Role
 from shared.tables import AuditRecord
-
-from .embedded import Embedded, assert_problem, referral_body, register
+from tests.embedded import Embedded, assert_problem, referral_body, register
 
 REVIEW = {"attendees": ["Dr Pain", "Dr Mood", "Nurse Lead"], "decision": "continue"}
 REFERRAL = {"reason": "CBT for low mood alongside infusions", "conditions": ["depression"]}

@@ -15,8 +15,7 @@ from litestar.response import ServerSentEventMessage
 
 from services.coordinator.views import STREAM_OVERLAP, pathway_changes
 from shared.auth import Role
-
-from .embedded import Embedded, assert_problem, referral_body, register
+from tests.embedded import Embedded, assert_problem, referral_body, register
 
 
 async def next_change(

@@ -24,9 +24,8 @@ from shared.catchup import FeedFollower
 from shared.events import Envelope
 from shared.events.subscriptions import feeds_of
 from shared.tables import DeadLetter, FeedPosition, OutboxEvent
+from tests.embedded import Embedded, embedded_app, patient_body, referral_body
 from tests.support import wait_until
-
-from .embedded import Embedded, embedded_app, patient_body, referral_body
 
 
 @pytest.fixture

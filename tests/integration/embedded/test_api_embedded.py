@@ -14,8 +14,7 @@ from services.referrals.models import Patient, Referral
 from shared.auth import Role, issue_token
 from shared.settings import PlatformSettings
 from shared.tables import AuditRecord, OutboxEvent
-
-from .embedded import (
+from tests.embedded import (
     SECRET,
     VALID_NHS,
     Embedded,

@@ -9,8 +9,8 @@ from uuid import UUID
 from services.coordinator.models import PathwayAlert
 from services.referrals.models import Referral
 from shared.auth import SESSION_COOKIE, Role
+from tests.embedded import Embedded, referral_body, register
 
-from .embedded import Embedded, referral_body, register
 from .test_mdt_reviews import eventually, referred
 
 
