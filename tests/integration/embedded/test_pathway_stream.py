@@ -10,11 +10,15 @@ import asyncio
 import json
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
+from uuid import UUID
 
+import pytest
 from litestar.response import ServerSentEventMessage
 
-from services.coordinator.views import STREAM_OVERLAP, pathway_changes
+from services.coordinator.models import PathwayRow
+from services.coordinator.views import STREAM_OVERLAP, pathway_changes, stream_start
 from shared.auth import Role
+from shared.errors import FieldProblem
 from tests.embedded import Embedded, assert_problem, referral_body, register
 
 
@@ -101,3 +105,28 @@ def test_changes_older_than_the_cursor_are_not_sent_again(embedded: Embedded) ->
 def test_the_stream_needs_a_pathway_reader(embedded: Embedded) -> None:
     response = embedded.client.get("/api/pathways/stream", headers=embedded.headers(Role.referrer))
     assert_problem(response, 403)
+
+
+def test_a_reconnect_with_last_event_id_resumes_at_that_change(embedded: Embedded) -> None:
+    """The id of each event is where a reconnecting EventSource resumes (Last-Event-ID)."""
+    runtime = embedded.runtime("coordinator")
+    since = datetime.now(UTC)
+    patient_id = register(embedded)
+
+    async def first_id() -> str:
+        changes = pathway_changes(runtime, since)
+        try:
+            message = await next_change(changes, patient_id, "registered")
+        finally:
+            await changes.aclose()
+        assert message.id is not None
+        return str(message.id)
+
+    resumed_at = stream_start(asyncio.run(first_id()))
+    with embedded.runtime("coordinator").sessions() as session:
+        row = session.get(PathwayRow, UUID(patient_id))
+        assert row is not None
+        assert resumed_at == row.updated_at
+    assert stream_start(None) < datetime.now(UTC) - STREAM_OVERLAP + timedelta(seconds=1)
+    with pytest.raises(FieldProblem):
+        stream_start("not-an-event-id")
