@@ -3,6 +3,11 @@
 Each service keeps its history in ``services/<name>/migrations``; its ``env.py`` hands
 the names of the tables it owns to ``run_env`` so autogenerate never touches another
 service's tables (all of them share SQLModel's one metadata object in this process).
+
+Before the first release each history was squashed into one baseline migration that
+keeps the old head's revision id. The DDL in a migration is frozen text, never read
+from the models: the column and table helpers below are part of that text, so once a
+release has run them they must not change (a change to the schema is a new migration).
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from alembic import command, context
+import sqlalchemy as sa
+from alembic import command, context, op
 from alembic.config import Config
 from sqlalchemy import pool
 from sqlmodel import SQLModel, create_engine
+from sqlmodel.sql.sqltypes import AutoString
 
 import shared.tables  # noqa: F401 - the platform tables join the metadata
 
@@ -71,124 +78,126 @@ def run_env(own_tables: Iterable[str]) -> None:
     engine.dispose()
 
 
-def create_platform_tables() -> None:
-    """The outbox, inbox, dead letters and audit log as every service's first migration
-    made them (the one copy of their DDL; later changes have their own helpers)."""
-    import sqlalchemy as sa
-    from alembic import op
-    from sqlmodel.sql.sqltypes import AutoString
+class ColumnOf:
+    """Columns of one SQL type for the DDL a migration freezes: NOT NULL unless
+    nullable=True, as a model field that is not Optional."""
 
+    def __init__(self, type_: sa.types.TypeEngine[Any]) -> None:
+        self.type_ = type_
+
+    def __call__(
+        self, name: str, *, nullable: bool = False, server_default: str | None = None
+    ) -> sa.Column[Any]:
+        return sa.Column(name, self.type_, nullable=nullable, server_default=server_default)
+
+
+# The types autogenerate writes for the models' fields.
+uuid = ColumnOf(sa.Uuid())
+integer = ColumnOf(sa.Integer())
+number = ColumnOf(sa.Float())
+boolean = ColumnOf(sa.Boolean())
+json = ColumnOf(sa.JSON())
+date = ColumnOf(sa.Date())
+time = ColumnOf(sa.Time())
+timestamp = ColumnOf(sa.DateTime(timezone=True))
+
+
+def string(
+    name: str, length: int, *, nullable: bool = False, server_default: str | None = None
+) -> sa.Column[Any]:
+    return ColumnOf(AutoString(length=length))(
+        name, nullable=nullable, server_default=server_default
+    )
+
+
+def index_columns(table: str, *columns: str) -> None:
+    """One index per column, named as SQLModel names the index of an ``index=True`` field."""
+    for column in columns:
+        op.create_index(f"ix_{table}_{column}", table, [column])
+
+
+def create_platform_tables() -> None:
+    """The outbox, inbox, dead letters, audit log and feed positions: the one copy of
+    their DDL, called from every service's baseline migration."""
     op.create_table(
         "audit_log",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("recorded", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("action", AutoString(length=1), nullable=False),
-        sa.Column("outcome", AutoString(length=2), nullable=False),
-        sa.Column("agent_user", AutoString(length=100), nullable=False),
-        sa.Column("agent_role", AutoString(length=40), nullable=False),
-        sa.Column("entity_type", AutoString(length=60), nullable=False),
-        sa.Column("entity_id", AutoString(length=64), nullable=True),
-        sa.Column("patient_id", sa.Uuid(), nullable=True),
-        sa.Column("path", AutoString(length=300), nullable=False),
-        sa.Column("detail", AutoString(length=300), nullable=True),
+        integer("id"),
+        timestamp("recorded"),
+        string("action", 1),
+        string("outcome", 2),
+        string("agent_user", 100),
+        string("agent_role", 40),
+        string("entity_type", 60),
+        string("entity_id", 64, nullable=True),
+        uuid("patient_id", nullable=True),
+        string("path", 300),
+        string("detail", 300, nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_audit_log_patient_id"), ["patient_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_audit_log_recorded"), ["recorded"], unique=False)
+    index_columns("audit_log", "patient_id", "recorded")
 
     op.create_table(
         "dead_letter",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("message_id", AutoString(length=64), nullable=False),
-        sa.Column("queue_name", AutoString(length=100), nullable=False),
-        sa.Column("actor_name", AutoString(length=100), nullable=False),
-        sa.Column("event_id", AutoString(length=64), nullable=True),
-        sa.Column("event_type", AutoString(length=100), nullable=True),
-        sa.Column("error", AutoString(length=500), nullable=False),
-        sa.Column("message", sa.JSON(), nullable=False),
-        sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("replayed_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("replay_count", sa.Integer(), nullable=False),
+        integer("id"),
+        string("message_id", 64),
+        string("queue_name", 100),
+        string("actor_name", 100),
+        string("event_id", 64, nullable=True),
+        string("event_type", 100, nullable=True),
+        string("error", 500),
+        json("message"),
+        timestamp("failed_at"),
+        timestamp("replayed_at", nullable=True),
+        integer("replay_count"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("message_id"),
     )
+
     op.create_table(
         "inbox",
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("type", AutoString(length=100), nullable=False),
-        sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        uuid("event_id"),
+        string("type", 100),
+        timestamp("received_at"),
         sa.PrimaryKeyConstraint("event_id"),
     )
+
     op.create_table(
         "outbox",
         sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("event_id", sa.Uuid(), nullable=False),
-        sa.Column("type", AutoString(length=100), nullable=False),
-        sa.Column("patient_id", sa.Uuid(), nullable=False),
-        sa.Column("subject_type", AutoString(length=50), nullable=False),
-        sa.Column("subject_id", AutoString(length=64), nullable=False),
-        sa.Column("sequence", sa.Integer(), nullable=False),
-        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("envelope", sa.JSON(), nullable=False),
-        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("send_attempts", sa.Integer(), nullable=False),
+        uuid("event_id"),
+        string("type", 100),
+        uuid("patient_id"),
+        string("subject_type", 50),
+        string("subject_id", 64),
+        integer("sequence"),
+        timestamp("occurred_at"),
+        json("envelope"),
+        timestamp("sent_at", nullable=True),
+        integer("send_attempts"),
+        sa.Column("txid", sa.BigInteger(), nullable=False, server_default=sa.text("0")),
         sa.PrimaryKeyConstraint("position"),
-        sa.UniqueConstraint("event_id"),
+        # In this order SQLite numbers its unnamed unique indexes as the squashed history did.
         sa.UniqueConstraint("subject_type", "subject_id", "sequence", name="uq_outbox_sequence"),
+        sa.UniqueConstraint("event_id"),
     )
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_outbox_patient_id"), ["patient_id"], unique=False)
-        batch_op.create_index("ix_outbox_unsent", ["sent_at", "position"], unique=False)
+    index_columns("outbox", "patient_id")
+    op.create_index("ix_outbox_unsent", "outbox", ["sent_at", "position"])
+    op.create_index("ix_outbox_feed", "outbox", ["txid", "position"])
 
-
-def drop_platform_tables() -> None:
-    from alembic import op
-
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.drop_index("ix_outbox_unsent")
-        batch_op.drop_index(batch_op.f("ix_outbox_patient_id"))
-
-    op.drop_table("outbox")
-    op.drop_table("inbox")
-    op.drop_table("dead_letter")
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_audit_log_recorded"))
-        batch_op.drop_index(batch_op.f("ix_audit_log_patient_id"))
-
-    op.drop_table("audit_log")
-
-
-def add_feed_tracking() -> None:
-    """The commit-ordered feed and the consumer's feed positions (issue 10), the same in
-    every service's history: call it from that service's migration."""
-    import sqlalchemy as sa
-    from alembic import op
-
-    # Rows written before this migration all committed long ago: txid 0 keeps them first.
-    with op.batch_alter_table("outbox") as batch_op:
-        batch_op.add_column(
-            sa.Column("txid", sa.BigInteger(), nullable=False, server_default=sa.text("0"))
-        )
-        batch_op.create_index("ix_outbox_feed", ["txid", "position"], unique=False)
     op.create_table(
         "feed_position",
-        sa.Column("producer", sa.String(length=40), nullable=False),
-        sa.Column("cursor", sa.String(length=45), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("caught_up_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("behind", sa.Integer(), nullable=False),
-        sa.Column("recovered", sa.Integer(), nullable=False),
-        sa.Column("failing_event_id", sa.String(length=64), nullable=True),
-        sa.Column("failures", sa.Integer(), nullable=False),
+        string("producer", 40),
+        string("cursor", 45),
+        timestamp("created_at"),
+        timestamp("caught_up_at", nullable=True),
+        integer("behind"),
+        integer("recovered"),
+        string("failing_event_id", 64, nullable=True),
+        integer("failures"),
         sa.PrimaryKeyConstraint("producer"),
     )
 
 
-def drop_feed_tracking() -> None:
-    from alembic import op
-
-    op.drop_table("feed_position")
-    with op.batch_alter_table("outbox") as batch_op:
-        batch_op.drop_index("ix_outbox_feed")
-        batch_op.drop_column("txid")
+def drop_platform_tables() -> None:
+    for table in ("feed_position", "outbox", "inbox", "dead_letter", "audit_log"):
+        op.drop_table(table)
