@@ -50,7 +50,6 @@ def raise_crossed(session: Session, patient_id: UUID, now: datetime) -> int:
         record_own_event(
             session,
             new_event(
-                type="pathway.alert.raised",
                 data=PathwayAlertRaised(
                     kind=crossing.kind, subject=crossing.subject, crossed_at=crossing.crossed_at
                 ),

@@ -31,7 +31,7 @@ from services.coordinator import repository, services
 from services.coordinator.charts import specs, svg
 from services.coordinator.domain import MeasurePoint, Pathway
 from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
-from services.coordinator.rules import TIME_KINDS
+from services.coordinator.rules import ALERT_RULES
 from services.coordinator.schemas import ReviewReferral, ReviewRequest
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
@@ -78,18 +78,29 @@ def _back(path: str, **flash: str) -> Redirect:
     return Redirect(path=f"{path}{query}", status_code=303)
 
 
+def _flash(request: Request[Any, Any, Any]) -> dict[str, str | None]:
+    """What the form's redirect (post/redirect/get) left for the page to say."""
+    return {"done": request.query_params.get("done"), "error": request.query_params.get("error")}
+
+
 def _problem_text(problem: ApiProblem) -> str:
     fields = ", ".join(e.get("field", "") for e in problem.body.get("errors") or [])
     detail = str(problem.body.get("detail", "the request was refused"))
     return f"{detail}" + (f" ({fields})" if fields and fields not in detail else "")
 
 
-class SignInController(Controller):
+class _Pages(Controller):
+    """Pages for people, not the API: kept out of the OpenAPI document, and their errors
+    answered as pages."""
+
+    include_in_schema = False
+    opt = {"page": True}
+
+
+class SignInController(_Pages):
     """Development identities for the embedded mode; production signs in elsewhere."""
 
     path = "/"
-    include_in_schema = False
-    opt = {"page": True}
 
     @get("/sign-in")
     async def sign_in_form(self, request: Request[Any, Any, Any]) -> Template:
@@ -166,10 +177,8 @@ def _dev_sign_in(request: Request[Any, Any, Any]) -> bool:
 # --- pathway status ---------------------------------------------------------------------
 
 
-class StatusController(Controller):
+class StatusController(_Pages):
     path = "/status"
-    include_in_schema = False
-    opt = {"page": True}
     guards = [requires(Role.admin, Role.mdt)]
 
     @get()
@@ -202,17 +211,7 @@ class StatusController(Controller):
             breached=breached,
             stages=services.STAGES,
             teams=services.TEAMS,
-            alert_kinds=sorted(
-                {
-                    "phq9-item9",
-                    "vitals-out-of-range",
-                    "serious-adverse-event",
-                    "no-response",
-                    "dna-threshold",
-                    "reliable-deterioration",
-                    *TIME_KINDS,
-                }
-            ),
+            alert_kinds=sorted(ALERT_RULES),
             query=urlencode({k: v for k, v in filters.items() if v} | _flag(breached)),
         )
 
@@ -266,7 +265,7 @@ def _status_rows(
                 "patient_id": row.patient_id,
                 "short_id": str(row.patient_id)[:8],
                 "stage": row.stage,
-                "days_in_stage": (now - as_utc(row.stage_since)).days,
+                "days_in_stage": (now - row.stage_since).days,
                 "teams": [t for t in row.teams.split(",") if t],
                 "waiting": waiting,
                 "urgent": severities.get("urgent", 0),
@@ -303,10 +302,8 @@ async def _names(request: Request[Any, Any, Any], patients: list[UUID]) -> dict[
 # --- one patient's pathway --------------------------------------------------------------
 
 
-class PatientController(Controller):
+class PatientController(_Pages):
     path = "/patients"
-    include_in_schema = False
-    opt = {"page": True}
     guards = [requires(*CLINICAL)]
 
     @get("/{patient_id:uuid}")
@@ -316,8 +313,6 @@ class PatientController(Controller):
         patient_id: FromPath[UUID],
         uow: NamedDependency[UnitOfWork],
         user: NamedDependency[User],
-        done: FromQuery[str | None] = None,
-        error: FromQuery[str | None] = None,
     ) -> Template:
         document, reviews = await sync_to_thread(_patient_page_data, uow, user, patient_id)
         pathway = msgspec.convert(document, Pathway, strict=False)
@@ -336,8 +331,7 @@ class PatientController(Controller):
             charts=charts,
             reviews=reviews,
             decisions=DECISIONS,
-            done=done,
-            error=error,
+            **_flash(request),
         )
 
     @post("/{patient_id:uuid}/alerts/{alert_id:str}")
@@ -416,25 +410,20 @@ def _patient_page_data(
 
 
 def _points(points: list[MeasurePoint]) -> list[MeasurePoint]:
+    # These times come from the pathway document (a JSON column), as the producers' events
+    # gave them: aware, but in whatever offset the producer used; the chart's days are UTC.
     return [msgspec.structs.replace(p, at=as_utc(p.at)) for p in points]
 
 
 # --- the psychology inbox ---------------------------------------------------------------
 
 
-class InboxController(Controller):
+class InboxController(_Pages):
     path = "/inbox"
-    include_in_schema = False
-    opt = {"page": True}
     guards = [requires(Role.psychologist, Role.mdt)]
 
     @get()
-    async def inbox(
-        self,
-        request: Request[Any, Any, Any],
-        done: FromQuery[str | None] = None,
-        error: FromQuery[str | None] = None,
-    ) -> Template:
+    async def inbox(self, request: Request[Any, Any, Any]) -> Template:
         async with service_client(request, "referrals") as referrals:
             waiting = await referrals.get(
                 "/api/referrals", target="psychology", status="received", limit=100
@@ -450,8 +439,7 @@ class InboxController(Controller):
             referrals=waiting["items"],
             asked=asked["items"],
             waitlist=waitlist["items"],
-            done=done,
-            error=error,
+            **_flash(request),
         )
 
     @post("/{referral_id:uuid}/triage")
@@ -481,10 +469,8 @@ class InboxController(Controller):
 # --- the infusion clinic ----------------------------------------------------------------
 
 
-class ClinicController(Controller):
+class ClinicController(_Pages):
     path = "/clinic"
-    include_in_schema = False
-    opt = {"page": True}
     guards = [requires(Role.infusion_clinician, Role.mdt)]
 
     @get()
@@ -523,21 +509,14 @@ def _on(moment: object, day: date) -> bool:
 # --- operations -------------------------------------------------------------------------
 
 
-class OperationsController(Controller):
+class OperationsController(_Pages):
     path = "/operations"
-    include_in_schema = False
-    opt = {"page": True}
     guards = [requires(Role.admin)]
 
     @get()
-    async def operations(
-        self,
-        request: Request[Any, Any, Any],
-        done: FromQuery[str | None] = None,
-        error: FromQuery[str | None] = None,
-    ) -> Template:
+    async def operations(self, request: Request[Any, Any, Any]) -> Template:
         services = await asyncio.gather(*(_service_state(request, s) for s in SERVICES))
-        return _page(request, "operations.html", services=services, done=done, error=error)
+        return _page(request, "operations.html", services=services, **_flash(request))
 
     @post("/{service:str}/dead-letters/{dead_letter_id:int}/replay")
     async def replay(

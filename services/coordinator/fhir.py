@@ -12,7 +12,7 @@ The coordinator holds no demographics, so the Patient is an id and nothing else.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -26,8 +26,30 @@ from services.coordinator.domain import (
     ReferralStream,
     TherapyEpisodeStream,
 )
-from services.coordinator.projection import TEAM_OF_TARGET, ordered
+from services.coordinator.projection import TEAM_OF_TARGET, ReferralEvent, known_event, ordered
 from shared.events import Envelope
+from shared.events.catalogue import (
+    AppointmentAttended,
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentMissed,
+    AppointmentRescheduled,
+    AppointmentStatusChanged,
+    Event,
+    InfusionAssessmentRecorded,
+    InfusionCourseClosed,
+    InfusionCourseOpened,
+    InfusionCourseStatusChanged,
+    InfusionSessionAbandoned,
+    InfusionSessionCompleted,
+    InfusionVitalsOutOfRange,
+    MeasureRecorded,
+    ReferralReceived,
+    TherapyEpisodeDischarged,
+    TherapyEpisodeOpened,
+)
+from shared.tables import as_utc
 
 Resource = dict[str, Any]
 
@@ -102,17 +124,20 @@ APPOINTMENT_STATUSES = (
     "checked-in",
     "waitlist",
 )
-APPOINTMENT_STATUS_OF_EVENT = {
-    "appointment.booked": "booked",
-    "appointment.rescheduled": "booked",
-    "appointment.checked_in": "arrived",
-    "appointment.attended": "fulfilled",
-    "appointment.missed": "noshow",
-    "appointment.cancelled": "cancelled",
+AppointmentEvent = AppointmentBooked | AppointmentRescheduled | AppointmentStatusChanged
+APPOINTMENT_STATUS_OF_EVENT: dict[type[AppointmentEvent], str] = {
+    AppointmentBooked: "booked",
+    AppointmentRescheduled: "booked",
+    AppointmentCheckedIn: "arrived",
+    AppointmentAttended: "fulfilled",
+    AppointmentMissed: "noshow",
+    AppointmentCancelled: "cancelled",
 }
 # Flag.status: active | inactive | entered-in-error.
 FLAG_STATUS = {"open": "active", "acknowledged": "active", "resolved": "inactive"}
 REQUEST_PRIORITIES = ("routine", "urgent", "asap", "stat")
+# An episode in these statuses has ended, so its period has an end.
+ENDED = ("finished", "cancelled")
 
 # --- what each measure series is ----------------------------------------------------------
 
@@ -147,12 +172,13 @@ MEASURES: dict[str, _Measure] = {
         category=None,
     ),
 }
-VITALS: tuple[tuple[str, str, str, str, str, str], ...] = (
-    # (payload field, LOINC, display, UCUM code, unit, how `crossed` names it)
-    ("systolic", "8480-6", "Systolic blood pressure", "mm[Hg]", "mmHg", "systolic"),
-    ("diastolic", "8462-4", "Diastolic blood pressure", "mm[Hg]", "mmHg", "diastolic"),
-    ("heart_rate", "8867-4", "Heart rate", "/min", "beats/minute", "heart rate"),
-    ("spo2", "59408-5", "Oxygen saturation by pulse oximetry", "%", "%", "spo2"),
+VITALS: tuple[tuple[str, str, str, str, str], ...] = (
+    # (LOINC, display, UCUM code, unit, how `crossed` names it), in the order of
+    # _readings: systolic, diastolic, heart rate, SpO2
+    ("8480-6", "Systolic blood pressure", "mm[Hg]", "mmHg", "systolic"),
+    ("8462-4", "Diastolic blood pressure", "mm[Hg]", "mmHg", "diastolic"),
+    ("8867-4", "Heart rate", "/min", "beats/minute", "heart rate"),
+    ("59408-5", "Oxygen saturation by pulse oximetry", "%", "%", "spo2"),
 )
 INFUSION = "intravenous ketamine infusion"
 
@@ -163,9 +189,14 @@ def pathway_bundle(pathway: Pathway, events: Iterable[Envelope]) -> Resource:
 
 
 class _Export:
-    def __init__(self, pathway: Pathway, events: Sequence[Envelope]) -> None:
+    def __init__(self, pathway: Pathway, history: Sequence[Envelope]) -> None:
         self.pathway = pathway
-        self.events = events
+        # What each event the catalogue knows says, with when it happened and its id.
+        self.events: list[tuple[datetime, UUID, Event]] = []
+        for envelope in history:
+            event = known_event(envelope)
+            if event is not None:
+                self.events.append((envelope.occurred_at, envelope.event_id, event))
         self.patient = _reference(str(pathway.patient_id))
         self.entries: list[Resource] = []
         # referral id → its ServiceRequest's reference, for the resources that follow it
@@ -208,7 +239,14 @@ class _Export:
 
     def referral(self, referral: ReferralStream) -> None:
         team = TEAM_OF_TARGET.get(referral.target, referral.target)
-        received = self.first("referral.received", "referral_id", referral.id)
+        received = next(
+            (
+                event
+                for _, _, event in self.events
+                if isinstance(event, ReferralReceived) and str(event.referral_id) == referral.id
+            ),
+            None,
+        )
         request: Resource = {
             "resourceType": "ServiceRequest",
             "id": self.id_of("ServiceRequest", referral.id),
@@ -224,8 +262,8 @@ class _Export:
         }
         if referral.priority in REQUEST_PRIORITIES:
             request["priority"] = referral.priority
-        if received is not None and received.data.get("conditions"):
-            request["reasonCode"] = [{"text": c} for c in received.data["conditions"]]
+        if received is not None and received.conditions:
+            request["reasonCode"] = [{"text": c} for c in received.conditions]
         reference = self.add(request)
         self.requests[referral.id] = reference
         task: Resource = {
@@ -252,9 +290,9 @@ class _Export:
 
     def last_change(self, referral_id: str) -> datetime | None:
         times = [
-            e.occurred_at
-            for e in self.events
-            if e.type.startswith("referral.") and e.data.get("referral_id") == referral_id
+            at
+            for at, _, event in self.events
+            if isinstance(event, ReferralEvent) and str(event.referral_id) == referral_id
         ]
         return times[-1] if times else None
 
@@ -273,13 +311,12 @@ class _Export:
         """Completed sessions as Procedures (completed), abandoned ones stopped."""
         found: dict[str, Resource] = {}
         course = self.pathway.streams.infusion_course
-        referral = self.course_referral(course.id) if course else None
+        referral = self.referral_of(course.id) if course else None
         based_on = self.request_for(referral, "ketamine-infusion")
-        for event in self.events:
-            if event.type not in ("infusion.session.completed", "infusion.session.abandoned"):
+        for _, _, event in self.events:
+            if not isinstance(event, InfusionSessionCompleted | InfusionSessionAbandoned):
                 continue
-            data = event.data
-            session_id = str(data["session_id"])
+            session_id = str(event.session_id)
             procedure: Resource = {
                 "resourceType": "Procedure",
                 "id": self.id_of("Procedure", session_id),
@@ -290,51 +327,49 @@ class _Export:
             }
             if based_on is not None:
                 procedure["basedOn"] = [based_on]
-            if event.type == "infusion.session.completed":
+            if isinstance(event, InfusionSessionCompleted):
                 procedure["status"] = "completed"
-                procedure["performedDateTime"] = _instant(_at(event, "completed_at"))
-                notes = [f"{data.get('kind', 'infusion')} infusion {data['number']}"]
-                if data.get("given_mg") is not None:
-                    notes.append(f"dose given: {_number(data['given_mg'])} mg")
+                procedure["performedDateTime"] = _instant(event.completed_at)
+                notes = [f"{event.kind} infusion {event.number}"]
+                if event.given_mg is not None:
+                    notes.append(f"dose given: {_number(event.given_mg)} mg")
                 procedure["note"] = [{"text": text} for text in notes]
-                response = data.get("response") or {}
                 procedure["outcome"] = {
                     "text": "met a response threshold"
-                    if response.get("responded")
+                    if event.response.responded
                     else "did not meet a response threshold"
                 }
             else:
                 procedure["status"] = "stopped"
                 procedure["statusReason"] = {"text": "abandoned"}
-                procedure["performedDateTime"] = _instant(_at(event, "ended_at"))
-                procedure["note"] = [{"text": f"infusion {data['number']}, abandoned"}]
+                procedure["performedDateTime"] = _instant(event.ended_at)
+                procedure["note"] = [{"text": f"infusion {event.number}, abandoned"}]
             found[session_id] = procedure
         return {key: self.add(procedure) for key, procedure in found.items()}
 
-    def course_referral(self, course_id: str) -> str | None:
-        for event in self.events:
-            if event.data.get("course_id") == course_id and "referral_id" in event.data:
-                return str(event.data["referral_id"])
+    def referral_of(self, stream_id: str) -> str | None:
+        """The referral a course or an episode answers, as its opening or closing names it."""
+        for _, _, event in self.events:
+            match event:
+                case (
+                    InfusionCourseOpened(course_id=opened, referral_id=referral)
+                    | InfusionCourseClosed(course_id=opened, referral_id=referral)
+                    | TherapyEpisodeOpened(episode_id=opened, referral_id=referral)
+                    | TherapyEpisodeDischarged(episode_id=opened, referral_id=referral)
+                ) if str(opened) == stream_id:
+                    return str(referral)
         return None
 
     def course(self, course: InfusionCourseStream, sessions: dict[str, Resource]) -> Resource:
         status = _episode_status(course.status)
-        end = self.ended(
-            course.id,
-            "course_id",
-            {
-                "infusion.course.closed": "closed_at",
-                "infusion.course.status_changed": "changed_at",
-            },
-            status,
-        )
+        end = self.ended_at(course.id) if status in ENDED else None
         episode = self.episode_of_care(
             course.id,
             status,
             "ketamine infusion course",
             course.opened_at,
             end,
-            self.request_for(self.course_referral(course.id), "ketamine-infusion"),
+            self.request_for(self.referral_of(course.id), "ketamine-infusion"),
         )
         return _activity(
             episode,
@@ -346,26 +381,24 @@ class _Export:
 
     # --- the therapy episode -------------------------------------------------------------
 
-    def episode_referral(self, episode_id: str) -> str | None:
-        for event in self.events:
-            if event.data.get("episode_id") == episode_id and "referral_id" in event.data:
-                return str(event.data["referral_id"])
-        return None
-
     def therapy(self, therapy: TherapyEpisodeStream, appointments: list[Resource]) -> Resource:
         status = _episode_status(therapy.status)
-        opened = self.first("therapy.episode.opened", "episode_id", therapy.id)
-        start = _at(opened, "opened_at") if opened is not None else therapy.referred_at
-        end = self.ended(
-            therapy.id, "episode_id", {"therapy.episode.discharged": "discharged_at"}, status
+        start = next(
+            (
+                event.opened_at
+                for _, _, event in self.events
+                if isinstance(event, TherapyEpisodeOpened) and str(event.episode_id) == therapy.id
+            ),
+            therapy.referred_at,
         )
+        end = self.ended_at(therapy.id) if status in ENDED else None
         episode = self.episode_of_care(
             therapy.id,
             status,
             "psychological therapy episode",
             start,
             end,
-            self.request_for(self.episode_referral(therapy.id), "psychology"),
+            self.request_for(self.referral_of(therapy.id), "psychology"),
         )
         description = f"{therapy.attended_treatment} treatment appointment(s) attended"
         if therapy.discharge_reason:
@@ -378,14 +411,11 @@ class _Export:
         """Each therapy appointment at its latest status."""
         found: dict[str, Resource] = {}
         episode = self.pathway.streams.therapy_episode
-        based_on = (
-            self.request_for(self.episode_referral(episode.id), "psychology") if episode else None
-        )
-        for event in self.events:
-            if not event.type.startswith("appointment."):
+        based_on = self.request_for(self.referral_of(episode.id), "psychology") if episode else None
+        for _, _, event in self.events:
+            if not isinstance(event, AppointmentEvent):
                 continue
-            data = event.data
-            key = str(data["appointment_id"])
+            key = str(event.appointment_id)
             appointment = found.setdefault(
                 key,
                 {
@@ -398,20 +428,19 @@ class _Export:
             )
             if based_on is not None:
                 appointment["basedOn"] = [based_on]
-            status = data.get("status")
+            status = event.status if isinstance(event, AppointmentStatusChanged) else None
             if status not in APPOINTMENT_STATUSES:
-                status = APPOINTMENT_STATUS_OF_EVENT.get(event.type, appointment.get("status"))
+                status = APPOINTMENT_STATUS_OF_EVENT.get(type(event), appointment.get("status"))
             appointment["status"] = status or "booked"
-            if data.get("kind"):
-                appointment["appointmentType"] = {"text": data["kind"]}
-            if data.get("start") is not None:
-                appointment["start"] = _instant(_at(event, "start"))
-            if data.get("end") is not None:
-                appointment["end"] = _instant(_at(event, "end"))
-            if data.get("mode"):
-                appointment["description"] = f"{data['kind']} appointment, {data['mode']}"
-            if event.type == "appointment.cancelled" and data.get("cancelled_by"):
-                appointment["cancelationReason"] = {"text": f"by the {data['cancelled_by']}"}
+            if not isinstance(event, AppointmentRescheduled):  # a new time, the same kind
+                appointment["appointmentType"] = {"text": event.kind}
+            appointment["start"] = _instant(event.start)
+            if not isinstance(event, AppointmentStatusChanged):
+                appointment["end"] = _instant(event.end)
+            if isinstance(event, AppointmentBooked):
+                appointment["description"] = f"{event.kind} appointment, {event.mode}"
+            if isinstance(event, AppointmentCancelled) and event.cancelled_by:
+                appointment["cancelationReason"] = {"text": f"by the {event.cancelled_by}"}
             elif appointment["status"] != "cancelled":
                 appointment.pop("cancelationReason", None)
         references = []
@@ -448,25 +477,21 @@ class _Export:
             resource["referralRequest"] = [request]
         return self.add(resource)
 
-    def ended(self, source: str, field: str, times: dict[str, str], status: str) -> datetime | None:
-        """When a finished or cancelled episode ended: its last closing event's time."""
-        if status not in ("finished", "cancelled"):
-            return None
+    def ended_at(self, stream_id: str) -> datetime | None:
+        """When a course or an episode ended: its last closing, discharge, or change of
+        status to finished or cancelled."""
         end = None
-        for event in self.events:
-            if event.type in times and event.data.get(field) == source:
-                if event.type == "infusion.course.status_changed" and event.data.get(
-                    "status"
-                ) not in ("finished", "cancelled"):
-                    continue
-                end = _at(event, times[event.type])
+        for _, _, event in self.events:
+            match event:
+                case (
+                    InfusionCourseClosed(course_id=ended, closed_at=at)
+                    | InfusionCourseStatusChanged(
+                        course_id=ended, changed_at=at, status="finished" | "cancelled"
+                    )
+                    | TherapyEpisodeDischarged(episode_id=ended, discharged_at=at)
+                ) if str(ended) == stream_id:
+                    end = at
         return end
-
-    def first(self, event_type: str, field: str, value: str) -> Envelope | None:
-        for event in self.events:
-            if event.type == event_type and str(event.data.get(field)) == value:
-                return event
-        return None
 
     # --- the care plan -------------------------------------------------------------------
 
@@ -519,17 +544,16 @@ class _Export:
     def item9_answers(self) -> dict[tuple[str, datetime], int]:
         """PHQ-9 item 9 as each event gave it, by the time of the score it came with."""
         answers: dict[tuple[str, datetime], int] = {}
-        for event in self.events:
-            data = event.data
+        for at, _, event in self.events:
             answer = None
-            if event.type == "referral.received":
-                answer = (data.get("baseline") or {}).get("phq9_item9")
-            elif event.type in ("infusion.assessment.recorded", "infusion.session.completed"):
-                answer = data.get("phq9_item9")
-            elif event.type == "measure.recorded" and data.get("instrument") == "PHQ-9":
-                answer = data.get("item9")
+            if isinstance(event, ReferralReceived) and event.baseline is not None:
+                answer = event.baseline.phq9_item9
+            elif isinstance(event, InfusionAssessmentRecorded | InfusionSessionCompleted):
+                answer = event.phq9_item9
+            elif isinstance(event, MeasureRecorded) and event.instrument == "PHQ-9":
+                answer = event.item9
             if answer is not None:
-                answers[("phq9", event.occurred_at)] = int(answer)
+                answers[("phq9", at)] = answer
         return answers
 
     def questionnaire(
@@ -597,22 +621,21 @@ class _Export:
 
     def vitals(self, sessions: dict[str, Resource]) -> None:
         """Each out-of-range reading: one Observation, the vitals as its components."""
-        for event in self.events:
-            if event.type != "infusion.vitals.out_of_range":
+        for _, event_id, event in self.events:
+            if not isinstance(event, InfusionVitalsOutOfRange):
                 continue
-            data = event.data
-            crossed = [str(text) for text in data.get("crossed", [])]
+            crossed = [str(text) for text in event.crossed]
             components = []
-            for field, loinc, display, unit_code, unit, named in VITALS:
-                if data.get(field) is None:
-                    continue
+            for value, (loinc, display, unit_code, unit, named) in zip(
+                _readings(event), VITALS, strict=True
+            ):
                 component: Resource = {
                     "code": {
                         "coding": [{"system": LOINC, "code": loinc, "display": display}],
                         "text": display,
                     },
                     "valueQuantity": {
-                        "value": data[field],
+                        "value": value,
                         "unit": unit,
                         "system": UCUM,
                         "code": unit_code,
@@ -623,18 +646,18 @@ class _Export:
                 components.append(component)
             resource: Resource = {
                 "resourceType": "Observation",
-                "id": self.id_of("Observation", f"vitals/{event.event_id}"),
+                "id": self.id_of("Observation", f"vitals/{event_id}"),
                 "status": "final",
                 "category": [_category("vital-signs")],
-                "code": {"text": f"vital signs out of range, {data['phase']} the infusion"},
+                "code": {"text": f"vital signs out of range, {event.phase} the infusion"},
                 "subject": self.patient,
-                "effectiveDateTime": _instant(_at(event, "measured_at")),
+                "effectiveDateTime": _instant(event.measured_at),
                 "interpretation": [_interpretation("A", "Abnormal")],
                 "component": components,
             }
             if crossed:
                 resource["note"] = [{"text": "; ".join(crossed)}]
-            session = sessions.get(str(data.get("session_id")))
+            session = sessions.get(str(event.session_id))
             if session is not None:
                 resource["partOf"] = [session]
             self.add(resource)
@@ -706,15 +729,11 @@ def _number(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
 
 
-def _at(event: Envelope, field: str) -> datetime:
-    """A time in the payload, or when the event happened."""
-    value = event.data.get(field)
-    if value is None:
-        return event.occurred_at
-    return msgspec.convert(value, datetime, strict=False)
+def _readings(event: InfusionVitalsOutOfRange) -> tuple[int, int, int, int]:
+    return event.systolic, event.diastolic, event.heart_rate, event.spo2
 
 
 def _instant(moment: datetime) -> str:
-    """FHIR wants a time zone on every time; the store keeps UTC."""
-    utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return utc.isoformat()
+    """FHIR wants a time zone on every time. The times here come from events, in the
+    offset their producer used, so they are put in UTC."""
+    return as_utc(moment).isoformat()

@@ -7,10 +7,10 @@ the timeline and otherwise ignored.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
 import msgspec
@@ -51,9 +51,54 @@ from services.coordinator.rules import (
     triage_due,
     vitals_alert,
 )
-from shared.events import Envelope
-from shared.events.catalogue import COURSE_STATUS_AFTER_CLOSING
+from shared.events import Envelope, payload_type
+from shared.events.catalogue import (
+    COURSE_STATUS_AFTER_CLOSING,
+    AppointmentAttended,
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentCheckedIn,
+    AppointmentCorrected,
+    AppointmentMissed,
+    AppointmentRescheduled,
+    AppointmentStatusChanged,
+    BaselineScores,
+    Event,
+    InfusionAdverseEventRecorded,
+    InfusionAssessmentRecorded,
+    InfusionCourseClosed,
+    InfusionCourseOpened,
+    InfusionCourseStatusChanged,
+    InfusionPlanAgreed,
+    InfusionSessionAbandoned,
+    InfusionSessionCancelled,
+    InfusionSessionCompleted,
+    InfusionSessionScheduled,
+    InfusionSessionStarted,
+    InfusionVitalsOutOfRange,
+    MdtReviewRecorded,
+    MeasureRecorded,
+    MeasureRiskFlagged,
+    PathwayAlertAcknowledged,
+    PathwayAlertHandled,
+    PathwayAlertRaised,
+    PathwayAlertResolved,
+    PatientRegistered,
+    ReferralAccepted,
+    ReferralCancelled,
+    ReferralClosed,
+    ReferralInfoProvided,
+    ReferralInfoRequested,
+    ReferralReceived,
+    ReferralRejected,
+    TherapyDnaThresholdReached,
+    TherapyEpisodeAssigned,
+    TherapyEpisodeDischarged,
+    TherapyEpisodeOpened,
+)
 from shared.policy import clinical_policy
+
+E = TypeVar("E", bound=Event)
 
 TEAM_OF_TARGET = {
     "ketamine-infusion": "infusion clinic",
@@ -67,19 +112,25 @@ def ordered(events: Iterable[Envelope]) -> list[Envelope]:
     return sorted(unique.values(), key=lambda e: (e.occurred_at, e.sequence, str(e.event_id)))
 
 
+def known_event(envelope: Envelope) -> Event | None:
+    """What the event says, typed; None for a type the catalogue does not know (yet)."""
+    if payload_type(envelope.type, envelope.schema_version) is None:
+        return None
+    return envelope.event()
+
+
 def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
     history = ordered(events)
     if not history:
         raise ValueError("a pathway needs at least one event")
     fold = _Fold(stage_since=history[0].occurred_at)
-    for event in history:
-        fold.timeline.append(_timeline_entry(event))
-        handler = _HANDLERS.get(event.type)
-        if handler is None and event.type in REFERRAL_STATUS_OF:
-            handler = _Fold.referral_status
-        if handler is not None:
-            handler(fold, event)
-        fold.clear_time_alerts(event.occurred_at)
+    for envelope in history:
+        event = known_event(envelope)
+        fold.timeline.append(_timeline_entry(envelope, event))
+        fold_in = _FOLDS.get(type(event)) if event is not None else None
+        if fold_in is not None:
+            fold_in(fold, event, envelope.occurred_at)
+        fold.clear_time_alerts(envelope.occurred_at)
     streams = fold.streams()
     next_actions = [a for stream in streams.referrals if (a := _next_action(stream, streams))]
     if (suggestion := _psychology_suggestion(streams)) is not None:
@@ -109,7 +160,8 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
 
 @dataclass
 class _Fold:
-    """What the fold knows so far; one method per kind of event."""
+    """What the fold knows so far; a method per kind of event, each given the event and
+    when it happened (_FOLDS says which method folds which event)."""
 
     stage_since: datetime
     stage: Stage = "registered"
@@ -156,43 +208,43 @@ class _Fold:
         if alert is not None:
             self.alerts.append(alert)
 
-    def referral_received(self, event: Envelope) -> None:
-        data = event.data
-        self.referrals[data["referral_id"]] = ReferralStream(
-            id=data["referral_id"],
-            target=data["target"],
-            priority=data["priority"],
+    def referral_received(self, event: ReferralReceived, at: datetime) -> None:
+        referral_id = str(event.referral_id)
+        self.referrals[referral_id] = ReferralStream(
+            id=referral_id,
+            target=event.target,
+            priority=event.priority,
             status="received",
-            received_at=event.occurred_at,
+            received_at=at,
         )
-        self.move_to("referred", event.occurred_at, only_from=("registered",))
-        baseline = data.get("baseline") or {}
-        self.measure("phq9", event.occurred_at, baseline.get("phq9_total"), "referral baseline")
-        self.measure("pain_nrs", event.occurred_at, baseline.get("pain_nrs"), "referral baseline")
-        self.item9(baseline.get("phq9_item9"), event.occurred_at, "referral baseline")
+        self.move_to("referred", at, only_from=("registered",))
+        baseline = event.baseline or BaselineScores()
+        self.measure("phq9", at, baseline.phq9_total, "referral baseline")
+        self.measure("pain_nrs", at, baseline.pain_nrs, "referral baseline")
+        self.item9(baseline.phq9_item9, at, "referral baseline")
 
-    def referral_status(self, event: Envelope) -> None:
-        data = event.data
-        stream = self.referrals.get(data["referral_id"]) or ReferralStream(
+    def referral_status(self, event: ReferralStatusEvent, at: datetime) -> None:
+        referral_id = str(event.referral_id)
+        stream = self.referrals.get(referral_id) or ReferralStream(
             # The referral's own received event has not arrived (yet): keep what is known.
-            id=data["referral_id"],
-            target=data["target"],
-            priority=data.get("priority", "unknown"),
+            id=referral_id,
+            target=event.target,
+            priority=event.priority if isinstance(event, ReferralAccepted) else "unknown",
             status="received",
-            received_at=event.occurred_at,
+            received_at=at,
         )
-        answered = event.occurred_at if event.type == "referral.info_provided" else None
-        self.referrals[data["referral_id"]] = msgspec.structs.replace(
+        answered = at if isinstance(event, ReferralInfoProvided) else None
+        self.referrals[referral_id] = msgspec.structs.replace(
             stream,
-            status=REFERRAL_STATUS_OF[event.type],
+            status=REFERRAL_STATUS_OF[type(event)],
             answered_at=answered or stream.answered_at,
         )
-        if event.type == "referral.accepted":
-            self.move_to("triaged", event.occurred_at, only_from=("registered", "referred"))
+        if isinstance(event, ReferralAccepted):
+            self.move_to("triaged", at, only_from=("registered", "referred"))
         # Every referral ended (closed after care, rejected, withdrawn) and no care going
         # on: the pathway is over, not waiting.
-        if event.type in ENDING and not _open(self.referrals.values()) and not self.in_care():
-            self.stage, self.stage_since = "discharged", event.occurred_at
+        if isinstance(event, ENDING) and not _open(self.referrals.values()) and not self.in_care():
+            self.stage, self.stage_since = "discharged", at
 
     def in_care(self) -> bool:
         course, episode = self.course, self.episode
@@ -201,148 +253,132 @@ class _Fold:
             or (episode is not None and episode.status in ("waitlist", "active", "onhold"))
         )
 
-    def course_opened(self, event: Envelope) -> None:
-        self.course = InfusionCourseStream(
-            id=event.data["course_id"], status="planned", opened_at=event.occurred_at
-        )
-        self.move_to(
-            "assessment", event.occurred_at, only_from=("registered", "referred", "triaged")
-        )
+    def course_opened(self, event: InfusionCourseOpened, at: datetime) -> None:
+        self.course = _new_course(event.course_id, at)
+        self.move_to("assessment", at, only_from=("registered", "referred", "triaged"))
 
-    def _course(self, event: Envelope) -> InfusionCourseStream:
+    def _course(self, course_id: UUID, at: datetime) -> InfusionCourseStream:
         # A late course.opened must not leave later facts without a stream to hang on.
-        return self.course or InfusionCourseStream(
-            id=event.data["course_id"], status="planned", opened_at=event.occurred_at
-        )
+        return self.course or _new_course(course_id, at)
 
-    def assessment_recorded(self, event: Envelope) -> None:
-        data, at = event.data, event.occurred_at
-        self.course = msgspec.structs.replace(self._course(event), eligibility=data["outcome"])
-        self.measure("pain_nrs", at, data["pain_nrs"], "infusion assessment")
-        self.measure("phq9", at, data["phq9_total"], "infusion assessment")
-        self.measure("opioid_mme", at, data["opioid_mme_per_day"], "infusion assessment")
-        self.item9(data["phq9_item9"], at, "infusion assessment")
+    def assessment_recorded(self, event: InfusionAssessmentRecorded, at: datetime) -> None:
+        course = self._course(event.course_id, at)
+        self.course = msgspec.structs.replace(course, eligibility=event.outcome)
+        self.measure("pain_nrs", at, event.pain_nrs, "infusion assessment")
+        self.measure("phq9", at, event.phq9_total, "infusion assessment")
+        self.measure("opioid_mme", at, event.opioid_mme_per_day, "infusion assessment")
+        self.item9(event.phq9_item9, at, "infusion assessment")
 
-    def plan_agreed(self, event: Envelope) -> None:
-        data = event.data
+    def plan_agreed(self, event: InfusionPlanAgreed, at: datetime) -> None:
         self.course = msgspec.structs.replace(
-            self._course(event),
-            induction_count=data["induction_count"],
-            maintenance_interval_days=data["maintenance_interval_days"],
-            dose_overridden=bool(data["overridden_fields"]),
+            self._course(event.course_id, at),
+            induction_count=event.induction_count,
+            maintenance_interval_days=event.maintenance_interval_days,
+            dose_overridden=bool(event.overridden_fields),
         )
 
-    def course_status(self, event: Envelope) -> None:
-        self.course = msgspec.structs.replace(self._course(event), status=event.data["status"])
+    def course_status(self, event: InfusionCourseStatusChanged, at: datetime) -> None:
+        course = self._course(event.course_id, at)
+        self.course = msgspec.structs.replace(course, status=event.status)
 
-    def session_started(self, event: Envelope) -> None:
-        course = self._course(event)
+    def session_started(self, event: InfusionSessionStarted, at: datetime) -> None:
+        course = self._course(event.course_id, at)
         if course.first_session_at is None:
-            self.course = msgspec.structs.replace(course, first_session_at=event.occurred_at)
-        self.move_to(
-            "induction",
-            event.occurred_at,
-            only_from=("registered", "referred", "triaged", "assessment"),
-        )
+            self.course = msgspec.structs.replace(course, first_session_at=at)
+        self.move_to("induction", at, only_from=("registered", "referred", "triaged", "assessment"))
 
-    def session_completed(self, event: Envelope) -> None:
-        data, at = event.data, event.occurred_at
+    def session_completed(self, event: InfusionSessionCompleted, at: datetime) -> None:
+        completed = event.completed_sessions
         course = msgspec.structs.replace(
-            self._course(event),
-            sessions_completed=data["completed_sessions"],
-            last_response=data["response"],
-            maintenance_due_at=_datetime(data.get("maintenance_due_at")),
+            self._course(event.course_id, at),
+            sessions_completed=completed,
+            last_response=msgspec.to_builtins(event.response),
+            maintenance_due_at=event.maintenance_due_at,
         )
         self.course = course
-        self.measure("pain_nrs", at, data.get("pain_after"), f"after infusion {data['number']}")
-        self.measure("phq9", at, data.get("phq9_total"), f"after infusion {data['number']}")
-        self.item9(data.get("phq9_item9"), at, f"after infusion {data['number']}")
-        if course.induction_count and data["completed_sessions"] >= course.induction_count:
+        source = f"after infusion {event.number}"
+        self.measure("pain_nrs", at, event.pain_after, source)
+        self.measure("phq9", at, event.phq9_total, source)
+        self.item9(event.phq9_item9, at, source)
+        if course.induction_count and completed >= course.induction_count:
             self.move_to("maintenance", at, only_from=("induction", "assessment", "triaged"))
-            if data["completed_sessions"] == course.induction_count:
+            if completed == course.induction_count:
                 self.induction_done_at = at
-        self.responded = self.responded or bool(data["response"]["responded"])
-        alert = no_response_alert(data["completed_sessions"], self.responded, at)
+        self.responded = self.responded or event.response.responded
+        alert = no_response_alert(completed, self.responded, at)
         if alert is not None:
             self.alerts.append(alert)
 
-    def vitals_out_of_range(self, event: Envelope) -> None:
-        data = event.data
-        self.alerts.append(vitals_alert(list(data["crossed"]), data["phase"], event.occurred_at))
-
-    def adverse_event(self, event: Envelope) -> None:
-        if event.data["serious"]:
-            self.alerts.append(serious_adverse_event_alert(event.data["code"], event.occurred_at))
-
-    def episode_opened(self, event: Envelope) -> None:
-        self.episode = TherapyEpisodeStream(
-            id=event.data["episode_id"],
-            status="waitlist",
-            referred_at=_datetime(event.data["referred_at"]) or event.occurred_at,
+    def course_closed(self, event: InfusionCourseClosed, at: datetime) -> None:
+        self.course = msgspec.structs.replace(
+            self._course(event.course_id, at),
+            status=COURSE_STATUS_AFTER_CLOSING[event.reason],
+            maintenance_due_at=None,
         )
 
-    def _episode(self, event: Envelope) -> TherapyEpisodeStream:
-        return self.episode or TherapyEpisodeStream(
-            id=event.data["episode_id"], status="waitlist", referred_at=event.occurred_at
-        )
+    def vitals_out_of_range(self, event: InfusionVitalsOutOfRange, at: datetime) -> None:
+        self.alerts.append(vitals_alert(list(event.crossed), event.phase, at))
 
-    def episode_assigned(self, event: Envelope) -> None:
-        self.episode = msgspec.structs.replace(
-            self._episode(event), clinician_id=event.data["clinician_id"]
-        )
+    def adverse_event(self, event: InfusionAdverseEventRecorded, at: datetime) -> None:
+        if event.serious:
+            self.alerts.append(serious_adverse_event_alert(event.code, at))
 
-    def appointment_changed(self, event: Envelope) -> None:
-        data = event.data
-        episode = self._episode(event)
-        if event.type == "appointment.attended":
+    def episode_opened(self, event: TherapyEpisodeOpened, at: datetime) -> None:
+        self.episode = _new_episode(event.episode_id, event.referred_at)
+
+    def _episode(self, episode_id: UUID, at: datetime) -> TherapyEpisodeStream:
+        return self.episode or _new_episode(episode_id, at)
+
+    def episode_assigned(self, event: TherapyEpisodeAssigned, at: datetime) -> None:
+        episode = self._episode(event.episode_id, at)
+        self.episode = msgspec.structs.replace(episode, clinician_id=event.clinician_id)
+
+    def appointment_changed(
+        self, event: AppointmentBooked | AppointmentStatusChanged, at: datetime
+    ) -> None:
+        episode = self._episode(event.episode_id, at)
+        if isinstance(event, AppointmentAttended):
             # Psychology's own steps: an assessment, then treatment sessions (follow-up).
             early: tuple[Stage, ...] = ("registered", "referred", "triaged")
-            if data.get("kind") == "assessment":
-                self.move_to("assessment", event.occurred_at, only_from=early)
-            elif data.get("attended_treatment", 0) > 0:
-                self.move_to("follow-up", event.occurred_at, only_from=(*early, "assessment"))
+            if event.kind == "assessment":
+                self.move_to("assessment", at, only_from=early)
+            elif event.attended_treatment > 0:
+                self.move_to("follow-up", at, only_from=(*early, "assessment"))
+        # A booking counts nothing yet; a status change carries the episode's counts.
+        counts = event if isinstance(event, AppointmentStatusChanged) else episode
         self.episode = msgspec.structs.replace(
             episode,
             status="active" if episode.status == "waitlist" else episode.status,
-            attended_treatment=data.get("attended_treatment", episode.attended_treatment),
-            dna_count=data.get("dna_count", episode.dna_count),
+            attended_treatment=counts.attended_treatment,
+            dna_count=counts.dna_count,
         )
 
-    def measure_recorded(self, event: Envelope) -> None:
-        data, at = event.data, event.occurred_at
-        if data["instrument"] == "PEG":
-            self.measure("peg", at, data.get("mean"), "therapy session")
+    def measure_recorded(self, event: MeasureRecorded, at: datetime) -> None:
+        if event.instrument == "PEG":
+            self.measure("peg", at, event.mean, "therapy session")
             return
-        name = "phq9" if data["instrument"] == "PHQ-9" else "gad7"
-        self.measure(name, at, data["total"], "therapy session")
-        self.item9(data.get("item9"), at, "therapy session")
+        name = "phq9" if event.instrument == "PHQ-9" else "gad7"
+        self.measure(name, at, event.total, "therapy session")
+        self.item9(event.item9, at, "therapy session")
 
-    def dna_threshold(self, event: Envelope) -> None:
-        data = event.data
-        self.alerts.append(
-            dna_review_alert(data["dna_count"], data["threshold"], event.occurred_at)
-        )
+    def dna_threshold(self, event: TherapyDnaThresholdReached, at: datetime) -> None:
+        self.alerts.append(dna_review_alert(event.dna_count, event.threshold, at))
 
-    def episode_discharged(self, event: Envelope) -> None:
-        reason = event.data["reason"]
+    def episode_discharged(self, event: TherapyEpisodeDischarged, at: datetime) -> None:
         self.episode = msgspec.structs.replace(
-            self._episode(event),
-            status="cancelled" if reason == "declined" else "finished",
-            discharge_reason=reason,
+            self._episode(event.episode_id, at),
+            status="cancelled" if event.reason == "declined" else "finished",
+            discharge_reason=event.reason,
         )
 
-    def alert_handled(self, event: Envelope) -> None:
-        status = "resolved" if event.type == "pathway.alert.resolved" else "acknowledged"
-        alert_id = event.data["alert_id"]
+    def alert_handled(self, event: PathwayAlertHandled, at: datetime) -> None:
+        status = "resolved" if isinstance(event, PathwayAlertResolved) else "acknowledged"
         # Resolved stays resolved, whichever of the two events the fold meets first.
-        if self.handled.get(alert_id) != "resolved":
-            self.handled[alert_id] = status
+        if self.handled.get(event.alert_id) != "resolved":
+            self.handled[event.alert_id] = status
 
-    def alert_raised(self, event: Envelope) -> None:
-        data = event.data
-        crossing = Crossing(
-            data["kind"], data["subject"], _datetime(data["crossed_at"]) or event.occurred_at
-        )
+    def alert_raised(self, event: PathwayAlertRaised, at: datetime) -> None:
+        crossing = Crossing(event.kind, event.subject, event.crossed_at)
         if any(
             (a.kind, a.subject, a.raised_at)
             == (crossing.kind, crossing.subject, crossing.crossed_at)
@@ -365,25 +401,73 @@ class _Fold:
                     alert, status="resolved", cleared_at=at
                 )
 
-    def review_recorded(self, event: Envelope) -> None:
-        data = event.data
+    def review_recorded(self, event: MdtReviewRecorded, at: datetime) -> None:
+        referral_id = event.referral_id
         self.reviews.append(
             MdtReviewStream(
-                id=data["review_id"],
-                reviewed_at=_datetime(data["reviewed_at"]) or event.occurred_at,
-                decision=data["decision"],
-                attendees=list(data["attendees"]),
-                reviewed_by=data["reviewed_by"],
-                referral_id=data.get("referral_id"),
+                id=str(event.review_id),
+                reviewed_at=event.reviewed_at,
+                decision=event.decision,
+                attendees=list(event.attendees),
+                reviewed_by=event.reviewed_by,
+                referral_id=str(referral_id) if referral_id is not None else None,
             )
         )
 
-    def course_closed(self, event: Envelope) -> None:
-        self.course = msgspec.structs.replace(
-            self._course(event),
-            status=COURSE_STATUS_AFTER_CLOSING[event.data["reason"]],
-            maintenance_due_at=None,
-        )
+
+def _new_course(course_id: UUID, opened_at: datetime) -> InfusionCourseStream:
+    return InfusionCourseStream(id=str(course_id), status="planned", opened_at=opened_at)
+
+
+def _new_episode(episode_id: UUID, referred_at: datetime) -> TherapyEpisodeStream:
+    return TherapyEpisodeStream(id=str(episode_id), status="waitlist", referred_at=referred_at)
+
+
+_Folding = Callable[[_Fold, Any, datetime], None]
+
+
+def _on(
+    kind: type[E], fold_in: Callable[[_Fold, E, datetime], None]
+) -> tuple[type[Event], _Folding]:
+    """A row of _FOLDS; mypy checks that the method takes this kind of event."""
+    return kind, fold_in
+
+
+# The method that folds in each kind of event; the others are only on the timeline.
+_FOLDS: dict[type[Event], _Folding] = dict(
+    [
+        _on(ReferralReceived, _Fold.referral_received),
+        _on(ReferralInfoRequested, _Fold.referral_status),
+        _on(ReferralInfoProvided, _Fold.referral_status),
+        _on(ReferralAccepted, _Fold.referral_status),
+        _on(ReferralRejected, _Fold.referral_status),
+        _on(ReferralCancelled, _Fold.referral_status),
+        _on(ReferralClosed, _Fold.referral_status),
+        _on(InfusionCourseOpened, _Fold.course_opened),
+        _on(InfusionAssessmentRecorded, _Fold.assessment_recorded),
+        _on(InfusionPlanAgreed, _Fold.plan_agreed),
+        _on(InfusionCourseStatusChanged, _Fold.course_status),
+        _on(InfusionSessionStarted, _Fold.session_started),
+        _on(InfusionSessionCompleted, _Fold.session_completed),
+        _on(InfusionCourseClosed, _Fold.course_closed),
+        _on(InfusionVitalsOutOfRange, _Fold.vitals_out_of_range),
+        _on(InfusionAdverseEventRecorded, _Fold.adverse_event),
+        _on(TherapyEpisodeOpened, _Fold.episode_opened),
+        _on(TherapyEpisodeAssigned, _Fold.episode_assigned),
+        _on(AppointmentBooked, _Fold.appointment_changed),
+        _on(AppointmentAttended, _Fold.appointment_changed),
+        _on(AppointmentMissed, _Fold.appointment_changed),
+        _on(AppointmentCancelled, _Fold.appointment_changed),
+        _on(AppointmentCorrected, _Fold.appointment_changed),
+        _on(MeasureRecorded, _Fold.measure_recorded),
+        _on(TherapyDnaThresholdReached, _Fold.dna_threshold),
+        _on(TherapyEpisodeDischarged, _Fold.episode_discharged),
+        _on(PathwayAlertAcknowledged, _Fold.alert_handled),
+        _on(PathwayAlertResolved, _Fold.alert_handled),
+        _on(PathwayAlertRaised, _Fold.alert_raised),
+        _on(MdtReviewRecorded, _Fold.review_recorded),
+    ]
+)
 
 
 def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
@@ -400,7 +484,7 @@ def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
             if name == "pain_nrs"
             else depression_anxiety_change(name, first, last)
         )
-        outcomes[name] = msgspec.convert(dataclasses.asdict(change), MeasureOutcome)
+        outcomes[name] = change
         alert = reliable_deterioration_alert(name, change, points[-1].at)
         if alert is not None:
             fold.alerts.append(alert)
@@ -423,48 +507,26 @@ def _named(patient_id: UUID, alert: Alert) -> Alert:
     return msgspec.structs.replace(alert, id=str(uuid5(patient_id, key)))
 
 
-def _datetime(value: object) -> datetime | None:
-    return msgspec.convert(value, datetime) if value is not None else None
-
-
-_HANDLERS: dict[str, Callable[[_Fold, Envelope], None]] = {
-    "referral.received": _Fold.referral_received,
-    "infusion.course.opened": _Fold.course_opened,
-    "infusion.assessment.recorded": _Fold.assessment_recorded,
-    "infusion.plan.agreed": _Fold.plan_agreed,
-    "infusion.course.status_changed": _Fold.course_status,
-    "infusion.session.started": _Fold.session_started,
-    "infusion.session.completed": _Fold.session_completed,
-    "infusion.course.closed": _Fold.course_closed,
-    "infusion.vitals.out_of_range": _Fold.vitals_out_of_range,
-    "infusion.adverse_event.recorded": _Fold.adverse_event,
-    "therapy.episode.opened": _Fold.episode_opened,
-    "therapy.episode.assigned": _Fold.episode_assigned,
-    "appointment.booked": _Fold.appointment_changed,
-    "appointment.attended": _Fold.appointment_changed,
-    "appointment.missed": _Fold.appointment_changed,
-    "appointment.cancelled": _Fold.appointment_changed,
-    "appointment.corrected": _Fold.appointment_changed,
-    "measure.recorded": _Fold.measure_recorded,
-    "therapy.dna_threshold_reached": _Fold.dna_threshold,
-    "therapy.episode.discharged": _Fold.episode_discharged,
-    "pathway.alert.acknowledged": _Fold.alert_handled,
-    "pathway.alert.resolved": _Fold.alert_handled,
-    "pathway.alert.raised": _Fold.alert_raised,
-    "mdt.review.recorded": _Fold.review_recorded,
+ReferralStatusEvent = (
+    ReferralAccepted
+    | ReferralRejected
+    | ReferralInfoRequested
+    | ReferralInfoProvided
+    | ReferralCancelled
+    | ReferralClosed
+)
+# The status each triage or closing event leaves its referral in.
+REFERRAL_STATUS_OF: dict[type[ReferralStatusEvent], str] = {
+    ReferralInfoRequested: "info-requested",
+    ReferralInfoProvided: "received",
+    ReferralAccepted: "accepted",
+    ReferralRejected: "rejected",
+    ReferralCancelled: "cancelled",
+    ReferralClosed: "closed",
 }
-
-
-REFERRAL_STATUS_OF = {
-    "referral.info_requested": "info-requested",
-    "referral.info_provided": "received",
-    "referral.accepted": "accepted",
-    "referral.rejected": "rejected",
-    "referral.cancelled": "cancelled",
-    "referral.closed": "closed",
-}
+ReferralEvent = ReferralReceived | ReferralStatusEvent
 OPEN_REFERRAL = ("received", "info-requested", "accepted")
-ENDING = ("referral.closed", "referral.rejected", "referral.cancelled")
+ENDING = (ReferralClosed, ReferralRejected, ReferralCancelled)
 
 
 def _open(streams: Iterable[ReferralStream]) -> bool:
@@ -533,70 +595,69 @@ def _review_due(fold: _Fold, alerts: list[Alert]) -> ReviewDue | None:
     return None
 
 
-def _timeline_entry(event: Envelope) -> TimelineEntry:
+def _timeline_entry(envelope: Envelope, event: Event | None) -> TimelineEntry:
     return TimelineEntry(
-        event_id=event.event_id,
-        type=event.type,
-        occurred_at=event.occurred_at,
-        producer=event.producer,
-        subject_type=event.subject.type,
-        subject_id=event.subject.id,
-        summary=_summary(event),
+        event_id=envelope.event_id,
+        type=envelope.type,
+        occurred_at=envelope.occurred_at,
+        producer=envelope.producer,
+        subject_type=envelope.subject.type,
+        subject_id=envelope.subject.id,
+        summary=_summary(event) if event is not None else envelope.type,
     )
 
 
-def _summary(event: Envelope) -> str:
-    data = event.data
-    if event.type == "referral.received":
-        return f"{data.get('priority', '')} referral to {data.get('target', '')} received"
-    if event.type == "patient.registered":
-        return "patient registered"
-    if event.type in REFERRAL_STATUS_OF:
-        return f"{data.get('target', '')} referral {REFERRAL_STATUS_OF[event.type]}"
-    if event.type == "measure.recorded" and data.get("instrument") == "PEG":
-        return f"PEG recorded: {data.get('mean')}"  # its score is the mean, not the sum
-    template = SUMMARIES.get(event.type)
+def _summary(event: Event) -> str:
+    if isinstance(event, ReferralStatusEvent):
+        return f"{event.target} referral {REFERRAL_STATUS_OF[type(event)]}"
+    if isinstance(event, MeasureRecorded) and event.instrument == "PEG":
+        return f"PEG recorded: {event.mean}"  # its score is the mean, not the sum
+    template = SUMMARIES.get(type(event))
     if template is None:
-        return event.type
-    return template.format_map(_Blank(data))
+        return event.event_type()
+    return template.format_map(_Blank(msgspec.structs.asdict(event)))
 
 
 class _Blank(dict[str, object]):
-    """Event data for a summary: a field the event lacks reads as blank, never an error."""
+    """An event's fields for a summary: a field the event lacks reads as blank, never an
+    error (a rescheduled appointment names no kind: its words stay as stored timelines
+    have them, so a rebuild matches)."""
 
     def __missing__(self, key: str) -> str:
         return ""
 
 
 # How the timeline words each event (ids, codes and scores only, as the events carry).
-SUMMARIES = {
-    "infusion.course.opened": "infusion course opened",
-    "infusion.assessment.recorded": "eligibility assessed: {outcome}",
-    "infusion.plan.agreed": "dosing plan agreed",
-    "infusion.course.status_changed": "infusion course {status}",
-    "infusion.session.scheduled": "infusion {number} scheduled",
-    "infusion.session.started": "infusion {number} started",
-    "infusion.session.completed": "infusion {number} completed",
-    "infusion.session.cancelled": "infusion {number} cancelled",
-    "infusion.session.abandoned": "infusion {number} abandoned",
-    "infusion.adverse_event.recorded": "adverse event during an infusion: {code}",
-    "infusion.vitals.out_of_range": "vitals out of range ({phase} the infusion)",
-    "infusion.course.closed": "infusion course closed ({reason})",
-    "therapy.episode.opened": "therapy episode opened on the waiting list",
-    "therapy.episode.assigned": "psychologist assigned",
-    "appointment.booked": "{kind} appointment booked",
-    "appointment.rescheduled": "{kind} appointment rescheduled",
-    "appointment.checked_in": "arrived for a {kind} appointment",
-    "appointment.attended": "{kind} appointment attended",
-    "appointment.missed": "{kind} appointment missed",
-    "appointment.cancelled": "{kind} appointment cancelled",
-    "appointment.corrected": "{kind} appointment corrected to {status}",
-    "measure.recorded": "{instrument} recorded: {total}",
-    "measure.risk_flagged": "PHQ-9 item 9 answered {item9}",
-    "therapy.dna_threshold_reached": "{dna_count} missed appointments: discharge review",
-    "therapy.episode.discharged": "discharged from therapy ({reason})",
-    "pathway.alert.raised": "alert raised: {kind}",
-    "pathway.alert.acknowledged": "alert acknowledged: {kind}",
-    "pathway.alert.resolved": "alert resolved: {kind}",
-    "mdt.review.recorded": "MDT review: {decision}",
+SUMMARIES: dict[type[Event], str] = {
+    PatientRegistered: "patient registered",
+    ReferralReceived: "{priority} referral to {target} received",
+    InfusionCourseOpened: "infusion course opened",
+    InfusionAssessmentRecorded: "eligibility assessed: {outcome}",
+    InfusionPlanAgreed: "dosing plan agreed",
+    InfusionCourseStatusChanged: "infusion course {status}",
+    InfusionSessionScheduled: "infusion {number} scheduled",
+    InfusionSessionStarted: "infusion {number} started",
+    InfusionSessionCompleted: "infusion {number} completed",
+    InfusionSessionCancelled: "infusion {number} cancelled",
+    InfusionSessionAbandoned: "infusion {number} abandoned",
+    InfusionAdverseEventRecorded: "adverse event during an infusion: {code}",
+    InfusionVitalsOutOfRange: "vitals out of range ({phase} the infusion)",
+    InfusionCourseClosed: "infusion course closed ({reason})",
+    TherapyEpisodeOpened: "therapy episode opened on the waiting list",
+    TherapyEpisodeAssigned: "psychologist assigned",
+    AppointmentBooked: "{kind} appointment booked",
+    AppointmentRescheduled: "{kind} appointment rescheduled",
+    AppointmentCheckedIn: "arrived for a {kind} appointment",
+    AppointmentAttended: "{kind} appointment attended",
+    AppointmentMissed: "{kind} appointment missed",
+    AppointmentCancelled: "{kind} appointment cancelled",
+    AppointmentCorrected: "{kind} appointment corrected to {status}",
+    MeasureRecorded: "{instrument} recorded: {total}",
+    MeasureRiskFlagged: "PHQ-9 item 9 answered {item9}",
+    TherapyDnaThresholdReached: "{dna_count} missed appointments: discharge review",
+    TherapyEpisodeDischarged: "discharged from therapy ({reason})",
+    PathwayAlertRaised: "alert raised: {kind}",
+    PathwayAlertAcknowledged: "alert acknowledged: {kind}",
+    PathwayAlertResolved: "alert resolved: {kind}",
+    MdtReviewRecorded: "MDT review: {decision}",
 }

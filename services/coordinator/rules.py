@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
+
 from services.coordinator.domain import (
     ROLE_OF_TARGET,
     Alert,
+    MeasureOutcome,
     OwnerRole,
     ReferralStream,
     Severity,
@@ -20,22 +23,97 @@ from services.coordinator.domain import (
 )
 from shared.policy import ChangePolicy, ClinicalPolicy, clinical_policy
 
+# --- what each alert is ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One kind of alert: how urgent it is, who acts on it, and the line of CLINICAL.md it
+    implements (its {fields} are filled in from the policy or the event as it is raised)."""
+
+    severity: Severity
+    owner_role: OwnerRole
+    source: str
+
+
+_WAITS = (
+    "CLINICAL.md Waiting times: psychology {waits.psychology_alert_weeks} and "
+    "{waits.psychology_breach_weeks} weeks, consultant-led "
+    "{waits.consultant_alert_weeks} and {waits.consultant_breach_weeks} weeks"
+)
+ALERT_RULES: dict[str, AlertRule] = {
+    "phq9-item9": AlertRule(
+        "urgent",
+        "mdt",
+        "CLINICAL.md Measures: PHQ-9 item 9 > 0, urgent safety alert, same working day",
+    ),
+    "dna-threshold": AlertRule(
+        "warning",
+        "psychologist",
+        "CLINICAL.md Therapy: DNA after {threshold} missed appointments → discharge review",
+    ),
+    "vitals-out-of-range": AlertRule(
+        "warning",
+        "infusion-clinician",
+        "CLINICAL.md During a session: vitals thresholds (local policy)",
+    ),
+    "serious-adverse-event": AlertRule(
+        "urgent", "mdt", "CLINICAL.md During a session: serious adverse event → MDT alert"
+    ),
+    "reliable-deterioration": AlertRule(
+        "warning", "mdt", "CLINICAL.md Change that matters: reliable deterioration"
+    ),
+    "no-response": AlertRule(
+        "warning",
+        "mdt",
+        "CLINICAL.md Course rules: no response after {sessions} infusions → MDT review",
+    ),
+    # The time thresholds (below): a referral's waits go to its own team (time_alert), and
+    # an urgent referral's overdue triage is urgent.
+    "triage-overdue": AlertRule(
+        "warning",
+        "mdt",
+        "CLINICAL.md Waiting times: urgent referrals triaged within "
+        "{waits.urgent_triage_working_days} working days",
+    ),
+    "waiting-time": AlertRule("warning", "mdt", _WAITS),
+    "waiting-breach": AlertRule("urgent", "mdt", _WAITS),
+    "maintenance-overdue": AlertRule(
+        "warning",
+        "infusion-clinician",
+        "CLINICAL.md Course rules: alert when a planned maintenance infusion is overdue",
+    ),
+    "no-psychology-referral": AlertRule(
+        "warning",
+        "mdt",
+        "CLINICAL.md Waiting times: suggest a psychology referral within "
+        "{waits.psychology_suggestion_days} days of an infusion course starting",
+    ),
+}
+
+
+def _alert(kind: str, at: datetime, reason: str, due: datetime, **source_fields: object) -> Alert:
+    """An open alert of this kind raised at ``at``, as its rule describes it."""
+    rule = ALERT_RULES[kind]
+    return Alert(
+        kind=kind,
+        severity=rule.severity,
+        status="open",
+        reason=reason,
+        owner_role=rule.owner_role,
+        due=due,
+        raised_at=at,
+        source=rule.source.format(**source_fields),
+    )
+
 
 def phq9_item9_alert(item9: int | None, seen_at: datetime, source_event: str) -> Alert | None:
     """CLINICAL.md, Measures: PHQ-9 item 9 above 0 → urgent safety alert, same working day
     (Simon et al. 2013: item 9 predicts suicide attempts)."""
     if item9 is None or item9 <= 0:
         return None
-    return Alert(
-        kind="phq9-item9",
-        severity="urgent",
-        status="open",
-        reason=f"PHQ-9 item 9 answered {item9} ({source_event}): thoughts of self-harm",
-        owner_role="mdt",
-        due=_end_of_day(seen_at),
-        raised_at=seen_at,
-        source="CLINICAL.md Measures: PHQ-9 item 9 > 0, urgent safety alert, same working day",
-    )
+    reason = f"PHQ-9 item 9 answered {item9} ({source_event}): thoughts of self-harm"
+    return _alert("phq9-item9", seen_at, reason, _end_of_day(seen_at))
 
 
 def _end_of_day(moment: datetime) -> datetime:
@@ -96,69 +174,31 @@ def dna_review_alert(
 ) -> Alert:
     """CLINICAL.md, Therapy: after 2 missed appointments in an episode → discharge review
     alert (local policy). Discharge after a DNA is a decision, never automatic."""
-    return Alert(
-        kind="dna-threshold",
-        severity="warning",
-        status="open",
-        reason=f"{dna_count} missed appointments (threshold {threshold}): review, not discharge",
-        owner_role="psychologist",
-        due=_review_due(at, policy or clinical_policy()),
-        raised_at=at,
-        source=f"CLINICAL.md Therapy: DNA after {threshold} missed appointments → discharge review",
-    )
+    reason = f"{dna_count} missed appointments (threshold {threshold}): review, not discharge"
+    due = _review_due(at, policy or clinical_policy())
+    return _alert("dna-threshold", at, reason, due, threshold=threshold)
 
 
 def vitals_alert(crossed: list[str], phase: str, at: datetime) -> Alert:
     """CLINICAL.md, During a session: systolic ≥ 180 or diastolic ≥ 110 during, ≥ 160/100
     before starting, SpO2 < 92% (local policy)."""
-    return Alert(
-        kind="vitals-out-of-range",
-        severity="warning",
-        status="open",
-        reason=f"vitals {phase} the infusion: " + "; ".join(crossed),
-        owner_role="infusion-clinician",
-        due=_end_of_day(at),
-        raised_at=at,
-        source="CLINICAL.md During a session: vitals thresholds (local policy)",
-    )
+    reason = f"vitals {phase} the infusion: " + "; ".join(crossed)
+    return _alert("vitals-out-of-range", at, reason, _end_of_day(at))
 
 
 def serious_adverse_event_alert(code: str, at: datetime) -> Alert:
     """CLINICAL.md, During a session: a serious adverse event closes the session and raises
     an MDT alert."""
-    return Alert(
-        kind="serious-adverse-event",
-        severity="urgent",
-        status="open",
-        reason=f"serious adverse event during an infusion: {code}",
-        owner_role="mdt",
-        due=_end_of_day(at),
-        raised_at=at,
-        source="CLINICAL.md During a session: serious adverse event → MDT alert",
-    )
+    reason = f"serious adverse event during an infusion: {code}"
+    return _alert("serious-adverse-event", at, reason, _end_of_day(at))
 
 
 # --- change that matters (CLINICAL.md, "Change that matters") -----------------------------
 
 
-@dataclass(frozen=True)
-class Change:
-    first: float
-    last: float
-    change: float  # last minus first: negative is better on every instrument here
-    at_caseness_first: bool | None = None
-    at_caseness_last: bool | None = None
-    reliable_improvement: bool = False
-    reliable_deterioration: bool = False
-    recovered: bool | None = None
-    response: bool | None = None
-    meaningful_relief: bool | None = None
-    substantial_relief: bool | None = None
-
-
 def depression_anxiety_change(
     instrument: str, first: int, last: int, policy: ChangePolicy | None = None
-) -> Change:
+) -> MeasureOutcome:
     """PHQ-9 or GAD-7 from the first score to the last: caseness (PHQ-9 ≥ 10, GAD-7 ≥ 8),
     reliable improvement/deterioration (6 and 4 points), recovery (at caseness first, not
     last), and for PHQ-9 the ketamine response (a fall of 50% or more)."""
@@ -169,10 +209,10 @@ def depression_anxiety_change(
     response = None
     if instrument == "phq9" and first > 0:
         response = (first - last) / first >= policy.phq9_response_fraction
-    return Change(
-        first=first,
-        last=last,
-        change=last - first,
+    return MeasureOutcome(
+        first=float(first),
+        last=float(last),
+        change=float(last - first),
         at_caseness_first=first_case,
         at_caseness_last=last_case,
         reliable_improvement=first - last >= reliable,
@@ -182,36 +222,29 @@ def depression_anxiety_change(
     )
 
 
-def pain_change(first: int, last: int, policy: ChangePolicy | None = None) -> Change:
+def pain_change(first: int, last: int, policy: ChangePolicy | None = None) -> MeasureOutcome:
     """Pain NRS: meaningful relief is a fall of 30% or more, substantial 50% (IMMPACT)."""
     policy = policy or clinical_policy().change
     fall = (first - last) / first if first > 0 else 0.0
-    return Change(
-        first=first,
-        last=last,
-        change=last - first,
+    return MeasureOutcome(
+        first=float(first),
+        last=float(last),
+        change=float(last - first),
         meaningful_relief=first > 0 and fall >= policy.pain_meaningful_fraction,
         substantial_relief=first > 0 and fall >= policy.pain_substantial_fraction,
     )
 
 
 def reliable_deterioration_alert(
-    instrument: str, change: Change, at: datetime, policy: ClinicalPolicy | None = None
+    instrument: str, change: MeasureOutcome, at: datetime, policy: ClinicalPolicy | None = None
 ) -> Alert | None:
     """CLINICAL.md: reliable deterioration (PHQ-9 up 6, GAD-7 up 4 from the first score)."""
     if not change.reliable_deterioration:
         return None
     name = "PHQ-9" if instrument == "phq9" else "GAD-7"
-    return Alert(
-        kind="reliable-deterioration",
-        severity="warning",
-        status="open",
-        reason=f"{name} rose from {change.first:g} to {change.last:g}",
-        owner_role="mdt",
-        due=_review_due(at, policy or clinical_policy()),
-        raised_at=at,
-        source="CLINICAL.md Change that matters: reliable deterioration",
-    )
+    reason = f"{name} rose from {change.first:g} to {change.last:g}"
+    due = _review_due(at, policy or clinical_policy())
+    return _alert("reliable-deterioration", at, reason, due)
 
 
 def no_response_alert(
@@ -227,17 +260,8 @@ def no_response_alert(
     after_sessions = policy.course.no_response_after_sessions
     if completed_sessions != after_sessions or responded:
         return None
-    return Alert(
-        kind="no-response",
-        severity="warning",
-        status="open",
-        reason=f"no meaningful response after {after_sessions} infusions",
-        owner_role="mdt",
-        due=_review_due(at, policy),
-        raised_at=at,
-        source=f"CLINICAL.md Course rules: no response after {after_sessions} infusions → "
-        "MDT review",
-    )
+    reason = f"no meaningful response after {after_sessions} infusions"
+    return _alert("no-response", at, reason, _review_due(at, policy), sessions=after_sessions)
 
 
 # --- time-based alerts -------------------------------------------------------------------
@@ -255,6 +279,7 @@ TIME_KINDS = (
     "no-psychology-referral",
 )
 _ENDED_REFERRAL = ("rejected", "cancelled", "closed")
+_REFERRAL_WAITS = ("triage-overdue", "waiting-time", "waiting-breach")
 
 
 @dataclass(frozen=True)
@@ -354,71 +379,33 @@ def time_alert(crossing: Crossing, streams: Streams, policy: ClinicalPolicy | No
     kind, at = crossing.kind, crossing.crossed_at
     if kind == "triage-overdue":
         urgent = referral is not None and referral.priority == "urgent"
-        return _time_alert(
-            crossing,
-            severity="urgent" if urgent else "warning",
-            reason=f"{referral.priority if referral else ''} {target} referral not triaged "
-            f"within {_triage_days('urgent' if urgent else 'routine', policy)} working days",
-            owner_role=ROLE_OF_TARGET.get(target, "mdt"),
-            due=at,
-            source="CLINICAL.md Waiting times: urgent referrals triaged within "
-            f"{waits.urgent_triage_working_days} working days",
+        days = _triage_days("urgent" if urgent else "routine", policy)
+        reason = (
+            f"{referral.priority if referral else ''} {target} referral not triaged "
+            f"within {days} working days"
         )
-    if kind in ("waiting-time", "waiting-breach"):
+        alert = _alert(kind, at, reason, at, waits=waits)
+        if urgent:
+            alert = msgspec.structs.replace(alert, severity="urgent")
+    elif kind in ("waiting-time", "waiting-breach"):
         weeks = round((at - referral.received_at).days / 7) if referral else 0
-        breach = kind == "waiting-breach"
         breach_weeks = _breach_weeks(target, policy)
-        return _time_alert(
-            crossing,
-            severity="urgent" if breach else "warning",
-            reason=f"{target} referral waiting {weeks} weeks without treatment"
-            + (f" ({breach_weeks}-week standard breached)" if breach else ""),
-            owner_role=ROLE_OF_TARGET.get(target, "mdt"),
-            due=at
-            if breach
-            else (referral.received_at if referral else at) + timedelta(weeks=breach_weeks),
-            source=f"CLINICAL.md Waiting times: psychology {waits.psychology_alert_weeks} and "
-            f"{waits.psychology_breach_weeks} weeks, consultant-led "
-            f"{waits.consultant_alert_weeks} and {waits.consultant_breach_weeks} weeks",
+        reason = f"{target} referral waiting {weeks} weeks without treatment"
+        if kind == "waiting-breach":
+            reason += f" ({breach_weeks}-week standard breached)"
+            due = at
+        else:
+            due = (referral.received_at if referral else at) + timedelta(weeks=breach_weeks)
+        alert = _alert(kind, at, reason, due, waits=waits)
+    elif kind == "maintenance-overdue":
+        reason = "planned maintenance infusion overdue"
+        alert = _alert(kind, at, reason, _review_due(at, policy))
+    else:
+        reason = (
+            f"infusions started {waits.psychology_suggestion_days} days ago with no "
+            "psychology referral: consider CBT alongside infusions"
         )
-    if kind == "maintenance-overdue":
-        return _time_alert(
-            crossing,
-            severity="warning",
-            reason="planned maintenance infusion overdue",
-            owner_role="infusion-clinician",
-            due=_review_due(at, policy),
-            source="CLINICAL.md Course rules: alert when a planned maintenance infusion is overdue",
-        )
-    return _time_alert(
-        crossing,
-        severity="warning",
-        reason=f"infusions started {waits.psychology_suggestion_days} days ago with no "
-        "psychology referral: consider CBT alongside infusions",
-        owner_role="mdt",
-        due=_review_due(at, policy),
-        source="CLINICAL.md Waiting times: suggest a psychology referral within "
-        f"{waits.psychology_suggestion_days} days of an infusion course starting",
-    )
-
-
-def _time_alert(
-    crossing: Crossing,
-    *,
-    severity: Severity,
-    reason: str,
-    owner_role: OwnerRole,
-    due: datetime,
-    source: str,
-) -> Alert:
-    return Alert(
-        kind=crossing.kind,
-        severity=severity,
-        status="open",
-        reason=reason,
-        owner_role=owner_role,
-        due=due,
-        raised_at=crossing.crossed_at,
-        source=source,
-        subject=crossing.subject,
-    )
+        alert = _alert(kind, at, reason, _review_due(at, policy), waits=waits)
+    # The referral's own team acts on its waits.
+    team = ROLE_OF_TARGET.get(target, "mdt") if kind in _REFERRAL_WAITS else alert.owner_role
+    return msgspec.structs.replace(alert, owner_role=team, subject=crossing.subject)

@@ -33,6 +33,7 @@ from shared.db import lock_for_transaction
 from shared.errors import Conflict, FieldProblem, UpstreamProblem
 from shared.events import Subject
 from shared.events.catalogue import (
+    Event,
     MdtReviewRecorded,
     PathwayAlertAcknowledged,
     PathwayAlertHandled,
@@ -327,6 +328,6 @@ def _action(
     )
 
 
-def _record(uow: UnitOfWork, event: Any, patient_id: UUID, subject: Subject) -> None:
+def _record(uow: UnitOfWork, event: Event, patient_id: UUID, subject: Subject) -> None:
     envelope = uow.publish(event, patient_id=patient_id, subject=subject)
     fold_own_event(uow.session, envelope)
