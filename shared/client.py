@@ -83,7 +83,9 @@ class Reconciliation(msgspec.Struct, kw_only=True):
     unresolved: int
 
 
-class DeadLetterItem(msgspec.Struct, kw_only=True):
+class DeadLetterView(msgspec.Struct, kw_only=True):
+    """A dead letter as the platform's route answers it (shared.web.routes)."""
+
     id: int
     message_id: str
     queue_name: str
@@ -108,13 +110,29 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-def _headers(token: str | None, correlation_id: str | None) -> dict[str, str]:
+def _http_options(
+    base_url: str, token: str | None, timeout: float, correlation_id: str | None
+) -> dict[str, Any]:
+    """How both clients reach a service: its base URL, with the caller's token and the
+    correlation id on every call, a timeout and the one TLS context."""
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     if correlation_id:
         headers[CORRELATION_HEADER] = correlation_id
-    return headers
+    return {
+        "base_url": base_url.rstrip("/"),
+        "headers": headers,
+        "timeout": timeout,
+        "verify": _tls(),
+    }
+
+
+def _feed_params(after: str | int, limit: int, types: Iterable[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"after": str(after), "limit": limit}
+    if types is not None:
+        params["type"] = sorted(types)
+    return params
 
 
 def _decoded(response: httpx.Response, into: type[T]) -> T:
@@ -137,13 +155,8 @@ class CarepathClient:
         correlation_id: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._http = httpx.Client(
-            base_url=base_url.rstrip("/"),
-            headers=_headers(token, correlation_id),
-            timeout=timeout,
-            transport=transport,
-            verify=_tls(),
-        )
+        options = _http_options(base_url, token, timeout, correlation_id)
+        self._http = httpx.Client(transport=transport, **options)
 
     def __enter__(self) -> Self:
         return self
@@ -177,21 +190,18 @@ class CarepathClient:
     def events(
         self, after: str | int = "0", limit: int = 100, types: Iterable[str] | None = None
     ) -> FeedPage:
-        params: dict[str, Any] = {"after": str(after), "limit": limit}
-        if types is not None:
-            params["type"] = sorted(types)
-        return self._call("GET", "/api/events", FeedPage, params=params)
+        return self._call("GET", "/api/events", FeedPage, params=_feed_params(after, limit, types))
 
-    def dead_letters(self, include_replayed: bool = False) -> list[DeadLetterItem]:
+    def dead_letters(self, include_replayed: bool = False) -> list[DeadLetterView]:
         return self._call(
             "GET",
             "/api/dead-letters",
-            list[DeadLetterItem],
+            list[DeadLetterView],
             params={"include_replayed": str(include_replayed).lower()},
         )
 
-    def replay_dead_letter(self, dead_letter_id: int) -> DeadLetterItem:
-        return self._call("POST", f"/api/dead-letters/{dead_letter_id}/replay", DeadLetterItem)
+    def replay_dead_letter(self, dead_letter_id: int) -> DeadLetterView:
+        return self._call("POST", f"/api/dead-letters/{dead_letter_id}/replay", DeadLetterView)
 
     def reconcile(self, repair: bool = False) -> Reconciliation:
         # Reading whole feeds can take a while on a large clinic's history.
@@ -219,13 +229,8 @@ class AsyncCarepathClient:
         correlation_id: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers=_headers(token, correlation_id),
-            timeout=timeout,
-            transport=transport,
-            verify=_tls(),
-        )
+        options = _http_options(base_url, token, timeout, correlation_id)
+        self._http = httpx.AsyncClient(transport=transport, **options)
 
     async def __aenter__(self) -> Self:
         return self
@@ -244,9 +249,7 @@ class AsyncCarepathClient:
     async def events(
         self, after: str = "0", limit: int = 100, types: Iterable[str] | None = None
     ) -> FeedPage:
-        params: dict[str, Any] = {"after": after, "limit": limit}
-        if types is not None:
-            params["type"] = sorted(types)
+        params = _feed_params(after, limit, types)
         return await self._call("GET", "/api/events", FeedPage, params=params)
 
     async def get(self, path: str, **params: Any) -> Any:

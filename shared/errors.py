@@ -6,6 +6,7 @@ import re
 import traceback
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
@@ -93,13 +94,16 @@ def problem(
 _NAMED_IN_MESSAGE = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]+)`")
 
 
-def _field_errors(extra: Any) -> list[dict[str, str]]:
+def _keyed(extra: Any) -> list[dict[str, Any]]:
+    """The validation errors that name where they are (a key)."""
     if not isinstance(extra, list):
         return []
+    return [item for item in extra if isinstance(item, dict) and item.get("key")]
+
+
+def _field_errors(extra: Any) -> list[dict[str, str]]:
     errors = []
-    for item in extra:
-        if not (isinstance(item, dict) and item.get("key")):
-            continue
+    for item in _keyed(extra):
         key, message = str(item["key"]), str(item.get("message", ""))
         named = _NAMED_IN_MESSAGE.match(message)
         if named:
@@ -118,8 +122,51 @@ def _named_fields(extra: Any) -> list[dict[str, str]]:
     ]
 
 
+# A value outside an enum or Literal: msgspec names the value, not the choices.
+_NOT_A_CHOICE = "Invalid enum value"
+_PATH_PART = re.compile(r"[^.\[\]]+|\[\d+\]")
+
+
+def _with_choices(request: Request[Any, Any, Any], error: dict[str, str], source: Any) -> None:
+    """Add the allowed values to the message of a value that is not one of them."""
+    if not error["message"].startswith(_NOT_A_CHOICE):
+        return
+    parameters = request.route_handler.parsed_fn_signature.parameters
+    parts = _PATH_PART.findall(error["field"])
+    if source != "body":  # a query, path or header parameter: the first part is its name
+        parameter, parts = parameters.get(parts[0]), parts[1:]
+    else:
+        parameter = parameters.get("data")
+    if parameter is None:
+        return
+    choices = _choices(msgspec.inspect.type_info(parameter.annotation), parts)
+    if choices:
+        error["message"] += " (allowed: " + ", ".join(choices) + ")"
+
+
+def _choices(info: msgspec.inspect.Type, parts: list[str]) -> list[str]:
+    """The allowed values of the enum or Literal at this path in a type, if it is one."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        return next((found for t in info.types if (found := _choices(t, parts))), [])
+    if not parts:
+        if isinstance(info, msgspec.inspect.LiteralType):
+            return [str(value) for value in info.values]
+        if isinstance(info, msgspec.inspect.EnumType):
+            return [str(member.value) for member in info.cls]
+        return []
+    part, rest = parts[0], parts[1:]
+    if isinstance(info, msgspec.inspect.StructType):
+        field = next((f for f in info.fields if f.encode_name == part), None)
+        return _choices(field.type, rest) if field is not None else []
+    if part.startswith("[") and isinstance(info, msgspec.inspect.CollectionType):
+        return _choices(info.item_type, rest)
+    return []
+
+
 def validation_problem(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     errors = _field_errors(exc.extra)
+    for error, item in zip(errors, _keyed(exc.extra), strict=True):
+        _with_choices(request, error, item.get("source"))
     if errors:
         fields = ", ".join(error["field"] for error in errors)
         return problem(HTTP_422_UNPROCESSABLE_ENTITY, f"invalid fields: {fields}", errors=errors)

@@ -13,20 +13,25 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from uuid import UUID
 
+from litestar.params import QueryParameter
 from sqlalchemy import ColumnElement, literal, tuple_
 from sqlmodel import Session
 
 from shared.errors import FieldProblem
-from shared.tables import as_utc
 
 Row = TypeVar("Row")
 
-# How each kind of key column travels in a cursor, and back.
+MAX_PAGE = 200
+# The ``limit`` a list route takes: how many rows one page may hold.
+PageSize = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)]
+
+# How each kind of key column travels in a cursor, and back. Key values come from rows
+# read from UTCDateTime columns, so a time is already aware UTC.
 _WRITE: dict[type, Callable[[Any], Any]] = {
-    datetime: lambda value: as_utc(value).isoformat(),
+    datetime: datetime.isoformat,
     UUID: str,
     int: int,
     str: str,

@@ -28,14 +28,16 @@ from services.coordinator.schemas import (
     ReviewRequest,
     Worklist,
 )
-from shared.auth import Role, User, requires
+from shared.auth import Role, requires
 from shared.events.catalogue import ReferralTarget
+from shared.pagination import PageSize
 from shared.runtime import ServiceRuntime
 from shared.tables import utcnow
-from shared.uow import UnitOfWork
+from shared.web.dependencies import UowDep, UserDep
+from shared.web.handlers import command, query
 
-READERS = (Role.mdt, Role.psychologist, Role.infusion_clinician, Role.admin)
-MAX_PAGE = views.MAX_PAGE
+CLINICAL_TEAMS = (Role.mdt, Role.psychologist, Role.infusion_clinician)
+READERS = (*CLINICAL_TEAMS, Role.admin)
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 
 
@@ -45,27 +47,26 @@ class PathwayController(Controller):
     opt = {"resource": "CarePlan"}
     guards = [requires(*READERS)]
 
-    @get(
+    @query(
         operation_id="listPathways",
-        sync_to_thread=True,
         summary="Pathway status: longest in their stage first, filtered, in cursor pages",
     )
     def list_pathways(
         self,
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
         stage: FromQuery[Stage | None] = None,
         team: FromQuery[ReferralTarget | None] = None,
         alert_kind: FromQuery[str | None] = None,
         severity: FromQuery[Severity | None] = None,
         waiting_over_days: Annotated[int | None, QueryParameter(ge=0)] = None,
         cursor: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+        limit: PageSize = 50,
     ) -> PathwayPage:
-        query = services.PathwayQuery(
+        filters = services.PathwayQuery(
             stage, team, alert_kind, severity, waiting_over_days, cursor, limit
         )
-        rows, counts, next_cursor = services.list_pathways(query, uow, user)
+        rows, counts, next_cursor = services.list_pathways(filters, uow, user)
         now = utcnow()
         items = [views.summary(row, counts, now) for row in rows]
         return PathwayPage(items=items, next_cursor=next_cursor)
@@ -84,8 +85,8 @@ class PathwayController(Controller):
     async def stream(
         self,
         runtime: NamedDependency[ServiceRuntime],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
         since = views.stream_start(last_event_id)
@@ -102,8 +103,8 @@ class PathwayController(Controller):
         self,
         request: Request[Any, Any, Any],
         patient_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
     ) -> PathwayRead:
         document = await sync_to_thread(services.pathway_document, patient_id, uow, user)
         name, status = await services.patient_name(request, user, patient_id)
@@ -111,10 +112,9 @@ class PathwayController(Controller):
             {**document, "patient_name": name, "name_status": status}, PathwayRead
         )
 
-    @get(
+    @query(
         "/{patient_id:uuid}/fhir",
         operation_id="exportPathwayFhir",
-        sync_to_thread=True,
         media_type="application/fhir+json",
         opt={"resource": "Bundle"},
         summary="One patient's pathway as a FHIR R4 Bundle (collection)",
@@ -126,12 +126,7 @@ class PathwayController(Controller):
             "QuestionnaireResponse per PHQ-9 and GAD-7, and a Flag per alert."
         ),
     )
-    def export_fhir(
-        self,
-        patient_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
-    ) -> dict[str, Any]:
+    def export_fhir(self, patient_id: FromPath[UUID], uow: UowDep, user: UserDep) -> dict[str, Any]:
         return services.export_fhir(patient_id, uow, user)
 
     @post(
@@ -150,8 +145,8 @@ class PathwayController(Controller):
         request: Request[Any, Any, Any],
         patient_id: FromPath[UUID],
         data: JSONBody[ReviewRequest],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
     ) -> ReviewRead:
         services.check_review(data)
         await sync_to_thread(services.visible_pathway, uow, user, patient_id)
@@ -165,18 +160,14 @@ class PathwayController(Controller):
         )
         return views.review_read(review)
 
-    @get(
+    @query(
         "/{patient_id:uuid}/reviews",
         operation_id="listMdtReviews",
-        guards=[requires(Role.mdt, Role.psychologist, Role.infusion_clinician)],
-        sync_to_thread=True,
+        roles=CLINICAL_TEAMS,
         summary="The MDT's reviews of this pathway, newest first, with their notes",
     )
     def list_reviews(
-        self,
-        patient_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, patient_id: FromPath[UUID], uow: UowDep, user: UserDep
     ) -> list[ReviewRead]:
         return [views.review_read(row) for row in services.list_reviews(patient_id, uow, user)]
 
@@ -187,16 +178,12 @@ class WorklistController(Controller):
     opt = {"resource": "CarePlan"}
     guards = [requires(Role.mdt)]
 
-    @get(
+    @query(
         operation_id="mdtWorklist",
-        sync_to_thread=True,
         summary="Patients due for MDT review: most urgent reason first, then soonest due",
     )
     def worklist(
-        self,
-        uow: NamedDependency[UnitOfWork],
-        cursor: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+        self, uow: UowDep, cursor: FromQuery[str | None] = None, limit: PageSize = 50
     ) -> Worklist:
         rows, next_cursor = services.worklist(cursor, limit, uow)
         now = utcnow()
@@ -211,57 +198,44 @@ class AlertController(Controller):
     opt = {"resource": "Flag"}
     guards = [requires(*READERS)]
 
-    @get(
+    @query(
         operation_id="listAlerts",
-        sync_to_thread=True,
         summary="Alerts across every pathway: most severe first, then soonest due",
     )
     def list_alerts(
         self,
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
         status: FromQuery[AlertStatus | None] = "open",
         kind: FromQuery[str | None] = None,
         severity: FromQuery[Severity | None] = None,
         owner_role: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 50,
+        limit: PageSize = 50,
     ) -> AlertPage:
-        query = services.AlertQuery(status, kind, severity, owner_role, cursor, limit)
-        rows, next_cursor = services.list_alerts(query, uow, user)
+        filters = services.AlertQuery(status, kind, severity, owner_role, cursor, limit)
+        rows, next_cursor = services.list_alerts(filters, uow, user)
         return AlertPage(items=[views.alert_row(a) for a in rows], next_cursor=next_cursor)
 
-    @post(
+    @command(
         "/{alert_id:str}/acknowledge",
         operation_id="acknowledgeAlert",
-        status_code=200,
-        guards=[requires(Role.mdt, Role.psychologist, Role.infusion_clinician)],
-        sync_to_thread=True,
+        roles=CLINICAL_TEAMS,
         summary="Someone has seen the alert and is acting on it",
     )
     def acknowledge(
-        self,
-        alert_id: FromPath[str],
-        data: JSONBody[AlertHandling],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, alert_id: FromPath[str], data: JSONBody[AlertHandling], uow: UowDep, user: UserDep
     ) -> AlertRow:
         alert = services.handle_alert(alert_id, "acknowledged", data.note, uow, user)
         return views.alert_row(alert)
 
-    @post(
+    @command(
         "/{alert_id:str}/resolve",
         operation_id="resolveAlert",
-        status_code=200,
-        guards=[requires(Role.mdt, Role.psychologist, Role.infusion_clinician)],
-        sync_to_thread=True,
+        roles=CLINICAL_TEAMS,
         summary="The alert is dealt with",
     )
     def resolve(
-        self,
-        alert_id: FromPath[str],
-        data: JSONBody[AlertHandling],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, alert_id: FromPath[str], data: JSONBody[AlertHandling], uow: UowDep, user: UserDep
     ) -> AlertRow:
         return views.alert_row(services.handle_alert(alert_id, "resolved", data.note, uow, user))

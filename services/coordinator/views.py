@@ -27,8 +27,8 @@ def summary(row: PathwayRow, counts: dict[UUID, dict[str, int]], now: datetime) 
     return PathwaySummary(
         patient_id=row.patient_id,
         stage=row.stage,
-        stage_since=as_utc(row.stage_since),
-        days_in_stage=(now - as_utc(row.stage_since)).days,
+        stage_since=row.stage_since,
+        days_in_stage=(now - row.stage_since).days,
         teams=[t for t in row.teams.split(",") if t],
         open_alerts=row.open_alerts,
         alerts_by_severity=counts.get(row.patient_id, {}),
@@ -39,7 +39,7 @@ def review_read(row: MdtReview) -> ReviewRead:
     return ReviewRead(
         id=str(row.id),
         patient_id=row.patient_id,
-        reviewed_at=as_utc(row.reviewed_at),
+        reviewed_at=row.reviewed_at,
         decision=row.decision,
         attendees=list(row.attendees),
         reviewed_by=row.reviewed_by,
@@ -62,16 +62,7 @@ def worklist_item(row: PathwayRow, now: datetime) -> WorklistItem:
 
 
 def alert_row(alert: PathwayAlert) -> AlertRow:
-    return AlertRow(
-        id=alert.id,
-        patient_id=alert.patient_id,
-        kind=alert.kind,
-        severity=alert.severity,
-        status=alert.status,
-        owner_role=alert.owner_role,
-        raised_at=as_utc(alert.raised_at),
-        due=as_utc(alert.due),
-    )
+    return msgspec.convert(alert, AlertRow, from_attributes=True)
 
 
 # --- the live stream -------------------------------------------------------------------
@@ -90,6 +81,7 @@ def stream_start(last_event_id: str | None) -> datetime:
     """Where a stream starts: after the last event the client saw, or a look-back."""
     if last_event_id:
         (since,) = STREAM_POSITION.decode(last_event_id)
+        # The client sends the id back: one written by hand may carry no time zone.
         return as_utc(since)
     return utcnow() - STREAM_OVERLAP
 
@@ -133,4 +125,4 @@ def changed_since(
         rows = repository.changed_since(session, since, team, MAX_PAGE)
         counts = repository.severity_counts(session, [row.patient_id for row in rows])
         now = utcnow()
-        return [(summary(row, counts, now), as_utc(row.updated_at)) for row in rows]
+        return [(summary(row, counts, now), row.updated_at) for row in rows]

@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from litestar import Controller, get, post
-from litestar.di import NamedDependency
+from litestar import Controller
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from services.infusions import services, views
+from services.infusions.models import InfusionSession
 from services.infusions.schemas import (
     AdverseEventCreate,
     AssessmentCreate,
@@ -33,10 +33,13 @@ from services.infusions.schemas import (
     VitalsCreate,
     VitalsRead,
 )
-from shared.auth import Role, User, requires
+from shared.auth import Role
 from shared.uow import UnitOfWork
+from shared.web.dependencies import UowDep, UserDep
+from shared.web.handlers import command, query
 
-CLINICIAN = Role.infusion_clinician
+CLINICIAN = (Role.infusion_clinician,)
+CLINICIAN_OR_MDT = (Role.infusion_clinician, Role.mdt)
 READERS = (Role.infusion_clinician, Role.mdt, Role.psychologist, Role.admin)
 
 # --- courses -----------------------------------------------------------------------------
@@ -47,60 +50,47 @@ class CourseController(Controller):
     tags = ["infusion courses"]
     opt = {"resource": "EpisodeOfCare"}
 
-    @get(
+    @query(
         operation_id="listInfusionCourses",
-        guards=[requires(*READERS)],
-        sync_to_thread=True,
+        roles=READERS,
         summary="Courses by patient or status; due_before lists maintenance infusions due",
     )
     def list_courses(
         self,
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
         patient_id: FromQuery[UUID | None] = None,
         status: FromQuery[CourseStatus | None] = None,
         due_before: FromQuery[datetime | None] = None,
     ) -> CoursePage:
-        query = services.CourseQuery(patient_id, status, due_before)
-        courses = services.list_courses(query, uow, user)
+        filters = services.CourseQuery(patient_id, status, due_before)
+        courses = services.list_courses(filters, uow, user)
         return CoursePage(items=[views.course_read(uow.session, c, user) for c in courses])
 
-    @get(
-        "/{course_id:uuid}",
-        operation_id="readInfusionCourse",
-        guards=[requires(*READERS)],
-        sync_to_thread=True,
-    )
-    def read(
-        self,
-        course_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
-    ) -> CourseRead:
+    @query("/{course_id:uuid}", operation_id="readInfusionCourse", roles=READERS)
+    def read(self, course_id: FromPath[UUID], uow: UowDep, user: UserDep) -> CourseRead:
         course = services.read_course(course_id, uow, user)
         return views.course_read(uow.session, course, user, detail=True)
 
-    @post(
+    @command(
         "/{course_id:uuid}/assessments",
         operation_id="recordEligibilityAssessment",
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
+        roles=CLINICIAN,
         status_code=201,
     )
     def assess(
         self,
         course_id: FromPath[UUID],
         data: JSONBody[AssessmentCreate],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
     ) -> AssessmentRead:
         return views.assessment_read(services.assess(course_id, data, uow, user))
 
-    @post(
+    @command(
         "/{course_id:uuid}/plan",
         operation_id="agreeDosingPlan",
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
+        roles=CLINICIAN,
         status_code=201,
         summary="Agree the dosing plan; a dose outside its band needs an override with a reason",
         description=(
@@ -113,77 +103,40 @@ class CourseController(Controller):
         ),
     )
     def agree_plan(
-        self,
-        course_id: FromPath[UUID],
-        data: JSONBody[PlanCreate],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, course_id: FromPath[UUID], data: JSONBody[PlanCreate], uow: UowDep, user: UserDep
     ) -> PlanRead:
         return views.plan_read(services.agree_plan(course_id, data, uow, user))
 
-    @post(
+    @command(
         "/{course_id:uuid}/sessions",
         operation_id="scheduleInfusionSession",
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
+        roles=CLINICIAN,
         status_code=201,
     )
     def schedule(
-        self,
-        course_id: FromPath[UUID],
-        data: JSONBody[SessionCreate],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, course_id: FromPath[UUID], data: JSONBody[SessionCreate], uow: UowDep, user: UserDep
     ) -> SessionRead:
         return views.session_read(uow.session, services.schedule(course_id, data, uow, user))
 
-    @post(
-        "/{course_id:uuid}/hold",
-        operation_id="holdInfusionCourse",
-        status_code=200,
-        guards=[requires(CLINICIAN, Role.mdt)],
-        sync_to_thread=True,
-    )
+    @command("/{course_id:uuid}/hold", operation_id="holdInfusionCourse", roles=CLINICIAN_OR_MDT)
     def hold(
-        self,
-        course_id: FromPath[UUID],
-        data: JSONBody[Reason],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, course_id: FromPath[UUID], data: JSONBody[Reason], uow: UowDep, user: UserDep
     ) -> CourseRead:
         course = services.hold(course_id, data, uow, user)
         return views.course_read(uow.session, course, user, detail=True)
 
-    @post(
-        "/{course_id:uuid}/resume",
-        operation_id="resumeInfusionCourse",
-        status_code=200,
-        guards=[requires(CLINICIAN, Role.mdt)],
-        sync_to_thread=True,
+    @command(
+        "/{course_id:uuid}/resume", operation_id="resumeInfusionCourse", roles=CLINICIAN_OR_MDT
     )
     def resume(
-        self,
-        course_id: FromPath[UUID],
-        data: JSONBody[Reason],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, course_id: FromPath[UUID], data: JSONBody[Reason], uow: UowDep, user: UserDep
     ) -> CourseRead:
         course = services.resume(course_id, data, uow, user)
         return views.course_read(uow.session, course, user, detail=True)
 
-    @post(
-        "/{course_id:uuid}/close",
-        operation_id="closeInfusionCourse",
-        status_code=200,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
-    )
+    @command("/{course_id:uuid}/close", operation_id="closeInfusionCourse", roles=CLINICIAN)
     def close(
-        self,
-        course_id: FromPath[UUID],
-        data: JSONBody[CourseClosure],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, course_id: FromPath[UUID], data: JSONBody[CourseClosure], uow: UowDep, user: UserDep
     ) -> CourseRead:
         course = services.close(course_id, data, uow, user)
         return views.course_read(uow.session, course, user, detail=True)
@@ -193,176 +146,90 @@ class CourseController(Controller):
 
 
 class SessionController(Controller):
+    """Every command on a session answers with the session as it now stands."""
+
     path = "/api/infusion-sessions"
     tags = ["infusion sessions"]
     opt = {"resource": "Procedure"}
 
-    @get(
-        "/{session_id:uuid}",
-        operation_id="readInfusionSession",
-        guards=[requires(CLINICIAN, Role.mdt)],
-        sync_to_thread=True,
-    )
-    def read(
-        self,
-        session_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
-    ) -> SessionRead:
-        infusion = services.read_session(session_id, uow, user)
-        return views.session_read(uow.session, infusion, detail=True)
+    @query("/{session_id:uuid}", operation_id="readInfusionSession", roles=CLINICIAN_OR_MDT)
+    def read(self, session_id: FromPath[UUID], uow: UowDep, user: UserDep) -> SessionRead:
+        return _session(uow, services.read_session(session_id, uow, user))
 
-    @post(
-        "/{session_id:uuid}/check-in",
-        operation_id="checkInInfusionSession",
-        status_code=200,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
-    )
-    def check_in(
-        self,
-        session_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
-    ) -> SessionRead:
-        infusion = services.check_in(session_id, uow, user)
-        return views.session_read(uow.session, infusion, detail=True)
+    @command("/{session_id:uuid}/check-in", operation_id="checkInInfusionSession", roles=CLINICIAN)
+    def check_in(self, session_id: FromPath[UUID], uow: UowDep, user: UserDep) -> SessionRead:
+        return _session(uow, services.check_in(session_id, uow, user))
 
-    @post(
-        "/{session_id:uuid}/scores-before",
-        operation_id="recordScoresBefore",
-        status_code=200,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
-    )
+    @command("/{session_id:uuid}/scores-before", operation_id="recordScoresBefore", roles=CLINICIAN)
     def scores_before(
-        self,
-        session_id: FromPath[UUID],
-        data: JSONBody[ScoresBefore],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, session_id: FromPath[UUID], data: JSONBody[ScoresBefore], uow: UowDep, user: UserDep
     ) -> SessionRead:
-        infusion = services.record_scores_before(session_id, data, uow, user)
-        return views.session_read(uow.session, infusion, detail=True)
+        return _session(uow, services.record_scores_before(session_id, data, uow, user))
 
-    @post(
-        "/{session_id:uuid}/start",
-        operation_id="startInfusionSession",
-        status_code=200,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
-    )
-    def start(
-        self,
-        session_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
-    ) -> SessionRead:
-        infusion = services.start(session_id, uow, user)
-        return views.session_read(uow.session, infusion, detail=True)
+    @command("/{session_id:uuid}/start", operation_id="startInfusionSession", roles=CLINICIAN)
+    def start(self, session_id: FromPath[UUID], uow: UowDep, user: UserDep) -> SessionRead:
+        return _session(uow, services.start(session_id, uow, user))
 
-    @post(
-        "/{session_id:uuid}/vitals",
-        operation_id="recordVitals",
-        status_code=201,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
+    @command(
+        "/{session_id:uuid}/vitals", operation_id="recordVitals", roles=CLINICIAN, status_code=201
     )
     def vitals(
-        self,
-        session_id: FromPath[UUID],
-        data: JSONBody[VitalsCreate],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, session_id: FromPath[UUID], data: JSONBody[VitalsCreate], uow: UowDep, user: UserDep
     ) -> VitalsRead:
         return views.vitals_read(services.record_vitals(session_id, data, uow, user))
 
-    @post(
-        "/{session_id:uuid}/dose",
-        operation_id="recordDoseGiven",
-        status_code=200,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
-    )
+    @command("/{session_id:uuid}/dose", operation_id="recordDoseGiven", roles=CLINICIAN)
     def dose(
-        self,
-        session_id: FromPath[UUID],
-        data: JSONBody[DoseGiven],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, session_id: FromPath[UUID], data: JSONBody[DoseGiven], uow: UowDep, user: UserDep
     ) -> SessionRead:
-        infusion = services.record_dose(session_id, data, uow, user)
-        return views.session_read(uow.session, infusion, detail=True)
+        return _session(uow, services.record_dose(session_id, data, uow, user))
 
-    @post(
+    @command(
         "/{session_id:uuid}/adverse-events",
         operation_id="recordAdverseEvent",
+        roles=CLINICIAN,
         status_code=201,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
         summary="Record an adverse event; a serious one ends the session",
     )
     def adverse_event(
         self,
         session_id: FromPath[UUID],
         data: JSONBody[AdverseEventCreate],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
     ) -> SessionRead:
-        infusion = services.record_adverse_event(session_id, data, uow, user)
-        return views.session_read(uow.session, infusion, detail=True)
+        return _session(uow, services.record_adverse_event(session_id, data, uow, user))
 
-    @post(
+    @command(
         "/{session_id:uuid}/complete",
         operation_id="completeInfusionSession",
-        status_code=200,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
+        roles=CLINICIAN,
         summary="Complete with scores after; the response to the course baseline is computed",
     )
     def complete(
         self,
         session_id: FromPath[UUID],
         data: JSONBody[SessionCompletion],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
     ) -> SessionRead:
-        infusion = services.complete(session_id, data, uow, user)
-        return views.session_read(uow.session, infusion, detail=True)
+        return _session(uow, services.complete(session_id, data, uow, user))
 
-    @post(
-        "/{session_id:uuid}/cancel",
-        operation_id="cancelInfusionSession",
-        status_code=200,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
-    )
+    @command("/{session_id:uuid}/cancel", operation_id="cancelInfusionSession", roles=CLINICIAN)
     def cancel(
-        self,
-        session_id: FromPath[UUID],
-        data: JSONBody[Reason],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, session_id: FromPath[UUID], data: JSONBody[Reason], uow: UowDep, user: UserDep
     ) -> SessionRead:
-        infusion = services.cancel(session_id, data, uow, user)
-        return views.session_read(uow.session, infusion, detail=True)
+        return _session(uow, services.cancel(session_id, data, uow, user))
 
-    @post(
-        "/{session_id:uuid}/abandon",
-        operation_id="abandonInfusionSession",
-        status_code=200,
-        guards=[requires(CLINICIAN)],
-        sync_to_thread=True,
-    )
+    @command("/{session_id:uuid}/abandon", operation_id="abandonInfusionSession", roles=CLINICIAN)
     def abandon(
-        self,
-        session_id: FromPath[UUID],
-        data: JSONBody[Reason],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, session_id: FromPath[UUID], data: JSONBody[Reason], uow: UowDep, user: UserDep
     ) -> SessionRead:
-        infusion = services.abandon(session_id, data, uow, user)
-        return views.session_read(uow.session, infusion, detail=True)
+        return _session(uow, services.abandon(session_id, data, uow, user))
+
+
+def _session(uow: UnitOfWork, infusion: InfusionSession) -> SessionRead:
+    return views.session_read(uow.session, infusion, detail=True)
 
 
 CONTROLLERS: tuple[Any, ...] = (CourseController, SessionController)

@@ -34,25 +34,16 @@ def course_read(
     db: Session, course: InfusionCourse, user: User, *, detail: bool = False
 ) -> CourseRead:
     sessions = repository.sessions(db, course.id)
-    read = CourseRead(
-        id=course.id,
-        patient_id=course.patient_id,
-        referral_id=course.referral_id,
-        status=course.status,
-        priority=course.priority,
-        opened_at=course.opened_at,
-        completed_sessions=sum(1 for s in sessions if s.status == domain.COMPLETED),
-        maintenance_due_at=course.maintenance_due_at,
-        closed_at=course.closed_at,
-        close_reason=course.close_reason,
-    )
-    if detail and user.role in SEES_CLINICAL_DETAIL:
-        read.status_reason = course.status_reason
-        assessment = repository.latest_assessment(db, course.id)
-        plan = repository.latest_plan(db, course.id)
-        read.assessment = assessment_read(assessment) if assessment else None
-        read.plan = plan_read(plan) if plan else None
-        read.sessions = [session_read(db, s) for s in sessions]
+    completed = sum(1 for s in sessions if s.status == domain.COMPLETED)
+    read = msgspec.convert({**course.model_dump(), "completed_sessions": completed}, CourseRead)
+    if not (detail and user.role in SEES_CLINICAL_DETAIL):
+        read.status_reason = None  # why a course was held or stopped is clinical detail
+        return read
+    assessment = repository.latest_assessment(db, course.id)
+    plan = repository.latest_plan(db, course.id)
+    read.assessment = assessment_read(assessment) if assessment else None
+    read.plan = plan_read(plan) if plan else None
+    read.sessions = [session_read(db, s) for s in sessions]
     return read
 
 

@@ -9,7 +9,7 @@ import msgspec
 from sqlmodel import Session
 
 from services.referrals import domain, repository
-from services.referrals.models import Patient, Referral
+from services.referrals.models import Patient, Referral, ReferralTransition
 from services.referrals.schemas import (
     AttachmentRead,
     BaselineRead,
@@ -23,13 +23,11 @@ from services.referrals.schemas import (
     WaitingStandardRead,
 )
 from shared.auth import User
-from shared.tables import as_utc, utcnow
+from shared.tables import utcnow
 
 
 def patient_read(patient: Patient) -> PatientRead:
-    read = msgspec.convert(patient, PatientRead, from_attributes=True)
-    read.registered_at = as_utc(patient.registered_at)
-    return read
+    return msgspec.convert(patient, PatientRead, from_attributes=True)
 
 
 def referral_read(
@@ -52,8 +50,8 @@ def referral_read(
         task_status=domain.FHIR_TASK_STATUS[referral.status],
         conditions=list(referral.conditions),
         referrer=msgspec.convert(referral.referrer, Referrer),
-        received_at=as_utc(referral.received_at),
-        status_changed_at=as_utc(referral.status_changed_at or referral.received_at),
+        received_at=referral.received_at,
+        status_changed_at=referral.status_changed_at or referral.received_at,
         waiting=waiting(referral, now or utcnow()),
         created_by=referral.created_by,
     )
@@ -67,22 +65,20 @@ def referral_read(
             read.patient = msgspec.convert(patient, PatientSummary, from_attributes=True)
     if detail:
         read.history = [
-            TransitionRead(
-                action=t.action,
-                from_status=t.from_status,
-                to_status=t.to_status,
-                by_user=t.by_user,
-                by_role=t.by_role,
-                at=as_utc(t.at),
-                note=t.note if clinical else None,
-            )
-            for t in repository.history(session, referral.id)
+            transition_read(t, clinical) for t in repository.history(session, referral.id)
         ]
         if clinical:
             read.attachments = [
-                AttachmentRead(title=n.title, text=n.text, by_user=n.by_user, at=as_utc(n.at))
+                msgspec.convert(n, AttachmentRead, from_attributes=True)
                 for n in repository.attachments(session, referral.id)
             ]
+    return read
+
+
+def transition_read(transition: ReferralTransition, clinical: bool) -> TransitionRead:
+    read = msgspec.convert(transition, TransitionRead, from_attributes=True)
+    if not clinical:
+        read.note = None  # free text (triage reasons, questions, answers): clinical roles only
     return read
 
 
@@ -90,12 +86,11 @@ def waiting(referral: Referral, now: datetime) -> Waiting:
     """How long the referral has waited against its standard; the clock stops when the
     referral leaves the waiting list."""
     standard = domain.standard_for(referral.target, referral.priority, referral.status)
-    received_at = as_utc(referral.received_at)
     stopped = referral.status in domain.CLOCK_STOPPED
-    until = as_utc(referral.status_changed_at or now) if stopped else now
-    elapsed = domain.waiting_days(received_at, until, standard)
+    until = (referral.status_changed_at or now) if stopped else now
+    elapsed = domain.waiting_days(referral.received_at, until, standard)
     return Waiting(
-        days_waiting=max((until.date() - received_at.date()).days, 0),
+        days_waiting=max((until.date() - referral.received_at.date()).days, 0),
         standard=WaitingStandardRead(
             name=standard.name,
             unit="working days" if standard.working_days else "days",

@@ -9,8 +9,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
-from litestar import Controller, get, post, put
-from litestar.di import NamedDependency
+from litestar import Controller
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from services.therapy import services, views
@@ -33,10 +32,13 @@ from services.therapy.schemas import (
     SlotsRead,
     WorkingHoursSet,
 )
-from shared.auth import Role, User, requires
-from shared.uow import UnitOfWork
+from shared.auth import Role, requires
+from shared.web.dependencies import UowDep, UserDep
+from shared.web.handlers import command, query
 
-PSY = Role.psychologist
+PSY = (Role.psychologist,)
+PSY_OR_MDT = (Role.psychologist, Role.mdt)
+DIARY_KEEPERS = (Role.admin, Role.psychologist)
 READERS = (Role.psychologist, Role.mdt, Role.admin)
 
 # --- clinicians and their diaries --------------------------------------------------------
@@ -47,67 +49,49 @@ class ClinicianController(Controller):
     tags = ["clinicians"]
     opt = {"resource": "PractitionerRole"}
 
-    @post(operation_id="addClinician", guards=[requires(Role.admin, PSY)], sync_to_thread=True)
-    def add(
-        self,
-        data: JSONBody[ClinicianCreate],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
-    ) -> ClinicianRead:
+    @command(operation_id="addClinician", roles=DIARY_KEEPERS, status_code=201)
+    def add(self, data: JSONBody[ClinicianCreate], uow: UowDep, user: UserDep) -> ClinicianRead:
         return views.clinician_read(uow.session, services.add_clinician(data, uow, user))
 
-    @get(
-        "/{clinician_id:str}",
-        operation_id="readClinician",
-        guards=[requires(*READERS)],
-        sync_to_thread=True,
-    )
-    def read(self, clinician_id: FromPath[str], uow: NamedDependency[UnitOfWork]) -> ClinicianRead:
+    @query("/{clinician_id:str}", operation_id="readClinician", roles=READERS)
+    def read(self, clinician_id: FromPath[str], uow: UowDep) -> ClinicianRead:
         return views.clinician_read(uow.session, services.read_clinician(clinician_id, uow))
 
-    @put(
+    @command(
         "/{clinician_id:str}/working-hours",
         operation_id="setWorkingHours",
-        guards=[requires(Role.admin, PSY)],
-        sync_to_thread=True,
+        roles=DIARY_KEEPERS,
+        method="PUT",
     )
     def set_hours(
         self,
         clinician_id: FromPath[str],
         data: JSONBody[WorkingHoursSet],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
     ) -> ClinicianRead:
         clinician = services.set_working_hours(clinician_id, data, uow, user)
         return views.clinician_read(uow.session, clinician)
 
-    @post(
-        "/{clinician_id:str}/leave",
-        operation_id="addLeave",
-        guards=[requires(Role.admin, PSY)],
-        sync_to_thread=True,
+    @command(
+        "/{clinician_id:str}/leave", operation_id="addLeave", roles=DIARY_KEEPERS, status_code=201
     )
     def add_leave(
-        self,
-        clinician_id: FromPath[str],
-        data: JSONBody[LeaveCreate],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, clinician_id: FromPath[str], data: JSONBody[LeaveCreate], uow: UowDep, user: UserDep
     ) -> ClinicianRead:
         clinician = services.add_leave(clinician_id, data, uow, user)
         return views.clinician_read(uow.session, clinician)
 
-    @get(
+    @query(
         "/{clinician_id:str}/slots",
         operation_id="freeSlots",
-        guards=[requires(*READERS)],
-        sync_to_thread=True,
+        roles=READERS,
         summary="Free slots from working hours, leave and bookings",
     )
     def free_slots(
         self,
         clinician_id: FromPath[str],
-        uow: NamedDependency[UnitOfWork],
+        uow: UowDep,
         from_day: FromQuery[date | None] = None,
         days: FromQuery[int] = 14,
     ) -> SlotsRead:
@@ -123,86 +107,58 @@ class EpisodeController(Controller):
     tags = ["therapy episodes"]
     opt = {"resource": "EpisodeOfCare"}
 
-    @get(
+    @query(
         operation_id="listTherapyEpisodes",
-        guards=[requires(*READERS)],
-        sync_to_thread=True,
+        roles=READERS,
         summary="Episodes; status=waitlist gives the team's waiting list, oldest referral first",
     )
     def list_episodes(
         self,
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
         patient_id: FromQuery[UUID | None] = None,
         status: FromQuery[EpisodeStatus | None] = None,
         clinician_id: FromQuery[str | None] = None,
     ) -> EpisodePage:
-        query = services.EpisodeQuery(patient_id, status, clinician_id)
-        episodes = services.list_episodes(query, uow, user)
+        filters = services.EpisodeQuery(patient_id, status, clinician_id)
+        episodes = services.list_episodes(filters, uow, user)
         return EpisodePage(items=[views.episode_read(uow.session, e, user) for e in episodes])
 
-    @get(
-        "/{episode_id:uuid}",
-        operation_id="readTherapyEpisode",
-        guards=[requires(*READERS)],
-        sync_to_thread=True,
-    )
-    def read(
-        self,
-        episode_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
-    ) -> EpisodeRead:
+    @query("/{episode_id:uuid}", operation_id="readTherapyEpisode", roles=READERS)
+    def read(self, episode_id: FromPath[UUID], uow: UowDep, user: UserDep) -> EpisodeRead:
         episode = services.read_episode(episode_id, uow, user)
         return views.episode_read(uow.session, episode, user, detail=True)
 
-    @post(
-        "/{episode_id:uuid}/assign",
-        operation_id="assignTherapist",
-        status_code=200,
-        guards=[requires(PSY, Role.mdt)],
-        sync_to_thread=True,
-    )
+    @command("/{episode_id:uuid}/assign", operation_id="assignTherapist", roles=PSY_OR_MDT)
     def assign(
-        self,
-        episode_id: FromPath[UUID],
-        data: JSONBody[Assignment],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, episode_id: FromPath[UUID], data: JSONBody[Assignment], uow: UowDep, user: UserDep
     ) -> EpisodeRead:
         episode = services.assign(episode_id, data, uow, user)
         return views.episode_read(uow.session, episode, user, detail=True)
 
-    @post(
+    @command(
         "/{episode_id:uuid}/appointments",
         operation_id="bookAppointment",
+        roles=PSY,
         status_code=201,
-        guards=[requires(PSY)],
-        sync_to_thread=True,
     )
     def book(
         self,
         episode_id: FromPath[UUID],
         data: JSONBody[AppointmentCreate],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
     ) -> AppointmentRead:
         return views.appointment_read(services.book(episode_id, data, uow, user), user)
 
-    @post(
+    @command(
         "/{episode_id:uuid}/discharge",
         operation_id="dischargeTherapyEpisode",
-        status_code=200,
-        guards=[requires(PSY, Role.mdt)],
-        sync_to_thread=True,
+        roles=PSY_OR_MDT,
         summary="Discharge with a reason; after missed appointments it is never automatic",
     )
     def discharge(
-        self,
-        episode_id: FromPath[UUID],
-        data: JSONBody[Discharge],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, episode_id: FromPath[UUID], data: JSONBody[Discharge], uow: UowDep, user: UserDep
     ) -> EpisodeRead:
         episode = services.discharge(episode_id, data, uow, user)
         return views.episode_read(uow.session, episode, user, detail=True)
@@ -212,118 +168,65 @@ class EpisodeController(Controller):
 
 
 class AppointmentController(Controller):
+    """The psychologist's own work: every route is theirs alone."""
+
     path = "/api/appointments"
     tags = ["appointments"]
     opt = {"resource": "Appointment"}
+    guards = [requires(*PSY)]
 
-    @post(
-        "/{appointment_id:uuid}/reschedule",
-        operation_id="rescheduleAppointment",
-        status_code=200,
-        guards=[requires(PSY)],
-        sync_to_thread=True,
-    )
+    @command("/{appointment_id:uuid}/reschedule", operation_id="rescheduleAppointment")
     def reschedule(
-        self,
-        appointment_id: FromPath[UUID],
-        data: JSONBody[Reschedule],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, appointment_id: FromPath[UUID], data: JSONBody[Reschedule], uow: UowDep, user: UserDep
     ) -> AppointmentRead:
         return views.appointment_read(services.reschedule(appointment_id, data, uow, user), user)
 
-    @post(
-        "/{appointment_id:uuid}/check-in",
-        operation_id="checkInAppointment",
-        status_code=200,
-        guards=[requires(PSY)],
-        sync_to_thread=True,
-    )
+    @command("/{appointment_id:uuid}/check-in", operation_id="checkInAppointment")
     def check_in(
-        self,
-        appointment_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, appointment_id: FromPath[UUID], uow: UowDep, user: UserDep
     ) -> AppointmentRead:
         return views.appointment_read(services.act(appointment_id, "check-in", uow, user), user)
 
-    @post(
-        "/{appointment_id:uuid}/attend",
-        operation_id="attendAppointment",
-        status_code=200,
-        guards=[requires(PSY)],
-        sync_to_thread=True,
-    )
-    def attend(
-        self,
-        appointment_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
-    ) -> AppointmentRead:
+    @command("/{appointment_id:uuid}/attend", operation_id="attendAppointment")
+    def attend(self, appointment_id: FromPath[UUID], uow: UowDep, user: UserDep) -> AppointmentRead:
         return views.appointment_read(services.act(appointment_id, "attend", uow, user), user)
 
-    @post(
-        "/{appointment_id:uuid}/noshow",
-        operation_id="markNoShow",
-        status_code=200,
-        guards=[requires(PSY)],
-        sync_to_thread=True,
-    )
-    def noshow(
-        self,
-        appointment_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
-    ) -> AppointmentRead:
+    @command("/{appointment_id:uuid}/noshow", operation_id="markNoShow")
+    def noshow(self, appointment_id: FromPath[UUID], uow: UowDep, user: UserDep) -> AppointmentRead:
         return views.appointment_read(services.act(appointment_id, "miss", uow, user), user)
 
-    @post(
-        "/{appointment_id:uuid}/cancel",
-        operation_id="cancelAppointment",
-        status_code=200,
-        guards=[requires(PSY)],
-        sync_to_thread=True,
-    )
+    @command("/{appointment_id:uuid}/cancel", operation_id="cancelAppointment")
     def cancel(
         self,
         appointment_id: FromPath[UUID],
         data: JSONBody[AppointmentCancellation],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
     ) -> AppointmentRead:
         return views.appointment_read(services.cancel(appointment_id, data, uow, user), user)
 
-    @post(
+    @command(
         "/{appointment_id:uuid}/correct",
         operation_id="correctAppointmentStatus",
-        status_code=200,
-        guards=[requires(PSY)],
-        sync_to_thread=True,
         summary="Correct a mistaken status (a noshow who did attend, a booking in error)",
     )
     def correct(
-        self,
-        appointment_id: FromPath[UUID],
-        data: JSONBody[Correction],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        self, appointment_id: FromPath[UUID], data: JSONBody[Correction], uow: UowDep, user: UserDep
     ) -> AppointmentRead:
         return views.appointment_read(services.correct(appointment_id, data, uow, user), user)
 
-    @post(
+    @command(
         "/{appointment_id:uuid}/measures",
         operation_id="recordMeasure",
         status_code=201,
-        guards=[requires(PSY)],
-        sync_to_thread=True,
         summary="PHQ-9, GAD-7 or PEG items, scored by the server; PHQ-9 item 9 above 0 is flagged",
     )
     def measure(
         self,
         appointment_id: FromPath[UUID],
         data: JSONBody[MeasureCreate],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
+        uow: UowDep,
+        user: UserDep,
     ) -> MeasureRead:
         return views.measure_read(services.record_measure(appointment_id, data, uow, user), user)
 

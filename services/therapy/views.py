@@ -30,14 +30,12 @@ def clinician_read(session: Session, clinician: Clinician) -> ClinicianRead:
     return ClinicianRead(
         id=clinician.id,
         display_name=clinician.display_name,
-        hours=[
-            HoursBlock(weekday=b.weekday, start=b.start, end=b.end)
-            for b in repository.working_hours(session, clinician.id)
-        ],
-        leave=[
-            LeaveCreate(first_day=days.first_day, last_day=days.last_day)
-            for days in repository.leave(session, clinician.id)
-        ],
+        hours=msgspec.convert(
+            repository.working_hours(session, clinician.id), list[HoursBlock], from_attributes=True
+        ),
+        leave=msgspec.convert(
+            repository.leave(session, clinician.id), list[LeaveCreate], from_attributes=True
+        ),
     )
 
 
@@ -73,22 +71,14 @@ def episode_read(
     session: Session, episode: TherapyEpisode, user: User, *, detail: bool = False
 ) -> EpisodeRead:
     appointments = repository.appointments(session, episode.id)
-    read = EpisodeRead(
-        id=episode.id,
-        patient_id=episode.patient_id,
-        referral_id=episode.referral_id,
-        status=episode.status,
-        priority=episode.priority,
-        referred_at=episode.referred_at,
-        opened_at=episode.opened_at,
-        waiting=waiting(episode, appointments, utcnow()),
-        dna_count=appointment.dna_count(appointments),
-        attended_treatment=appointment.attended_treatment(appointments),
-        clinician_id=episode.clinician_id,
-        discharged_at=episode.discharged_at,
-        discharge_reason=episode.discharge_reason,
-        discharge_note=episode.discharge_note if sees_items(user) else None,
-    )
+    from_appointments = {
+        "waiting": waiting(episode, appointments, utcnow()),
+        "dna_count": appointment.dna_count(appointments),
+        "attended_treatment": appointment.attended_treatment(appointments),
+    }
+    read = msgspec.convert({**episode.model_dump(), **from_appointments}, EpisodeRead)
+    if not sees_items(user):
+        read.discharge_note = None  # free text: clinical roles only
     # Psychologists read the team's waiting list; the clinical record of an episode is
     # for the psychologist whose caseload it is, and the MDT (admins: statuses only).
     if detail and (user.role is not Role.psychologist or episode.clinician_id == user.id):

@@ -21,6 +21,11 @@ from shared.observability import (
 from shared.runtime import ServiceRuntime
 from shared.uow import UnitOfWork
 
+# What a route declares to be handed the request's unit of work and its caller (the
+# parameter's name, ``uow`` or ``user``, is what Litestar injects by).
+UowDep = NamedDependency[UnitOfWork]
+UserDep = NamedDependency[User]
+
 # --- dependencies -------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 from dramatiq import Message
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
@@ -21,13 +21,15 @@ from sqlmodel import Session, col, func, select
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import Role, requires
 from shared.catchup import FeedLag, FeedReport, feed_lags
+from shared.client import DeadLetterView
 from shared.errors import problem
 from shared.feed import CURSOR_PATTERN, FeedCursor, read_feed
 from shared.messaging import queue_depth
 from shared.observability import get_logger
 from shared.policy import PolicySetting, clinical_policy, described
 from shared.runtime import ServiceRuntime, check_broker
-from shared.tables import DeadLetter, OutboxEvent, as_utc
+from shared.tables import DeadLetter, OutboxEvent
+from shared.web.handlers import command, query
 
 log = get_logger(__name__)
 
@@ -46,10 +48,9 @@ class EventFeedController(Controller):
     path = "/api/events"
     guards = [requires(Role.service, Role.admin)]
 
-    @get(
+    @query(
         operation_id="readEventFeed",
         summary="This service's events in commit order, after a cursor",
-        sync_to_thread=True,
     )
     def read(
         self,
@@ -79,23 +80,11 @@ class EventFeedController(Controller):
         return FeedPage(items=items, next_after=str(feed.next_after), remaining=feed.remaining)
 
 
-class DeadLetterView(msgspec.Struct, kw_only=True):
-    id: int
-    message_id: str
-    queue_name: str
-    event_id: str | None
-    event_type: str | None
-    error: str
-    failed_at: datetime
-    replayed_at: datetime | None
-    replay_count: int
-
-
 class DeadLetterController(Controller):
     path = "/api/dead-letters"
     guards = [requires(Role.admin, Role.service)]
 
-    @get(operation_id="listDeadLetters", sync_to_thread=True)
+    @query(operation_id="listDeadLetters")
     def list_dead_letters(
         self, db: NamedDependency[Session], include_replayed: FromQuery[bool] = False
     ) -> list[DeadLetterView]:
@@ -104,12 +93,7 @@ class DeadLetterController(Controller):
             statement = statement.where(col(DeadLetter.replayed_at).is_(None))
         return [_dead_letter_view(row) for row in db.exec(statement).all()]
 
-    @post(
-        "/{dead_letter_id:int}/replay",
-        operation_id="replayDeadLetter",
-        sync_to_thread=True,
-        status_code=200,
-    )
+    @command("/{dead_letter_id:int}/replay", operation_id="replayDeadLetter")
     def replay(
         self,
         db: NamedDependency[Session],
@@ -140,18 +124,7 @@ class DeadLetterController(Controller):
 
 
 def _dead_letter_view(row: DeadLetter) -> DeadLetterView:
-    assert row.id is not None
-    return DeadLetterView(
-        id=row.id,
-        message_id=row.message_id,
-        queue_name=row.queue_name,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        error=row.error,
-        failed_at=as_utc(row.failed_at),
-        replayed_at=as_utc(row.replayed_at) if row.replayed_at else None,
-        replay_count=row.replay_count,
-    )
+    return msgspec.convert(row, DeadLetterView, from_attributes=True)
 
 
 class ReconcileRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -171,15 +144,13 @@ class FeedController(Controller):
     path = "/api/feeds"
     guards = [requires(Role.admin, Role.service)]
 
-    @get(operation_id="listFeedPositions", sync_to_thread=True)
+    @query(operation_id="listFeedPositions")
     def positions(self, db: NamedDependency[Session]) -> list[FeedLag]:
         return feed_lags(db)
 
-    @post(
+    @command(
         "/reconcile",
         operation_id="reconcileFeeds",
-        sync_to_thread=True,
-        status_code=200,
         summary="Compare every producer feed with this consumer's inbox; repair consumes "
         "what is missing",
     )
@@ -209,11 +180,10 @@ class OperationsView(msgspec.Struct, kw_only=True):
     feeds: list[FeedLag]
 
 
-@get(
+@query(
     "/api/operations",
     operation_id="operations",
-    guards=[requires(Role.admin, Role.service)],
-    sync_to_thread=True,
+    roles=(Role.admin, Role.service),
     summary="This service's pipeline: unsent outbox rows, dead letters, queue depth",
 )
 def operations(
@@ -228,7 +198,7 @@ def operations(
     waiting = db.exec(
         select(func.count()).select_from(DeadLetter).where(col(DeadLetter.replayed_at).is_(None))
     ).one()
-    lag = (datetime.now(UTC) - as_utc(oldest)).total_seconds() if oldest else 0.0
+    lag = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
     return OperationsView(
         service=runtime.name,
         outbox_unsent=int(unsent),
@@ -268,11 +238,10 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get(
+@query(
     "/ready",
     operation_id="ready",
     summary="Databases answer (503 if not); the broker and each consumer's feeds are reported",
-    sync_to_thread=True,
 )
 def ready(state: State) -> Response[Any]:
     """Only a database that does not answer makes the process unready: with Redis down
