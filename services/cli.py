@@ -6,6 +6,8 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -16,7 +18,9 @@ from prometheus_client import start_http_server
 
 from services.registry import all_specs, spec_of
 from shared.auth import Role, issue_token
-from shared.client import ApiProblem, CarepathClient, FeedComparison
+from shared.calendar import working_calendar
+from shared.client import ApiProblem, CarepathClient, ClockReading, FeedComparison
+from shared.clock import configure_clock
 from shared.messaging import InProcessWorkers, make_broker
 from shared.observability import configure_logging
 from shared.policy import PolicyError, clinical_policy
@@ -41,6 +45,7 @@ def _platform(**overrides: object) -> PlatformSettings:
     except (InsecureConfiguration, PolicyError) as error:
         raise click.ClickException(str(error)) from None
     configure_logging(settings.log_level, settings.json_logs)
+    configure_clock(settings)
     return settings
 
 
@@ -313,6 +318,61 @@ def rebuild(check: bool) -> None:
         click.echo(str(patient_id))
     if differing:
         sys.exit(1)
+
+
+@main.group("clock")
+def clock_commands() -> None:
+    """Show the clinic's clock, or move it for a training session or a test (never in
+    production). Every process of the running system moves with it, and the
+    coordinator's time rules run at once."""
+
+
+@clock_commands.command("show")
+def show_clock() -> None:
+    with _service_client("coordinator") as client:
+        _echo_clock(client.clock())
+
+
+@clock_commands.command("set")
+@click.argument("moment")
+def set_clock(moment: str) -> None:
+    """Set the clinic's time, e.g. 2027-01-04T09:00:00Z."""
+    _move_clock(lambda client: client.set_clock(moment))
+
+
+@clock_commands.command("advance")
+@click.argument("duration")
+def advance_clock(duration: str) -> None:
+    """Move the clinic's time on, e.g. 3d, 36h, 2w, 1d12h."""
+    _move_clock(lambda client: client.advance_clock(duration))
+
+
+@clock_commands.command("reset")
+def reset_clock() -> None:
+    """Back to the system's time."""
+    _move_clock(lambda client: client.reset_clock())
+
+
+def _move_clock(move: Callable[[CarepathClient], ClockReading]) -> None:
+    with _service_client("coordinator") as client:
+        try:
+            reading = move(client)
+        except ApiProblem as problem:
+            raise click.ClickException(str(problem)) from None
+    _echo_clock(reading)
+
+
+def _echo_clock(reading: ClockReading) -> None:
+    offset = timedelta(seconds=reading.offset_seconds)
+    local = working_calendar().local(reading.now)
+    line = f"clinic time {local:%a %d %b %Y %H:%M %Z}"
+    if offset:
+        line += f" ({'+' if offset > timedelta(0) else '-'}{abs(offset)} from the system clock)"
+    if not reading.movable:
+        line += "; fixed: production"
+    if reading.alerts_raised:
+        line += f"; {reading.alerts_raised} alert(s) raised"
+    click.echo(line)
 
 
 if __name__ == "__main__":

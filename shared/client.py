@@ -54,6 +54,15 @@ class AlertItem(msgspec.Struct, kw_only=True):
     status: str
 
 
+class ClockReading(msgspec.Struct, kw_only=True):
+    """The clinic clock as the coordinator serves it (GET and every move of /api/clock)."""
+
+    now: datetime
+    offset_seconds: float
+    movable: bool
+    alerts_raised: int = 0
+
+
 class PathwaySummary(msgspec.Struct, kw_only=True):
     patient_id: UUID
     stage: str
@@ -185,6 +194,18 @@ class CarepathClient:
     # coordinator
     def pathway(self, patient_id: UUID | str) -> PathwaySummary:
         return self._call("GET", f"/api/pathways/{patient_id}", PathwaySummary)
+
+    def clock(self) -> ClockReading:
+        return self._call("GET", "/api/clock", ClockReading)
+
+    def set_clock(self, moment: str) -> ClockReading:
+        return self._call("POST", "/api/clock/set", ClockReading, json={"at": moment})
+
+    def advance_clock(self, duration: str) -> ClockReading:
+        return self._call("POST", "/api/clock/advance", ClockReading, json={"by": duration})
+
+    def reset_clock(self) -> ClockReading:
+        return self._call("POST", "/api/clock/reset", ClockReading)
 
     # platform, on every service
     def events(

@@ -7,6 +7,7 @@ from pathlib import Path
 from services.coordinator import models  # noqa: F401 - registers the tables
 from services.coordinator.api import AlertController, PathwayController, WorklistController
 from services.coordinator.clock import pathway_clock
+from services.coordinator.clock_api import ClockController
 from services.coordinator.dashboard import PAGES
 from services.coordinator.handlers import handle_event
 from shared.runtime import ServiceRuntime, ServiceSpec, TaskGroup
@@ -19,7 +20,7 @@ def background(runtime: ServiceRuntime) -> TaskGroup:
 
 SPEC = ServiceSpec(
     name="coordinator",
-    route_handlers=(PathwayController, AlertController, WorklistController),
+    route_handlers=(PathwayController, AlertController, WorklistController, ClockController),
     migrations_dir=Path(__file__).parent / "migrations",
     handle_event=handle_event,
     accept_unknown_events=True,

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -160,3 +161,56 @@ def _pathway_if_complete(client: CarepathClient, patient_id: object) -> object:
     if {"patient.registered", "referral.received"} <= {item.type for item in pathway.timeline}:
         return pathway
     return None
+
+
+def test_carepath_clock_moves_the_running_system_and_says_what_it_raised(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """A trainer's clock (issue 12): `carepath clock` talks to the running system, which
+    moves as one; the coordinator's time rules run at once."""
+    port = free_port()
+    env = _embedded_env()
+    processes.start(
+        "up", carepath("up", "--port", str(port), "--data-dir", str(tmp_path / "data")), env
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{base}/health")
+    with CarepathClient(base, token("referrer")) as referrer:
+        patient = referrer.register_patient(**patient_body())
+        referrer.create_referral(**referral_body(str(patient.id), priority="urgent"))
+    with CarepathClient(base, token("mdt")) as mdt:
+        wait_until(lambda: _pathway_exists(mdt, str(patient.id)), what="the pathway")
+
+    def clock(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            carepath("clock", *args),
+            env={**env, "CAREPATH_BASE_URL": base},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    shown = clock("show")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("clinic time ") and "from the system clock" not in shown.stdout
+
+    advanced = clock("advance", "1w")
+    assert advanced.returncode == 0, advanced.stderr
+    assert "(+7 days, 0:00:00" in advanced.stdout
+    assert "alert(s) raised" in advanced.stdout
+    with CarepathClient(base, token("mdt")) as mdt:
+        kinds = {alert.kind for alert in mdt.pathway(patient.id).alerts}
+    assert "triage-overdue" in kinds
+
+    refused = clock("advance", "soon")
+    assert refused.returncode != 0
+    assert "not a duration" in refused.stderr
+
+
+def _pathway_exists(client: CarepathClient, patient_id: str) -> bool:
+    try:
+        client.pathway(patient_id)
+    except ApiProblem:
+        return False
+    return True
