@@ -7,37 +7,31 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import httpx
-import uvicorn
-from litestar import Litestar
-from prometheus_client import start_http_server
 
-from services.registry import all_specs, spec_of
-from shared.auth import Role, issue_token
-from shared.calendar import working_calendar
-from shared.client import ApiProblem, CarepathClient, ClockReading, FeedComparison
-from shared.clock import configure_clock
-from shared.messaging import InProcessWorkers, make_broker
-from shared.observability import configure_logging
-from shared.policy import PolicyError, clinical_policy
-from shared.runtime import ServiceRuntime
-from shared.settings import (
-    SERVICES,
-    BrokerKind,
-    InsecureConfiguration,
-    PlatformSettings,
-    load_service_settings,
-)
-from shared.web import build_app
+from shared.names import SERVICES, Role
+
+# Each command imports what it needs when it runs: `carepath token` or `carepath clock
+# show` must not pay for the web framework, the ORM and the broker at start-up.
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+    from shared.client import CarepathClient, ClockReading, FeedComparison
+    from shared.runtime import ServiceRuntime
+    from shared.settings import PlatformSettings
 
 service_choice = click.Choice(SERVICES)
 
 
 def _platform(**overrides: object) -> PlatformSettings:
+    from shared.clock import configure_clock
+    from shared.observability import configure_logging
+    from shared.policy import PolicyError, clinical_policy
+    from shared.settings import InsecureConfiguration, PlatformSettings
+
     settings = PlatformSettings(**overrides)  # type: ignore[arg-type]
     try:
         settings.check_production()
@@ -70,6 +64,12 @@ def main() -> None:
 )
 def up(host: str, port: int, data_dir: Path | None, demo: bool) -> None:
     """Run every service in this one process on the embedded default."""
+    from services.registry import all_specs
+    from shared.messaging import InProcessWorkers, make_broker
+    from shared.runtime import ServiceRuntime
+    from shared.settings import load_service_settings
+    from shared.web import build_app
+
     overrides: dict[str, object] = {}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
@@ -117,6 +117,11 @@ def _seed_demo_when_up(base: str, platform: PlatformSettings) -> None:
 
 
 def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime]:
+    from services.registry import spec_of
+    from shared.messaging import make_broker
+    from shared.runtime import ServiceRuntime
+    from shared.settings import BrokerKind, load_service_settings
+
     platform = _platform(broker=BrokerKind.redis)
     broker = make_broker(platform)
     runtime = ServiceRuntime(spec_of(service), load_service_settings(service, platform), broker)
@@ -129,6 +134,8 @@ def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime
 @click.option("--port", default=8000, show_default=True, type=int)
 def serve(service: str, host: str, port: int) -> None:
     """Run one service's API against its database and Redis (distributed mode)."""
+    from shared.web import build_app
+
     platform, runtime = _distributed_runtime(service)
     app = build_app(
         [runtime],
@@ -142,6 +149,8 @@ def serve(service: str, host: str, port: int) -> None:
 
 
 def _run(app: Litestar, host: str, port: int, platform: PlatformSettings) -> None:
+    import uvicorn
+
     # Open event streams (live dashboards) would otherwise hold a stop forever; the
     # browsers reconnect to the next process by themselves.
     uvicorn.run(
@@ -165,6 +174,10 @@ def _run(app: Litestar, host: str, port: int, platform: PlatformSettings) -> Non
 )
 def worker(service: str, metrics_port: int | None) -> None:
     """Run one service's event consumer and outbox relay (distributed mode)."""
+    from prometheus_client import start_http_server
+
+    from shared.messaging import InProcessWorkers
+
     platform, runtime = _distributed_runtime(service)
     if metrics_port is not None:
         start_http_server(metrics_port)
@@ -192,6 +205,9 @@ def worker(service: str, metrics_port: int | None) -> None:
 @click.argument("service", type=service_choice)
 def migrate(service: str) -> None:
     """Apply the service's database migrations (distributed mode; `up` does it itself)."""
+    from services.registry import spec_of
+    from shared.settings import load_service_settings
+
     platform = _platform()
     settings = load_service_settings(service, platform)
     from shared.migrations import upgrade
@@ -205,6 +221,9 @@ def migrate(service: str) -> None:
 @click.option("--user", "user_id", required=True, help="The user id the token names")
 def token(role: str, user_id: str) -> None:
     """Print a bearer token signed with CAREPATH_JWT_SECRET."""
+    from shared.settings import PlatformSettings
+    from shared.tokens import issue_token
+
     platform = PlatformSettings()
     click.echo(issue_token(platform, user_id, Role(role)))
 
@@ -215,6 +234,10 @@ def dead_letters() -> None:
 
 
 def _service_client(service: str) -> CarepathClient:
+    from shared.client import CarepathClient
+    from shared.settings import PlatformSettings, load_service_settings
+    from shared.tokens import issue_token
+
     platform = PlatformSettings()
     base = os.environ.get("CAREPATH_BASE_URL", "http://127.0.0.1:8000")
     url = load_service_settings(service, platform, default_base_url=base).url_of(service)
@@ -239,6 +262,8 @@ def list_dead_letters(service: str, include_replayed: bool) -> None:
 @click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter not yet replayed")
 @click.argument("ids", nargs=-1, type=int)
 def replay_dead_letters(service: str, replay_all: bool, ids: tuple[int, ...]) -> None:
+    from shared.client import ApiProblem
+
     if not ids and not replay_all:
         raise click.UsageError("name dead letter ids, or pass --all")
     with _service_client(service) as client:
@@ -261,6 +286,10 @@ def replay_dead_letters(service: str, replay_all: bool, ids: tuple[int, ...]) ->
 def reconcile(service: str | None, repair: bool) -> None:
     """Compare every producer feed with each consumer's inbox and print what is missing,
     per consumer and event type (exit 1 if anything is still missing)."""
+    import httpx
+
+    from shared.client import ApiProblem
+
     unresolved = 0
     for consumer in [service] if service else SERVICES:
         with _service_client(consumer) as client:
@@ -305,6 +334,7 @@ def rebuild(check: bool) -> None:
     projection (exit 1 if there was one)."""
     from services.coordinator.handlers import rebuild_pathways
     from shared.db import make_engine, make_session_factory
+    from shared.settings import load_service_settings
 
     platform = _platform()
     settings = load_service_settings("coordinator", platform)
@@ -354,6 +384,8 @@ def reset_clock() -> None:
 
 
 def _move_clock(move: Callable[[CarepathClient], ClockReading]) -> None:
+    from shared.client import ApiProblem
+
     with _service_client("coordinator") as client:
         try:
             reading = move(client)
@@ -363,6 +395,10 @@ def _move_clock(move: Callable[[CarepathClient], ClockReading]) -> None:
 
 
 def _echo_clock(reading: ClockReading) -> None:
+    from datetime import timedelta
+
+    from shared.calendar import working_calendar
+
     offset = timedelta(seconds=reading.offset_seconds)
     local = working_calendar().local(reading.now)
     line = f"clinic time {local:%a %d %b %Y %H:%M %Z}"

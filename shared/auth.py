@@ -8,7 +8,6 @@ check the role.
 from __future__ import annotations
 
 from datetime import timedelta
-from enum import StrEnum
 from typing import Any
 
 import msgspec
@@ -17,16 +16,9 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.handlers.base import BaseRouteHandler
 from litestar.security.jwt import JWTCookieAuth, Token
 
+from shared.names import Role as Role  # re-exported: the roles a token carries
 from shared.settings import PlatformSettings, RunMode
-
-
-class Role(StrEnum):
-    referrer = "referrer"
-    psychologist = "psychologist"
-    infusion_clinician = "infusion-clinician"
-    mdt = "mdt"
-    admin = "admin"
-    service = "service"
+from shared.tokens import issue_token as issue_token  # re-exported: where services mint tokens
 
 
 class User(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,11 +64,6 @@ def make_jwt_auth(settings: PlatformSettings) -> JWTCookieAuth[User, Token]:
         samesite="strict",
         secure=settings.env is RunMode.production,
     )
-
-
-def issue_token(settings: PlatformSettings, user_id: str, role: Role) -> str:
-    auth = make_jwt_auth(settings)
-    return auth.create_token(identifier=user_id, token_extras={"role": role.value})
 
 
 def requires(*roles: Role) -> Any:

@@ -14,8 +14,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.names import SERVICES as SERVICES  # re-exported: settings name the services
+
 DEFAULT_JWT_SECRET = "carepath-development-secret-change-me"  # noqa: S105 - refused in production
-SERVICES = ("referrals", "infusions", "therapy", "coordinator")
 
 
 class RunMode(StrEnum):

@@ -1,0 +1,40 @@
+"""Tokens minted without the web framework are the ones its JWT auth accepts, and the
+`carepath` command starts without importing what a command does not need (issue 15)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+from litestar.security.jwt import Token
+
+from shared.names import Role
+from shared.settings import PlatformSettings
+from shared.tokens import ALGORITHM, issue_token
+
+SECRET = "a-secret-long-enough-for-production-0123456789"
+
+
+def test_a_minted_token_decodes_as_litestar_reads_it() -> None:
+    platform = PlatformSettings(jwt_secret=SECRET, token_hours=3)
+    token = Token.decode(issue_token(platform, "dr-lee", Role.mdt), SECRET, ALGORITHM)
+    assert token.sub == "dr-lee"
+    assert token.extras == {"role": "mdt"}
+    assert token.exp - token.iat == timedelta(hours=3)
+
+
+def test_the_token_command_imports_neither_the_web_framework_nor_the_orm() -> None:
+    probe = (
+        "import sys\n"
+        "from services.cli import main\n"
+        "main(['token', '--role', 'admin', '--user', 'probe'], standalone_mode=False)\n"
+        "heavy = [m for m in ('litestar', 'sqlalchemy', 'dramatiq') if m in sys.modules]\n"
+        "print('heavy:', heavy, file=sys.stderr)\n"
+        "sys.exit(1 if heavy else 0)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(".") == 2  # the JWT itself: header.payload.signature
