@@ -151,3 +151,20 @@ def test_each_service_as_its_own_processes_carries_the_slice(
     targets = [(r["id"], r["target"]) for r in after["streams"]["referrals"]]
     assert targets == [(str(referral.id), "psychology"), (referral_id, "psychology")]
     assert [r["decision"] for r in after["streams"]["mdt_reviews"]] == ["refer-psychology"]
+
+    # The production clock is the system's: `carepath clock` cannot move it (issue 12).
+    moved = subprocess.run(
+        carepath("clock", "advance", "3d"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert moved.returncode != 0
+    assert "production" in moved.stderr
+    shown_clock = subprocess.run(
+        carepath("clock", "show"), env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert shown_clock.returncode == 0, shown_clock.stderr
+    assert "fixed: production" in shown_clock.stdout
