@@ -187,6 +187,7 @@ class FeedFollower:
             occurred_at = datetime.fromisoformat(str(item.get("occurred_at")))
         except ValueError:
             return False
+        # Read from the producer's feed, not from a column of ours: it may come naive.
         return datetime.now(UTC) - as_utc(occurred_at) < self.grace
 
     def _take(self, producer: str, item: dict[str, Any], read: _Read) -> bool:
@@ -423,11 +424,11 @@ def feed_lags(session: Session, now: datetime | None = None) -> list[FeedLag]:
 
 
 def _lag(row: FeedPosition, now: datetime) -> FeedLag:
-    since = as_utc(row.caught_up_at or row.created_at)
+    since = row.caught_up_at or row.created_at
     return FeedLag(
         producer=row.producer,
         cursor=row.cursor,
-        caught_up_at=as_utc(row.caught_up_at) if row.caught_up_at else None,
+        caught_up_at=row.caught_up_at,
         lag_seconds=round(max((now - since).total_seconds(), 0.0), 1),
         lag_events=row.behind,
         recovered=row.recovered,

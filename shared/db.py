@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
+from litestar.exceptions import NotFoundException
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 SessionFactory = sessionmaker[Session]
+
+Row = TypeVar("Row", bound=SQLModel)
 
 
 def make_engine(url: str) -> Engine:
@@ -79,3 +84,42 @@ def lock_for_transaction(session: Session, key: UUID) -> None:
     if bind.dialect.name == "postgresql":
         signed = int.from_bytes(key.bytes[:8], "big", signed=True)
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": signed})
+
+
+# --- what every repository does -------------------------------------------------------
+
+
+def load(session: Session, table: type[Row], key: Any, *, lock: bool = False) -> Row | None:
+    """A row by its key. Locked, two writers of one row take turns until commit, and the
+    second sees the first one's change (a 409, not a second transition)."""
+    return session.get(table, key, with_for_update=lock)
+
+
+def load_or_404(
+    session: Session, table: type[Row], key: Any, what: str, *, lock: bool = False
+) -> Row:
+    """As ``load``; a missing row is the request's 404 ("no infusion course <id>")."""
+    found = load(session, table, key, lock=lock)
+    if found is None:
+        raise NotFoundException(f"no {what} {key}")
+    return found
+
+
+def rows(session: Session, table: type[Row], *where: Any, order_by: Any) -> Sequence[Row]:
+    """The rows that match, in order (a course's sessions, a session's vitals)."""
+    return session.exec(select(table).where(*where).order_by(order_by)).all()
+
+
+def first_row(session: Session, table: type[Row], *where: Any, order_by: Any) -> Row | None:
+    """The first row that matches in that order (the latest assessment, say)."""
+    return session.exec(select(table).where(*where).order_by(order_by)).first()
+
+
+def where_given(
+    statement: SelectOfScalar[Row], *criteria: tuple[Any, object | None]
+) -> SelectOfScalar[Row]:
+    """A list's filters: each (column, value) narrows the query only if a value is given."""
+    for column, value in criteria:
+        if value is not None:
+            statement = statement.where(column == value)
+    return statement

@@ -1,4 +1,5 @@
-"""What every service's domain shares: a broken rule, and one state machine.
+"""What every service's domain shares: a broken rule, one state machine, and the
+check that a stored value is what an event declares.
 
 A rule a command breaks raises ``RuleBroken`` naming the field; the API answers 422 with
 that field. A referral, a course, a session, an episode and an appointment each declare
@@ -10,6 +11,9 @@ aggregates stay pure, and no controller translates errors by hand.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
+import msgspec
 
 
 class RuleBroken(ValueError):
@@ -54,3 +58,10 @@ class StateMachine:
             for pair in moves.items()
             for status in pair
         )
+
+
+def as_declared(kind: Any, value: Any) -> Any:
+    """A stored value as the event's type declares it (a literal, a list of them):
+    checked, not assumed, so a row that holds anything else fails here, in the producer,
+    rather than in every consumer."""
+    return msgspec.convert(value, kind)

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
-from uuid import UUID
 
 import msgspec
 from sqlalchemy import event, func
@@ -20,15 +19,13 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
 from shared.db import SessionFactory
-from shared.events import Actor, Envelope, Subject, consumers_of, encode_envelope, new_event
-from shared.events.catalogue import Event
+from shared.events import Envelope, consumers_of, encode_envelope
 from shared.feed import writing_transaction
 from shared.observability import (
     EVENTS_PUBLISHED,
     OUTBOX_LAG_SECONDS,
     OUTBOX_UNSENT,
     RELAY_SEND_SECONDS,
-    current_correlation_id,
     get_logger,
 )
 from shared.tables import OutboxEvent
@@ -73,35 +70,6 @@ def add_event(session: Session, envelope: Envelope) -> Envelope:
     session.flush()
     session.info["outbox_written"] = True
     return sequenced
-
-
-def publish(
-    session: Session,
-    *,
-    event_type: str,
-    payload: type[Event],
-    fields: dict[str, Any],
-    producer: str,
-    patient_id: UUID,
-    subject: Subject,
-    actor: Actor,
-    causation_id: str | None = None,
-) -> Envelope:
-    """Build an event from plain fields (checked against its catalogue type) and write it
-    to the outbox, carrying the current request's correlation id."""
-    return add_event(
-        session,
-        new_event(
-            type=event_type,
-            data=msgspec.convert(fields, payload, from_attributes=True),
-            producer=producer,
-            patient_id=patient_id,
-            subject=subject,
-            actor=actor,
-            correlation_id=current_correlation_id(),
-            causation_id=causation_id,
-        ),
-    )
 
 
 @event.listens_for(OrmSession, "after_commit")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
-from uuid import UUID
+from typing import Any, Self
+from uuid import UUID, uuid4
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +19,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from shared.events.catalogue import ReferralAccepted
 
 
 def utcnow() -> datetime:
@@ -39,20 +41,43 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else as_utc(value)
 
 
-def Timestamp(*, nullable: bool = False, index: bool = False) -> Any:
-    """An aware UTC timestamp column (timestamptz on PostgreSQL)."""
-    return Field(
-        default=None if nullable else ...,
-        sa_type=UTCDateTime(),
-        nullable=nullable,
-        index=index,
-    )
+def Timestamp(**field: Any) -> Any:
+    """An aware UTC timestamp column (timestamptz on PostgreSQL); ``field`` as ``Field``
+    takes it (a default, an index). Nullable when its type is optional."""
+    return Field(sa_type=UTCDateTime(), **field)
 
 
 def as_utc(value: datetime) -> datetime:
     """Every stored time is UTC: SQLite hands back naive datetimes, and PostgreSQL hands
     back the session's time zone, which need not be UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class ReferredCare(SQLModel):
+    """The first columns of the care an accepted referral opens in the service it was
+    for (an infusion course, a therapy episode): one per referral."""
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    patient_id: UUID = Field(index=True)
+    # Unique: a redelivered referral.accepted can never open a second one.
+    referral_id: UUID = Field(unique=True)
+    status: str = Field(max_length=12, index=True)
+    priority: str = Field(max_length=10)
+    conditions: list[str] = Field(sa_type=JSON, nullable=False)
+
+    @classmethod
+    def opened_from(
+        cls, accepted: ReferralAccepted, patient_id: UUID, status: str, **columns: Any
+    ) -> Self:
+        """The row the accepted referral opens, with the columns only its service keeps."""
+        return cls(
+            patient_id=patient_id,
+            referral_id=accepted.referral_id,
+            status=status,
+            priority=accepted.priority,
+            conditions=list(accepted.conditions),
+            **columns,
+        )
 
 
 class OutboxEvent(SQLModel, table=True):
@@ -85,7 +110,7 @@ class OutboxEvent(SQLModel, table=True):
     sequence: int
     occurred_at: datetime = Timestamp()
     envelope: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    sent_at: datetime | None = Timestamp(nullable=True)
+    sent_at: datetime | None = Timestamp(default=None)
     send_attempts: int = 0
 
 
@@ -96,7 +121,7 @@ class InboxEvent(SQLModel, table=True):
 
     event_id: UUID = Field(primary_key=True)
     type: str = Field(max_length=100)
-    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    received_at: datetime = Timestamp(default_factory=utcnow)
 
 
 class DeadLetter(SQLModel, table=True):
@@ -112,8 +137,8 @@ class DeadLetter(SQLModel, table=True):
     event_type: str | None = Field(default=None, max_length=100)
     error: str = Field(max_length=500)
     message: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    failed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
-    replayed_at: datetime | None = Timestamp(nullable=True)
+    failed_at: datetime = Timestamp(default_factory=utcnow)
+    replayed_at: datetime | None = Timestamp(default=None)
     replay_count: int = 0
 
 
@@ -127,7 +152,7 @@ class AuditRecord(SQLModel, table=True):
     __tablename__ = "audit_log"
 
     id: int | None = Field(default=None, primary_key=True)
-    recorded: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime())
+    recorded: datetime = Timestamp(default_factory=utcnow, index=True)
     action: str = Field(max_length=1)
     outcome: str = Field(max_length=2)
     agent_user: str = Field(max_length=100)
@@ -151,10 +176,10 @@ class FeedPosition(SQLModel, table=True):
     producer: str = Field(primary_key=True, max_length=40)
     # Opaque feed cursor "txid.position" (shared.feed.FeedCursor).
     cursor: str = Field(default="0.0", max_length=45)
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    created_at: datetime = Timestamp(default_factory=utcnow)
     # The start of the last read that reached the head of the feed: every event the
     # producer had committed by then has been consumed.
-    caught_up_at: datetime | None = Timestamp(nullable=True)
+    caught_up_at: datetime | None = Timestamp(default=None)
     # Events after the cursor not consumed when the last read stopped (0 when caught up).
     behind: int = 0
     # Events this consumer took from the feed because the broker never delivered them.

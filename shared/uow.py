@@ -11,8 +11,9 @@ writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from uuid import UUID
 
 from sqlalchemy.exc import IntegrityError
@@ -92,6 +93,18 @@ class UnitOfWork:
                 self.session, action, entity_type, entity_id, patient_id, detail=detail
             )
 
+    def commit_read(
+        self,
+        entity_type: str,
+        entity_id: str | None,
+        patient_id: UUID | None,
+        *,
+        detail: str | None = None,
+    ) -> None:
+        """A read changes nothing, but it is audited: record the access and commit."""
+        self.audit(AuditAction.read, entity_type, entity_id, patient_id, detail=detail)
+        self.commit()
+
     def commit(self) -> None:
         """Keep everything; an integrity error leaves nothing written and is re-raised
         for the command to name the conflict."""
@@ -105,3 +118,28 @@ class UnitOfWork:
     def rollback(self) -> None:
         self.session.rollback()
         self.published.clear()
+
+
+# What a service does on one event type it consumes, in the consuming unit of work.
+Reaction = Callable[[Any, Envelope, UnitOfWork], object]
+
+
+def event_handler(
+    service: str, reactions: Mapping[type[Event], Reaction]
+) -> Callable[[Session, Envelope], None]:
+    """A service's consumer, from its reaction to each event type it cares about; any
+    other event is acknowledged and left alone.
+
+    No commit here: the consume path commits the inbox row and the effect together.
+    """
+    by_type = {kind.event_type(): react for kind, react in reactions.items()}
+
+    def handle_event(session: Session, envelope: Envelope) -> None:
+        react = by_type.get(envelope.type)
+        if react is None:
+            return
+        react(
+            envelope.event(), envelope, UnitOfWork(session, service=service, actor=envelope.actor)
+        )
+
+    return handle_event

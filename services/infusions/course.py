@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 import msgspec
@@ -25,7 +25,7 @@ from services.infusions.models import (
     InfusionSession,
 )
 from services.infusions.schemas import AssessmentCreate, CourseClosure, CourseStatus, PlanCreate
-from shared.domain import IllegalTransition
+from shared.domain import IllegalTransition, as_declared
 from shared.events import Subject
 from shared.events.catalogue import (
     Event,
@@ -52,14 +52,9 @@ def open_from_referral(
 ) -> tuple[InfusionCourse, InfusionCourseOpened]:
     """An accepted ketamine-infusion referral opens a course, planned until a dosing plan
     is agreed."""
-    course = InfusionCourse(
-        patient_id=patient_id,
-        referral_id=accepted.referral_id,
-        status=domain.PLANNED,
-        priority=accepted.priority,
-        conditions=list(accepted.conditions),
-        referral_baseline=msgspec.to_builtins(accepted.baseline) if accepted.baseline else None,
-        opened_at=now,
+    baseline = msgspec.to_builtins(accepted.baseline) if accepted.baseline else None
+    course = InfusionCourse.opened_from(
+        accepted, patient_id, domain.PLANNED, referral_baseline=baseline, opened_at=now
     )
     opened = InfusionCourseOpened(
         course_id=course.id,
@@ -80,6 +75,15 @@ def require_active(course: InfusionCourse, action: str) -> None:
     """Infusions need an active course: not before its plan, not while on hold."""
     if course.status != domain.ACTIVE:
         raise IllegalTransition("course", course.status, action)
+
+
+def require_ready(
+    course: InfusionCourse, latest: EligibilityAssessment | None, action: str
+) -> None:
+    """An infusion goes ahead only on an active course whose latest assessment found
+    the patient eligible."""
+    require_active(course, action)
+    require_eligible(latest)
 
 
 def require_eligible(latest: EligibilityAssessment | None) -> None:
@@ -138,7 +142,7 @@ def assess(
     recorded = InfusionAssessmentRecorded(
         course_id=course.id,
         assessment_id=assessment.id,
-        outcome=_valid(Outcome, eligibility.outcome),
+        outcome=as_declared(Outcome, eligibility.outcome),
         blocked_by=list(eligibility.blocked_by),
         cautions_overridden=list(eligibility.cautions_overridden),
         pain_nrs=data.pain_nrs,
@@ -235,8 +239,7 @@ def schedule(
     patient's (``booked`` are the patient's sessions that hold a slot)."""
     if plan is None:
         raise domain.InfusionRuleBroken("plan", "no dosing plan is agreed for this course yet")
-    require_active(course, "schedule a session")
-    require_eligible(latest)
+    require_ready(course, latest, "schedule a session")
     start, end = slot
     domain.check_schedule(start, end, now)
     if domain.overlaps(start, end, [(s.scheduled_start, s.scheduled_end) for s in booked]):
@@ -255,8 +258,7 @@ def schedule(
         planned_mg=plan.total_mg,
     )
     scheduled = InfusionSessionScheduled(
-        course_id=course.id,
-        session_id=new.id,
+        **session.about(new),
         number=new.number,
         kind=kind,
         scheduled_start=start,
@@ -274,7 +276,7 @@ def change_status(
     course.status_reason = reason
     return InfusionCourseStatusChanged(
         course_id=course.id,
-        status=_valid(CourseStatus, course.status),
+        status=as_declared(CourseStatus, course.status),
         previous_status=previous,
         changed_at=now,
     )
@@ -307,8 +309,3 @@ def close(
         )
     )
     return events
-
-
-def _valid(kind: Any, value: str) -> Any:
-    """A value as the event's literal type says it must be (checked, not assumed)."""
-    return msgspec.convert(value, kind)

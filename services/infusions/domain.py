@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from shared.domain import IllegalTransition as IllegalTransition
 from shared.domain import RuleBroken, StateMachine
-from shared.events.catalogue import COURSE_STATUS_AFTER_CLOSING
+from shared.events.catalogue import COURSE_STATUS_AFTER_CLOSING, InfusionResponse
 from shared.policy import ChangePolicy, DosePolicy, VitalsPolicy, clinical_policy
 
 
@@ -130,36 +131,45 @@ def check_dose(
         if given[name] is not None:
             raise InfusionRuleBroken(name, f"does not belong to a {indication} plan")
     if indication == "depression":
-        if dose_mg_per_kg is None:
-            raise InfusionRuleBroken("dose_mg_per_kg", "a depression plan needs a dose in mg/kg")
-        if infusion_minutes is None:
-            raise InfusionRuleBroken("infusion_minutes", "a depression plan needs its minutes")
-        if dose_mg_per_kg > policy.depression_ceiling_mg_per_kg:
-            raise InfusionRuleBroken(
-                "dose_mg_per_kg",
-                f"above the hard ceiling of {policy.depression_ceiling_mg_per_kg} mg/kg",
-            )
-        outside: tuple[str, ...] = ()
-        if not policy.depression_min_mg_per_kg <= dose_mg_per_kg <= policy.depression_max_mg_per_kg:
-            outside = ("dose_mg_per_kg",)
-        total = dose_mg_per_kg * weight_kg
-        return DoseCheck(round(total, 1), round(total * 60 / infusion_minutes, 1), outside)
-    if rate_mg_per_kg_per_h is None:
-        raise InfusionRuleBroken("rate_mg_per_kg_per_h", "a pain plan needs a rate in mg/kg/h")
-    if duration_hours is None:
-        raise InfusionRuleBroken("duration_hours", "a pain plan needs its duration in hours")
-    if rate_mg_per_kg_per_h > policy.pain_ceiling_mg_per_kg_per_h:
-        raise InfusionRuleBroken(
-            "rate_mg_per_kg_per_h",
-            f"above the hard ceiling of {policy.pain_ceiling_mg_per_kg_per_h} mg/kg/h",
+        dose = _needed("dose_mg_per_kg", dose_mg_per_kg, "a depression plan needs a dose in mg/kg")
+        minutes = _needed(
+            "infusion_minutes", infusion_minutes, "a depression plan needs its minutes"
         )
+        _below_ceiling("dose_mg_per_kg", dose, policy.depression_ceiling_mg_per_kg, "mg/kg")
+        outside: tuple[str, ...] = ()
+        if not policy.depression_min_mg_per_kg <= dose <= policy.depression_max_mg_per_kg:
+            outside = ("dose_mg_per_kg",)
+        total = dose * weight_kg
+        return DoseCheck(round(total, 1), round(total * 60 / minutes, 1), outside)
+    rate_per_kg = _needed(
+        "rate_mg_per_kg_per_h", rate_mg_per_kg_per_h, "a pain plan needs a rate in mg/kg/h"
+    )
+    hours = _needed("duration_hours", duration_hours, "a pain plan needs its duration in hours")
+    _below_ceiling(
+        "rate_mg_per_kg_per_h", rate_per_kg, policy.pain_ceiling_mg_per_kg_per_h, "mg/kg/h"
+    )
     outside_band: list[str] = []
-    if rate_mg_per_kg_per_h > policy.pain_max_mg_per_kg_per_h:
+    if rate_per_kg > policy.pain_max_mg_per_kg_per_h:
         outside_band.append("rate_mg_per_kg_per_h")
-    if not policy.pain_min_hours <= duration_hours <= policy.pain_max_hours:
+    if not policy.pain_min_hours <= hours <= policy.pain_max_hours:
         outside_band.append("duration_hours")
-    rate = rate_mg_per_kg_per_h * weight_kg
-    return DoseCheck(round(rate * duration_hours, 1), round(rate, 1), tuple(outside_band))
+    rate = rate_per_kg * weight_kg
+    return DoseCheck(round(rate * hours, 1), round(rate, 1), tuple(outside_band))
+
+
+Amount = TypeVar("Amount", int, float)
+
+
+def _needed(field: str, value: Amount | None, message: str) -> Amount:
+    if value is None:
+        raise InfusionRuleBroken(field, message)
+    return value
+
+
+def _below_ceiling(field: str, value: float, ceiling: float, unit: str) -> None:
+    """A hard ceiling is never overridden: above it is refused outright."""
+    if value > ceiling:
+        raise InfusionRuleBroken(field, f"above the hard ceiling of {ceiling} {unit}")
 
 
 def check_dose_given(given_mg: float, planned_mg: float, policy: DosePolicy | None = None) -> bool:
@@ -279,16 +289,6 @@ def close_action(reason: str) -> str:
 # --- response (CLINICAL.md "Change that matters", "Course rules") ------------------------
 
 
-@dataclass(frozen=True)
-class Response:
-    pain_change_fraction: float | None
-    phq9_change_fraction: float | None
-    pain_meaningful: bool
-    pain_substantial: bool
-    phq9_response: bool
-    responded: bool
-
-
 def _fall(baseline: int | None, now: int | None) -> float | None:
     if baseline is None or now is None or baseline == 0:
         return None
@@ -301,7 +301,7 @@ def response(
     baseline_phq9: int | None,
     phq9_now: int | None,
     policy: ChangePolicy | None = None,
-) -> Response:
+) -> InfusionResponse:
     """Change from the course baseline (a fall is positive) and the thresholds met
     (the policy's "change that matters" section: pain relief and PHQ-9 response)."""
     policy = policy or clinical_policy().change
@@ -310,7 +310,15 @@ def response(
     meaningful = pain is not None and pain >= policy.pain_meaningful_fraction
     substantial = pain is not None and pain >= policy.pain_substantial_fraction
     phq9_response = phq9 is not None and phq9 >= policy.phq9_response_fraction
-    return Response(pain, phq9, meaningful, substantial, phq9_response, meaningful or phq9_response)
+    # The shape the session's completed event carries, so the event states it unchanged.
+    return InfusionResponse(
+        pain_change_fraction=pain,
+        phq9_change_fraction=phq9,
+        pain_meaningful=meaningful,
+        pain_substantial=substantial,
+        phq9_response=phq9_response,
+        responded=meaningful or phq9_response,
+    )
 
 
 def maintenance_due(

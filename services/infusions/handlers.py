@@ -5,21 +5,17 @@ Anything else is acknowledged and left alone.
 
 from __future__ import annotations
 
-from sqlmodel import Session
-
 from services.infusions import services
 from shared.events import Envelope
 from shared.events.catalogue import ReferralAccepted
-from shared.uow import UnitOfWork
+from shared.uow import UnitOfWork, event_handler
 
 
-def handle_event(session: Session, envelope: Envelope) -> None:
-    if envelope.type != "referral.accepted":
-        return
-    accepted = envelope.event()
-    assert isinstance(accepted, ReferralAccepted)
-    if accepted.target != "ketamine-infusion":
-        return
-    # No commit here: the consume path commits the inbox row and the course together.
-    uow = UnitOfWork(session, service="infusions", actor=envelope.actor)
-    services.open_course(accepted, envelope.patient_id, uow, causation_id=str(envelope.event_id))
+def _referral_accepted(accepted: ReferralAccepted, envelope: Envelope, uow: UnitOfWork) -> None:
+    if accepted.target == "ketamine-infusion":
+        services.open_course(
+            accepted, envelope.patient_id, uow, causation_id=str(envelope.event_id)
+        )
+
+
+handle_event = event_handler("infusions", {ReferralAccepted: _referral_accepted})

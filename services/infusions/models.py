@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
-from shared.tables import UTCDateTime, utcnow
+from shared.tables import ReferredCare, Timestamp, utcnow
 
 TABLES = frozenset(
     {
@@ -23,29 +23,18 @@ TABLES = frozenset(
 )
 
 
-def _at(**kwargs: Any) -> Any:
-    return Field(sa_type=UTCDateTime(), **kwargs)
-
-
-class InfusionCourse(SQLModel, table=True):
+class InfusionCourse(ReferredCare, table=True):
     """One course per accepted ketamine-infusion referral (FHIR EpisodeOfCare statuses)."""
 
     __tablename__ = "infusion_course"
 
-    id: UUID = Field(default_factory=uuid4, primary_key=True)
-    patient_id: UUID = Field(index=True)
-    # Unique: a redelivered referral.accepted can never open a second course.
-    referral_id: UUID = Field(unique=True)
-    status: str = Field(max_length=12, index=True)
-    priority: str = Field(max_length=10)
-    conditions: list[str] = Field(sa_column=Column(JSON, nullable=False))
     referral_baseline: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
-    opened_at: datetime = _at(default_factory=utcnow)
+    opened_at: datetime = Timestamp(default_factory=utcnow)
     status_reason: str | None = Field(default=None, max_length=1000)
-    closed_at: datetime | None = _at(default=None)
+    closed_at: datetime | None = Timestamp(default=None)
     close_reason: str | None = Field(default=None, max_length=20)
     # The next maintenance infusion, kept current so the due list is one indexed query.
-    maintenance_due_at: datetime | None = _at(default=None, index=True)
+    maintenance_due_at: datetime | None = Timestamp(default=None, index=True)
 
 
 class EligibilityAssessment(SQLModel, table=True):
@@ -54,7 +43,7 @@ class EligibilityAssessment(SQLModel, table=True):
     id: UUID = Field(default_factory=uuid4, primary_key=True)
     course_id: UUID = Field(foreign_key="infusion_course.id", index=True)
     assessed_by: str = Field(max_length=100)
-    assessed_at: datetime = _at(default_factory=utcnow)
+    assessed_at: datetime = Timestamp(default_factory=utcnow)
     weight_kg: float
     systolic: int
     diastolic: int
@@ -87,7 +76,7 @@ class DosingPlan(SQLModel, table=True):
     maintenance_interval_days: int | None = None
     override: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     agreed_by: str = Field(max_length=100)
-    agreed_at: datetime = _at(default_factory=utcnow)
+    agreed_at: datetime = Timestamp(default_factory=utcnow)
 
 
 class InfusionSession(SQLModel, table=True):
@@ -100,10 +89,10 @@ class InfusionSession(SQLModel, table=True):
     number: int
     kind: str = Field(max_length=12)  # induction | maintenance
     status: str = Field(max_length=12, index=True)
-    scheduled_start: datetime = _at(index=True)
-    scheduled_end: datetime = _at()
-    started_at: datetime | None = _at(default=None)
-    ended_at: datetime | None = _at(default=None)
+    scheduled_start: datetime = Timestamp(index=True)
+    scheduled_end: datetime = Timestamp()
+    started_at: datetime | None = Timestamp(default=None)
+    ended_at: datetime | None = Timestamp(default=None)
     status_reason: str | None = Field(default=None, max_length=1000)
     planned_mg: float
     given_mg: float | None = None
@@ -120,7 +109,7 @@ class VitalsReading(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     session_id: UUID = Field(foreign_key="infusion_session.id", index=True)
-    at: datetime = _at(default_factory=utcnow)
+    at: datetime = Timestamp(default_factory=utcnow)
     phase: str = Field(max_length=8)  # before | during | after
     systolic: int
     diastolic: int
@@ -135,7 +124,7 @@ class AdverseEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     session_id: UUID = Field(foreign_key="infusion_session.id", index=True)
-    at: datetime = _at(default_factory=utcnow)
+    at: datetime = Timestamp(default_factory=utcnow)
     code: str = Field(max_length=20)
     severity: str = Field(max_length=10)
     note: str | None = Field(default=None, max_length=2000)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 from sqlmodel import Session, col, select
@@ -20,12 +21,12 @@ from services.infusions.models import (
     InfusionSession,
     VitalsReading,
 )
+from shared.db import first_row, load_or_404, rows, where_given
 
 
-def course(db: Session, course_id: UUID, *, lock: bool = False) -> InfusionCourse | None:
-    # The row lock makes two clinicians acting on one course take turns; the second
-    # then sees the first one's change (a 409, not a second transition).
-    return db.get(InfusionCourse, course_id, with_for_update=lock)
+def course(db: Session, course_id: UUID, *, lock: bool = False) -> InfusionCourse:
+    # Locked, two clinicians acting on one course take turns.
+    return load_or_404(db, InfusionCourse, course_id, "infusion course", lock=lock)
 
 
 def course_of_referral(db: Session, referral_id: UUID) -> InfusionCourse | None:
@@ -37,11 +38,11 @@ def courses(
 ) -> Sequence[InfusionCourse]:
     """Courses by patient or status; with due_before, the open ones whose maintenance
     infusion falls due before then."""
-    statement = select(InfusionCourse)
-    if patient_id is not None:
-        statement = statement.where(InfusionCourse.patient_id == patient_id)
-    if status is not None:
-        statement = statement.where(InfusionCourse.status == status)
+    statement = where_given(
+        select(InfusionCourse),
+        (InfusionCourse.patient_id, patient_id),
+        (InfusionCourse.status, status),
+    )
     if due_before is not None:
         statement = statement.where(
             col(InfusionCourse.maintenance_due_at) < due_before,
@@ -50,42 +51,27 @@ def courses(
     return db.exec(statement.order_by(col(InfusionCourse.opened_at))).all()
 
 
-def infusion_session(
-    db: Session, session_id: UUID, *, lock: bool = False
-) -> InfusionSession | None:
-    return db.get(InfusionSession, session_id, with_for_update=lock)
+def infusion_session(db: Session, session_id: UUID, *, lock: bool = False) -> InfusionSession:
+    return load_or_404(db, InfusionSession, session_id, "infusion session", lock=lock)
 
 
-def session_and_course(
-    db: Session, session_id: UUID
-) -> tuple[InfusionSession, InfusionCourse] | None:
+def session_and_course(db: Session, session_id: UUID) -> tuple[InfusionSession, InfusionCourse]:
     """Lock the course, then the session: the order every writer takes (closing a course
     locks the course, then its sessions), so two writers cannot deadlock."""
     unlocked = infusion_session(db, session_id)
-    if unlocked is None:
-        return None
     of = course(db, unlocked.course_id, lock=True)
     db.expire_all()  # read the session again under the lock, not the unlocked copy
-    found = infusion_session(db, session_id, lock=True)
-    if found is None or of is None:
-        return None
-    return found, of
+    return infusion_session(db, session_id, lock=True), of
 
 
-def sessions(db: Session, course_id: UUID) -> Sequence[InfusionSession]:
-    return db.exec(
-        select(InfusionSession)
-        .where(InfusionSession.course_id == course_id)
-        .order_by(col(InfusionSession.number))
-    ).all()
-
-
-def sessions_in(db: Session, course_id: UUID, statuses: Sequence[str]) -> Sequence[InfusionSession]:
-    return db.exec(
-        select(InfusionSession).where(
-            InfusionSession.course_id == course_id, col(InfusionSession.status).in_(statuses)
-        )
-    ).all()
+def sessions(
+    db: Session, course_id: UUID, statuses: Sequence[str] | None = None
+) -> Sequence[InfusionSession]:
+    """A course's sessions in number order; with statuses, only those in one of them."""
+    statement = select(InfusionSession).where(InfusionSession.course_id == course_id)
+    if statuses is not None:
+        statement = statement.where(col(InfusionSession.status).in_(statuses))
+    return db.exec(statement.order_by(col(InfusionSession.number))).all()
 
 
 def slots_held(db: Session, patient_id: UUID) -> Sequence[InfusionSession]:
@@ -99,32 +85,29 @@ def slots_held(db: Session, patient_id: UUID) -> Sequence[InfusionSession]:
 
 
 def latest_assessment(db: Session, course_id: UUID) -> EligibilityAssessment | None:
-    return db.exec(
-        select(EligibilityAssessment)
-        .where(EligibilityAssessment.course_id == course_id)
-        .order_by(col(EligibilityAssessment.assessed_at).desc())
-    ).first()
+    return _assessment(db, course_id, col(EligibilityAssessment.assessed_at).desc())
 
 
 def baseline(db: Session, course_id: UUID) -> EligibilityAssessment | None:
     """The course baseline is the first assessment: a re-assessment must not move it."""
-    return db.exec(
-        select(EligibilityAssessment)
-        .where(EligibilityAssessment.course_id == course_id)
-        .order_by(col(EligibilityAssessment.assessed_at))
-    ).first()
+    return _assessment(db, course_id, col(EligibilityAssessment.assessed_at))
+
+
+def _assessment(db: Session, course_id: UUID, order_by: object) -> EligibilityAssessment | None:
+    return first_row(
+        db, EligibilityAssessment, EligibilityAssessment.course_id == course_id, order_by=order_by
+    )
 
 
 def latest_plan(db: Session, course_id: UUID) -> DosingPlan | None:
-    return db.exec(
-        select(DosingPlan)
-        .where(DosingPlan.course_id == course_id)
-        .order_by(col(DosingPlan.agreed_at).desc())
-    ).first()
+    return first_row(
+        db, DosingPlan, DosingPlan.course_id == course_id, order_by=col(DosingPlan.agreed_at).desc()
+    )
 
 
-def plan(db: Session, plan_id: UUID) -> DosingPlan | None:
-    return db.get(DosingPlan, plan_id)
+def plan(db: Session, plan_id: UUID) -> DosingPlan:
+    # Never missing: a session is always booked from a plan (a foreign key).
+    return load_or_404(db, DosingPlan, plan_id, "dosing plan")
 
 
 def has_vitals_before(db: Session, session_id: UUID) -> bool:
@@ -137,16 +120,16 @@ def has_vitals_before(db: Session, session_id: UUID) -> bool:
 
 
 def vitals(db: Session, session_id: UUID) -> Sequence[VitalsReading]:
-    return db.exec(
-        select(VitalsReading)
-        .where(VitalsReading.session_id == session_id)
-        .order_by(col(VitalsReading.at))
-    ).all()
+    return _in_time_order(db, VitalsReading, session_id)
 
 
 def adverse_events(db: Session, session_id: UUID) -> Sequence[AdverseEvent]:
-    return db.exec(
-        select(AdverseEvent)
-        .where(AdverseEvent.session_id == session_id)
-        .order_by(col(AdverseEvent.at))
-    ).all()
+    return _in_time_order(db, AdverseEvent, session_id)
+
+
+Recorded = TypeVar("Recorded", VitalsReading, AdverseEvent)
+
+
+def _in_time_order(db: Session, table: type[Recorded], session_id: UUID) -> Sequence[Recorded]:
+    """What was recorded during an infusion, in the order it happened."""
+    return rows(db, table, table.session_id == session_id, order_by=col(table.at))

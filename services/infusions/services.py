@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from litestar.exceptions import NotFoundException
+from sqlmodel import SQLModel
 
 from services.infusions import course, domain, repository, session
 from services.infusions.models import (
@@ -55,19 +55,16 @@ class CourseQuery:
 
 def list_courses(query: CourseQuery, uow: UnitOfWork, user: User) -> Sequence[InfusionCourse]:
     with uow:
-        due = as_utc(query.due_before) if query.due_before else None
-        found = repository.courses(uow.session, query.patient_id, query.status, due)
+        found = repository.courses(uow.session, query.patient_id, query.status, query.due_before)
         detail = f"list of {len(found)}"
-        uow.audit(AuditAction.read, "EpisodeOfCare", None, query.patient_id, detail=detail)
-        uow.commit()
+        uow.commit_read("EpisodeOfCare", None, query.patient_id, detail=detail)
     return found
 
 
 def read_course(course_id: UUID, uow: UnitOfWork, user: User) -> InfusionCourse:
     with uow:
-        found = _course(uow, course_id)
-        uow.audit(AuditAction.read, "EpisodeOfCare", str(found.id), found.patient_id)
-        uow.commit()
+        found = repository.course(uow.session, course_id)
+        uow.commit_read("EpisodeOfCare", str(found.id), found.patient_id)
     return found
 
 
@@ -75,7 +72,7 @@ def assess(
     course_id: UUID, data: AssessmentCreate, uow: UnitOfWork, user: User
 ) -> EligibilityAssessment:
     with uow:
-        found = _course(uow, course_id, lock=True)
+        found = repository.course(uow.session, course_id, lock=True)
         assessment, recorded = course.assess(found, data, user.id, utcnow())
         uow.session.add(assessment)
         _publish(uow, found, [recorded])
@@ -89,7 +86,7 @@ def assess(
 
 def agree_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -> DosingPlan:
     with uow:
-        found = _course(uow, course_id, lock=True)
+        found = repository.course(uow.session, course_id, lock=True)
         latest = repository.latest_assessment(uow.session, found.id)
         plan, events = course.agree_plan(
             found, latest, data, user.id, utcnow(), clinical_policy().dose
@@ -105,13 +102,15 @@ def agree_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -
 
 def schedule(course_id: UUID, data: SessionCreate, uow: UnitOfWork, user: User) -> InfusionSession:
     with uow:
-        found = _course(uow, course_id, lock=True)
+        found = repository.course(uow.session, course_id, lock=True)
         new, scheduled = course.schedule(
             found,
             repository.latest_plan(uow.session, found.id),
             repository.latest_assessment(uow.session, found.id),
             repository.slots_held(uow.session, found.patient_id),
             len(repository.sessions(uow.session, found.id)),
+            # The request's times may be naive or in another zone: the event carries
+            # them in UTC, as the row does (the column converts only what it stores).
             (as_utc(data.start), as_utc(data.end)),
             data.kind,
             utcnow(),
@@ -133,8 +132,8 @@ def resume(course_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infusi
 
 def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> InfusionCourse:
     with uow:
-        found = _course(uow, course_id, lock=True)
-        open_sessions = repository.sessions_in(uow.session, found.id, domain.OPEN_SESSION)
+        found = repository.course(uow.session, course_id, lock=True)
+        open_sessions = repository.sessions(uow.session, found.id, domain.OPEN_SESSION)
         events = course.close(found, open_sessions, data, utcnow())
         uow.session.add_all([found, *open_sessions])
         _publish(uow, found, events)
@@ -145,19 +144,12 @@ def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> 
 
 def _change_status(course_id: UUID, action: str, reason: str, uow: UnitOfWork) -> InfusionCourse:
     with uow:
-        found = _course(uow, course_id, lock=True)
+        found = repository.course(uow.session, course_id, lock=True)
         changed = course.change_status(found, action, reason, utcnow())
         uow.session.add(found)
         _publish(uow, found, [changed])
         _audit_course(uow, found, f"status {found.status}")
         uow.commit()
-    return found
-
-
-def _course(uow: UnitOfWork, course_id: UUID, *, lock: bool = False) -> InfusionCourse:
-    found = repository.course(uow.session, course_id, lock=lock)
-    if found is None:
-        raise NotFoundException(f"no infusion course {course_id}")
     return found
 
 
@@ -171,18 +163,14 @@ def _audit_course(uow: UnitOfWork, found: InfusionCourse, detail: str) -> None:
 def read_session(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
     with uow:
         found = repository.infusion_session(uow.session, session_id)
-        if found is None:
-            raise NotFoundException(f"no infusion session {session_id}")
-        uow.audit(AuditAction.read, "Procedure", str(found.id), found.patient_id)
-        uow.commit()
+        uow.commit_read("Procedure", str(found.id), found.patient_id)
     return found
 
 
 def check_in(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
     with uow:
-        found, of = _session_and_course(uow, session_id)
-        course.require_active(of, "check in")
-        course.require_eligible(repository.latest_assessment(uow.session, of.id))
+        found, of = repository.session_and_course(uow.session, session_id)
+        course.require_ready(of, repository.latest_assessment(uow.session, of.id), "check in")
         session.check_in(found)
         _store(uow, found, of, [], "checked in")
     return found
@@ -192,7 +180,7 @@ def record_scores_before(
     session_id: UUID, data: ScoresBefore, uow: UnitOfWork, user: User
 ) -> InfusionSession:
     with uow:
-        found, of = _session_and_course(uow, session_id)
+        found, of = repository.session_and_course(uow.session, session_id)
         session.record_scores_before(found, data.pain_nrs, data.mood)
         _store(uow, found, of, [], "scores before")
     return found
@@ -200,9 +188,9 @@ def record_scores_before(
 
 def start(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
     with uow:
-        found, of = _session_and_course(uow, session_id)
-        course.require_active(of, "start an infusion")
-        course.require_eligible(repository.latest_assessment(uow.session, of.id))
+        found, of = repository.session_and_course(uow.session, session_id)
+        latest = repository.latest_assessment(uow.session, of.id)
+        course.require_ready(of, latest, "start an infusion")
         vitals_before = repository.has_vitals_before(uow.session, found.id)
         started = session.start(found, vitals_before, utcnow())
         _store(uow, found, of, [started], "started")
@@ -213,33 +201,25 @@ def record_vitals(
     session_id: UUID, data: VitalsCreate, uow: UnitOfWork, user: User
 ) -> VitalsReading:
     with uow:
-        found, of = _session_and_course(uow, session_id)
-        at = as_utc(data.at) if data.at else utcnow()
+        found, of = repository.session_and_course(uow.session, session_id)
+        at = as_utc(data.at) if data.at else utcnow()  # from the request: as schedule()
         reading, out_of_range = session.record_vitals(
             found, data, at, user.id, clinical_policy().vitals
         )
-        uow.session.add(reading)
-        _publish(uow, of, [out_of_range] if out_of_range else [])
+        events = [out_of_range] if out_of_range else []
         detail = "vitals" + (" out of range" if out_of_range else "")
-        uow.audit(AuditAction.create, "Observation", str(found.id), found.patient_id, detail=detail)
-        uow.commit()
+        observed = (AuditAction.create, "Observation")
+        _store(uow, found, of, events, detail, rows=[reading], audit=observed)
     return reading
 
 
 def record_dose(session_id: UUID, data: DoseGiven, uow: UnitOfWork, user: User) -> InfusionSession:
     with uow:
         # The course is locked too (the lock order), though the dose concerns the session.
-        found, _locked = _session_and_course(uow, session_id)
+        found, of = repository.session_and_course(uow.session, session_id)
         session.record_dose(found, data.given_mg, clinical_policy().dose)
-        uow.session.add(found)
-        uow.audit(
-            AuditAction.update,
-            "MedicationAdministration",
-            str(found.id),
-            found.patient_id,
-            detail="dose given",
-        )
-        uow.commit()
+        administered = (AuditAction.update, "MedicationAdministration")
+        _store(uow, found, of, [], "dose given", audit=administered)
     return found
 
 
@@ -247,15 +227,11 @@ def record_adverse_event(
     session_id: UUID, data: AdverseEventCreate, uow: UnitOfWork, user: User
 ) -> InfusionSession:
     with uow:
-        found, of = _session_and_course(uow, session_id)
+        found, of = repository.session_and_course(uow.session, session_id)
         adverse, events = session.record_adverse_event(found, data, user.id, utcnow())
-        uow.session.add_all([adverse, found])
-        _publish(uow, of, events)
         detail = f"{data.code} {data.severity}"
-        uow.audit(
-            AuditAction.create, "AdverseEvent", str(found.id), found.patient_id, detail=detail
-        )
-        uow.commit()
+        recorded = (AuditAction.create, "AdverseEvent")
+        _store(uow, found, of, events, detail, rows=[adverse], audit=recorded)
     return found
 
 
@@ -263,24 +239,23 @@ def complete(
     session_id: UUID, data: SessionCompletion, uow: UnitOfWork, user: User
 ) -> InfusionSession:
     with uow:
-        found, of = _session_and_course(uow, session_id)
+        found, of = repository.session_and_course(uow.session, session_id)
         phq9 = None
         if data.phq9_items is not None:
             phq9 = course.score_phq9(data.phq9_items, "phq9_items")
         plan = repository.plan(uow.session, found.plan_id)
-        assert plan is not None  # a session is always booked from a plan (foreign key)
         completed = session.complete(
             found,
             of,
             plan,
             repository.baseline(uow.session, of.id),
             (data.pain_nrs, data.mood, phq9),
-            len(repository.sessions_in(uow.session, of.id, (domain.COMPLETED,))),
+            len(repository.sessions(uow.session, of.id, (domain.COMPLETED,))),
             utcnow(),
             clinical_policy().change,
         )
-        uow.session.add(of)
-        _store(uow, found, of, [completed], "completed")
+        # The course is kept too: completing an infusion moves its next maintenance date.
+        _store(uow, found, of, [completed], "completed", rows=[of])
     return found
 
 
@@ -294,18 +269,9 @@ def abandon(session_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infu
 
 def _end(session_id: UUID, action: session.Ending, reason: str, uow: UnitOfWork) -> InfusionSession:
     with uow:
-        found, of = _session_and_course(uow, session_id)
+        found, of = repository.session_and_course(uow.session, session_id)
         ended = session.end(found, action, reason, utcnow())
         _store(uow, found, of, [ended], action)
-    return found
-
-
-def _session_and_course(
-    uow: UnitOfWork, session_id: UUID
-) -> tuple[InfusionSession, InfusionCourse]:
-    found = repository.session_and_course(uow.session, session_id)
-    if found is None:
-        raise NotFoundException(f"no infusion session {session_id}")
     return found
 
 
@@ -315,11 +281,16 @@ def _store(
     of: InfusionCourse,
     events: Iterable[Event],
     detail: str,
+    *,
+    rows: Iterable[SQLModel] = (),
+    audit: tuple[AuditAction, str] = (AuditAction.update, "Procedure"),
 ) -> None:
-    """Keep what a step did to the session: the row, its events and the audit."""
-    uow.session.add(found)
+    """Keep what a step did at the session: its rows, its events and the audit (by
+    default, of the session changed)."""
+    uow.session.add_all([found, *rows])
     _publish(uow, of, events)
-    uow.audit(AuditAction.update, "Procedure", str(found.id), found.patient_id, detail=detail)
+    action, entity = audit
+    uow.audit(action, entity, str(found.id), found.patient_id, detail=detail)
     uow.commit()
 
 

@@ -5,15 +5,14 @@ Pure, as the course aggregate (course.py): a step takes the session row, the val
 recorded, who acts and the time, moves the status through the session's state machine
 (domain.SESSION) or checks the status allows the record, and returns the rows it makes
 and the events it causes. Whether the course allows an infusion at all is the course's
-to say (course.require_active, course.require_eligible); the commands ask it first.
+to say (course.require_ready); the commands ask it first.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
-
-import msgspec
+from typing import Literal, TypedDict
+from uuid import UUID
 
 from services.infusions import domain
 from services.infusions.models import (
@@ -25,11 +24,10 @@ from services.infusions.models import (
     VitalsReading,
 )
 from services.infusions.schemas import AdverseEventCreate, VitalsCreate
-from shared.domain import IllegalTransition
+from shared.domain import IllegalTransition, as_declared
 from shared.events.catalogue import (
     Event,
     InfusionAdverseEventRecorded,
-    InfusionResponse,
     InfusionSessionAbandoned,
     InfusionSessionCancelled,
     InfusionSessionCompleted,
@@ -52,6 +50,17 @@ RECORDS_ALLOWED = {
 }
 
 
+class AboutSession(TypedDict):
+    """What every session event says first (the catalogue's InfusionSessionEvent)."""
+
+    course_id: UUID
+    session_id: UUID
+
+
+def about(infusion: InfusionSession) -> AboutSession:
+    return {"course_id": infusion.course_id, "session_id": infusion.id}
+
+
 def check_in(infusion: InfusionSession) -> None:
     _move(infusion, "check-in")
 
@@ -69,12 +78,7 @@ def start(infusion: InfusionSession, vitals_before: bool, now: datetime) -> Infu
         )
     _move(infusion, "start")
     infusion.started_at = now
-    return InfusionSessionStarted(
-        course_id=infusion.course_id,
-        session_id=infusion.id,
-        number=infusion.number,
-        started_at=now,
-    )
+    return InfusionSessionStarted(**about(infusion), number=infusion.number, started_at=now)
 
 
 def record_vitals(
@@ -109,8 +113,7 @@ def record_vitals(
     if not crossed:
         return reading, None
     out_of_range = InfusionVitalsOutOfRange(
-        course_id=infusion.course_id,
-        session_id=infusion.id,
+        **about(infusion),
         phase=data.phase,
         systolic=data.systolic,
         diastolic=data.diastolic,
@@ -150,8 +153,7 @@ def record_adverse_event(
     serious = data.severity == "serious"
     events: list[Event] = [
         InfusionAdverseEventRecorded(
-            course_id=infusion.course_id,
-            session_id=infusion.id,
+            **about(infusion),
             code=data.code,
             severity=data.severity,
             serious=serious,
@@ -188,7 +190,7 @@ def complete(
     infusion.pain_after, infusion.mood_after = pain_nrs, mood
     if phq9 is not None:
         infusion.phq9_items, infusion.phq9_total = list(phq9.items), phq9.total
-    result = domain.response(
+    response = domain.response(
         baseline.pain_nrs if baseline else None,
         pain_nrs,
         baseline.phq9_total if baseline else None,
@@ -201,24 +203,16 @@ def complete(
     )
     course.maintenance_due_at = due
     return InfusionSessionCompleted(
-        course_id=infusion.course_id,
-        session_id=infusion.id,
+        **about(infusion),
         number=infusion.number,
-        kind=msgspec.convert(infusion.kind, Kind),
+        kind=as_declared(Kind, infusion.kind),
         completed_at=now,
         given_mg=infusion.given_mg,
         pain_before=infusion.pain_before,
         pain_after=pain_nrs,
         phq9_total=phq9.total if phq9 else None,
         phq9_item9=phq9.items[8] if phq9 else None,
-        response=InfusionResponse(
-            pain_change_fraction=result.pain_change_fraction,
-            phq9_change_fraction=result.phq9_change_fraction,
-            pain_meaningful=result.pain_meaningful,
-            pain_substantial=result.pain_substantial,
-            phq9_response=result.phq9_response,
-            responded=result.responded,
-        ),
+        response=response,
         completed_sessions=completed,
         maintenance_due_at=due,
     )
@@ -236,13 +230,7 @@ def end(
     _move(infusion, action)
     infusion.ended_at, infusion.status_reason = now, reason
     ended = InfusionSessionCancelled if action == "cancel" else InfusionSessionAbandoned
-    return ended(
-        course_id=infusion.course_id,
-        session_id=infusion.id,
-        number=infusion.number,
-        previous_status=previous,
-        ended_at=now,
-    )
+    return ended(**about(infusion), number=infusion.number, previous_status=previous, ended_at=now)
 
 
 def _move(infusion: InfusionSession, action: str) -> None:

@@ -6,25 +6,20 @@ opened it, which closes the loop for the referrer. Anything else is acknowledged
 
 from __future__ import annotations
 
-from sqlmodel import Session
-
 from services.referrals import services
 from shared.events import Actor, Envelope
 from shared.events.catalogue import InfusionCourseClosed, TherapyEpisodeDischarged
 from shared.observability import get_logger
-from shared.uow import UnitOfWork
+from shared.uow import UnitOfWork, event_handler
 
 log = get_logger(__name__)
 
 
-def handle_event(session: Session, envelope: Envelope) -> None:
-    if envelope.type not in ("infusion.course.closed", "therapy.episode.discharged"):
-        return
-    event = envelope.event()
-    assert isinstance(event, InfusionCourseClosed | TherapyEpisodeDischarged)
+def _care_ended(
+    event: InfusionCourseClosed | TherapyEpisodeDischarged, envelope: Envelope, uow: UnitOfWork
+) -> None:
     # The event is published as the person who ended the care; the history names the
     # service that reported it.
-    uow = UnitOfWork(session, service="referrals", actor=envelope.actor)
     step = services.close(
         event.referral_id,
         envelope.type,
@@ -37,3 +32,8 @@ def handle_event(session: Session, envelope: Envelope) -> None:
         # No such referral, or already closed or cancelled (the referrer's decision
         # stays on record even if the care ended anyway).
         log.info("referral.close_ignored", event_id=str(envelope.event_id))
+
+
+handle_event = event_handler(
+    "referrals", {InfusionCourseClosed: _care_ended, TherapyEpisodeDischarged: _care_ended}
+)

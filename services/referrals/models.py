@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
-from shared.tables import UTCDateTime, utcnow
+from shared.tables import Timestamp, utcnow
 
 TABLES = frozenset({"patient", "referral", "referral_transition", "referral_note"})
 
@@ -23,8 +23,8 @@ class Patient(SQLModel, table=True):
     nhs_number: str | None = Field(default=None, max_length=10, unique=True)
     contact_preference: str | None = Field(default=None, max_length=10)
     registered_by: str = Field(max_length=100)
-    registered_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
-    updated_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    registered_at: datetime = Timestamp(default_factory=utcnow)
+    updated_at: datetime | None = Timestamp(default=None)
 
 
 class Referral(SQLModel, table=True):
@@ -42,7 +42,7 @@ class Referral(SQLModel, table=True):
     priority: str = Field(max_length=10)
     priority_rank: int = Field(default=1)
     status: str = Field(max_length=20, index=True)
-    status_changed_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    status_changed_at: datetime | None = Timestamp(default=None)
     reason: str = Field(max_length=4000)
     conditions: list[str] = Field(sa_column=Column(JSON, nullable=False))
     referrer: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
@@ -50,7 +50,7 @@ class Referral(SQLModel, table=True):
     baseline: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     created_by: str = Field(max_length=100, index=True)
     created_by_role: str = Field(default="referrer", max_length=40)
-    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    received_at: datetime = Timestamp(default_factory=utcnow)
 
 
 class ReferralTransition(SQLModel, table=True):
@@ -65,7 +65,7 @@ class ReferralTransition(SQLModel, table=True):
     to_status: str = Field(max_length=20)
     by_user: str = Field(max_length=100)
     by_role: str = Field(max_length=40)
-    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    at: datetime = Timestamp(default_factory=utcnow)
     # Free text: the triage reason, the question asked, the answer, why it was cancelled.
     note: str | None = Field(default=None, max_length=4000)
 
@@ -81,4 +81,4 @@ class ReferralNote(SQLModel, table=True):
     text: str = Field(max_length=20000)
     by_user: str = Field(max_length=100)
     by_role: str = Field(max_length=40)
-    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime())
+    at: datetime = Timestamp(default_factory=utcnow)

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import msgspec
+from typing import Any, TypedDict
+from uuid import UUID
 
 from services.referrals import domain
 from services.referrals.models import Referral, ReferralNote, ReferralTransition
-from shared.domain import IllegalTransition
+from shared.domain import IllegalTransition, as_declared
 from shared.events import Actor, Subject
 from shared.events.catalogue import (
     BaselineScores,
@@ -33,7 +32,6 @@ from shared.events.catalogue import (
     ReferralTarget,
 )
 from shared.measures import Score
-from shared.tables import as_utc
 
 
 @dataclass(frozen=True)
@@ -69,10 +67,9 @@ def refer(
         for title, text in attachments
     ]
     event = ReferralReceived(
-        referral_id=referral.id,
-        target=_target(referral),
-        priority=_valid(ReferralPriority, referral.priority),
-        conditions=_valid(list[Condition], referral.conditions),
+        **_about(referral),
+        priority=as_declared(ReferralPriority, referral.priority),
+        conditions=as_declared(list[Condition], referral.conditions),
         referrer_role=str(referral.referrer["role"]),
         prior_treatment_count=len(referral.prior_treatments),
         received_at=now,
@@ -96,30 +93,24 @@ def triage(
     event: Event
     if decision == "accept":
         event = ReferralAccepted(
-            referral_id=referral.id,
-            target=_target(referral),
-            priority=_valid(ReferralPriority, referral.priority),
-            conditions=_valid(list[Condition], referral.conditions),
+            **_about(referral),
+            priority=as_declared(ReferralPriority, referral.priority),
+            conditions=as_declared(list[Condition], referral.conditions),
             accepted_at=now,
             baseline=baseline_scores(referral.baseline),
-            received_at=as_utc(referral.received_at),
+            received_at=referral.received_at,
         )
     elif decision == "reject":
-        event = ReferralRejected(referral_id=referral.id, target=_target(referral), rejected_at=now)
+        event = ReferralRejected(**_about(referral), rejected_at=now)
     else:
-        event = ReferralInfoRequested(
-            referral_id=referral.id, target=_target(referral), requested_at=now
-        )
+        event = ReferralInfoRequested(**_about(referral), requested_at=now)
     return Step(transition, event)
 
 
 def provide_info(referral: Referral, answer: str, by: Actor, now: datetime) -> Step:
     """The referrer answers the question: the referral returns to the inbox."""
     transition = _move(referral, "provide-info", by, now, answer)
-    return Step(
-        transition,
-        ReferralInfoProvided(referral_id=referral.id, target=_target(referral), provided_at=now),
-    )
+    return Step(transition, ReferralInfoProvided(**_about(referral), provided_at=now))
 
 
 def cancel(referral: Referral, reason: str | None, by: Actor, now: datetime) -> Step:
@@ -128,12 +119,7 @@ def cancel(referral: Referral, reason: str | None, by: Actor, now: datetime) -> 
     transition = _move(referral, "cancel", by, now, reason)
     return Step(
         transition,
-        ReferralCancelled(
-            referral_id=referral.id,
-            target=_target(referral),
-            previous_status=previous,
-            cancelled_at=now,
-        ),
+        ReferralCancelled(**_about(referral), previous_status=previous, cancelled_at=now),
     )
 
 
@@ -148,13 +134,7 @@ def close(referral: Referral, ended_by: str, outcome: str, by: Actor, now: datet
     transition = _move(referral, "close", by, now, f"{ended_by}: {outcome}")
     return Step(
         transition,
-        ReferralClosed(
-            referral_id=referral.id,
-            target=_target(referral),
-            closed_at=now,
-            closed_by=ended_by,
-            outcome=outcome,
-        ),
+        ReferralClosed(**_about(referral), closed_at=now, closed_by=ended_by, outcome=outcome),
     )
 
 
@@ -211,11 +191,12 @@ def _history(
     )
 
 
-def _target(referral: Referral) -> ReferralTarget:
-    target: ReferralTarget = _valid(ReferralTarget, referral.target)
-    return target
+class _AboutReferral(TypedDict):
+    """What every referral event says first (the catalogue's ReferralEvent)."""
+
+    referral_id: UUID
+    target: ReferralTarget
 
 
-def _valid(kind: Any, value: Any) -> Any:
-    """A stored value as the event's type says it must be (checked, not assumed)."""
-    return msgspec.convert(value, kind)
+def _about(referral: Referral) -> _AboutReferral:
+    return {"referral_id": referral.id, "target": as_declared(ReferralTarget, referral.target)}

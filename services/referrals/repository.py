@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import or_
@@ -13,11 +13,12 @@ from sqlmodel import Session, col, select
 from services.referrals import domain
 from services.referrals.models import Patient, Referral, ReferralNote, ReferralTransition
 from shared.auth import User
+from shared.db import load, rows
 from shared.pagination import Keyset
 
 
 def patient(session: Session, patient_id: UUID) -> Patient | None:
-    return session.get(Patient, patient_id)
+    return load(session, Patient, patient_id)
 
 
 def patient_with_nhs_number(session: Session, nhs_number: str) -> Patient | None:
@@ -29,25 +30,25 @@ def referrals_of(session: Session, patient_id: UUID) -> Sequence[Referral]:
 
 
 def referral(session: Session, referral_id: UUID, *, lock: bool = False) -> Referral | None:
-    # The row lock makes two triagers of one referral take turns; the second then sees
-    # the first one's status and gets a 409 instead of a second transition.
-    return session.get(Referral, referral_id, with_for_update=lock)
+    # Locked, two triagers of one referral take turns.
+    return load(session, Referral, referral_id, lock=lock)
 
 
 def history(session: Session, referral_id: UUID) -> Sequence[ReferralTransition]:
-    return session.exec(
-        select(ReferralTransition)
-        .where(ReferralTransition.referral_id == referral_id)
-        .order_by(col(ReferralTransition.id))
-    ).all()
+    return _in_writing_order(session, ReferralTransition, referral_id)
 
 
 def attachments(session: Session, referral_id: UUID) -> Sequence[ReferralNote]:
-    return session.exec(
-        select(ReferralNote)
-        .where(ReferralNote.referral_id == referral_id)
-        .order_by(col(ReferralNote.id))
-    ).all()
+    return _in_writing_order(session, ReferralNote, referral_id)
+
+
+OfReferral = TypeVar("OfReferral", ReferralTransition, ReferralNote)
+
+
+def _in_writing_order(
+    session: Session, table: type[OfReferral], referral_id: UUID
+) -> Sequence[OfReferral]:
+    return rows(session, table, table.referral_id == referral_id, order_by=col(table.id))
 
 
 # The inbox's order: priority, then the longest waiting, then the id for ties.

@@ -8,7 +8,10 @@ has written nothing. Controllers (api.py) only parse, call one of these and retu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 import msgspec
@@ -32,6 +35,8 @@ from shared.events import Actor, Subject
 from shared.events.catalogue import PatientRegistered
 from shared.tables import utcnow
 from shared.uow import UnitOfWork
+
+Note = TypeVar("Note")  # what the referrer writes: an answer, a reason
 
 # --- patients --------------------------------------------------------------------------
 
@@ -65,8 +70,7 @@ def register_patient(data: PatientCreate, uow: UnitOfWork, user: User) -> Patien
 def read_patient(patient_id: UUID, uow: UnitOfWork, user: User) -> Patient:
     with uow:
         patient = _patient_for(uow, user, patient_id)
-        uow.audit(AuditAction.read, "Patient", str(patient_id), patient_id)
-        uow.commit()
+        uow.commit_read("Patient", str(patient_id), patient_id)
     return patient
 
 
@@ -215,22 +219,19 @@ def inbox(
             with_patients=domain.sees_clinical_detail(user.role),
         )
         detail = f"inbox page of {len(page)}"
-        uow.audit(AuditAction.read, "ServiceRequest", None, None, detail=detail)
-        uow.commit()
+        uow.commit_read("ServiceRequest", None, None, detail=detail)
     return page, next_cursor
 
 
 def read_referral(referral_id: UUID, uow: UnitOfWork, user: User) -> Referral:
     with uow:
         found = _referral_for(uow, user, referral_id)
-        uow.audit(AuditAction.read, "ServiceRequest", str(referral_id), found.patient_id)
-        uow.commit()
+        uow.commit_read("ServiceRequest", str(referral_id), found.patient_id)
     return found
 
 
 def triage(referral_id: UUID, data: Triage, uow: UnitOfWork, user: User) -> Referral:
     with uow:
-        domain.check_triage(data.decision, data.reason, data.question)
         found = _referral_for(uow, user, referral_id, lock=True)
         if not domain.can_triage(user.role, found.target):
             raise PermissionDeniedException(f"{user.role} does not triage {found.target} referrals")
@@ -242,22 +243,32 @@ def triage(referral_id: UUID, data: Triage, uow: UnitOfWork, user: User) -> Refe
 
 
 def provide_info(referral_id: UUID, data: InfoResponse, uow: UnitOfWork, user: User) -> Referral:
-    with uow:
-        found = _referral_for(uow, user, referral_id, lock=True)
-        if not domain.can_act_as_referrer(user.role, user.id, found.created_by):
-            raise PermissionDeniedException("only the referrer or the MDT can answer")
-        step = referral.provide_info(found, data.answer, uow.actor, utcnow())
-        _store(uow, found, step, "information provided")
-    return found
+    return _referrers_step(
+        referral_id, referral.provide_info, data.answer, "answer", "information provided", uow, user
+    )
 
 
 def cancel(referral_id: UUID, data: Cancellation, uow: UnitOfWork, user: User) -> Referral:
+    return _referrers_step(
+        referral_id, referral.cancel, data.reason, "cancel a referral", "cancelled", uow, user
+    )
+
+
+def _referrers_step(
+    referral_id: UUID,
+    step: Callable[[Referral, Note, Actor, datetime], referral.Step],
+    note: Note,
+    doing: str,
+    detail: str,
+    uow: UnitOfWork,
+    user: User,
+) -> Referral:
+    """A step only the referrer (or the MDT) takes: answering a question, cancelling."""
     with uow:
         found = _referral_for(uow, user, referral_id, lock=True)
         if not domain.can_act_as_referrer(user.role, user.id, found.created_by):
-            raise PermissionDeniedException("only the referrer or the MDT can cancel a referral")
-        step = referral.cancel(found, data.reason, uow.actor, utcnow())
-        _store(uow, found, step, "cancelled")
+            raise PermissionDeniedException(f"only the referrer or the MDT can {doing}")
+        _store(uow, found, step(found, note, uow.actor, utcnow()), detail)
     return found
 
 

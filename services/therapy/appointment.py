@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any, Literal
-
-import msgspec
+from typing import Literal, TypedDict
+from uuid import UUID
 
 from services.therapy import domain
 from services.therapy.models import Appointment, SessionMeasure
-from shared.domain import IllegalTransition
+from shared.domain import IllegalTransition, as_declared
 from shared.events.catalogue import (
     AppointmentAttended,
     AppointmentCancelled,
@@ -48,6 +47,17 @@ EVENT_OF_ACTION: dict[str, type[AppointmentStatusChanged]] = {
 }
 
 
+class AboutAppointment(TypedDict):
+    """What every appointment event says first (the catalogue's AppointmentEvent)."""
+
+    episode_id: UUID
+    appointment_id: UUID
+
+
+def about(appointment: Appointment) -> AboutAppointment:
+    return {"episode_id": appointment.episode_id, "appointment_id": appointment.id}
+
+
 def end_of(start: datetime, policy: domain.TherapyPolicy) -> datetime:
     return start + timedelta(minutes=policy.slot_minutes)
 
@@ -60,11 +70,7 @@ def reschedule(
     previous = appointment.start
     appointment.start, appointment.end = start, end_of(start, policy)
     return AppointmentRescheduled(
-        episode_id=appointment.episode_id,
-        appointment_id=appointment.id,
-        previous_start=previous,
-        start=start,
-        end=appointment.end,
+        **about(appointment), previous_start=previous, start=start, end=appointment.end
     )
 
 
@@ -135,8 +141,7 @@ def record_measure(
     item9 = result.items[8] if instrument == "PHQ-9" else None
     events: list[Event] = [
         MeasureRecorded(
-            episode_id=appointment.episode_id,
-            appointment_id=appointment.id,
+            **about(appointment),
             instrument=instrument,
             total=result.total,
             band=result.band,
@@ -147,14 +152,7 @@ def record_measure(
     ]
     if item9:
         # CLINICAL.md: any answer above 0 → urgent safety alert, same working day.
-        events.append(
-            MeasureRiskFlagged(
-                episode_id=appointment.episode_id,
-                appointment_id=appointment.id,
-                item9=item9,
-                recorded_at=now,
-            )
-        )
+        events.append(MeasureRiskFlagged(**about(appointment), item9=item9, recorded_at=now))
     return measure, events
 
 
@@ -197,9 +195,8 @@ def _change(
     dnas_after = dna_count(after)
     events: list[Event] = [
         published_as(
-            episode_id=appointment.episode_id,
-            appointment_id=appointment.id,
-            kind=_valid(AppointmentKind, appointment.kind),
+            **about(appointment),
+            kind=as_declared(AppointmentKind, appointment.kind),
             start=appointment.start,
             previous_status=previous,
             status=status,
@@ -219,8 +216,3 @@ def _change(
             )
         )
     return events
-
-
-def _valid(kind: Any, value: Any) -> Any:
-    """A stored value as the event's type says it must be (checked, not assumed)."""
-    return msgspec.convert(value, kind)

@@ -40,14 +40,8 @@ def open_from_referral(
     accepted: ReferralAccepted, patient_id: UUID, referred_at: datetime, now: datetime
 ) -> tuple[TherapyEpisode, TherapyEpisodeOpened]:
     """An accepted psychology referral puts the patient on the team's waiting list."""
-    episode = TherapyEpisode(
-        patient_id=patient_id,
-        referral_id=accepted.referral_id,
-        status=WAITLIST,
-        priority=accepted.priority,
-        conditions=list(accepted.conditions),
-        referred_at=referred_at,
-        opened_at=now,
+    episode = TherapyEpisode.opened_from(
+        accepted, patient_id, WAITLIST, referred_at=referred_at, opened_at=now
     )
     opened = TherapyEpisodeOpened(
         episode_id=episode.id,
@@ -102,8 +96,7 @@ def book(
     if episode.status == WAITLIST:
         episode.status = ACTIVE
     event = AppointmentBooked(
-        episode_id=episode.id,
-        appointment_id=booked.id,
+        **appointment.about(booked),
         kind=kind,
         mode=mode,
         clinician_id=episode.clinician_id,

@@ -5,28 +5,20 @@ Anything else is acknowledged and left alone.
 
 from __future__ import annotations
 
-from sqlmodel import Session
-
 from services.therapy import services
 from shared.events import Envelope
 from shared.events.catalogue import ReferralAccepted
-from shared.uow import UnitOfWork
+from shared.uow import UnitOfWork, event_handler
 
 
-def handle_event(session: Session, envelope: Envelope) -> None:
-    if envelope.type != "referral.accepted":
-        return
-    accepted = envelope.event()
-    assert isinstance(accepted, ReferralAccepted)
+def _referral_accepted(accepted: ReferralAccepted, envelope: Envelope, uow: UnitOfWork) -> None:
     if accepted.target != "psychology":
         return
-    # No commit here: the consume path commits the inbox row and the episode together.
-    uow = UnitOfWork(session, service="therapy", actor=envelope.actor)
+    # Waits are measured from when the referral arrived, if the event says.
+    referred_at = accepted.received_at or envelope.occurred_at
     services.open_episode(
-        accepted,
-        envelope.patient_id,
-        # Waits are measured from when the referral arrived, if the event says.
-        accepted.received_at or envelope.occurred_at,
-        uow,
-        causation_id=str(envelope.event_id),
+        accepted, envelope.patient_id, referred_at, uow, causation_id=str(envelope.event_id)
     )
+
+
+handle_event = event_handler("therapy", {ReferralAccepted: _referral_accepted})

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import JSON, Column, Index, text
 from sqlmodel import Field, SQLModel
 
-from shared.tables import UTCDateTime, utcnow
+from shared.tables import ReferredCare, Timestamp, utcnow
 
 TABLES = frozenset(
     {
@@ -26,10 +25,6 @@ TABLES = frozenset(
 _HOLDS_SLOT = text("status IN ('booked', 'arrived', 'fulfilled')")
 
 
-def _at(**kwargs: Any) -> Any:
-    return Field(sa_type=UTCDateTime(), **kwargs)
-
-
 class Clinician(SQLModel, table=True):
     # The user id in the clinician's token, so "my caseload" is a plain comparison.
     id: str = Field(primary_key=True, max_length=100)
@@ -37,38 +32,35 @@ class Clinician(SQLModel, table=True):
     active: bool = True
 
 
-class WorkingHoursBlock(SQLModel, table=True):
-    __tablename__ = "working_hours"
+class _DiaryEntry(SQLModel):
+    """A line of a clinician's diary: their working hours or their leave."""
 
     id: int | None = Field(default=None, primary_key=True)
     clinician_id: str = Field(foreign_key="clinician.id", index=True, max_length=100)
+
+
+class WorkingHoursBlock(_DiaryEntry, table=True):
+    __tablename__ = "working_hours"
+
     weekday: int
     start: time
     end: time
 
 
-class ClinicianLeave(SQLModel, table=True):
+class ClinicianLeave(_DiaryEntry, table=True):
     __tablename__ = "clinician_leave"
 
-    id: int | None = Field(default=None, primary_key=True)
-    clinician_id: str = Field(foreign_key="clinician.id", index=True, max_length=100)
     first_day: date
     last_day: date
 
 
-class TherapyEpisode(SQLModel, table=True):
+class TherapyEpisode(ReferredCare, table=True):
     __tablename__ = "therapy_episode"
 
-    id: UUID = Field(default_factory=uuid4, primary_key=True)
-    patient_id: UUID = Field(index=True)
-    referral_id: UUID = Field(unique=True)
-    status: str = Field(max_length=12, index=True)
-    priority: str = Field(max_length=10)
-    conditions: list[str] = Field(sa_column=Column(JSON, nullable=False))
-    referred_at: datetime = _at(index=True)
-    opened_at: datetime = _at(default_factory=utcnow)
+    referred_at: datetime = Timestamp(index=True)
+    opened_at: datetime = Timestamp(default_factory=utcnow)
     clinician_id: str | None = Field(default=None, index=True, max_length=100)
-    discharged_at: datetime | None = _at(default=None)
+    discharged_at: datetime | None = Timestamp(default=None)
     discharge_reason: str | None = Field(default=None, max_length=20)
     discharge_note: str | None = Field(default=None, max_length=2000)
 
@@ -103,13 +95,13 @@ class Appointment(SQLModel, table=True):
     kind: str = Field(max_length=12)  # assessment | cbt | review
     mode: str = Field(max_length=10)  # video | in-person
     location: str | None = Field(default=None, max_length=200)
-    start: datetime = _at()
-    end: datetime = _at()
+    start: datetime = Timestamp()
+    end: datetime = Timestamp()
     status: str = Field(max_length=20)
     cancelled_by: str | None = Field(default=None, max_length=10)
     status_reason: str | None = Field(default=None, max_length=1000)
     booked_by: str = Field(max_length=100)
-    booked_at: datetime = _at(default_factory=utcnow)
+    booked_at: datetime = Timestamp(default_factory=utcnow)
 
 
 class SessionMeasure(SQLModel, table=True):
@@ -123,4 +115,4 @@ class SessionMeasure(SQLModel, table=True):
     total: int
     band: str = Field(max_length=20)
     recorded_by: str = Field(max_length=100)
-    recorded_at: datetime = _at(default_factory=utcnow)
+    recorded_at: datetime = Timestamp(default_factory=utcnow)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
-from litestar.exceptions import NotFoundException, PermissionDeniedException
+from litestar.exceptions import PermissionDeniedException
 from sqlalchemy.exc import IntegrityError
 
 from services.therapy import appointment, domain, episode, repository
@@ -40,6 +40,7 @@ from services.therapy.schemas import (
 )
 from shared.audit import AuditAction
 from shared.auth import Role, User
+from shared.db import load_or_404
 from shared.domain import IllegalTransition
 from shared.errors import Conflict
 from shared.events.catalogue import Event, ReferralAccepted
@@ -126,10 +127,7 @@ def _may_edit_diary(user: User, clinician_id: str) -> None:
 
 
 def _clinician(uow: UnitOfWork, clinician_id: str) -> Clinician:
-    clinician = repository.clinician(uow.session, clinician_id)
-    if clinician is None:
-        raise NotFoundException(f"no clinician {clinician_id}")
-    return clinician
+    return load_or_404(uow.session, Clinician, clinician_id, "clinician")
 
 
 def _diary(
@@ -157,22 +155,20 @@ def list_episodes(query: EpisodeQuery, uow: UnitOfWork, user: User) -> Sequence[
     with uow:
         found = repository.episodes(uow.session, query.patient_id, query.status, query.clinician_id)
         detail = f"list of {len(found)}"
-        uow.audit(AuditAction.read, "EpisodeOfCare", None, query.patient_id, detail=detail)
-        uow.commit()
+        uow.commit_read("EpisodeOfCare", None, query.patient_id, detail=detail)
     return found
 
 
 def read_episode(episode_id: UUID, uow: UnitOfWork, user: User) -> TherapyEpisode:
     with uow:
-        found = _episode(uow, episode_id)
-        uow.audit(AuditAction.read, "EpisodeOfCare", str(found.id), found.patient_id)
-        uow.commit()
+        found = repository.episode(uow.session, episode_id)
+        uow.commit_read("EpisodeOfCare", str(found.id), found.patient_id)
     return found
 
 
 def assign(episode_id: UUID, data: Assignment, uow: UnitOfWork, user: User) -> TherapyEpisode:
     with uow:
-        found = _episode(uow, episode_id, lock=True)
+        found = repository.episode(uow.session, episode_id, lock=True)
         # A psychologist takes a patient from the waiting list onto their own caseload;
         # the MDT may assign anyone.
         if user.role is PSY and data.clinician_id != user.id:
@@ -190,13 +186,15 @@ def assign(episode_id: UUID, data: Assignment, uow: UnitOfWork, user: User) -> T
 
 def book(episode_id: UUID, data: AppointmentCreate, uow: UnitOfWork, user: User) -> Appointment:
     with uow:
-        found = _episode(uow, episode_id, lock=True)
+        found = repository.episode(uow.session, episode_id, lock=True)
         _own_caseload(user, found)
         new, booked = episode.book(
             found,
             data.kind,
             data.mode,
             data.location,
+            # The request's time may be naive or in another zone: the event carries it
+            # in UTC, as the row does (the column converts only what it stores).
             as_utc(data.start),
             user.id,
             clinical_policy().therapy,
@@ -213,7 +211,7 @@ def book(episode_id: UUID, data: AppointmentCreate, uow: UnitOfWork, user: User)
 
 def discharge(episode_id: UUID, data: Discharge, uow: UnitOfWork, user: User) -> TherapyEpisode:
     with uow:
-        found = _episode(uow, episode_id, lock=True)
+        found = repository.episode(uow.session, episode_id, lock=True)
         if user.role is PSY:
             _own_caseload(user, found)
         appointments = repository.appointments(uow.session, found.id)
@@ -224,13 +222,6 @@ def discharge(episode_id: UUID, data: Discharge, uow: UnitOfWork, user: User) ->
         _publish(uow, found, events)
         _audit_episode(uow, found, f"discharged: {data.reason}")
         uow.commit()
-    return found
-
-
-def _episode(uow: UnitOfWork, episode_id: UUID, *, lock: bool = False) -> TherapyEpisode:
-    found = repository.episode(uow.session, episode_id, lock=lock)
-    if found is None:
-        raise NotFoundException(f"no therapy episode {episode_id}")
     return found
 
 
@@ -249,6 +240,7 @@ def _audit_episode(uow: UnitOfWork, found: TherapyEpisode, detail: str) -> None:
 def reschedule(appointment_id: UUID, data: Reschedule, uow: UnitOfWork, user: User) -> Appointment:
     with uow:
         found, of = _appointment(uow, user, appointment_id, "reschedule")
+        # From the request: in UTC for the event, as in book().
         moved = appointment.reschedule(found, as_utc(data.start), clinical_policy().therapy)
         _check_slot(uow, found.clinician_id, found.start, patient_id=of.patient_id, moving=found.id)
         uow.session.add(found)
@@ -355,8 +347,6 @@ def _appointment(
 ) -> tuple[Appointment, TherapyEpisode]:
     """The appointment and its episode, locked, for a psychologist whose caseload it is."""
     found = repository.appointment_and_episode(uow.session, appointment_id)
-    if found is None:
-        raise NotFoundException(f"no appointment {appointment_id}")
     _own_caseload(user, found[1])
     if open_episode:
         episode.require_open(found[1], action)

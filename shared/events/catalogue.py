@@ -42,9 +42,14 @@ class BaselineScores(msgspec.Struct, frozen=True, kw_only=True):
     pain_nrs: int | None = None
 
 
-class ReferralReceived(Event, frozen=True, tag="referral.received"):
+class ReferralEvent(Event, frozen=True):
+    """What every referral event starts with: which referral, for which service."""
+
     referral_id: UUID
     target: ReferralTarget
+
+
+class ReferralReceived(ReferralEvent, frozen=True, tag="referral.received"):
     priority: ReferralPriority
     conditions: list[Condition]
     referrer_role: str
@@ -53,9 +58,7 @@ class ReferralReceived(Event, frozen=True, tag="referral.received"):
     baseline: BaselineScores | None = None
 
 
-class ReferralAccepted(Event, frozen=True, tag="referral.accepted"):
-    referral_id: UUID
-    target: ReferralTarget
+class ReferralAccepted(ReferralEvent, frozen=True, tag="referral.accepted"):
     priority: ReferralPriority
     conditions: list[Condition]
     accepted_at: datetime
@@ -64,34 +67,24 @@ class ReferralAccepted(Event, frozen=True, tag="referral.accepted"):
     received_at: datetime | None = None
 
 
-class ReferralRejected(Event, frozen=True, tag="referral.rejected"):
-    referral_id: UUID
-    target: ReferralTarget
+class ReferralRejected(ReferralEvent, frozen=True, tag="referral.rejected"):
     rejected_at: datetime
 
 
-class ReferralInfoRequested(Event, frozen=True, tag="referral.info_requested"):
-    referral_id: UUID
-    target: ReferralTarget
+class ReferralInfoRequested(ReferralEvent, frozen=True, tag="referral.info_requested"):
     requested_at: datetime
 
 
-class ReferralInfoProvided(Event, frozen=True, tag="referral.info_provided"):
-    referral_id: UUID
-    target: ReferralTarget
+class ReferralInfoProvided(ReferralEvent, frozen=True, tag="referral.info_provided"):
     provided_at: datetime
 
 
-class ReferralCancelled(Event, frozen=True, tag="referral.cancelled"):
-    referral_id: UUID
-    target: ReferralTarget
+class ReferralCancelled(ReferralEvent, frozen=True, tag="referral.cancelled"):
     previous_status: str
     cancelled_at: datetime
 
 
-class ReferralClosed(Event, frozen=True, tag="referral.closed"):
-    referral_id: UUID
-    target: ReferralTarget
+class ReferralClosed(ReferralEvent, frozen=True, tag="referral.closed"):
     closed_at: datetime
     # The event that reported the care ended, e.g. therapy.episode.discharged.
     closed_by: str
@@ -112,36 +105,55 @@ COURSE_STATUS_AFTER_CLOSING: dict[str, Literal["finished", "cancelled"]] = {
 DischargeReason = Literal["completed", "declined", "did-not-attend", "moved-away", "other"]
 
 
-class InfusionCourseClosed(Event, frozen=True, tag="infusion.course.closed"):
+class InfusionCourseEvent(Event, frozen=True):
+    """Every infusion event is about one course (its subject, so its events keep order)."""
+
     course_id: UUID
+
+
+class InfusionSessionEvent(InfusionCourseEvent, frozen=True):
+    session_id: UUID
+
+
+class InfusionCourseClosed(InfusionCourseEvent, frozen=True, tag="infusion.course.closed"):
     referral_id: UUID
     reason: CourseCloseReason
     closed_at: datetime
 
 
-class TherapyEpisodeDischarged(Event, frozen=True, tag="therapy.episode.discharged"):
+class TherapyEpisodeEvent(Event, frozen=True):
+    """Every therapy event is about one episode (its subject, so its events keep order)."""
+
     episode_id: UUID
+
+
+class AppointmentEvent(TherapyEpisodeEvent, frozen=True):
+    appointment_id: UUID
+
+
+class TherapyEpisodeDischarged(TherapyEpisodeEvent, frozen=True, tag="therapy.episode.discharged"):
     referral_id: UUID
     reason: DischargeReason
     discharged_at: datetime
 
 
-class InfusionCourseOpened(Event, frozen=True, tag="infusion.course.opened"):
-    course_id: UUID
+class InfusionCourseOpened(InfusionCourseEvent, frozen=True, tag="infusion.course.opened"):
     referral_id: UUID
     priority: ReferralPriority
     opened_at: datetime
 
 
-class InfusionCourseStatusChanged(Event, frozen=True, tag="infusion.course.status_changed"):
-    course_id: UUID
+class InfusionCourseStatusChanged(
+    InfusionCourseEvent, frozen=True, tag="infusion.course.status_changed"
+):
     status: Literal["planned", "active", "onhold", "finished", "cancelled"]
     previous_status: str
     changed_at: datetime
 
 
-class InfusionAssessmentRecorded(Event, frozen=True, tag="infusion.assessment.recorded"):
-    course_id: UUID
+class InfusionAssessmentRecorded(
+    InfusionCourseEvent, frozen=True, tag="infusion.assessment.recorded"
+):
     assessment_id: UUID
     outcome: Literal["eligible", "ineligible", "needs-override"]
     blocked_by: list[str]
@@ -153,8 +165,7 @@ class InfusionAssessmentRecorded(Event, frozen=True, tag="infusion.assessment.re
     assessed_at: datetime
 
 
-class InfusionPlanAgreed(Event, frozen=True, tag="infusion.plan.agreed"):
-    course_id: UUID
+class InfusionPlanAgreed(InfusionCourseEvent, frozen=True, tag="infusion.plan.agreed"):
     plan_id: UUID
     indication: Literal["pain", "depression", "both"]
     total_mg: float
@@ -166,18 +177,14 @@ class InfusionPlanAgreed(Event, frozen=True, tag="infusion.plan.agreed"):
     agreed_at: datetime
 
 
-class InfusionSessionScheduled(Event, frozen=True, tag="infusion.session.scheduled"):
-    course_id: UUID
-    session_id: UUID
+class InfusionSessionScheduled(InfusionSessionEvent, frozen=True, tag="infusion.session.scheduled"):
     number: int
     kind: Literal["induction", "maintenance"]
     scheduled_start: datetime
     scheduled_end: datetime
 
 
-class InfusionSessionStarted(Event, frozen=True, tag="infusion.session.started"):
-    course_id: UUID
-    session_id: UUID
+class InfusionSessionStarted(InfusionSessionEvent, frozen=True, tag="infusion.session.started"):
     number: int
     started_at: datetime
 
@@ -191,9 +198,7 @@ class InfusionResponse(msgspec.Struct, frozen=True, kw_only=True):
     responded: bool
 
 
-class InfusionSessionCompleted(Event, frozen=True, tag="infusion.session.completed"):
-    course_id: UUID
-    session_id: UUID
+class InfusionSessionCompleted(InfusionSessionEvent, frozen=True, tag="infusion.session.completed"):
     number: int
     kind: Literal["induction", "maintenance"]
     completed_at: datetime
@@ -207,28 +212,26 @@ class InfusionSessionCompleted(Event, frozen=True, tag="infusion.session.complet
     maintenance_due_at: datetime | None
 
 
-class InfusionSessionEnded(Event, frozen=True):
+class InfusionSessionEnded(InfusionSessionEvent, frozen=True):
     """A session cancelled or abandoned; the reason's words stay in the service."""
 
-    course_id: UUID
-    session_id: UUID
     number: int
     previous_status: str
     ended_at: datetime
 
 
-class InfusionAdverseEventRecorded(Event, frozen=True, tag="infusion.adverse_event.recorded"):
-    course_id: UUID
-    session_id: UUID
+class InfusionAdverseEventRecorded(
+    InfusionSessionEvent, frozen=True, tag="infusion.adverse_event.recorded"
+):
     code: Literal["hypertension", "dissociation", "nausea", "sedation", "other"]
     severity: Literal["mild", "moderate", "severe", "serious"]
     serious: bool
     recorded_at: datetime
 
 
-class InfusionVitalsOutOfRange(Event, frozen=True, tag="infusion.vitals.out_of_range"):
-    course_id: UUID
-    session_id: UUID
+class InfusionVitalsOutOfRange(
+    InfusionSessionEvent, frozen=True, tag="infusion.vitals.out_of_range"
+):
     phase: Literal["before", "during", "after"]
     systolic: int
     diastolic: int
@@ -241,23 +244,19 @@ class InfusionVitalsOutOfRange(Event, frozen=True, tag="infusion.vitals.out_of_r
 AppointmentKind = Literal["assessment", "cbt", "review"]
 
 
-class TherapyEpisodeOpened(Event, frozen=True, tag="therapy.episode.opened"):
-    episode_id: UUID
+class TherapyEpisodeOpened(TherapyEpisodeEvent, frozen=True, tag="therapy.episode.opened"):
     referral_id: UUID
     priority: ReferralPriority
     referred_at: datetime
     opened_at: datetime
 
 
-class TherapyEpisodeAssigned(Event, frozen=True, tag="therapy.episode.assigned"):
-    episode_id: UUID
+class TherapyEpisodeAssigned(TherapyEpisodeEvent, frozen=True, tag="therapy.episode.assigned"):
     clinician_id: str
     assigned_at: datetime
 
 
-class AppointmentBooked(Event, frozen=True, tag="appointment.booked"):
-    episode_id: UUID
-    appointment_id: UUID
+class AppointmentBooked(AppointmentEvent, frozen=True, tag="appointment.booked"):
     kind: AppointmentKind
     mode: Literal["video", "in-person"]
     clinician_id: str
@@ -265,19 +264,15 @@ class AppointmentBooked(Event, frozen=True, tag="appointment.booked"):
     end: datetime
 
 
-class AppointmentRescheduled(Event, frozen=True, tag="appointment.rescheduled"):
-    episode_id: UUID
-    appointment_id: UUID
+class AppointmentRescheduled(AppointmentEvent, frozen=True, tag="appointment.rescheduled"):
     previous_start: datetime
     start: datetime
     end: datetime
 
 
-class AppointmentStatusChanged(Event, frozen=True):
+class AppointmentStatusChanged(AppointmentEvent, frozen=True):
     """Checked in, attended, missed, cancelled or corrected: one shape, told by the type."""
 
-    episode_id: UUID
-    appointment_id: UUID
     kind: AppointmentKind
     start: datetime
     previous_status: str
@@ -287,9 +282,7 @@ class AppointmentStatusChanged(Event, frozen=True):
     cancelled_by: Literal["patient", "clinic"] | None = None
 
 
-class MeasureRecorded(Event, frozen=True, tag="measure.recorded"):
-    episode_id: UUID
-    appointment_id: UUID
+class MeasureRecorded(AppointmentEvent, frozen=True, tag="measure.recorded"):
     instrument: Literal["PHQ-9", "GAD-7", "PEG"]
     total: int
     band: str
@@ -299,15 +292,14 @@ class MeasureRecorded(Event, frozen=True, tag="measure.recorded"):
     mean: float | None = None
 
 
-class MeasureRiskFlagged(Event, frozen=True, tag="measure.risk_flagged"):
-    episode_id: UUID
-    appointment_id: UUID
+class MeasureRiskFlagged(AppointmentEvent, frozen=True, tag="measure.risk_flagged"):
     item9: int
     recorded_at: datetime
 
 
-class TherapyDnaThresholdReached(Event, frozen=True, tag="therapy.dna_threshold_reached"):
-    episode_id: UUID
+class TherapyDnaThresholdReached(
+    TherapyEpisodeEvent, frozen=True, tag="therapy.dna_threshold_reached"
+):
     dna_count: int
     threshold: int
     reached_at: datetime
