@@ -35,6 +35,7 @@ import httpx
 from shared.auth import Role, issue_token
 from shared.observability import get_logger
 from shared.settings import PlatformSettings
+from shared.tables import utcnow
 
 log = get_logger(__name__)
 
@@ -111,7 +112,7 @@ def invent_people(count: int, seed: int) -> list[Person]:
     rng.shuffle(families)
     numbers: set[str] = set()
     people: list[Person] = []
-    today = datetime.now(UTC).date()
+    today = utcnow().date()
     for index in range(count):
         sex = rng.choice(("female", "male"))
         given = rng.choice(FEMALE_NAMES if sex == "female" else MALE_NAMES)
@@ -437,7 +438,7 @@ class _Visit:
                 self.next_session_day + self.spacing_days,
             )
         start = datetime.combine(
-            datetime.now(UTC).date() + timedelta(days=day), datetime.min.time(), UTC
+            utcnow().date() + timedelta(days=day), datetime.min.time(), UTC
         ) + timedelta(hours=9)
         end = start + timedelta(hours=self.session_hours)
         session = self.api.post(
@@ -864,7 +865,7 @@ def count_pathways(api: _Api) -> int:
 
 def _open_diaries(api: _Api) -> _Diary:
     """Each psychologist's own record and working hours, and their free slots ahead."""
-    soon = datetime.now(UTC) + timedelta(minutes=15)
+    soon = utcnow() + timedelta(minutes=15)
     free: dict[str, list[str]] = {}
     for clinician, _role in PSYCHOLOGISTS:
         try:

@@ -37,7 +37,7 @@ from shared.feed import FeedCursor
 from shared.messaging import describe_error, event_message
 from shared.observability import get_logger
 from shared.settings import PlatformSettings, ServiceSettings
-from shared.tables import DeadLetter, FeedPosition, InboxEvent, as_utc
+from shared.tables import DeadLetter, FeedPosition, InboxEvent, as_utc, utcnow
 
 log = get_logger(__name__)
 
@@ -188,7 +188,7 @@ class FeedFollower:
         except ValueError:
             return False
         # Read from the producer's feed, not from a column of ours: it may come naive.
-        return datetime.now(UTC) - as_utc(occurred_at) < self.grace
+        return utcnow() - as_utc(occurred_at) < self.grace
 
     def _take(self, producer: str, item: dict[str, Any], read: _Read) -> bool:
         """Consume one event the broker has not delivered; False stops this read."""
@@ -418,7 +418,7 @@ class FeedLag(msgspec.Struct, kw_only=True):
 
 
 def feed_lags(session: Session, now: datetime | None = None) -> list[FeedLag]:
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     rows = session.exec(select(FeedPosition).order_by(col(FeedPosition.producer))).all()
     return [_lag(row, now) for row in rows]
 

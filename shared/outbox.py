@@ -28,7 +28,7 @@ from shared.observability import (
     RELAY_SEND_SECONDS,
     get_logger,
 )
-from shared.tables import OutboxEvent
+from shared.tables import OutboxEvent, utcnow
 
 log = get_logger(__name__)
 
@@ -196,7 +196,7 @@ class Relay:
             with RELAY_SEND_SECONDS.labels(self.service).time():
                 for row in rows:
                     self._send_row(row)
-            sent_at = datetime.now(UTC)
+            sent_at = utcnow()
             for row in rows:
                 row.sent_at = sent_at
                 row.send_attempts += 1
@@ -215,7 +215,7 @@ class Relay:
         except Exception:  # a down database is reported by /ready, not here
             return
         OUTBOX_UNSENT.labels(self.service).set(unsent)
-        lag = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+        lag = (utcnow() - oldest).total_seconds() if oldest else 0.0
         OUTBOX_LAG_SECONDS.labels(self.service).set(max(lag, 0.0))
 
 

@@ -20,11 +20,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from shared.clock import now as clinic_now
 from shared.events.catalogue import ReferralAccepted
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Now on the one clinic clock (shared.clock), aware UTC: every stored time and every
+    rule reads it, so a moved training clock moves them all alike."""
+    return clinic_now()
 
 
 class UTCDateTime(TypeDecorator[datetime]):

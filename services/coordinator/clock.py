@@ -9,7 +9,7 @@ then turns into an alert (and clears again once later events show the condition 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID, uuid4
 
 import msgspec
@@ -24,6 +24,7 @@ from shared.events import Actor, Subject, new_event
 from shared.events.catalogue import PathwayAlertRaised
 from shared.observability import get_logger
 from shared.runtime import PeriodicTask, ServiceRuntime
+from shared.tables import utcnow
 
 log = get_logger(__name__)
 
@@ -66,7 +67,7 @@ def raise_crossed(session: Session, patient_id: UUID, now: datetime) -> int:
 
 def tick(runtime: ServiceRuntime, now: datetime | None = None) -> int:
     """One look over every open pathway; returns the alerts raised."""
-    moment = now or datetime.now(UTC)
+    moment = now or utcnow()
     raised = 0
     for patient_id in _due_patients(runtime, moment):
         with runtime.sessions() as session:

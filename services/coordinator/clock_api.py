@@ -11,19 +11,21 @@ from collections.abc import Callable
 from datetime import datetime
 
 import msgspec
-from litestar import Controller, get, post
+from litestar import Controller
 from litestar.datastructures import State
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import JSONBody
 
 from services.coordinator.clock import tick
-from shared.auth import Role, requires
+from shared.auth import Role
 from shared.client import ClockReading
 from shared.clock import ClinicClock, ClockLocked, clinic_clock, parse_duration
 from shared.domain import RuleBroken
 from shared.runtime import ServiceRuntime
+from shared.web.handlers import command, query
 
 STAFF = tuple(role for role in Role if role is not Role.service)
+ADMIN = (Role.admin,)
 
 
 class ClockSet(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -38,42 +40,32 @@ class ClockController(Controller):
     path = "/api/clock"
     tags = ["clock"]
 
-    @get(operation_id="readClock", guards=[requires(*STAFF)], sync_to_thread=False)
+    @query(operation_id="readClock", roles=STAFF)
     def read(self) -> ClockReading:
         return _view(clinic_clock())
 
-    @post(
+    @command(
         "/set",
         operation_id="setClock",
-        status_code=200,
-        guards=[requires(Role.admin)],
-        sync_to_thread=True,
+        roles=ADMIN,
         summary="Set the clinic's time (not in production); the time rules run at once",
     )
     def set(self, data: JSONBody[ClockSet], state: State) -> ClockReading:
         return _move(state, lambda clock: clock.set(data.at), field="at")
 
-    @post(
+    @command(
         "/advance",
         operation_id="advanceClock",
-        status_code=200,
-        guards=[requires(Role.admin)],
-        sync_to_thread=True,
+        roles=ADMIN,
         summary="Move the clinic's time on by a duration such as 3d or 36h (not in production)",
     )
     def advance(self, data: JSONBody[ClockAdvance], state: State) -> ClockReading:
-        try:
-            by = parse_duration(data.by)
-        except ValueError as error:
-            raise RuleBroken("by", str(error)) from None
-        return _move(state, lambda clock: clock.advance(by), field="by")
+        return _move(state, lambda clock: clock.advance(parse_duration(data.by)), field="by")
 
-    @post(
+    @command(
         "/reset",
         operation_id="resetClock",
-        status_code=200,
-        guards=[requires(Role.admin)],
-        sync_to_thread=True,
+        roles=ADMIN,
         summary="Back to the system's time (not in production)",
     )
     def reset(self, state: State) -> ClockReading:

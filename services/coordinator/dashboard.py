@@ -39,7 +39,7 @@ from shared.client import ApiProblem
 from shared.errors import Conflict, UpstreamProblem
 from shared.runtime import ServiceRuntime
 from shared.settings import RunMode
-from shared.tables import as_utc
+from shared.tables import as_utc, utcnow
 from shared.uow import UnitOfWork
 from shared.web import service_client
 
@@ -70,7 +70,7 @@ def _page(request: Request[Any, Any, Any], template: str, **context: Any) -> Tem
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return utcnow()
 
 
 def _back(path: str, **flash: str) -> Redirect:

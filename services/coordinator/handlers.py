@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from uuid import UUID
 
 import msgspec
@@ -15,7 +14,7 @@ from shared.db import lock_for_transaction
 from shared.events import Envelope, decode_envelope, encode_envelope
 from shared.observability import get_logger
 from shared.outbox import add_event
-from shared.tables import InboxEvent
+from shared.tables import InboxEvent, utcnow
 
 log = get_logger(__name__)
 
@@ -105,7 +104,7 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
     row.review_due = pathway.review_due.due if pathway.review_due else None
     row.review_rank = pathway.review_due.rank if pathway.review_due else None
     row.document = msgspec.to_builtins(pathway)
-    row.updated_at = datetime.now(UTC)
+    row.updated_at = utcnow()
     session.add(row)
     for stale in session.exec(select(PathwayAlert).where(PathwayAlert.patient_id == patient_id)):
         session.delete(stale)

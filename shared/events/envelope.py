@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from uuid6 import uuid7
 
+from shared.clock import now as clinic_now
 from shared.events.catalogue import Event, payload_type
 
 
@@ -88,7 +89,7 @@ def new_event(
         event_id=uuid7(),
         type=event_type,
         schema_version=schema_version,
-        occurred_at=occurred_at or datetime.now(UTC),
+        occurred_at=occurred_at or clinic_now(),
         producer=producer,
         patient_id=patient_id,
         subject=subject,

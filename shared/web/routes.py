@@ -4,7 +4,6 @@ reconciliation, operations, the clinical policy, health and readiness."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
 
@@ -28,7 +27,7 @@ from shared.messaging import queue_depth
 from shared.observability import get_logger
 from shared.policy import PolicySetting, clinical_policy, described
 from shared.runtime import ServiceRuntime, check_broker
-from shared.tables import DeadLetter, OutboxEvent
+from shared.tables import DeadLetter, OutboxEvent, utcnow
 from shared.web.handlers import command, query
 
 log = get_logger(__name__)
@@ -115,7 +114,7 @@ class DeadLetterController(Controller):
                 options={},
             )
         )
-        row.replayed_at = datetime.now(UTC)
+        row.replayed_at = utcnow()
         row.replay_count += 1
         db.add(row)
         db.commit()
@@ -198,7 +197,7 @@ def operations(
     waiting = db.exec(
         select(func.count()).select_from(DeadLetter).where(col(DeadLetter.replayed_at).is_(None))
     ).one()
-    lag = (datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0
+    lag = (utcnow() - oldest).total_seconds() if oldest else 0.0
     return OperationsView(
         service=runtime.name,
         outbox_unsent=int(unsent),
