@@ -6,6 +6,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -168,3 +169,40 @@ def test_each_service_as_its_own_processes_carries_the_slice(
     )
     assert shown_clock.returncode == 0, shown_clock.stderr
     assert "fixed: production" in shown_clock.stdout
+
+
+def test_a_moved_clock_moves_every_process_alike(
+    distributed_env: dict[str, str], processes: Processes
+) -> None:
+    """Outside production the clock's offset lives in Redis: moved through the coordinator,
+    it is the time the referrals service, another process, stamps a referral with."""
+    env = {**distributed_env, "CAREPATH_ENV": "development"}
+    for service in ("referrals", "coordinator"):
+        migrated = subprocess.run(
+            carepath("migrate", service), env=env, capture_output=True, text=True, timeout=120
+        )
+        assert migrated.returncode == 0, migrated.stderr
+        port = env[f"CAREPATH_{service.upper()}_URL"].rsplit(":", 1)[1]
+        processes.start(f"{service}-api", carepath("serve", service, "--port", port), env)
+        wait_for_http(f"{env[f'CAREPATH_{service.upper()}_URL']}/health")
+
+    moved = subprocess.run(
+        carepath("clock", "advance", "3d"), env=env, capture_output=True, text=True, timeout=60
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert "(+3 days" in moved.stdout
+
+    referrals_url = env["CAREPATH_REFERRALS_URL"]
+    headers = {"Authorization": f"Bearer {token('referrer')}"}
+
+    def received_at() -> datetime | None:
+        with CarepathClient(referrals_url, token("referrer")) as referrer:
+            patient = referrer.register_patient(**patient_body())
+            referral = referrer.create_referral(**referral_body(str(patient.id)))
+        read = httpx.get(f"{referrals_url}/api/referrals/{referral.id}", headers=headers)
+        stamped = datetime.fromisoformat(read.json()["received_at"])
+        return stamped if stamped - datetime.now(UTC) > timedelta(days=2, hours=23) else None
+
+    # Another process reads the offset within its refresh (a second).
+    stamped = wait_until(received_at, timeout=10, interval=0.5, what="a referral in moved time")
+    assert stamped - datetime.now(UTC) < timedelta(days=3, minutes=1)
