@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import traceback
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -22,18 +23,19 @@ log = get_logger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 
-TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
+
+# Where RFC 9110 renamed a phrase Python's http module still spells the old way.
+RFC_9110_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
+def title_of(status: int) -> str:
+    """The status's reason phrase, as RFC 9110 words it."""
+    if status in RFC_9110_TITLES:
+        return RFC_9110_TITLES[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 class FieldProblem(HTTPException):
@@ -78,7 +80,7 @@ def problem(
 ) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
         "type": "about:blank",
-        "title": TITLES.get(status, "Error"),
+        "title": title_of(status),
         "status": status,
         "detail": detail,
         "correlation_id": current_correlation_id(),

@@ -72,6 +72,9 @@ class PlatformSettings(BaseSettings):
     # How often the coordinator looks for waits and infusions that have become overdue
     # (0 turns it off). Thresholds are days and weeks; a minute is prompt enough.
     clock_interval_s: float = Field(default=60.0, ge=0)
+    # Origins a browser may call the API from (CORS); none by default: the pages are
+    # served from the API's own origin.
+    cors_origins: list[str] = Field(default_factory=list)
     log_level: str = "INFO"
     # JSON lines; unset, JSON in production and readable console lines in development.
     log_json: bool | None = None

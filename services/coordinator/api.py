@@ -38,6 +38,8 @@ from shared.web.handlers import command, query
 
 CLINICAL_TEAMS = (Role.mdt, Role.psychologist, Role.infusion_clinician)
 READERS = (*CLINICAL_TEAMS, Role.admin)
+# Longer than any wait a pathway has had (ten years); a larger number is a typing slip.
+MAX_WAIT_DAYS = 3650
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 
 
@@ -59,7 +61,7 @@ class PathwayController(Controller):
         team: FromQuery[ReferralTarget | None] = None,
         alert_kind: FromQuery[str | None] = None,
         severity: FromQuery[Severity | None] = None,
-        waiting_over_days: Annotated[int | None, QueryParameter(ge=0)] = None,
+        waiting_over_days: Annotated[int | None, QueryParameter(ge=0, le=MAX_WAIT_DAYS)] = None,
         cursor: FromQuery[str | None] = None,
         limit: PageSize = 50,
     ) -> PathwayPage:

@@ -13,6 +13,7 @@ from typing import Any
 from dramatiq import Broker
 from dramatiq.brokers.stub import StubBroker
 from litestar import Litestar, Router
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
@@ -26,10 +27,11 @@ from shared.auth import make_jwt_auth
 from shared.catchup import feed_in_process
 from shared.domain import IllegalTransition, RuleBroken
 from shared.messaging import InProcessWorkers
-from shared.observability import get_logger
+from shared.observability import CORRELATION_HEADER, get_logger
 from shared.policy import clinical_policy
 from shared.runtime import ServiceRuntime
 from shared.settings import PlatformSettings
+from shared.web.body import MAX_BODY_BYTES, check_api_body
 from shared.web.correlation import correlation_middleware
 from shared.web.dependencies import (
     provide_audit,
@@ -45,6 +47,7 @@ from shared.web.problems import (
     problem_with_audit,
 )
 from shared.web.routes import PLATFORM_CONTROLLERS, health, read_policy, ready
+from shared.web.security import add_security_headers
 
 log = get_logger(__name__)
 
@@ -162,6 +165,16 @@ def build_app(
             IllegalTransition: illegal_transition,
             Exception: failure_with_audit,
         },
+        cors_config=CORSConfig(
+            allow_origins=platform.cors_origins,
+            allow_credentials=False,
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", CORRELATION_HEADER],
+        )
+        if platform.cors_origins
+        else None,
+        before_request=check_api_body,
+        before_send=[add_security_headers],
+        request_max_body_size=MAX_BODY_BYTES,
         on_startup=[start],
         on_shutdown=[stop],
         logging_config=None,  # not Litestar's root handler: configure_logging's renders all

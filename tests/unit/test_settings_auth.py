@@ -223,8 +223,9 @@ def test_user_from_token_refuses_a_token_without_a_role() -> None:
 
 
 class _Connection:
-    def __init__(self, user: object) -> None:
+    def __init__(self, user: object, method: str = "GET") -> None:
         self.user = user
+        self.scope = {"method": method}
 
 
 def test_requires_lets_named_roles_through_and_refuses_others() -> None:
@@ -234,3 +235,10 @@ def test_requires_lets_named_roles_through_and_refuses_others() -> None:
         guard(_Connection(User(id="r", role=Role.referrer)), None)
     with pytest.raises(PermissionDeniedException):
         guard(_Connection(None), None)
+
+
+def test_a_preflight_passes_the_role_guard_without_credentials() -> None:
+    """Browsers send OPTIONS without a token; it answers only which methods exist."""
+    requires(Role.mdt)(_Connection(None, method="OPTIONS"), None)
+    with pytest.raises(PermissionDeniedException):
+        requires(Role.mdt)(_Connection(None, method="POST"), None)

@@ -1,0 +1,108 @@
+"""What an API request body must be before any handler sees it.
+
+An API body is JSON sent as `application/json` (a form or `text/plain` post from another
+site cannot drive the API with a session cookie: browsers only send those cross-site
+without a preflight), UTF-8, nested no deeper than a clinical record ever is, and its
+strings carry no control characters (PostgreSQL refuses a NUL later, and a stored
+escape can corrupt what a person reads). Its size is bounded by the app
+(`request_max_body_size`, a 413). A refusal here is a problem+json naming what to change,
+never a 500 from deep inside a decoder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from litestar import Request
+from litestar.exceptions import ClientException, HTTPException
+from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+from shared.errors import FieldProblem
+
+MAX_BODY_BYTES = 1_048_576
+# A referral, the deepest body, nests four levels; 32 leaves room and stops a bomb.
+MAX_DEPTH = 32
+CHANGING = frozenset({"POST", "PUT", "PATCH"})
+JSON_TYPES = frozenset({"application/json", "application/problem+json"})
+# JSON escapes of C0 controls and DEL, other than tab, line feed and carriage return,
+# which free text (a clinical note) may hold.
+_CONTROL_ESCAPE = re.compile(r"\\u(?:00[01][0-8bcefBCEF]|001[0-9a-fA-F]|007[fF])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class UnsupportedMediaType(HTTPException):
+    status_code = HTTP_415_UNSUPPORTED_MEDIA_TYPE
+
+
+async def check_api_body(request: Request[Any, Any, Any]) -> None:
+    """Litestar `before_request` hook for every API route that changes something."""
+    if request.method not in CHANGING or "/api/" not in request.url.path:
+        return
+    body = await request.body()
+    if not body.strip():
+        return  # an action without a body (reset, acknowledge without a note)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in JSON_TYPES:
+        raise UnsupportedMediaType(
+            detail=f"an API body must be sent as application/json, not {media_type or 'untyped'}"
+        )
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClientException(detail="the body is not UTF-8 text") from None
+    if _depth(text) > MAX_DEPTH:
+        raise ClientException(detail=f"the body nests deeper than {MAX_DEPTH} levels")
+    if _CONTROL_ESCAPE.search(text) or _CONTROL.search(text):
+        field = _field_with_control(text)
+        raise FieldProblem(
+            field, "contains a control character (such as NUL); remove it and send again"
+        )
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of arrays and objects, outside strings."""
+    deepest = depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _field_with_control(text: str) -> str:
+    """The path of the first string holding a control character, as `a.b[2].c`."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return "body"  # not JSON at all: the decoder's own refusal names it next
+    return _find(document, "") or "body"
+
+
+def _find(value: object, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if _CONTROL.search(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _find(key, path) or _find(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _find(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None

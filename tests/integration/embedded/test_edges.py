@@ -1,0 +1,120 @@
+"""The edges an attacker or a fuzzer reaches first (issue 14): no input makes a 500, API
+bodies are JSON only, and every response carries the browser's safety headers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.referrals.models import Patient
+from shared.auth import Role
+from tests.embedded import Embedded, assert_problem, embedded_app, patient_body, referral_body
+
+
+def patients(embedded: Embedded) -> int:
+    return embedded.count("referrals", Patient)
+
+
+def post_patient(embedded: Embedded, content: bytes | str, content_type: str) -> object:
+    headers = {**embedded.headers(Role.referrer), "content-type": content_type}
+    return embedded.client.post("/api/patients", content=content, headers=headers)
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/pathways", "/api/alerts", "/api/mdt/worklist", "/api/patients", "/api/clock"]
+)
+def test_options_answers_which_methods_exist_without_a_token(embedded: Embedded, path: str) -> None:
+    response = embedded.client.options(path)
+    assert response.status_code == 204, response.text
+    assert "OPTIONS" in response.headers["allow"]
+
+
+def test_cors_is_off_unless_origins_are_configured(embedded: Embedded, tmp_path: Path) -> None:
+    preflight = {"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+    refused = embedded.client.options("/api/patients", headers=preflight)
+    assert "access-control-allow-origin" not in refused.headers
+
+    with embedded_app(tmp_path / "cors", cors_origins=["https://ehr.clinic.example"]) as allowed:
+        ours = {**preflight, "Origin": "https://ehr.clinic.example"}
+        response = allowed.client.options("/api/patients", headers=ours)
+        assert response.headers["access-control-allow-origin"] == "https://ehr.clinic.example"
+        foreign = allowed.client.options("/api/patients", headers=preflight)
+        assert "access-control-allow-origin" not in foreign.headers
+
+
+def test_a_number_past_any_wait_is_refused_naming_the_parameter(embedded: Embedded) -> None:
+    response = embedded.client.get(
+        "/api/pathways?waiting_over_days=99999999999999", headers=embedded.headers(Role.mdt)
+    )
+    assert_problem(response, 422, "waiting_over_days")
+
+
+def test_a_json_body_sent_as_text_or_a_form_is_refused_and_nothing_is_written(
+    embedded: Embedded,
+) -> None:
+    before = patients(embedded)
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
+        response = post_patient(embedded, json.dumps(patient_body()), content_type)
+        body = assert_problem(response, 415)
+        assert "application/json" in body["detail"]
+    assert patients(embedded) == before
+
+
+def test_a_body_nested_ten_thousand_deep_is_a_400_not_a_crash(embedded: Embedded) -> None:
+    body = assert_problem(
+        post_patient(embedded, "[" * 10_000 + "]" * 10_000, "application/json"), 400
+    )
+    assert "deeper than" in body["detail"]
+
+
+def test_bytes_that_are_not_utf8_are_a_400(embedded: Embedded) -> None:
+    response = post_patient(embedded, b'{"given_name": "\xff\xfe"}', "application/json")
+    assert "UTF-8" in assert_problem(response, 400)["detail"]
+
+
+@pytest.mark.parametrize("value", ["Ann\u0000", "A\u0007nn", "Ann\u001b[31m", "Ann\u007f"])
+def test_a_control_character_in_a_name_is_refused_naming_the_field(
+    embedded: Embedded, value: str
+) -> None:
+    before = patients(embedded)
+    response = embedded.client.post(
+        "/api/patients",
+        json=patient_body(family_name=value),
+        headers=embedded.headers(Role.referrer),
+    )
+    assert_problem(response, 422, "family_name")
+    assert patients(embedded) == before
+
+
+def test_line_breaks_and_tabs_in_free_text_are_kept(embedded: Embedded) -> None:
+    """A referral reason is free text: a clinician's line breaks are not control characters."""
+    response = embedded.client.post(
+        "/api/patients",
+        json=patient_body(given_name="Ann"),
+        headers=embedded.headers(Role.referrer),
+    )
+    assert response.status_code == 201, response.text
+    reason = "CRPS of the right hand.\n\tLow mood\r\nfor a year."
+    referral = embedded.client.post(
+        "/api/referrals",
+        json=referral_body(response.json()["id"], reason=reason),
+        headers=embedded.headers(Role.referrer),
+    )
+    assert referral.status_code == 201, referral.text
+
+
+def test_a_body_past_the_size_limit_is_a_413(embedded: Embedded) -> None:
+    huge = b'{"given_name": "' + b"a" * 2_000_000 + b'"}'
+    assert_problem(post_patient(embedded, huge, "application/json"), 413)
+
+
+@pytest.mark.parametrize("path", ["/", "/api/policy", "/api/patients/not-a-uuid", "/health"])
+def test_every_response_carries_the_safety_headers(embedded: Embedded, path: str) -> None:
+    response = embedded.client.get(path, headers=embedded.headers(Role.admin))
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    policy = response.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "script-src 'self'" in policy
