@@ -14,6 +14,7 @@ from dramatiq import Broker
 from dramatiq.brokers.stub import StubBroker
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
+from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
@@ -30,8 +31,8 @@ from shared.messaging import InProcessWorkers
 from shared.observability import CORRELATION_HEADER, get_logger
 from shared.policy import clinical_policy
 from shared.runtime import ServiceRuntime
-from shared.settings import PlatformSettings
-from shared.web.body import MAX_BODY_BYTES, check_api_body
+from shared.settings import PlatformSettings, RunMode
+from shared.web.body import API_PATHS, MAX_BODY_BYTES, check_api_request
 from shared.web.correlation import correlation_middleware
 from shared.web.dependencies import (
     provide_audit,
@@ -47,7 +48,7 @@ from shared.web.problems import (
     problem_with_audit,
 )
 from shared.web.routes import PLATFORM_CONTROLLERS, health, read_policy, ready
-from shared.web.security import add_security_headers
+from shared.web.security import security_headers
 
 log = get_logger(__name__)
 
@@ -172,8 +173,16 @@ def build_app(
         )
         if platform.cors_origins
         else None,
-        before_request=check_api_body,
-        before_send=[add_security_headers],
+        csrf_config=CSRFConfig(
+            secret=platform.jwt_secret,
+            cookie_secure=platform.env is RunMode.production,
+            cookie_samesite="strict",
+            # The API authenticates with bearer tokens, which a foreign site cannot send;
+            # a cookie-carried API call is held to JSON and a matching Origin instead.
+            exclude=API_PATHS,
+        ),
+        before_request=check_api_request,
+        before_send=[security_headers(production=platform.env is RunMode.production)],
         request_max_body_size=MAX_BODY_BYTES,
         on_startup=[start],
         on_shutdown=[stop],

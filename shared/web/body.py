@@ -16,12 +16,16 @@ import re
 from typing import Any
 
 from litestar import Request
-from litestar.exceptions import ClientException, HTTPException
+from litestar.exceptions import ClientException, HTTPException, PermissionDeniedException
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
+from shared.auth import SESSION_COOKIE
 from shared.errors import FieldProblem
 
 MAX_BODY_BYTES = 1_048_576
+# Where the API answers: at /api/... and, embedded, at /<service>/api/...; and the
+# platform's machine routes. Pages (forms) are everything else and carry CSRF tokens.
+API_PATHS = [r"^/api/", r"^/[a-z]+/api/", r"^/schema", r"^/health$", r"^/ready$", r"^/metrics"]
 # A referral, the deepest body, nests four levels; 32 leaves room and stops a bomb.
 MAX_DEPTH = 32
 CHANGING = frozenset({"POST", "PUT", "PATCH"})
@@ -36,10 +40,28 @@ class UnsupportedMediaType(HTTPException):
     status_code = HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 
-async def check_api_body(request: Request[Any, Any, Any]) -> None:
+async def check_api_request(request: Request[Any, Any, Any]) -> None:
     """Litestar `before_request` hook for every API route that changes something."""
     if request.method not in CHANGING or "/api/" not in request.url.path:
         return
+    _check_origin(request)
+    await _check_body(request)
+
+
+def _check_origin(request: Request[Any, Any, Any]) -> None:
+    """A call that rides on the session cookie (no bearer token) must come from a page of
+    this origin: a browser names the page's origin on every cross-site POST."""
+    if "authorization" in request.headers or SESSION_COOKIE not in request.cookies:
+        return
+    origin = request.headers.get("origin")
+    ours = f"{request.url.scheme}://{request.url.netloc}"
+    if origin is not None and origin != ours:
+        raise PermissionDeniedException(
+            detail="a cookie-authenticated call must come from this site's own pages"
+        )
+
+
+async def _check_body(request: Request[Any, Any, Any]) -> None:
     body = await request.body()
     if not body.strip():
         return  # an action without a body (reset, acknowledge without a note)

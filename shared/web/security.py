@@ -8,6 +8,8 @@ so it keeps the other headers but not the content policy.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import Message, Scope
 
@@ -32,12 +34,23 @@ ALWAYS = {
 }
 
 
-async def add_security_headers(message: Message, scope: Scope) -> None:
-    """Litestar `before_send` hook: on the start of every HTTP response."""
-    if message["type"] != "http.response.start":
-        return
-    headers = MutableScopeHeaders.from_message(message)
-    for name, value in ALWAYS.items():
-        headers.setdefault(name, value)
-    if not str(scope.get("path", "")).startswith("/schema"):
-        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+# A year of HTTPS only, once a production browser has seen it (RFC 6797).
+HSTS = "max-age=31536000; includeSubDomains"
+
+
+def security_headers(production: bool) -> Callable[[Message, Scope], Awaitable[None]]:
+    """Litestar `before_send` hook: on the start of every HTTP response. Production, served
+    over TLS behind its proxy, also tells browsers never to come back over plain HTTP."""
+
+    async def add(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start":
+            return
+        headers = MutableScopeHeaders.from_message(message)
+        for name, value in ALWAYS.items():
+            headers.setdefault(name, value)
+        if not str(scope.get("path", "")).startswith("/schema"):
+            headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        if production:
+            headers.setdefault("Strict-Transport-Security", HSTS)
+
+    return add

@@ -14,10 +14,19 @@ from tests.embedded import Embedded, referral_body, register
 from .test_mdt_reviews import eventually, referred
 
 
+def with_csrf(embedded: Embedded, form: dict[str, str]) -> dict[str, str]:
+    """A form as a page of this site sends it: with the CSRF token its cookie carries."""
+    if "csrftoken" not in embedded.client.cookies:
+        embedded.client.get("/sign-in")
+    return {**form, "_csrf_token": embedded.client.cookies["csrftoken"]}
+
+
 def sign_in(embedded: Embedded, user: str, role: Role) -> None:
     embedded.client.cookies.clear()
     response = embedded.client.post(
-        "/sign-in", data={"user": user, "role": role.value}, follow_redirects=False
+        "/sign-in",
+        data=with_csrf(embedded, {"user": user, "role": role.value}),
+        follow_redirects=False,
     )
     assert response.status_code == 303, response.text
     assert SESSION_COOKIE in response.cookies
@@ -30,7 +39,7 @@ def page(embedded: Embedded, path: str, status: int = 200) -> str:
 
 
 def post_form(embedded: Embedded, path: str, form: dict[str, str]) -> Any:
-    response = embedded.client.post(path, data=form, follow_redirects=False)
+    response = embedded.client.post(path, data=with_csrf(embedded, form), follow_redirects=False)
     assert response.status_code == 303, response.text[:500]
     return response.headers["location"]
 
@@ -52,18 +61,24 @@ def test_sign_in_sends_each_role_to_its_page(embedded: Embedded) -> None:
     ]:
         embedded.client.cookies.clear()
         response = embedded.client.post(
-            "/sign-in", data={"user": user, "role": role.value}, follow_redirects=False
+            "/sign-in",
+            data=with_csrf(embedded, {"user": user, "role": role.value}),
+            follow_redirects=False,
         )
         assert response.headers["location"] == home
     embedded.client.cookies.clear()
-    refused = embedded.client.post("/sign-in", data={"user": "", "role": "mdt"})
+    refused = embedded.client.post(
+        "/sign-in", data=with_csrf(embedded, {"user": "", "role": "mdt"})
+    )
     assert refused.status_code == 422 and "Choose a user name" in refused.text
 
 
 def test_the_session_cookie_is_the_apis_token_and_never_crosses_sites(embedded: Embedded) -> None:
     embedded.client.cookies.clear()
     response = embedded.client.post(
-        "/sign-in", data={"user": "dr-mdt-lead", "role": "mdt"}, follow_redirects=False
+        "/sign-in",
+        data=with_csrf(embedded, {"user": "dr-mdt-lead", "role": "mdt"}),
+        follow_redirects=False,
     )
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
@@ -208,3 +223,53 @@ def test_operations_shows_each_feed_and_reconciles_from_the_page(embedded: Embed
     assert 'action="/operations/therapy/reconcile"' in html
     done = post_form(embedded, "/operations/infusions/reconcile", {})
     assert "done=infusions" in done and "0+still+missing" in done
+
+
+def test_a_form_posted_without_its_csrf_token_changes_nothing(embedded: Embedded) -> None:
+    """Issue 14: a foreign site's form rides on the session cookie but cannot know the
+    token the page carried."""
+    patient_id = register(embedded)
+    created = embedded.client.post(
+        "/api/referrals",
+        json=referral_body(patient_id, target="psychology"),
+        headers=embedded.headers(Role.referrer),
+    )
+    referral_id = created.json()["id"]
+    sign_in(embedded, "psy-jones", Role.psychologist)
+    forged = embedded.client.post(
+        f"/inbox/{referral_id}/triage",
+        data={"decision": "accept"},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert forged.status_code == 403
+    with embedded.runtime("referrals").sessions() as session:
+        referral = session.get(Referral, UUID(referral_id))
+        assert referral is not None and referral.status == "received"
+    assert 'name="_csrf_token"' in page(embedded, "/inbox")
+
+
+def test_a_cookie_carried_api_call_from_another_origin_is_refused(embedded: Embedded) -> None:
+    sign_in(embedded, "dr-ref", Role.referrer)
+    body = {
+        "given_name": "Ann",
+        "family_name": "Example",
+        "birth_date": "1970-01-02",
+        "sex": "female",
+    }
+    foreign = embedded.client.post(
+        "/api/patients", json=body, headers={"Origin": "https://evil.example"}
+    )
+    assert foreign.status_code == 403, foreign.text
+    ours = embedded.client.post(
+        "/api/patients", json=body, headers={"Origin": str(embedded.client.base_url).rstrip("/")}
+    )
+    assert ours.status_code == 201, ours.text
+    # A bearer token is not ambient: an API client from anywhere is not a forged request.
+    embedded.client.cookies.clear()
+    bearer = embedded.client.post(
+        "/api/patients",
+        json=body,
+        headers={**embedded.headers(Role.referrer), "Origin": "https://ehr.example"},
+    )
+    assert bearer.status_code == 201, bearer.text
