@@ -19,6 +19,8 @@ from services.referrals.schemas import (
     PatientCorrection,
     PatientCreate,
     PatientRead,
+    PatientTrace,
+    PatientTraced,
     ReferralCreate,
     ReferralRead,
     ReferralStatus,
@@ -46,6 +48,14 @@ class PatientController(Controller):
     @command(operation_id="registerPatient", summary="Register a patient", status_code=201)
     def register(self, data: JSONBody[PatientCreate], uow: UowDep, user: UserDep) -> PatientRead:
         return views.patient_read(services.register_patient(data, uow, user))
+
+    @command(
+        "/trace",
+        operation_id="tracePatient",
+        summary="Find a registered patient by NHS number, birth date and family name",
+    )
+    def trace(self, data: JSONBody[PatientTrace], uow: UowDep, user: UserDep) -> PatientTraced:
+        return PatientTraced(id=services.trace_patient(data, uow, user).id)
 
     @query("/{patient_id:uuid}", operation_id="readPatient")
     def read(self, patient_id: FromPath[UUID], uow: UowDep, user: UserDep) -> PatientRead:

@@ -28,6 +28,19 @@ class PatientCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     contact_preference: ContactPreference | None = None
 
 
+class PatientTrace(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """What finding a registered patient takes, as on the NHS Spine (PDS): the number and
+    two details only someone who knows the patient has."""
+
+    nhs_number: Annotated[str, msgspec.Meta(min_length=10, max_length=12)]
+    birth_date: date
+    family_name: Name
+
+
+class PatientTraced(msgspec.Struct, kw_only=True):
+    id: UUID
+
+
 class PatientRead(msgspec.Struct, kw_only=True):
     id: UUID
     given_name: str

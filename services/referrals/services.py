@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -25,6 +25,7 @@ from services.referrals.schemas import (
     InfoResponse,
     PatientCorrection,
     PatientCreate,
+    PatientTrace,
     ReferralCreate,
     Triage,
 )
@@ -46,7 +47,7 @@ def register_patient(data: PatientCreate, uow: UnitOfWork, user: User) -> Patien
         domain.check_birth_date(data.birth_date, utcnow().date())
         nhs_number = _valid_nhs_number(data.nhs_number)
         if nhs_number is not None:
-            _refuse_duplicate_nhs_number(uow, nhs_number)
+            _refuse_duplicate_nhs_number(uow, nhs_number, data.birth_date, data.family_name)
         patient = Patient(
             given_name=data.given_name,
             family_name=data.family_name,
@@ -89,7 +90,12 @@ def correct_patient(
         if "nhs_number" in changes:
             changes["nhs_number"] = _valid_nhs_number(changes["nhs_number"])
             if changes["nhs_number"] != patient.nhs_number:
-                _refuse_duplicate_nhs_number(uow, changes["nhs_number"])
+                _refuse_duplicate_nhs_number(
+                    uow,
+                    changes["nhs_number"],
+                    changes.get("birth_date", patient.birth_date),
+                    changes.get("family_name", patient.family_name),
+                )
         changed = sorted(name for name, value in changes.items() if getattr(patient, name) != value)
         for name in changed:
             setattr(patient, name, changes[name])
@@ -111,13 +117,55 @@ def _valid_nhs_number(value: str | None) -> str | None:
     return normalised
 
 
-def _refuse_duplicate_nhs_number(uow: UnitOfWork, nhs_number: str) -> None:
+def trace_patient(data: PatientTrace, uow: UnitOfWork, user: User) -> Patient:
+    """Find a registered patient as PDS does: the NHS number with a matching birth date
+    and family name. Whether the number is unknown or the details differ, the answer is
+    the same, so a trace never tells a guesser which NHS numbers are registered."""
+    with uow:
+        nhs_number = _valid_nhs_number(data.nhs_number)
+        found = repository.patient_with_nhs_number(uow.session, nhs_number or "")
+        matched = found is not None and _same_person(found, data.birth_date, data.family_name)
+        outcome = "matched" if matched else "no match"
+        uow.audit(
+            AuditAction.read,
+            "Patient",
+            str(found.id) if matched and found else None,
+            found.id if matched and found else None,
+            detail=f"trace by NHS number, birth date and family name: {outcome}",
+        )
+        uow.commit()
+    if not matched or found is None:
+        raise NotFoundException("no registered patient matches these details")
+    return found
+
+
+def _same_person(patient: Patient, birth_date: date, family_name: str) -> bool:
+    return patient.birth_date == birth_date and _folded(patient.family_name) == _folded(family_name)
+
+
+def _folded(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def _refuse_duplicate_nhs_number(
+    uow: UnitOfWork, nhs_number: str, birth_date: date, family_name: str
+) -> None:
+    """A second registration of one NHS number is refused. It names the registered
+    patient only to someone whose details match theirs (who could trace them anyway):
+    knowing a number alone reveals nothing."""
     existing = repository.patient_with_nhs_number(uow.session, nhs_number)
-    if existing is not None:
+    if existing is None:
+        return
+    if _same_person(existing, birth_date, family_name):
         raise Conflict(
             "a patient with this NHS number is already registered",
             existing_patient_id=str(existing.id),
         )
+    raise Conflict(
+        "a patient with this NHS number is already registered with other details: "
+        "check the number, the birth date and the family name",
+        field="nhs_number",
+    )
 
 
 def _commit_or_duplicate(uow: UnitOfWork) -> None:
