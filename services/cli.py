@@ -75,7 +75,8 @@ def up(host: str, port: int, data_dir: Path | None, demo: bool) -> None:
         overrides["data_dir"] = data_dir
     platform = _platform(**overrides)
     broker = make_broker(platform)
-    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
+    # Compares, never binds: the demo seeder calls the server on loopback.
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104  # nosec B104
     runtimes = [
         ServiceRuntime(
             spec, load_service_settings(spec.name, platform, default_base_url=base), broker
