@@ -22,6 +22,8 @@ from services.coordinator.domain import (
     Streams,
 )
 from shared.policy import ChangePolicy, ClinicalPolicy, clinical_policy
+from shared.triage import same_working_day, triage_working_days
+from shared.triage import triage_due as shared_triage_due
 
 # --- what each alert is ---------------------------------------------------------------
 
@@ -117,7 +119,8 @@ def phq9_item9_alert(item9: int | None, seen_at: datetime, source_event: str) ->
 
 
 def _end_of_day(moment: datetime) -> datetime:
-    return moment.replace(hour=23, minute=59, second=59, microsecond=0)
+    """The end of the clinic's working day (CLINICAL.md: "same working day")."""
+    return same_working_day(moment)
 
 
 def _review_due(at: datetime, policy: ClinicalPolicy) -> datetime:
@@ -125,28 +128,16 @@ def _review_due(at: datetime, policy: ClinicalPolicy) -> datetime:
 
 
 def _triage_days(priority: str, policy: ClinicalPolicy) -> int:
-    waits = policy.waits
-    return (
-        waits.urgent_triage_working_days
-        if priority == "urgent"
-        else waits.routine_triage_working_days
-    )
+    return triage_working_days(priority, policy)
 
 
 def triage_due(
     received_at: datetime, priority: str, policy: ClinicalPolicy | None = None
 ) -> datetime:
     """CLINICAL.md, Waiting times: urgent referrals triaged within 2 working days
-    (local policy). CLINICAL.md sets no triage time for routine referrals; 5 working
-    days is this service's working target (local policy, waits.routine_triage_working_days)."""
-    due = received_at
-    added = 0
-    days = _triage_days(priority, policy or clinical_policy())
-    while added < days:
-        due += timedelta(days=1)
-        if due.weekday() < 5:
-            added += 1
-    return due
+    (local policy), in the clinic's working calendar. The one deadline lives in
+    shared/triage.py, so the referrals inbox and the coordinator agree on it."""
+    return shared_triage_due(received_at, priority, policy)
 
 
 def _alert_weeks(target: str, policy: ClinicalPolicy) -> int:
