@@ -9,7 +9,7 @@ then turns into an alert (and clears again once later events show the condition 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID, uuid4
 
 import msgspec
@@ -19,6 +19,7 @@ from services.coordinator.domain import Alert, Streams
 from services.coordinator.handlers import record_own_event
 from services.coordinator.models import PathwayRow
 from services.coordinator.rules import Crossing, crossed
+from shared.clock import now as clinic_now
 from shared.db import lock_for_transaction
 from shared.events import Actor, Subject, new_event
 from shared.events.catalogue import PathwayAlertRaised
@@ -66,7 +67,7 @@ def raise_crossed(session: Session, patient_id: UUID, now: datetime) -> int:
 
 def tick(runtime: ServiceRuntime, now: datetime | None = None) -> int:
     """One look over every open pathway; returns the alerts raised."""
-    moment = now or datetime.now(UTC)
+    moment = now or clinic_now()
     raised = 0
     for patient_id in _due_patients(runtime, moment):
         with runtime.sessions() as session:

@@ -36,6 +36,7 @@ from services.coordinator.schemas import ReviewReferral, ReviewRequest
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
 from shared.client import ApiProblem
+from shared.clock import now as clinic_now
 from shared.errors import Conflict, UpstreamProblem
 from shared.runtime import ServiceRuntime
 from shared.settings import RunMode
@@ -70,7 +71,7 @@ def _page(request: Request[Any, Any, Any], template: str, **context: Any) -> Tem
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clinic_now()
 
 
 def _back(path: str, **flash: str) -> Redirect:

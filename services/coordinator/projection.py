@@ -270,7 +270,10 @@ class _Fold:
             status="received",
             received_at=at,
         )
-        self.move_to("referred", at, only_from=("registered",))
+        # CLINICAL.md, Waiting times: a new referral after a discharged pathway re-opens
+        # it: the stage moves, and the clock (which skips discharged pathways) runs every
+        # time rule again.
+        self.move_to("referred", at, only_from=("registered", "discharged"))
         baseline = event.baseline or BaselineScores()
         self.measure("phq9", at, baseline.phq9_total, "referral baseline")
         self.measure("pain_nrs", at, baseline.pain_nrs, "referral baseline")

@@ -29,6 +29,7 @@ from services.coordinator.schemas import NameStatus, ReviewReferral, ReviewReque
 from shared.audit import AuditAction
 from shared.auth import Role, User
 from shared.client import ApiProblem
+from shared.clock import now as clinic_now
 from shared.db import lock_for_transaction
 from shared.errors import Conflict, FieldProblem, UpstreamProblem
 from shared.events import Subject
@@ -40,7 +41,6 @@ from shared.events.catalogue import (
     PathwayAlertResolved,
     ReferralTarget,
 )
-from shared.tables import utcnow
 from shared.uow import UnitOfWork
 from shared.web import service_client
 
@@ -96,7 +96,7 @@ def list_pathways(
     if query.team is not None:
         statement = statement.where(repository.in_team(query.team))
     if query.waiting_over_days is not None:
-        cutoff = utcnow() - timedelta(days=query.waiting_over_days)
+        cutoff = clinic_now() - timedelta(days=query.waiting_over_days)
         statement = statement.where(col(PathwayRow.stage_since) < cutoff)
     if query.alert_kind is not None or query.severity is not None:
         wanted = repository.open_alerts_with_kind_or_severity(query.alert_kind, query.severity)
@@ -207,7 +207,7 @@ def record_review(
         review = MdtReview(
             id=uuid4(),
             patient_id=patient_id,
-            reviewed_at=utcnow(),
+            reviewed_at=clinic_now(),
             decision=data.decision,
             attendees=list(data.attendees),
             notes=data.notes,
@@ -297,7 +297,7 @@ def handle_alert(
             raise NotFoundException(f"no alert {alert_id}")
         if alert.status == "resolved" or alert.status == status:
             raise Conflict(f"the alert is already {alert.status}", current_status=alert.status)
-        now = utcnow()
+        now = clinic_now()
         uow.session.add(_action(alert, status, user, note, now))
         event = HANDLED[status](
             alert_id=alert_id,

@@ -1000,3 +1000,47 @@ def test_a_declined_therapy_episode_is_no_psychology_so_the_suggestion_returns()
         streams, therapy_episode=episode(4, discharge_reason="completed")
     )
     assert of_kind(crossed(completed, due), "no-psychology-referral") == []
+
+
+# --- issue 12: a re-referral after discharge re-opens the pathway --------------------------
+
+
+def discharged_then_re_referred(re_referred_at: datetime) -> list[Envelope]:
+    """A psychology referral rejected (the pathway is over), then a new urgent one."""
+    return [
+        *urgent_psychology(FRIDAY - timedelta(days=30)),
+        referral_status("referral.rejected", FRIDAY - timedelta(days=29)),
+        referral_received(
+            PATIENT,
+            occurred_at=re_referred_at,
+            referral_id=PSYCHOLOGY_REFERRAL,
+            target="psychology",
+            priority="urgent",
+            sequence=1,
+        ),
+    ]
+
+
+def test_a_new_referral_after_discharge_reopens_the_pathway() -> None:
+    """CLINICAL.md Waiting times: "a new referral after a discharged pathway re-opens it:
+    the stage moves and every time rule runs again"."""
+    before = project(PATIENT, discharged_then_re_referred(FRIDAY)[:-1])
+    assert before.stage == "discharged"
+    pathway = project(PATIENT, discharged_then_re_referred(FRIDAY))
+    assert (pathway.stage, pathway.stage_since) == ("referred", FRIDAY)
+    (triage,) = [a for a in pathway.next_actions if a.action.startswith("triage")]
+    assert triage.due == triage_due(FRIDAY, "urgent") == TUESDAY
+
+
+def test_the_clock_raises_an_overdue_triage_for_a_re_referral_after_discharge(
+    runtime: ServiceRuntime,
+) -> None:
+    """CLINICAL.md Waiting times: urgent referrals triaged within 2 working days (local
+    policy), also after a discharge (issue 12: an urgent re-referral sat untriaged for
+    30 days with no alert, because the clock skipped discharged pathways)."""
+    store(runtime, discharged_then_re_referred(FRIDAY))
+    assert tick(runtime, TUESDAY - SECOND) == 0
+    assert tick(runtime, FRIDAY + timedelta(days=30)) == 1
+    (raised,) = raised_rows(runtime, PATIENT)
+    assert raised.envelope["data"]["subject"] == str(PSYCHOLOGY_REFERRAL)
+    assert ("triage-overdue", "open") in stored_alerts(runtime, PATIENT)
