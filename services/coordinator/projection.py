@@ -37,6 +37,8 @@ from services.coordinator.rules import (
     TIME_KINDS,
     Crossing,
     cleared,
+    critical_vitals,
+    critical_vitals_alert,
     depression_anxiety_change,
     dna_review_alert,
     has_psychology,
@@ -51,6 +53,7 @@ from services.coordinator.rules import (
     treatment_started,
     triage_due,
     vitals_alert,
+    vitals_reason,
 )
 from shared.events import Envelope, payload_type
 from shared.events.catalogue import (
@@ -189,6 +192,8 @@ class _Fold:
     # did with an alert before the upgrade still finds it after a rebuild.
     former_ids: dict[str, str] = field(default_factory=dict)
     reviews: list[MdtReviewStream] = field(default_factory=list)
+    # alert id → how many out-of-range readings of its session it stands for
+    vitals_readings: dict[str, int] = field(default_factory=dict)
     # When the induction series ended: the MDT decides on maintenance after it.
     induction_done_at: datetime | None = None
 
@@ -236,13 +241,14 @@ class _Fold:
         if alert is not None:
             self.raise_alert(msgspec.structs.replace(alert, subject=name))
 
-    def raise_alert(self, alert: Alert) -> None:
+    def raise_alert(self, alert: Alert) -> str:
         """Add an alert under its stable id (the same alert met twice is kept once)."""
         named = _named(self.patient_id, alert)
         if any(existing.id == named.id for existing in self.alerts):
-            return
+            return named.id
         self.former_ids[_former_id(self.patient_id, alert)] = named.id
         self.alerts.append(named)
+        return named.id
 
     def status_of(self, alert: Alert) -> AlertStatus:
         """What people have done with the alert so far, or what the events did to it."""
@@ -373,8 +379,29 @@ class _Fold:
         )
 
     def vitals_out_of_range(self, event: InfusionVitalsOutOfRange, at: datetime) -> None:
-        alert = vitals_alert(list(event.crossed), event.phase, at)
-        self.raise_alert(msgspec.structs.replace(alert, subject=str(event.session_id)))
+        """One alert per session and kind, updated by each further reading (issue 12);
+        a critically abnormal reading is an urgent alert of its own."""
+        critical = critical_vitals(event.systolic, event.heart_rate, event.spo2)
+        kind = "vitals-critical" if critical else "vitals-out-of-range"
+        found = critical or list(event.crossed)
+        subject = str(event.session_id)
+        for index, alert in reversed(list(enumerate(self.alerts))):
+            if (alert.kind, alert.subject) != (kind, subject):
+                continue
+            if self.status_of(alert) == "resolved":
+                break  # dealt with: a later reading is a new alert
+            readings = self.vitals_readings[alert.id] = self.vitals_readings[alert.id] + 1
+            reason = vitals_reason(found, event.phase, readings)
+            if critical:
+                reason = "critically abnormal " + reason
+            self.alerts[index] = msgspec.structs.replace(alert, reason=reason)
+            return
+        if critical:
+            alert = critical_vitals_alert(found, event.phase, at)
+        else:
+            alert = vitals_alert(found, event.phase, at)
+        alert_id = self.raise_alert(msgspec.structs.replace(alert, subject=subject))
+        self.vitals_readings[alert_id] = 1
 
     def adverse_event(self, event: InfusionAdverseEventRecorded, at: datetime) -> None:
         if event.serious:

@@ -59,6 +59,12 @@ ALERT_RULES: dict[str, AlertRule] = {
         "infusion-clinician",
         "CLINICAL.md During a session: vitals thresholds (local policy)",
     ),
+    "vitals-critical": AlertRule(
+        "urgent",
+        "infusion-clinician",
+        "CLINICAL.md During a session: critically abnormal vitals (NEWS2 red score; "
+        "SpO2 below {vitals.critical_low_spo2}%, local policy) → urgent alert",
+    ),
     "serious-adverse-event": AlertRule(
         "urgent", "mdt", "CLINICAL.md During a session: serious adverse event → MDT alert"
     ),
@@ -173,8 +179,45 @@ def dna_review_alert(
 def vitals_alert(crossed: list[str], phase: str, at: datetime) -> Alert:
     """CLINICAL.md, During a session: systolic ≥ 180 or diastolic ≥ 110 during, ≥ 160/100
     before starting, SpO2 < 92% (local policy)."""
+    return _alert("vitals-out-of-range", at, vitals_reason(crossed, phase, 1), _end_of_day(at))
+
+
+def critical_vitals(
+    systolic: int, heart_rate: int, spo2: int, policy: ClinicalPolicy | None = None
+) -> list[str]:
+    """Critically abnormal readings (issue 12: SpO2 45, systolic 60): NEWS2 red scores for
+    systolic pressure and pulse, SpO2 below every BTS target range (local policy)."""
+    vitals = (policy or clinical_policy()).vitals
+    found: list[str] = []
+    if systolic <= vitals.critical_low_systolic:
+        found.append(f"systolic {systolic} ≤ {vitals.critical_low_systolic}")
+    if systolic >= vitals.critical_high_systolic:
+        found.append(f"systolic {systolic} ≥ {vitals.critical_high_systolic}")
+    if heart_rate <= vitals.critical_low_heart_rate:
+        found.append(f"pulse {heart_rate} ≤ {vitals.critical_low_heart_rate}")
+    if heart_rate >= vitals.critical_high_heart_rate:
+        found.append(f"pulse {heart_rate} ≥ {vitals.critical_high_heart_rate}")
+    if spo2 < vitals.critical_low_spo2:
+        found.append(f"SpO2 {spo2}% < {vitals.critical_low_spo2}%")
+    return found
+
+
+def critical_vitals_alert(
+    found: list[str], phase: str, at: datetime, policy: ClinicalPolicy | None = None
+) -> Alert:
+    """An urgent alert for the infusion clinician, due within the monitoring interval."""
+    policy = policy or clinical_policy()
+    due = at + timedelta(minutes=policy.vitals.critical_due_minutes)
+    reason = "critically abnormal " + vitals_reason(found, phase, 1)
+    return _alert("vitals-critical", at, reason, due, vitals=policy.vitals)
+
+
+def vitals_reason(crossed: list[str], phase: str, readings: int) -> str:
+    """One alert per session and kind: it says how many readings it stands for."""
     reason = f"vitals {phase} the infusion: " + "; ".join(crossed)
-    return _alert("vitals-out-of-range", at, reason, _end_of_day(at))
+    if readings > 1:
+        reason += f" (latest of {readings} readings out of range in this session)"
+    return reason
 
 
 def serious_adverse_event_alert(code: str, at: datetime) -> Alert:

@@ -77,6 +77,12 @@ TODAY = ClinicalPolicy(
         during_diastolic=110,
         min_spo2=92,
         interval_minutes=15,
+        critical_low_systolic=90,
+        critical_high_systolic=220,
+        critical_low_heart_rate=40,
+        critical_high_heart_rate=131,
+        critical_low_spo2=88,
+        critical_due_minutes=15,
     ),
     course=CoursePolicy(
         no_response_after_sessions=3, relief_worn_off_fraction=0.10, maintenance_grace_days=1

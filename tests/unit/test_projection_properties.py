@@ -259,6 +259,27 @@ def generated_history(draw: st.DrawFn) -> list[Envelope]:
                 maintenance_due_at=None,
             )
         )
+    # Out-of-range vitals, some critical, repeated within two sessions (one alert per
+    # session and kind, updated by each reading).
+    for number in range(1, draw(st.integers(0, 4)) + 1):
+        systolic = draw(st.sampled_from([60, 120, 185, 230]))
+        events.append(
+            event(
+                "infusion.vitals.out_of_range",
+                course,
+                draw(hour),
+                10 + number,
+                course_id=COURSE,
+                session_id=draw(st.sampled_from([COURSE, EPISODE])),
+                phase="during",
+                systolic=systolic,
+                diastolic=90,
+                heart_rate=draw(st.sampled_from([35, 80, 140])),
+                spo2=draw(st.sampled_from([45, 90, 97])),
+                crossed=[f"systolic {systolic}"],
+                measured_at=T0,
+            )
+        )
     for number in range(1, draw(st.integers(0, 4)) + 1):
         instrument = draw(st.sampled_from(["PHQ-9", "GAD-7"]))
         events.append(
