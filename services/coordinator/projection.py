@@ -179,13 +179,18 @@ class _Fold:
             "pain_nrs": [],
             "peg": [],
             "opioid_mme": [],
+            # Scores taken straight after an infusion: shown, never judged (CLINICAL.md,
+            # Course rules: acute analgesia would hide non-response, and a PHQ-9 asks
+            # about the past two weeks).
+            "pain_after_infusion": [],
+            "phq9_after_infusion": [],
         }
     )
     alerts: list[Alert] = field(default_factory=list)
     course: InfusionCourseStream | None = None
     episode: TherapyEpisodeStream | None = None
-    # Whether any infusion so far met a response threshold (pain ≥ 30% or PHQ-9 ≥ 50%).
-    responded: bool = False
+    # When the first infusion ended: a durable score after it can show a response.
+    first_infusion_at: datetime | None = None
     # alert id → what people did with it: "acknowledged", then perhaps "resolved"
     handled: dict[str, AlertStatus] = field(default_factory=dict)
     # An alert's id before issue 12 (built from its wording) → its id now, so what people
@@ -240,6 +245,28 @@ class _Fold:
         alert = reliable_deterioration_alert(name, change, points[-1].at)
         if alert is not None:
             self.raise_alert(msgspec.structs.replace(alert, subject=name))
+
+    def durable_response(self) -> bool:
+        """CLINICAL.md, Course rules: a response is judged on durable measures (pain and
+        PHQ-9 recorded before the next infusion or at follow-up), never on scores taken
+        straight after one: pain ≥ 30% or PHQ-9 ≥ 50% better than the first score."""
+        since = self.first_infusion_at
+        if since is None:
+            return False
+        for name in ("pain_nrs", "phq9"):
+            points = self.measures[name]
+            if not points:
+                continue
+            first = int(points[0].score)
+            for point in points:
+                if point.at <= since:
+                    continue
+                last = int(point.score)
+                if name == "pain_nrs" and pain_change(first, last).meaningful_relief:
+                    return True
+                if name == "phq9" and depression_anxiety_change(name, first, last).response:
+                    return True
+        return False
 
     def raise_alert(self, alert: Alert) -> str:
         """Add an alert under its stable id (the same alert met twice is kept once)."""
@@ -358,16 +385,20 @@ class _Fold:
             maintenance_due_at=event.maintenance_due_at,
         )
         self.course = course
+        # Pain before an infusion is the durable measure of the ones before it; the
+        # scores straight after it are their own series (CLINICAL.md, Course rules).
+        self.measure("pain_nrs", at, event.pain_before, f"before infusion {event.number}")
         source = f"after infusion {event.number}"
-        self.measure("pain_nrs", at, event.pain_after, source)
-        self.measure("phq9", at, event.phq9_total, source)
+        self.measure("pain_after_infusion", at, event.pain_after, source)
+        self.measure("phq9_after_infusion", at, event.phq9_total, source)
         self.item9(event.phq9_item9, at, source, event.session_id)
         if course.induction_count and completed >= course.induction_count:
             self.move_to("maintenance", at, only_from=("induction", "assessment", "triaged"))
             if completed == course.induction_count:
                 self.induction_done_at = at
-        self.responded = self.responded or event.response.responded
-        alert = no_response_alert(completed, self.responded, at)
+        if self.first_infusion_at is None:
+            self.first_infusion_at = at
+        alert = no_response_alert(completed, self.durable_response(), at)
         if alert is not None:
             self.raise_alert(msgspec.structs.replace(alert, subject=str(event.course_id)))
 
