@@ -288,6 +288,15 @@ class AlertPolicy(_Section, frozen=True):
             "induction series ending"
         ),
     ]
+    urgent_escalation_minutes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=1440,
+            description="local policy (issue 12): an urgent alert nobody has acknowledged "
+            "this many minutes after its due time escalates to a critical alert for the MDT",
+        ),
+    ]
 
 
 class ClinicalPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

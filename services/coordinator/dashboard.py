@@ -269,7 +269,7 @@ def _status_rows(
                 "days_in_stage": (now - row.stage_since).days,
                 "teams": [t for t in row.teams.split(",") if t],
                 "waiting": waiting,
-                "urgent": severities.get("urgent", 0),
+                "urgent": severities.get("urgent", 0) + severities.get("critical", 0),
                 "warning": severities.get("warning", 0),
                 "info": severities.get("info", 0),
                 "name": None,

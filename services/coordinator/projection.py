@@ -34,6 +34,7 @@ from services.coordinator.domain import (
     TimelineEntry,
 )
 from services.coordinator.rules import (
+    ESCALATION,
     TIME_KINDS,
     Crossing,
     cleared,
@@ -41,6 +42,8 @@ from services.coordinator.rules import (
     critical_vitals_alert,
     depression_anxiety_change,
     dna_review_alert,
+    escalated_alert,
+    escalation_due,
     has_psychology,
     no_response_alert,
     pain_change,
@@ -505,10 +508,25 @@ class _Fold:
             for a in self.alerts
         ):
             return  # the clock looked twice before the first raise came back
+        if crossing.kind == ESCALATION:
+            self.escalate(crossing)
+            return
         streams = self.streams()
         # Events earlier than the raise may have cleared it already (they can arrive late).
         if crossing.kind in TIME_KINDS and not cleared(crossing, streams):
-            self.raise_alert(time_alert(crossing, streams))
+            self.raise_alert(time_alert(crossing, streams, seen_at=at))
+
+    def escalate(self, crossing: Crossing) -> None:
+        """The clock saw an urgent alert pass its due time unacknowledged; people may have
+        acted on it since (their action is earlier in the fold): then it does not."""
+        overdue = next((a for a in self.alerts if a.id == crossing.subject), None)
+        if overdue is None:
+            return
+        current = msgspec.structs.replace(overdue, status=self.status_of(overdue))
+        due = escalation_due(current)
+        if due is None or due > crossing.crossed_at:
+            return
+        self.raise_alert(escalated_alert(current, crossing.crossed_at))
 
     def clear_time_alerts(self, at: datetime) -> None:
         """A time-based alert resolves itself once the events show its condition gone."""

@@ -91,6 +91,12 @@ ALERT_RULES: dict[str, AlertRule] = {
         "infusion-clinician",
         "CLINICAL.md Course rules: alert when a planned maintenance infusion is overdue",
     ),
+    "urgent-overdue": AlertRule(
+        "critical",
+        "mdt",
+        "issue 12 (local policy): an urgent alert not acknowledged "
+        "{alerts.urgent_escalation_minutes} minutes after its due time escalates to the MDT",
+    ),
     "no-psychology-referral": AlertRule(
         "warning",
         "mdt",
@@ -298,6 +304,34 @@ def no_response_alert(
     return _alert("no-response", at, reason, _review_due(at, policy), sessions=after_sessions)
 
 
+# --- escalation ----------------------------------------------------------------------------
+
+ESCALATION = "urgent-overdue"
+
+
+def escalation_due(alert: Alert, policy: ClinicalPolicy | None = None) -> datetime | None:
+    """When an urgent alert nobody has acted on escalates to the MDT (None: it never
+    does: not urgent, already acknowledged or resolved, or itself an escalation)."""
+    if alert.severity != "urgent" or alert.status != "open" or alert.kind == ESCALATION:
+        return None
+    minutes = (policy or clinical_policy()).alerts.urgent_escalation_minutes
+    return alert.due + timedelta(minutes=minutes)
+
+
+def escalated_alert(
+    overdue: Alert, crossed_at: datetime, policy: ClinicalPolicy | None = None
+) -> Alert:
+    """A new, louder alert for the MDT about an urgent alert past its due time, due by
+    the end of the clinic's working day."""
+    policy = policy or clinical_policy()
+    reason = (
+        f"urgent {overdue.kind} alert for the {overdue.owner_role} not acknowledged by its "
+        "due time: the MDT must act"
+    )
+    alert = _alert(ESCALATION, crossed_at, reason, _end_of_day(crossed_at), alerts=policy.alerts)
+    return msgspec.structs.replace(alert, subject=overdue.id)
+
+
 # --- time-based alerts -------------------------------------------------------------------
 #
 # The fold never reads the clock. A periodic check (clock.py) asks `crossed` which
@@ -404,9 +438,16 @@ def cleared(crossing: Crossing, streams: Streams, policy: ClinicalPolicy | None 
     return crossing not in crossed(streams, crossing.crossed_at, policy)
 
 
-def time_alert(crossing: Crossing, streams: Streams, policy: ClinicalPolicy | None = None) -> Alert:
-    """The alert for a crossed time threshold; its wording names the rule's source."""
+def time_alert(
+    crossing: Crossing,
+    streams: Streams,
+    policy: ClinicalPolicy | None = None,
+    seen_at: datetime | None = None,
+) -> Alert:
+    """The alert for a crossed time threshold; its wording names the rule's source. An
+    urgent one is due by the end of the working day the clock saw it (``seen_at``)."""
     policy = policy or clinical_policy()
+    seen = max(seen_at or crossing.crossed_at, crossing.crossed_at)
     waits = policy.waits
     referral = next((r for r in streams.referrals if r.id == crossing.subject), None)
     target = referral.target if referral is not None else "the"
@@ -419,15 +460,15 @@ def time_alert(crossing: Crossing, streams: Streams, policy: ClinicalPolicy | No
             f"within {days} working days"
         )
         alert = _alert(kind, at, reason, at, waits=waits)
-        if urgent:
-            alert = msgspec.structs.replace(alert, severity="urgent")
+        if urgent:  # the team acts by the end of the clinic's working day
+            alert = msgspec.structs.replace(alert, severity="urgent", due=_end_of_day(seen))
     elif kind in ("waiting-time", "waiting-breach"):
         weeks = round((at - referral.received_at).days / 7) if referral else 0
         breach_weeks = _breach_weeks(target, policy)
         reason = f"{target} referral waiting {weeks} weeks without treatment"
         if kind == "waiting-breach":
             reason += f" ({breach_weeks}-week standard breached)"
-            due = at
+            due = _end_of_day(seen)  # urgent: by the end of the clinic's working day
         else:
             due = (referral.received_at if referral else at) + timedelta(weeks=breach_weeks)
         alert = _alert(kind, at, reason, due, waits=waits)

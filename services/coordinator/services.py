@@ -21,7 +21,7 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlmodel import col
 
 from services.coordinator import repository
-from services.coordinator.domain import Pathway, Stage
+from services.coordinator.domain import URGENT, Pathway, Stage
 from services.coordinator.fhir import pathway_bundle
 from services.coordinator.handlers import fold_own_event, stored_events
 from services.coordinator.models import AlertAction, MdtReview, PathwayAlert, PathwayRow
@@ -31,6 +31,7 @@ from shared.auth import Role, User
 from shared.client import ApiProblem
 from shared.clock import now as clinic_now
 from shared.db import lock_for_transaction
+from shared.domain import RuleBroken
 from shared.errors import Conflict, FieldProblem, UpstreamProblem
 from shared.events import Subject
 from shared.events.catalogue import (
@@ -297,6 +298,8 @@ def handle_alert(
             raise NotFoundException(f"no alert {alert_id}")
         if alert.status == "resolved" or alert.status == status:
             raise Conflict(f"the alert is already {alert.status}", current_status=alert.status)
+        if status == "resolved":
+            check_resolution(alert, user, note)
         now = clinic_now()
         uow.session.add(_action(alert, status, user, note, now))
         event = HANDLED[status](
@@ -312,6 +315,24 @@ def handle_alert(
         updated = repository.alert(uow.session, alert_id)
         assert updated is not None
     return updated
+
+
+def check_resolution(alert: PathwayAlert, user: User, note: str | None) -> None:
+    """Issue 12: resolving an urgent (or escalated) alert needs a note saying what was
+    done, and a person of the role that owns it; anyone on the teams may acknowledge."""
+    if alert.severity not in URGENT:
+        return
+    if user.role.value != alert.owner_role:
+        raise RuleBroken(
+            "role",
+            f"an urgent {alert.kind} alert is resolved by its owner ({alert.owner_role}); "
+            "acknowledge it instead, or ask the owner to resolve it",
+        )
+    if note is None or not note.strip():
+        raise RuleBroken(
+            "note",
+            "resolving an urgent alert needs a note saying what was done (a non-empty note)",
+        )
 
 
 def _action(

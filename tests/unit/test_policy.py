@@ -88,7 +88,9 @@ TODAY = ClinicalPolicy(
         no_response_after_sessions=3, relief_worn_off_fraction=0.10, maintenance_grace_days=1
     ),
     therapy=TherapyPolicy(dna_threshold=2, min_treatment_appointments=2, slot_minutes=60),
-    alerts=AlertPolicy(review_due_days=7, maintenance_decision_due_days=14),
+    alerts=AlertPolicy(
+        review_due_days=7, maintenance_decision_due_days=14, urgent_escalation_minutes=0
+    ),
 )
 SECTIONS = ("waits", "change", "dose", "vitals", "course", "therapy", "alerts")
 

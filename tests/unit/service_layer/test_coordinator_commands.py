@@ -16,6 +16,7 @@ from services.coordinator.handlers import handle_event
 from services.coordinator.models import AlertAction, MdtReview, PathwayAlert
 from services.coordinator.schemas import ReviewRequest
 from shared.auth import Role
+from shared.domain import RuleBroken
 from shared.errors import Conflict
 from shared.events.catalogue import (
     MdtReviewRecorded,
@@ -29,6 +30,7 @@ from .conftest import Store, user
 
 MDT = user(Role.mdt, "dr-mdt")
 PSYCHOLOGIST = user(Role.psychologist, "psy-1")
+CLINICIAN = user(Role.infusion_clinician, "nurse-1")
 
 
 @pytest.fixture
@@ -90,7 +92,7 @@ def test_the_same_action_twice_is_a_conflict_that_writes_nothing(coordinator: St
 
 def test_a_resolved_alert_takes_no_further_action(coordinator: Store) -> None:
     _, alert = _pathway_with_risk_alert(coordinator)
-    services.handle_alert(alert.id, "resolved", None, coordinator.uow(MDT), MDT)
+    services.handle_alert(alert.id, "resolved", "seen in clinic", coordinator.uow(MDT), MDT)
     assert isinstance(coordinator.events()[-1], PathwayAlertResolved)
     with pytest.raises(Conflict, match="already resolved"):
         services.handle_alert(alert.id, "acknowledged", None, coordinator.uow(MDT), MDT)
@@ -136,3 +138,40 @@ def test_pathway_pages_follow_on_without_overlap_or_gap(coordinator: Store) -> N
             break
     assert len(seen) == len(set(seen)) == 5
     assert set(seen) == patients
+
+
+# --- issue 12: resolving an urgent alert needs a note and the role that owns it ----------
+
+
+@pytest.mark.parametrize("note", [None, "", "   "])
+def test_resolving_an_urgent_alert_without_a_note_is_refused_naming_the_note(
+    coordinator: Store, note: str | None
+) -> None:
+    """Issue 12 (CLINICAL.md: an alert says who should act): an urgent alert is resolved
+    with a note of what was done; the refusal names the field and writes nothing."""
+    _, alert = _pathway_with_risk_alert(coordinator)
+    with pytest.raises(RuleBroken) as refused:
+        services.handle_alert(alert.id, "resolved", note, coordinator.uow(MDT), MDT)
+    assert refused.value.field == "note"
+    assert "non-empty note" in refused.value.message
+    assert (coordinator.events(), coordinator.rows(AlertAction)) == ([], [])
+
+
+def test_only_the_owning_role_resolves_an_urgent_alert_others_may_acknowledge(
+    coordinator: Store,
+) -> None:
+    """Issue 12: the PHQ-9 item 9 alert is the MDT's (CLINICAL.md Measures: urgent safety
+    alert); an infusion clinician on the pathway may acknowledge it, not resolve it."""
+    _, alert = _pathway_with_risk_alert(coordinator)
+    assert alert.owner_role == "mdt"
+    with pytest.raises(RuleBroken) as refused:
+        services.handle_alert(alert.id, "resolved", "done", coordinator.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "role"
+    assert "(mdt)" in refused.value.message
+    assert coordinator.events() == []
+    services.handle_alert(alert.id, "acknowledged", None, coordinator.uow(CLINICIAN), CLINICIAN)
+    coordinator.end_requests()
+    resolved = services.handle_alert(alert.id, "resolved", "called", coordinator.uow(MDT), MDT)
+    assert resolved.status == "resolved"
+    (_, action) = sorted(coordinator.rows(AlertAction), key=lambda a: a.at)
+    assert (action.action, action.note, action.by_role) == ("resolved", "called", "mdt")
