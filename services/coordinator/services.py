@@ -25,6 +25,7 @@ from services.coordinator.domain import URGENT, Pathway, Stage
 from services.coordinator.fhir import pathway_bundle
 from services.coordinator.handlers import fold_own_event, stored_events
 from services.coordinator.models import AlertAction, MdtReview, PathwayAlert, PathwayRow
+from services.coordinator.redaction import bundle_for_admin, for_admin
 from services.coordinator.schemas import NameStatus, ReviewReferral, ReviewRequest
 from shared.audit import AuditAction
 from shared.auth import Role, User
@@ -119,6 +120,9 @@ def pathway_document(patient_id: UUID, uow: UnitOfWork, user: User) -> dict[str,
         row = visible_pathway(uow, user, patient_id)
         uow.audit(AuditAction.read, "CarePlan", str(patient_id), patient_id)
         uow.commit()
+    if user.role == Role.admin:
+        pathway = msgspec.convert(row.document, Pathway, strict=False)
+        return msgspec.to_builtins(for_admin(pathway))  # type: ignore[no-any-return]
     return row.document
 
 
@@ -126,7 +130,11 @@ def export_fhir(patient_id: UUID, uow: UnitOfWork, user: User) -> dict[str, Any]
     with uow:
         row = visible_pathway(uow, user, patient_id)
         pathway = msgspec.convert(row.document, Pathway, strict=False)
+        if user.role == Role.admin:
+            pathway = for_admin(pathway)
         bundle = pathway_bundle(pathway, stored_events(uow.session, patient_id))
+        if user.role == Role.admin:
+            bundle = bundle_for_admin(bundle)
         uow.audit(AuditAction.read, "Bundle", str(patient_id), patient_id, detail="fhir export")
         uow.commit()
     return bundle

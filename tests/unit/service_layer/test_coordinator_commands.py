@@ -4,6 +4,7 @@ nothing; lists page by keyset without overlap."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from uuid import UUID, uuid4
@@ -175,3 +176,41 @@ def test_only_the_owning_role_resolves_an_urgent_alert_others_may_acknowledge(
     assert resolved.status == "resolved"
     (_, action) = sorted(coordinator.rows(AlertAction), key=lambda a: a.at)
     assert (action.action, action.note, action.by_role) == ("resolved", "called", "mdt")
+
+
+# --- issue 12: admins see stage, waits and alert kinds, never scores or item-9 words -------
+
+ADMIN = user(Role.admin, "admin-1")
+
+
+def test_an_admin_sees_stage_and_alert_kinds_but_no_scores_or_item9_wording(
+    coordinator: Store,
+) -> None:
+    """DESIGN.md: admins watch pathway status (waits, breaches, alerts); issue 12: never
+    scores, item-9 wording or clinical notes, in the pathway or the FHIR export."""
+    patient_id, alert = _pathway_with_risk_alert(coordinator)
+    clinical = services.pathway_document(patient_id, coordinator.uow(MDT), MDT)
+    assert clinical["measures"]["phq9"] and "item 9 answered 2" in clinical["alerts"][0]["reason"]
+    coordinator.end_requests()
+    seen = services.pathway_document(patient_id, coordinator.uow(ADMIN), ADMIN)
+    assert seen["stage"] == clinical["stage"] == "referred"
+    (admin_alert,) = seen["alerts"]
+    assert (admin_alert["id"], admin_alert["kind"], admin_alert["severity"]) == (
+        alert.id,
+        "phq9-item9",
+        "urgent",
+    )
+    assert all(points == [] for points in seen["measures"].values())
+    assert seen["outcomes"] == {}
+    text = json.dumps(seen)
+    for clinical_words in ("item 9 answered", "thoughts of self-harm", "PHQ-9 item 9 answered"):
+        assert clinical_words not in text
+    coordinator.end_requests()
+    bundle = services.export_fhir(patient_id, coordinator.uow(ADMIN), ADMIN)
+    kinds = {entry["resource"]["resourceType"] for entry in bundle["entry"]}
+    assert "Flag" in kinds and "ServiceRequest" in kinds
+    assert not kinds & {"Observation", "QuestionnaireResponse"}
+    assert "thoughts" not in json.dumps(bundle) and "answered" not in json.dumps(bundle)
+    coordinator.end_requests()
+    full = services.export_fhir(patient_id, coordinator.uow(MDT), MDT)
+    assert "QuestionnaireResponse" in {e["resource"]["resourceType"] for e in full["entry"]}
