@@ -665,6 +665,33 @@ OPEN_REFERRAL = ("received", "info-requested", "accepted")
 ENDING = (ReferralClosed, ReferralRejected, ReferralCancelled)
 
 
+# The team each care stream belongs to.
+COURSE_TEAM, EPISODE_TEAM = "ketamine-infusion", "psychology"
+TEAM_OF_OWNER: dict[str, str] = {
+    role: team for team, role in ROLE_OF_TARGET.items() if role != "mdt"
+}
+
+
+def active_teams(pathway: Pathway) -> list[str]:
+    """The teams with an active part in the pathway, which are the teams that may see it
+    (issue 12): a referral still waiting or accepted, care going on (a course or an
+    episode not ended), or an alert their role owns still to deal with. A rejected or
+    withdrawn referral, or care that has ended, no longer grants access."""
+    teams: set[str] = set()
+    streams = pathway.streams
+    teams.update(r.target for r in streams.referrals if r.status in OPEN_REFERRAL)
+    course, episode = streams.infusion_course, streams.therapy_episode
+    if course is not None and course.status in ("planned", "active", "onhold"):
+        teams.add(COURSE_TEAM)
+    if episode is not None and episode.status in ("waitlist", "active", "onhold"):
+        teams.add(EPISODE_TEAM)
+    for alert in pathway.alerts:
+        team = TEAM_OF_OWNER.get(alert.owner_role)
+        if team is not None and alert.status != "resolved":
+            teams.add(team)
+    return sorted(teams)
+
+
 def _open(streams: Iterable[ReferralStream]) -> bool:
     return any(stream.status in OPEN_REFERRAL for stream in streams)
 

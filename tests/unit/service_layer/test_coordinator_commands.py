@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 from litestar.exceptions import PermissionDeniedException
 
@@ -19,10 +20,14 @@ from services.coordinator.schemas import ReviewRequest
 from shared.auth import Role
 from shared.domain import RuleBroken
 from shared.errors import Conflict
+from shared.events import Actor, Envelope, Subject, new_event
 from shared.events.catalogue import (
+    Event,
     MdtReviewRecorded,
     PathwayAlertAcknowledged,
     PathwayAlertResolved,
+    ReferralCancelled,
+    ReferralRejected,
 )
 from shared.tables import InboxEvent
 
@@ -214,3 +219,87 @@ def test_an_admin_sees_stage_and_alert_kinds_but_no_scores_or_item9_wording(
     coordinator.end_requests()
     full = services.export_fhir(patient_id, coordinator.uow(MDT), MDT)
     assert "QuestionnaireResponse" in {e["resource"]["resourceType"] for e in full["entry"]}
+
+
+# --- issue 12: access lasts while the team has an active part in the pathway --------------
+
+
+def _store(coordinator: Store, *envelopes: Envelope) -> None:
+    with coordinator.sessions() as session:
+        for envelope in envelopes:
+            handle_event(session, envelope)
+        session.commit()
+
+
+def _ended(patient_id: UUID, referral_id: UUID, event: Event, minutes: int) -> Envelope:
+    envelope = new_event(
+        data=event,
+        producer="referrals",
+        patient_id=patient_id,
+        subject=Subject(type="referral", id=str(referral_id)),
+        actor=Actor(user_id="psy-1", role="psychologist"),
+        correlation_id="corr-access",
+        occurred_at=T0 + timedelta(minutes=minutes),
+    )
+    return msgspec.structs.replace(envelope, sequence=2)
+
+
+@pytest.mark.parametrize("ending", ["rejected", "cancelled"])
+def test_a_rejected_or_withdrawn_referral_no_longer_grants_access(
+    coordinator: Store, ending: str
+) -> None:
+    """Issue 12 (DESIGN.md Security: object-level checks): a team sees a pathway while
+    it has an active part in it; a rejected or withdrawn referral does not grant access
+    for ever."""
+    patient_id, referral_id = uuid4(), uuid4()
+    _store(
+        coordinator,
+        referral_received(patient_id, referral_id=referral_id, target="psychology", phq9_item9=0),
+    )
+    services.pathway_document(patient_id, coordinator.uow(PSYCHOLOGIST), PSYCHOLOGIST)
+    coordinator.end_requests()
+    at = T0 + timedelta(minutes=5)
+    event: Event = (
+        ReferralRejected(referral_id=referral_id, target="psychology", rejected_at=at)
+        if ending == "rejected"
+        else ReferralCancelled(
+            referral_id=referral_id,
+            target="psychology",
+            previous_status="received",
+            cancelled_at=at,
+        )
+    )
+    _store(coordinator, _ended(patient_id, referral_id, event, 5))
+    with pytest.raises(PermissionDeniedException):
+        services.pathway_document(patient_id, coordinator.uow(PSYCHOLOGIST), PSYCHOLOGIST)
+    coordinator.end_requests()
+    # The MDT still sees it; a new psychology referral gives the team its part back.
+    services.pathway_document(patient_id, coordinator.uow(MDT), MDT)
+    coordinator.end_requests()
+    _store(
+        coordinator,
+        referral_received(
+            patient_id, target="psychology", phq9_item9=0, occurred_at=T0 + timedelta(days=1)
+        ),
+    )
+    services.pathway_document(patient_id, coordinator.uow(PSYCHOLOGIST), PSYCHOLOGIST)
+
+
+def test_the_teams_with_access_follow_the_referrals_state() -> None:
+    """Issue 12: the pathway's teams are those with an active part, as the fold sees it
+    (so a rebuild gives the same access)."""
+    from services.coordinator.projection import active_teams, project
+
+    patient_id, referral_id = uuid4(), uuid4()
+    received = referral_received(
+        patient_id, referral_id=referral_id, target="psychology", phq9_item9=0
+    )
+    at = T0 + timedelta(minutes=5)
+    rejected = _ended(
+        patient_id,
+        referral_id,
+        ReferralRejected(referral_id=referral_id, target="psychology", rejected_at=at),
+        5,
+    )
+    assert active_teams(project(patient_id, [received])) == ["psychology"]
+    assert active_teams(project(patient_id, [received, rejected])) == []
