@@ -37,6 +37,7 @@ from shared.audit import AccessTrail, AuditAction
 from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
 from shared.client import ApiProblem
 from shared.clock import now as clinic_now
+from shared.domain import RuleBroken
 from shared.errors import Conflict, UpstreamProblem
 from shared.runtime import ServiceRuntime
 from shared.settings import RunMode
@@ -353,6 +354,8 @@ class PatientController(_Pages):
             await sync_to_thread(services.handle_alert, alert_id, status, note, uow, user)
         except Conflict as conflict:
             return _back(f"/patients/{patient_id}", error=str(conflict.detail))
+        except RuleBroken as refused:  # an urgent alert: a note, and the owning role
+            return _back(f"/patients/{patient_id}", error=f"{refused.field}: {refused.message}")
         return _back(f"/patients/{patient_id}", done=f"Alert {status}.")
 
     @post("/{patient_id:uuid}/reviews", guards=[requires(Role.mdt)])
