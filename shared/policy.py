@@ -183,6 +183,50 @@ class VitalsPolicy(_Section, frozen=True):
             description=f"{LOCAL}: vitals at least every 15 minutes (trials: every 10)",
         ),
     ]
+    # Critically abnormal readings (issue 12): an urgent alert, whatever the phase.
+    critical_low_systolic: Annotated[
+        Pressure,
+        Meta(
+            description="NEWS2 (Royal College of Physicians 2017): systolic ≤ 90 mmHg scores "
+            "3, a single red parameter that needs an urgent clinical response"
+        ),
+    ]
+    critical_high_systolic: Annotated[
+        Pressure,
+        Meta(description="NEWS2 (Royal College of Physicians 2017): systolic ≥ 220 scores 3"),
+    ]
+    critical_low_heart_rate: Annotated[
+        int,
+        Meta(ge=20, le=100, description="NEWS2 (Royal College of Physicians 2017): pulse ≤ 40"),
+    ]
+    critical_high_heart_rate: Annotated[
+        int,
+        Meta(ge=60, le=250, description="NEWS2 (Royal College of Physicians 2017): pulse ≥ 131"),
+    ]
+    critical_low_spo2: Annotated[
+        int,
+        Meta(
+            ge=50,
+            le=100,
+            description=f"{LOCAL}: SpO2 < 88%, below every target range of the BTS guideline "
+            "for oxygen use in adults (O'Driscoll et al. 2017, Thorax 72:i1)",
+        ),
+    ]
+    critical_due_minutes: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=240,
+            description=f"{LOCAL}: a critically abnormal reading is acted on within 15 "
+            "minutes (the monitoring interval), or the alert escalates to the MDT",
+        ),
+    ]
+
+    def __post_init__(self) -> None:
+        _order("critical_low_spo2", "min_spo2", self)
+        _order("critical_low_systolic", "before_systolic", self)
+        _order("during_systolic", "critical_high_systolic", self)
+        _order("critical_low_heart_rate", "critical_high_heart_rate", self)
 
 
 class CoursePolicy(_Section, frozen=True):
@@ -242,6 +286,15 @@ class AlertPolicy(_Section, frozen=True):
         Meta(
             description="local policy: the MDT decides on maintenance within 14 days of the "
             "induction series ending"
+        ),
+    ]
+    urgent_escalation_minutes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=1440,
+            description="local policy (issue 12): an urgent alert nobody has acknowledged "
+            "this many minutes after its due time escalates to a critical alert for the MDT",
         ),
     ]
 

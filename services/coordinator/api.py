@@ -29,10 +29,10 @@ from services.coordinator.schemas import (
     Worklist,
 )
 from shared.auth import Role, requires
+from shared.clock import now as clinic_now
 from shared.events.catalogue import ReferralTarget
 from shared.pagination import PageSize
 from shared.runtime import ServiceRuntime
-from shared.tables import utcnow
 from shared.web.dependencies import UowDep, UserDep
 from shared.web.handlers import command, query
 
@@ -69,7 +69,7 @@ class PathwayController(Controller):
             stage, team, alert_kind, severity, waiting_over_days, cursor, limit
         )
         rows, counts, next_cursor = services.list_pathways(filters, uow, user)
-        now = utcnow()
+        now = clinic_now()
         items = [views.summary(row, counts, now) for row in rows]
         return PathwayPage(items=items, next_cursor=next_cursor)
 
@@ -188,7 +188,7 @@ class WorklistController(Controller):
         self, uow: UowDep, cursor: FromQuery[str | None] = None, limit: PageSize = 50
     ) -> Worklist:
         rows, next_cursor = services.worklist(cursor, limit, uow)
-        now = utcnow()
+        now = clinic_now()
         return Worklist(
             items=[views.worklist_item(row, now) for row in rows], next_cursor=next_cursor
         )

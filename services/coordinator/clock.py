@@ -13,18 +13,19 @@ from datetime import datetime
 from uuid import UUID, uuid4
 
 import msgspec
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from services.coordinator.domain import Alert, Streams
 from services.coordinator.handlers import record_own_event
 from services.coordinator.models import PathwayRow
-from services.coordinator.rules import Crossing, crossed
+from services.coordinator.rules import ESCALATION, Crossing, crossed, escalation_due
+from shared.clock import now as clinic_now
 from shared.db import lock_for_transaction
 from shared.events import Actor, Subject, new_event
 from shared.events.catalogue import PathwayAlertRaised
 from shared.observability import get_logger
 from shared.runtime import PeriodicTask, ServiceRuntime
-from shared.tables import utcnow
 
 log = get_logger(__name__)
 
@@ -36,7 +37,18 @@ def new_crossings(document: dict[str, object], now: datetime) -> list[Crossing]:
     streams = msgspec.convert(document["streams"], Streams, strict=False)
     alerts = msgspec.convert(document["alerts"], list[Alert], strict=False)
     raised = {(alert.kind, alert.subject, alert.raised_at) for alert in alerts}
-    return [c for c in crossed(streams, now) if (c.kind, c.subject, c.crossed_at) not in raised]
+    found = crossed(streams, now) + overdue_urgent(alerts, now)
+    return [c for c in found if (c.kind, c.subject, c.crossed_at) not in raised]
+
+
+def overdue_urgent(alerts: list[Alert], now: datetime) -> list[Crossing]:
+    """Urgent alerts nobody has acknowledged by their due time: each escalates once."""
+    found = []
+    for alert in alerts:
+        due = escalation_due(alert)
+        if due is not None and now >= due:
+            found.append(Crossing(ESCALATION, alert.id, due))
+    return found
 
 
 def raise_crossed(session: Session, patient_id: UUID, now: datetime) -> int:
@@ -67,7 +79,7 @@ def raise_crossed(session: Session, patient_id: UUID, now: datetime) -> int:
 
 def tick(runtime: ServiceRuntime, now: datetime | None = None) -> int:
     """One look over every open pathway; returns the alerts raised."""
-    moment = now or utcnow()
+    moment = now or clinic_now()
     raised = 0
     for patient_id in _due_patients(runtime, moment):
         with runtime.sessions() as session:
@@ -84,7 +96,10 @@ def _due_patients(runtime: ServiceRuntime, now: datetime) -> Iterator[UUID]:
     after: UUID | None = None
     while True:
         with runtime.sessions() as session:
-            query = select(PathwayRow).where(PathwayRow.stage != "discharged")
+            # A discharged pathway can still hold an urgent alert that must escalate.
+            query = select(PathwayRow).where(
+                or_(col(PathwayRow.stage) != "discharged", col(PathwayRow.open_alerts) > 0)
+            )
             if after is not None:
                 query = query.where(col(PathwayRow.patient_id) > after)
             rows = session.exec(query.order_by(col(PathwayRow.patient_id)).limit(PAGE)).all()

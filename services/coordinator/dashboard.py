@@ -36,10 +36,12 @@ from services.coordinator.schemas import ReviewReferral, ReviewRequest
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
 from shared.client import ApiProblem
+from shared.clock import now as clinic_now
+from shared.domain import RuleBroken
 from shared.errors import Conflict, UpstreamProblem
 from shared.runtime import ServiceRuntime
 from shared.settings import RunMode
-from shared.tables import as_utc, utcnow
+from shared.tables import as_utc
 from shared.uow import UnitOfWork
 from shared.web import service_client
 
@@ -70,7 +72,7 @@ def _page(request: Request[Any, Any, Any], template: str, **context: Any) -> Tem
 
 
 def _now() -> datetime:
-    return utcnow()
+    return clinic_now()
 
 
 def _back(path: str, **flash: str) -> Redirect:
@@ -268,7 +270,7 @@ def _status_rows(
                 "days_in_stage": (now - row.stage_since).days,
                 "teams": [t for t in row.teams.split(",") if t],
                 "waiting": waiting,
-                "urgent": severities.get("urgent", 0),
+                "urgent": severities.get("urgent", 0) + severities.get("critical", 0),
                 "warning": severities.get("warning", 0),
                 "info": severities.get("info", 0),
                 "name": None,
@@ -352,6 +354,8 @@ class PatientController(_Pages):
             await sync_to_thread(services.handle_alert, alert_id, status, note, uow, user)
         except Conflict as conflict:
             return _back(f"/patients/{patient_id}", error=str(conflict.detail))
+        except RuleBroken as refused:  # an urgent alert: a note, and the owning role
+            return _back(f"/patients/{patient_id}", error=f"{refused.field}: {refused.message}")
         return _back(f"/patients/{patient_id}", done=f"Alert {status}.")
 
     @post("/{patient_id:uuid}/reviews", guards=[requires(Role.mdt)])

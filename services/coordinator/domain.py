@@ -18,12 +18,15 @@ Stage = Literal[
     "follow-up",
     "discharged",
 ]
-Severity = Literal["info", "warning", "urgent"]
+# "critical" is an urgent alert nobody acted on by its due time, escalated to the MDT.
+Severity = Literal["info", "warning", "urgent", "critical"]
 # Who acts, as a role of the token (referrer, psychologist, infusion-clinician, mdt).
 OwnerRole = Literal["referrer", "psychologist", "infusion-clinician", "mdt", "admin"]
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 
-SEVERITY_RANK: dict[str, int] = {"urgent": 0, "warning": 1, "info": 2}
+SEVERITY_RANK: dict[str, int] = {"critical": -1, "urgent": 0, "warning": 1, "info": 2}
+ROUTINE_RANK = 3  # a routine MDT review, after every alert's severity
+URGENT: tuple[str, ...] = ("urgent", "critical")
 
 # The role that triages and treats each team's referrals.
 ROLE_OF_TARGET: dict[str, OwnerRole] = {
@@ -153,7 +156,7 @@ class ReviewDue(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def rank(self) -> int:
-        return SEVERITY_RANK[self.severity] if self.severity else len(SEVERITY_RANK)
+        return SEVERITY_RANK[self.severity] if self.severity else ROUTINE_RANK
 
 
 class Pathway(msgspec.Struct, frozen=True, kw_only=True):

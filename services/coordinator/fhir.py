@@ -165,6 +165,17 @@ MEASURES: dict[str, _Measure] = {
         text="Pain severity, 0-10 numeric rating scale",
         loinc=("72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported"),
     ),
+    "pain_after_infusion": _Measure(
+        text="Pain severity, 0-10 numeric rating scale, straight after an infusion "
+        "(not a durable measure of response)",
+        loinc=("72514-3", "Pain severity - 0-10 verbal numeric rating [Score] - Reported"),
+    ),
+    "phq9_after_infusion": _Measure(
+        text="PHQ-9 total score straight after an infusion (asks about two weeks: never "
+        "used for caseness, reliable change or response)",
+        loinc=("44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]"),
+        instrument="PHQ-9",
+    ),
     "peg": _Measure(text="PEG (pain, enjoyment, general activity) score"),
     "opioid_mme": _Measure(
         text="Opioid use, morphine milligram equivalents per day",
@@ -545,15 +556,17 @@ class _Export:
         """PHQ-9 item 9 as each event gave it, by the time of the score it came with."""
         answers: dict[tuple[str, datetime], int] = {}
         for at, _, event in self.events:
-            answer = None
+            answer, series = None, "phq9"
             if isinstance(event, ReferralReceived) and event.baseline is not None:
                 answer = event.baseline.phq9_item9
-            elif isinstance(event, InfusionAssessmentRecorded | InfusionSessionCompleted):
+            elif isinstance(event, InfusionAssessmentRecorded):
                 answer = event.phq9_item9
+            elif isinstance(event, InfusionSessionCompleted):
+                answer, series = event.phq9_item9, "phq9_after_infusion"
             elif isinstance(event, MeasureRecorded) and event.instrument == "PHQ-9":
                 answer = event.item9
             if answer is not None:
-                answers[("phq9", at)] = answer
+                answers[(series, at)] = answer
         return answers
 
     def questionnaire(

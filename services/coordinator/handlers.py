@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 
 from services.coordinator.domain import SEVERITY_RANK
 from services.coordinator.models import PathwayAlert, PathwayRow, StoredEvent
-from services.coordinator.projection import project
+from services.coordinator.projection import active_teams, project
 from shared.db import lock_for_transaction
 from shared.events import Envelope, decode_envelope, encode_envelope
 from shared.observability import get_logger
@@ -96,7 +96,7 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
         event_count=0,
         document={},
     )
-    row.teams = "," + "".join(f"{r.target}," for r in pathway.streams.referrals)
+    row.teams = "," + "".join(f"{team}," for team in active_teams(pathway))
     row.stage = pathway.stage
     row.stage_since = pathway.stage_since
     row.open_alerts = sum(1 for alert in pathway.alerts if alert.status != "resolved")

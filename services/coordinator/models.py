@@ -50,7 +50,8 @@ class PathwayRow(SQLModel, table=True):
     stage: str = Field(max_length=20, index=True)
     stage_since: datetime = Field(sa_type=UTCDateTime())
     open_alerts: int = 0
-    # ",psychology,ketamine-infusion,": the teams with a referral, for the team filter.
+    # ",psychology,ketamine-infusion,": the teams with an active part in the pathway
+    # (projection.active_teams), who may see it; also the team filter.
     teams: str = Field(default=",", max_length=200)
     event_count: int
     document: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

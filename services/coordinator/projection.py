@@ -19,6 +19,7 @@ from services.coordinator.domain import (
     ROLE_OF_TARGET,
     SEVERITY_RANK,
     Alert,
+    AlertStatus,
     InfusionCourseStream,
     MdtReviewStream,
     MeasureOutcome,
@@ -33,11 +34,16 @@ from services.coordinator.domain import (
     TimelineEntry,
 )
 from services.coordinator.rules import (
+    ESCALATION,
     TIME_KINDS,
     Crossing,
     cleared,
+    critical_vitals,
+    critical_vitals_alert,
     depression_anxiety_change,
     dna_review_alert,
+    escalated_alert,
+    escalation_due,
     has_psychology,
     no_response_alert,
     pain_change,
@@ -50,6 +56,7 @@ from services.coordinator.rules import (
     treatment_started,
     triage_due,
     vitals_alert,
+    vitals_reason,
 )
 from shared.events import Envelope, payload_type
 from shared.events.catalogue import (
@@ -123,7 +130,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
     history = ordered(events)
     if not history:
         raise ValueError("a pathway needs at least one event")
-    fold = _Fold(stage_since=history[0].occurred_at)
+    fold = _Fold(patient_id=patient_id, stage_since=history[0].occurred_at)
     for envelope in history:
         event = known_event(envelope)
         fold.timeline.append(_timeline_entry(envelope, event))
@@ -136,7 +143,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
     if (suggestion := _psychology_suggestion(streams)) is not None:
         next_actions.append(suggestion)
     outcomes = _outcomes(fold)
-    alerts = [_handled(_named(patient_id, alert), fold.handled) for alert in fold.alerts]
+    alerts = [fold.with_status(alert) for alert in fold.alerts]
     review = _review_due(fold, alerts)
     if review is not None:
         next_actions.append(
@@ -163,6 +170,7 @@ class _Fold:
     """What the fold knows so far; a method per kind of event, each given the event and
     when it happened (_FOLDS says which method folds which event)."""
 
+    patient_id: UUID
     stage_since: datetime
     stage: Stage = "registered"
     referrals: dict[str, ReferralStream] = field(default_factory=dict)
@@ -174,16 +182,26 @@ class _Fold:
             "pain_nrs": [],
             "peg": [],
             "opioid_mme": [],
+            # Scores taken straight after an infusion: shown, never judged (CLINICAL.md,
+            # Course rules: acute analgesia would hide non-response, and a PHQ-9 asks
+            # about the past two weeks).
+            "pain_after_infusion": [],
+            "phq9_after_infusion": [],
         }
     )
     alerts: list[Alert] = field(default_factory=list)
     course: InfusionCourseStream | None = None
     episode: TherapyEpisodeStream | None = None
-    # Whether any infusion so far met a response threshold (pain ≥ 30% or PHQ-9 ≥ 50%).
-    responded: bool = False
+    # When the first infusion ended: a durable score after it can show a response.
+    first_infusion_at: datetime | None = None
     # alert id → what people did with it: "acknowledged", then perhaps "resolved"
-    handled: dict[str, str] = field(default_factory=dict)
+    handled: dict[str, AlertStatus] = field(default_factory=dict)
+    # An alert's id before issue 12 (built from its wording) → its id now, so what people
+    # did with an alert before the upgrade still finds it after a rebuild.
+    former_ids: dict[str, str] = field(default_factory=dict)
     reviews: list[MdtReviewStream] = field(default_factory=list)
+    # alert id → how many out-of-range readings of its session it stands for
+    vitals_readings: dict[str, int] = field(default_factory=dict)
     # When the induction series ended: the MDT decides on maintenance after it.
     induction_done_at: datetime | None = None
 
@@ -200,13 +218,84 @@ class _Fold:
             self.stage, self.stage_since = stage, at
 
     def measure(self, name: str, at: datetime, value: float | None, source: str) -> None:
-        if value is not None:
-            self.measures[name].append(MeasurePoint(at=at, score=value, source=source))
+        if value is None:
+            return
+        self.measures[name].append(MeasurePoint(at=at, score=value, source=source))
+        if name in ("phq9", "gad7"):
+            self.judge_deterioration(name)
 
-    def item9(self, answer: int | None, at: datetime, source: str) -> None:
+    def judge_deterioration(self, name: str) -> None:
+        """CLINICAL.md, Change that matters: reliable deterioration is any score 6 (PHQ-9)
+        or 4 (GAD-7) points above the first. Its alert stays, under the same id, until a
+        person resolves it: a later, lower score changes nothing. Once resolved, only a
+        new crossing (from below the threshold) raises another."""
+        points = self.measures[name]
+        if len(points) < 2:
+            return
+        first, last = int(points[0].score), int(points[-1].score)
+        change = depression_anxiety_change(name, first, last)
+        if not change.reliable_deterioration:
+            return
+        earlier = [
+            a for a in self.alerts if a.kind == "reliable-deterioration" and a.subject == name
+        ]
+        if earlier:
+            if self.status_of(earlier[-1]) != "resolved":
+                return  # still open or acknowledged: the same alert stands
+            before = depression_anxiety_change(name, first, int(points[-2].score))
+            if before.reliable_deterioration:
+                return  # the crossing a person resolved has not ended
+        alert = reliable_deterioration_alert(name, change, points[-1].at)
+        if alert is not None:
+            self.raise_alert(msgspec.structs.replace(alert, subject=name))
+
+    def durable_response(self) -> bool:
+        """CLINICAL.md, Course rules: a response is judged on durable measures (pain and
+        PHQ-9 recorded before the next infusion or at follow-up), never on scores taken
+        straight after one: pain ≥ 30% or PHQ-9 ≥ 50% better than the first score."""
+        since = self.first_infusion_at
+        if since is None:
+            return False
+        for name in ("pain_nrs", "phq9"):
+            points = self.measures[name]
+            if not points:
+                continue
+            first = int(points[0].score)
+            for point in points:
+                if point.at <= since:
+                    continue
+                last = int(point.score)
+                if name == "pain_nrs" and pain_change(first, last).meaningful_relief:
+                    return True
+                if name == "phq9" and depression_anxiety_change(name, first, last).response:
+                    return True
+        return False
+
+    def raise_alert(self, alert: Alert) -> str:
+        """Add an alert under its stable id (the same alert met twice is kept once)."""
+        named = _named(self.patient_id, alert)
+        if any(existing.id == named.id for existing in self.alerts):
+            return named.id
+        self.former_ids[_former_id(self.patient_id, alert)] = named.id
+        self.alerts.append(named)
+        return named.id
+
+    def status_of(self, alert: Alert) -> AlertStatus:
+        """What people have done with the alert so far, or what the events did to it."""
+        if alert.status == "resolved":
+            return "resolved"
+        return self.handled.get(alert.id, alert.status)
+
+    def with_status(self, alert: Alert) -> Alert:
+        status = self.status_of(alert)
+        if status == alert.status:
+            return alert
+        return msgspec.structs.replace(alert, status=status)
+
+    def item9(self, answer: int | None, at: datetime, source: str, about: UUID) -> None:
         alert = phq9_item9_alert(answer, at, source)
         if alert is not None:
-            self.alerts.append(alert)
+            self.raise_alert(msgspec.structs.replace(alert, subject=str(about)))
 
     def referral_received(self, event: ReferralReceived, at: datetime) -> None:
         referral_id = str(event.referral_id)
@@ -217,11 +306,14 @@ class _Fold:
             status="received",
             received_at=at,
         )
-        self.move_to("referred", at, only_from=("registered",))
+        # CLINICAL.md, Waiting times: a new referral after a discharged pathway re-opens
+        # it: the stage moves, and the clock (which skips discharged pathways) runs every
+        # time rule again.
+        self.move_to("referred", at, only_from=("registered", "discharged"))
         baseline = event.baseline or BaselineScores()
         self.measure("phq9", at, baseline.phq9_total, "referral baseline")
         self.measure("pain_nrs", at, baseline.pain_nrs, "referral baseline")
-        self.item9(baseline.phq9_item9, at, "referral baseline")
+        self.item9(baseline.phq9_item9, at, "referral baseline", event.referral_id)
 
     def referral_status(self, event: ReferralStatusEvent, at: datetime) -> None:
         referral_id = str(event.referral_id)
@@ -267,7 +359,7 @@ class _Fold:
         self.measure("pain_nrs", at, event.pain_nrs, "infusion assessment")
         self.measure("phq9", at, event.phq9_total, "infusion assessment")
         self.measure("opioid_mme", at, event.opioid_mme_per_day, "infusion assessment")
-        self.item9(event.phq9_item9, at, "infusion assessment")
+        self.item9(event.phq9_item9, at, "infusion assessment", event.assessment_id)
 
     def plan_agreed(self, event: InfusionPlanAgreed, at: datetime) -> None:
         self.course = msgspec.structs.replace(
@@ -296,18 +388,22 @@ class _Fold:
             maintenance_due_at=event.maintenance_due_at,
         )
         self.course = course
+        # Pain before an infusion is the durable measure of the ones before it; the
+        # scores straight after it are their own series (CLINICAL.md, Course rules).
+        self.measure("pain_nrs", at, event.pain_before, f"before infusion {event.number}")
         source = f"after infusion {event.number}"
-        self.measure("pain_nrs", at, event.pain_after, source)
-        self.measure("phq9", at, event.phq9_total, source)
-        self.item9(event.phq9_item9, at, source)
+        self.measure("pain_after_infusion", at, event.pain_after, source)
+        self.measure("phq9_after_infusion", at, event.phq9_total, source)
+        self.item9(event.phq9_item9, at, source, event.session_id)
         if course.induction_count and completed >= course.induction_count:
             self.move_to("maintenance", at, only_from=("induction", "assessment", "triaged"))
             if completed == course.induction_count:
                 self.induction_done_at = at
-        self.responded = self.responded or event.response.responded
-        alert = no_response_alert(completed, self.responded, at)
+        if self.first_infusion_at is None:
+            self.first_infusion_at = at
+        alert = no_response_alert(completed, self.durable_response(), at)
         if alert is not None:
-            self.alerts.append(alert)
+            self.raise_alert(msgspec.structs.replace(alert, subject=str(event.course_id)))
 
     def course_closed(self, event: InfusionCourseClosed, at: datetime) -> None:
         self.course = msgspec.structs.replace(
@@ -317,11 +413,34 @@ class _Fold:
         )
 
     def vitals_out_of_range(self, event: InfusionVitalsOutOfRange, at: datetime) -> None:
-        self.alerts.append(vitals_alert(list(event.crossed), event.phase, at))
+        """One alert per session and kind, updated by each further reading (issue 12);
+        a critically abnormal reading is an urgent alert of its own."""
+        critical = critical_vitals(event.systolic, event.heart_rate, event.spo2)
+        kind = "vitals-critical" if critical else "vitals-out-of-range"
+        found = critical or list(event.crossed)
+        subject = str(event.session_id)
+        for index, alert in reversed(list(enumerate(self.alerts))):
+            if (alert.kind, alert.subject) != (kind, subject):
+                continue
+            if self.status_of(alert) == "resolved":
+                break  # dealt with: a later reading is a new alert
+            readings = self.vitals_readings[alert.id] = self.vitals_readings[alert.id] + 1
+            reason = vitals_reason(found, event.phase, readings)
+            if critical:
+                reason = "critically abnormal " + reason
+            self.alerts[index] = msgspec.structs.replace(alert, reason=reason)
+            return
+        if critical:
+            alert = critical_vitals_alert(found, event.phase, at)
+        else:
+            alert = vitals_alert(found, event.phase, at)
+        alert_id = self.raise_alert(msgspec.structs.replace(alert, subject=subject))
+        self.vitals_readings[alert_id] = 1
 
     def adverse_event(self, event: InfusionAdverseEventRecorded, at: datetime) -> None:
         if event.serious:
-            self.alerts.append(serious_adverse_event_alert(event.code, at))
+            alert = serious_adverse_event_alert(event.code, at)
+            self.raise_alert(msgspec.structs.replace(alert, subject=str(event.session_id)))
 
     def episode_opened(self, event: TherapyEpisodeOpened, at: datetime) -> None:
         self.episode = _new_episode(event.episode_id, event.referred_at)
@@ -359,10 +478,11 @@ class _Fold:
             return
         name = "phq9" if event.instrument == "PHQ-9" else "gad7"
         self.measure(name, at, event.total, "therapy session")
-        self.item9(event.item9, at, "therapy session")
+        self.item9(event.item9, at, "therapy session", event.appointment_id)
 
     def dna_threshold(self, event: TherapyDnaThresholdReached, at: datetime) -> None:
-        self.alerts.append(dna_review_alert(event.dna_count, event.threshold, at))
+        alert = dna_review_alert(event.dna_count, event.threshold, at)
+        self.raise_alert(msgspec.structs.replace(alert, subject=str(event.episode_id)))
 
     def episode_discharged(self, event: TherapyEpisodeDischarged, at: datetime) -> None:
         self.episode = msgspec.structs.replace(
@@ -372,10 +492,13 @@ class _Fold:
         )
 
     def alert_handled(self, event: PathwayAlertHandled, at: datetime) -> None:
-        status = "resolved" if isinstance(event, PathwayAlertResolved) else "acknowledged"
+        status: AlertStatus = (
+            "resolved" if isinstance(event, PathwayAlertResolved) else "acknowledged"
+        )
+        alert_id = self.former_ids.get(event.alert_id, event.alert_id)
         # Resolved stays resolved, whichever of the two events the fold meets first.
-        if self.handled.get(event.alert_id) != "resolved":
-            self.handled[event.alert_id] = status
+        if self.handled.get(alert_id) != "resolved":
+            self.handled[alert_id] = status
 
     def alert_raised(self, event: PathwayAlertRaised, at: datetime) -> None:
         crossing = Crossing(event.kind, event.subject, event.crossed_at)
@@ -385,10 +508,25 @@ class _Fold:
             for a in self.alerts
         ):
             return  # the clock looked twice before the first raise came back
+        if crossing.kind == ESCALATION:
+            self.escalate(crossing)
+            return
         streams = self.streams()
         # Events earlier than the raise may have cleared it already (they can arrive late).
         if crossing.kind in TIME_KINDS and not cleared(crossing, streams):
-            self.alerts.append(time_alert(crossing, streams))
+            self.raise_alert(time_alert(crossing, streams, seen_at=at))
+
+    def escalate(self, crossing: Crossing) -> None:
+        """The clock saw an urgent alert pass its due time unacknowledged; people may have
+        acted on it since (their action is earlier in the fold): then it does not."""
+        overdue = next((a for a in self.alerts if a.id == crossing.subject), None)
+        if overdue is None:
+            return
+        current = msgspec.structs.replace(overdue, status=self.status_of(overdue))
+        due = escalation_due(current)
+        if due is None or due > crossing.crossed_at:
+            return
+        self.raise_alert(escalated_alert(current, crossing.crossed_at))
 
     def clear_time_alerts(self, at: datetime) -> None:
         """A time-based alert resolves itself once the events show its condition gone."""
@@ -471,8 +609,8 @@ _FOLDS: dict[type[Event], _Folding] = dict(
 
 
 def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
-    """First-to-last change of each series with two or more scores; a reliable
-    deterioration also raises its alert."""
+    """First-to-last change of each series with two or more scores (a reliable
+    deterioration raised its alert when the score came: _Fold.judge_deterioration)."""
     outcomes: dict[str, MeasureOutcome] = {}
     for name in ("phq9", "gad7", "pain_nrs"):
         points = fold.measures[name]
@@ -485,26 +623,24 @@ def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
             else depression_anxiety_change(name, first, last)
         )
         outcomes[name] = change
-        alert = reliable_deterioration_alert(name, change, points[-1].at)
-        if alert is not None:
-            fold.alerts.append(alert)
     return outcomes
 
 
-def _handled(alert: Alert, handled: dict[str, str]) -> Alert:
-    status = handled.get(alert.id)
-    if status is None or alert.status == "resolved":  # cleared by the events themselves
-        return alert
-    return msgspec.structs.replace(alert, status=status)
-
-
 def _named(patient_id: UUID, alert: Alert) -> Alert:
-    """An alert's id is a function of what raised it, so a rebuild names it the same and
-    people's acknowledgements find it again."""
-    key = f"{alert.kind}|{alert.raised_at.isoformat()}|{alert.reason}"
-    if alert.subject is not None:  # two referrals can cross a threshold at one instant
-        key += f"|{alert.subject}"
+    """An alert's id is a function of what raised it (its kind, what it is about and
+    when), never of its wording, so a rebuild names it the same, people's actions find it
+    again, and an alert whose reason is updated keeps its id."""
+    key = f"{alert.kind}|{alert.subject or ''}|{alert.raised_at.isoformat()}"
     return msgspec.structs.replace(alert, id=str(uuid5(patient_id, key)))
+
+
+def _former_id(patient_id: UUID, alert: Alert) -> str:
+    """The id an alert had before issue 12, built from its reason: kept only so that the
+    acknowledgements already in the event store still find their alerts."""
+    key = f"{alert.kind}|{alert.raised_at.isoformat()}|{alert.reason}"
+    if alert.kind in TIME_KINDS and alert.subject is not None:
+        key += f"|{alert.subject}"
+    return str(uuid5(patient_id, key))
 
 
 ReferralStatusEvent = (
@@ -527,6 +663,33 @@ REFERRAL_STATUS_OF: dict[type[ReferralStatusEvent], str] = {
 ReferralEvent = ReferralReceived | ReferralStatusEvent
 OPEN_REFERRAL = ("received", "info-requested", "accepted")
 ENDING = (ReferralClosed, ReferralRejected, ReferralCancelled)
+
+
+# The team each care stream belongs to.
+COURSE_TEAM, EPISODE_TEAM = "ketamine-infusion", "psychology"
+TEAM_OF_OWNER: dict[str, str] = {
+    role: team for team, role in ROLE_OF_TARGET.items() if role != "mdt"
+}
+
+
+def active_teams(pathway: Pathway) -> list[str]:
+    """The teams with an active part in the pathway, which are the teams that may see it
+    (issue 12): a referral still waiting or accepted, care going on (a course or an
+    episode not ended), or an alert their role owns still to deal with. A rejected or
+    withdrawn referral, or care that has ended, no longer grants access."""
+    teams: set[str] = set()
+    streams = pathway.streams
+    teams.update(r.target for r in streams.referrals if r.status in OPEN_REFERRAL)
+    course, episode = streams.infusion_course, streams.therapy_episode
+    if course is not None and course.status in ("planned", "active", "onhold"):
+        teams.add(COURSE_TEAM)
+    if episode is not None and episode.status in ("waitlist", "active", "onhold"):
+        teams.add(EPISODE_TEAM)
+    for alert in pathway.alerts:
+        team = TEAM_OF_OWNER.get(alert.owner_role)
+        if team is not None and alert.status != "resolved":
+            teams.add(team)
+    return sorted(teams)
 
 
 def _open(streams: Iterable[ReferralStream]) -> bool:

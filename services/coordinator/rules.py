@@ -22,6 +22,8 @@ from services.coordinator.domain import (
     Streams,
 )
 from shared.policy import ChangePolicy, ClinicalPolicy, clinical_policy
+from shared.triage import same_working_day, triage_working_days
+from shared.triage import triage_due as shared_triage_due
 
 # --- what each alert is ---------------------------------------------------------------
 
@@ -57,6 +59,12 @@ ALERT_RULES: dict[str, AlertRule] = {
         "infusion-clinician",
         "CLINICAL.md During a session: vitals thresholds (local policy)",
     ),
+    "vitals-critical": AlertRule(
+        "urgent",
+        "infusion-clinician",
+        "CLINICAL.md During a session: critically abnormal vitals (NEWS2 red score; "
+        "SpO2 below {vitals.critical_low_spo2}%, local policy) → urgent alert",
+    ),
     "serious-adverse-event": AlertRule(
         "urgent", "mdt", "CLINICAL.md During a session: serious adverse event → MDT alert"
     ),
@@ -82,6 +90,12 @@ ALERT_RULES: dict[str, AlertRule] = {
         "warning",
         "infusion-clinician",
         "CLINICAL.md Course rules: alert when a planned maintenance infusion is overdue",
+    ),
+    "urgent-overdue": AlertRule(
+        "critical",
+        "mdt",
+        "issue 12 (local policy): an urgent alert not acknowledged "
+        "{alerts.urgent_escalation_minutes} minutes after its due time escalates to the MDT",
     ),
     "no-psychology-referral": AlertRule(
         "warning",
@@ -117,7 +131,8 @@ def phq9_item9_alert(item9: int | None, seen_at: datetime, source_event: str) ->
 
 
 def _end_of_day(moment: datetime) -> datetime:
-    return moment.replace(hour=23, minute=59, second=59, microsecond=0)
+    """The end of the clinic's working day (CLINICAL.md: "same working day")."""
+    return same_working_day(moment)
 
 
 def _review_due(at: datetime, policy: ClinicalPolicy) -> datetime:
@@ -125,28 +140,16 @@ def _review_due(at: datetime, policy: ClinicalPolicy) -> datetime:
 
 
 def _triage_days(priority: str, policy: ClinicalPolicy) -> int:
-    waits = policy.waits
-    return (
-        waits.urgent_triage_working_days
-        if priority == "urgent"
-        else waits.routine_triage_working_days
-    )
+    return triage_working_days(priority, policy)
 
 
 def triage_due(
     received_at: datetime, priority: str, policy: ClinicalPolicy | None = None
 ) -> datetime:
     """CLINICAL.md, Waiting times: urgent referrals triaged within 2 working days
-    (local policy). CLINICAL.md sets no triage time for routine referrals; 5 working
-    days is this service's working target (local policy, waits.routine_triage_working_days)."""
-    due = received_at
-    added = 0
-    days = _triage_days(priority, policy or clinical_policy())
-    while added < days:
-        due += timedelta(days=1)
-        if due.weekday() < 5:
-            added += 1
-    return due
+    (local policy), in the clinic's working calendar. The one deadline lives in
+    shared/triage.py, so the referrals inbox and the coordinator agree on it."""
+    return shared_triage_due(received_at, priority, policy)
 
 
 def _alert_weeks(target: str, policy: ClinicalPolicy) -> int:
@@ -182,8 +185,45 @@ def dna_review_alert(
 def vitals_alert(crossed: list[str], phase: str, at: datetime) -> Alert:
     """CLINICAL.md, During a session: systolic ≥ 180 or diastolic ≥ 110 during, ≥ 160/100
     before starting, SpO2 < 92% (local policy)."""
+    return _alert("vitals-out-of-range", at, vitals_reason(crossed, phase, 1), _end_of_day(at))
+
+
+def critical_vitals(
+    systolic: int, heart_rate: int, spo2: int, policy: ClinicalPolicy | None = None
+) -> list[str]:
+    """Critically abnormal readings (issue 12: SpO2 45, systolic 60): NEWS2 red scores for
+    systolic pressure and pulse, SpO2 below every BTS target range (local policy)."""
+    vitals = (policy or clinical_policy()).vitals
+    found: list[str] = []
+    if systolic <= vitals.critical_low_systolic:
+        found.append(f"systolic {systolic} ≤ {vitals.critical_low_systolic}")
+    if systolic >= vitals.critical_high_systolic:
+        found.append(f"systolic {systolic} ≥ {vitals.critical_high_systolic}")
+    if heart_rate <= vitals.critical_low_heart_rate:
+        found.append(f"pulse {heart_rate} ≤ {vitals.critical_low_heart_rate}")
+    if heart_rate >= vitals.critical_high_heart_rate:
+        found.append(f"pulse {heart_rate} ≥ {vitals.critical_high_heart_rate}")
+    if spo2 < vitals.critical_low_spo2:
+        found.append(f"SpO2 {spo2}% < {vitals.critical_low_spo2}%")
+    return found
+
+
+def critical_vitals_alert(
+    found: list[str], phase: str, at: datetime, policy: ClinicalPolicy | None = None
+) -> Alert:
+    """An urgent alert for the infusion clinician, due within the monitoring interval."""
+    policy = policy or clinical_policy()
+    due = at + timedelta(minutes=policy.vitals.critical_due_minutes)
+    reason = "critically abnormal " + vitals_reason(found, phase, 1)
+    return _alert("vitals-critical", at, reason, due, vitals=policy.vitals)
+
+
+def vitals_reason(crossed: list[str], phase: str, readings: int) -> str:
+    """One alert per session and kind: it says how many readings it stands for."""
     reason = f"vitals {phase} the infusion: " + "; ".join(crossed)
-    return _alert("vitals-out-of-range", at, reason, _end_of_day(at))
+    if readings > 1:
+        reason += f" (latest of {readings} readings out of range in this session)"
+    return reason
 
 
 def serious_adverse_event_alert(code: str, at: datetime) -> Alert:
@@ -262,6 +302,34 @@ def no_response_alert(
         return None
     reason = f"no meaningful response after {after_sessions} infusions"
     return _alert("no-response", at, reason, _review_due(at, policy), sessions=after_sessions)
+
+
+# --- escalation ----------------------------------------------------------------------------
+
+ESCALATION = "urgent-overdue"
+
+
+def escalation_due(alert: Alert, policy: ClinicalPolicy | None = None) -> datetime | None:
+    """When an urgent alert nobody has acted on escalates to the MDT (None: it never
+    does: not urgent, already acknowledged or resolved, or itself an escalation)."""
+    if alert.severity != "urgent" or alert.status != "open" or alert.kind == ESCALATION:
+        return None
+    minutes = (policy or clinical_policy()).alerts.urgent_escalation_minutes
+    return alert.due + timedelta(minutes=minutes)
+
+
+def escalated_alert(
+    overdue: Alert, crossed_at: datetime, policy: ClinicalPolicy | None = None
+) -> Alert:
+    """A new, louder alert for the MDT about an urgent alert past its due time, due by
+    the end of the clinic's working day."""
+    policy = policy or clinical_policy()
+    reason = (
+        f"urgent {overdue.kind} alert for the {overdue.owner_role} not acknowledged by its "
+        "due time: the MDT must act"
+    )
+    alert = _alert(ESCALATION, crossed_at, reason, _end_of_day(crossed_at), alerts=policy.alerts)
+    return msgspec.structs.replace(alert, subject=overdue.id)
 
 
 # --- time-based alerts -------------------------------------------------------------------
@@ -370,9 +438,16 @@ def cleared(crossing: Crossing, streams: Streams, policy: ClinicalPolicy | None 
     return crossing not in crossed(streams, crossing.crossed_at, policy)
 
 
-def time_alert(crossing: Crossing, streams: Streams, policy: ClinicalPolicy | None = None) -> Alert:
-    """The alert for a crossed time threshold; its wording names the rule's source."""
+def time_alert(
+    crossing: Crossing,
+    streams: Streams,
+    policy: ClinicalPolicy | None = None,
+    seen_at: datetime | None = None,
+) -> Alert:
+    """The alert for a crossed time threshold; its wording names the rule's source. An
+    urgent one is due by the end of the working day the clock saw it (``seen_at``)."""
     policy = policy or clinical_policy()
+    seen = max(seen_at or crossing.crossed_at, crossing.crossed_at)
     waits = policy.waits
     referral = next((r for r in streams.referrals if r.id == crossing.subject), None)
     target = referral.target if referral is not None else "the"
@@ -385,15 +460,15 @@ def time_alert(crossing: Crossing, streams: Streams, policy: ClinicalPolicy | No
             f"within {days} working days"
         )
         alert = _alert(kind, at, reason, at, waits=waits)
-        if urgent:
-            alert = msgspec.structs.replace(alert, severity="urgent")
+        if urgent:  # the team acts by the end of the clinic's working day
+            alert = msgspec.structs.replace(alert, severity="urgent", due=_end_of_day(seen))
     elif kind in ("waiting-time", "waiting-breach"):
         weeks = round((at - referral.received_at).days / 7) if referral else 0
         breach_weeks = _breach_weeks(target, policy)
         reason = f"{target} referral waiting {weeks} weeks without treatment"
         if kind == "waiting-breach":
             reason += f" ({breach_weeks}-week standard breached)"
-            due = at
+            due = _end_of_day(seen)  # urgent: by the end of the clinic's working day
         else:
             due = (referral.received_at if referral else at) + timedelta(weeks=breach_weeks)
         alert = _alert(kind, at, reason, due, waits=waits)

@@ -21,15 +21,18 @@ from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlmodel import col
 
 from services.coordinator import repository
-from services.coordinator.domain import Pathway, Stage
+from services.coordinator.domain import URGENT, Pathway, Stage
 from services.coordinator.fhir import pathway_bundle
 from services.coordinator.handlers import fold_own_event, stored_events
 from services.coordinator.models import AlertAction, MdtReview, PathwayAlert, PathwayRow
+from services.coordinator.redaction import bundle_for_admin, for_admin
 from services.coordinator.schemas import NameStatus, ReviewReferral, ReviewRequest
 from shared.audit import AuditAction
 from shared.auth import Role, User
 from shared.client import ApiProblem
+from shared.clock import now as clinic_now
 from shared.db import lock_for_transaction
+from shared.domain import RuleBroken
 from shared.errors import Conflict, FieldProblem, UpstreamProblem
 from shared.events import Subject
 from shared.events.catalogue import (
@@ -40,7 +43,6 @@ from shared.events.catalogue import (
     PathwayAlertResolved,
     ReferralTarget,
 )
-from shared.tables import utcnow
 from shared.uow import UnitOfWork
 from shared.web import service_client
 
@@ -96,7 +98,7 @@ def list_pathways(
     if query.team is not None:
         statement = statement.where(repository.in_team(query.team))
     if query.waiting_over_days is not None:
-        cutoff = utcnow() - timedelta(days=query.waiting_over_days)
+        cutoff = clinic_now() - timedelta(days=query.waiting_over_days)
         statement = statement.where(col(PathwayRow.stage_since) < cutoff)
     if query.alert_kind is not None or query.severity is not None:
         wanted = repository.open_alerts_with_kind_or_severity(query.alert_kind, query.severity)
@@ -118,6 +120,9 @@ def pathway_document(patient_id: UUID, uow: UnitOfWork, user: User) -> dict[str,
         row = visible_pathway(uow, user, patient_id)
         uow.audit(AuditAction.read, "CarePlan", str(patient_id), patient_id)
         uow.commit()
+    if user.role == Role.admin:
+        pathway = msgspec.convert(row.document, Pathway, strict=False)
+        return msgspec.to_builtins(for_admin(pathway))  # type: ignore[no-any-return]
     return row.document
 
 
@@ -125,7 +130,11 @@ def export_fhir(patient_id: UUID, uow: UnitOfWork, user: User) -> dict[str, Any]
     with uow:
         row = visible_pathway(uow, user, patient_id)
         pathway = msgspec.convert(row.document, Pathway, strict=False)
+        if user.role == Role.admin:
+            pathway = for_admin(pathway)
         bundle = pathway_bundle(pathway, stored_events(uow.session, patient_id))
+        if user.role == Role.admin:
+            bundle = bundle_for_admin(bundle)
         uow.audit(AuditAction.read, "Bundle", str(patient_id), patient_id, detail="fhir export")
         uow.commit()
     return bundle
@@ -207,7 +216,7 @@ def record_review(
         review = MdtReview(
             id=uuid4(),
             patient_id=patient_id,
-            reviewed_at=utcnow(),
+            reviewed_at=clinic_now(),
             decision=data.decision,
             attendees=list(data.attendees),
             notes=data.notes,
@@ -297,7 +306,9 @@ def handle_alert(
             raise NotFoundException(f"no alert {alert_id}")
         if alert.status == "resolved" or alert.status == status:
             raise Conflict(f"the alert is already {alert.status}", current_status=alert.status)
-        now = utcnow()
+        if status == "resolved":
+            check_resolution(alert, user, note)
+        now = clinic_now()
         uow.session.add(_action(alert, status, user, note, now))
         event = HANDLED[status](
             alert_id=alert_id,
@@ -312,6 +323,24 @@ def handle_alert(
         updated = repository.alert(uow.session, alert_id)
         assert updated is not None
     return updated
+
+
+def check_resolution(alert: PathwayAlert, user: User, note: str | None) -> None:
+    """Issue 12: resolving an urgent (or escalated) alert needs a note saying what was
+    done, and a person of the role that owns it; anyone on the teams may acknowledge."""
+    if alert.severity not in URGENT:
+        return
+    if user.role.value != alert.owner_role:
+        raise RuleBroken(
+            "role",
+            f"an urgent {alert.kind} alert is resolved by its owner ({alert.owner_role}); "
+            "acknowledge it instead, or ask the owner to resolve it",
+        )
+    if note is None or not note.strip():
+        raise RuleBroken(
+            "note",
+            "resolving an urgent alert needs a note saying what was done (a non-empty note)",
+        )
 
 
 def _action(

@@ -484,8 +484,9 @@ def test_the_journey_exports_as_a_valid_collection_stamped_with_the_last_event()
         "Procedure": 2,
         # PHQ-9: referral baseline, assessment, infusion 1, therapy; GAD-7: therapy.
         "QuestionnaireResponse": 5,
-        # those five scores, pain NRS three times, opioid MME once, and one out-of-range reading
-        "Observation": 10,
+        # those five scores, pain NRS three times (before the infusion, since issue 12),
+        # pain straight after the infusion, opioid MME once, one out-of-range reading
+        "Observation": 11,
         "Flag": len(PATHWAY.alerts),
     }
     assert len(PATHWAY.alerts) >= 2  # the vitals and the PHQ-9 item 9 alerts at least
@@ -1155,8 +1156,9 @@ EXPECTED_EMBEDDED = {
     "Procedure": 2,
     # PHQ-9: referral baseline, assessment, infusion 1, therapy; GAD-7: therapy.
     "QuestionnaireResponse": 5,
-    # those five, pain NRS (baseline, assessment, after infusion 1), MME, vitals
-    "Observation": 10,
+    # those five, pain NRS (baseline, assessment, before infusion 1), pain straight after
+    # infusion 1 (its own series since issue 12), MME, vitals
+    "Observation": 11,
 }
 
 
@@ -1186,7 +1188,9 @@ def test_the_mdt_exports_a_treated_patients_pathway_as_fhir(
     assert response.headers["content-type"].startswith("application/fhir+json")
     bundle = response.json()
     validated(bundle)
-    pathway = call(embedded, "GET", f"/api/pathways/{treated}", Role.admin)
+    pathway = call(
+        embedded, "GET", f"/api/pathways/{treated}", Role.mdt
+    )  # admins see no scores (issue 12)
     flags = len(pathway["alerts"])
     assert counts(response) == {**EXPECTED_EMBEDDED, "Flag": flags}
     assert when(bundle["timestamp"]) == when(pathway["last_event_at"])
@@ -1207,7 +1211,8 @@ def test_the_mdt_exports_a_treated_patients_pathway_as_fhir(
         for r in of_type(bundle, "QuestionnaireResponse")
     )
     measures = pathway["measures"]
-    assert totals == sorted(int(p["score"]) for p in measures["phq9"] + measures["gad7"])
+    questionnaires = measures["phq9"] + measures["phq9_after_infusion"] + measures["gad7"]
+    assert totals == sorted(int(p["score"]) for p in questionnaires)
     assert 13 in totals and 7 in totals  # the therapy PHQ-9 and GAD-7
 
 

@@ -77,12 +77,20 @@ TODAY = ClinicalPolicy(
         during_diastolic=110,
         min_spo2=92,
         interval_minutes=15,
+        critical_low_systolic=90,
+        critical_high_systolic=220,
+        critical_low_heart_rate=40,
+        critical_high_heart_rate=131,
+        critical_low_spo2=88,
+        critical_due_minutes=15,
     ),
     course=CoursePolicy(
         no_response_after_sessions=3, relief_worn_off_fraction=0.10, maintenance_grace_days=1
     ),
     therapy=TherapyPolicy(dna_threshold=2, min_treatment_appointments=2, slot_minutes=60),
-    alerts=AlertPolicy(review_due_days=7, maintenance_decision_due_days=14),
+    alerts=AlertPolicy(
+        review_due_days=7, maintenance_decision_due_days=14, urgent_escalation_minutes=0
+    ),
 )
 SECTIONS = ("waits", "change", "dose", "vitals", "course", "therapy", "alerts")
 

@@ -252,7 +252,10 @@ def test_an_infusion_course_moves_the_stage_through_assessment_induction_and_mai
     course = pathway.streams.infusion_course
     assert course is not None
     assert (course.sessions_completed, course.maintenance_due_at) == (1, T0 + timedelta(days=28))
-    assert [p.score for p in pathway.measures["pain_nrs"]] == [7, 8, 4]
+    # CLINICAL.md Course rules: pain before an infusion is the durable measure; pain
+    # straight after it is its own series, never judged (issue 12).
+    assert [p.score for p in pathway.measures["pain_nrs"]] == [7, 8, 8]
+    assert [p.score for p in pathway.measures["pain_after_infusion"]] == [4]
     backwards = project(PATIENT, list(reversed([*events, completed])))
     assert msgspec.json.encode(backwards) == msgspec.json.encode(pathway)
 
@@ -364,10 +367,22 @@ def test_three_infusions_without_response_raise_one_mdt_review() -> None:
     ]
     pathway = project(PATIENT, [patient_registered(PATIENT), received(), *sessions])
     assert [a.kind for a in pathway.alerts] == ["no-response"]
-    helped = dict(flat, responded=True, pain_meaningful=True)
-    first = msgspec.structs.replace(sessions[0], data={**sessions[0].data, "response": helped})
-    pathway = project(PATIENT, [patient_registered(PATIENT), received(), first, *sessions[1:]])
+    # CLINICAL.md Course rules: response is judged on durable measures. Pain 4 before
+    # infusion 2 is ≥ 30% below the referral's 7: a response, so no alert.
+    second = msgspec.structs.replace(sessions[1], data={**sessions[1].data, "pain_before": 4})
+    pathway = project(
+        PATIENT, [patient_registered(PATIENT), received(), sessions[0], second, *sessions[2:]]
+    )
     assert pathway.alerts == []
+    # Relief straight after each infusion (and the infusions service calling it a
+    # response) is not a durable response: the MDT still reviews (issue 12).
+    acute = dict(flat, responded=True, pain_meaningful=True)
+    relieved = [
+        msgspec.structs.replace(s, data={**s.data, "pain_after": 2, "response": acute})
+        for s in sessions
+    ]
+    pathway = project(PATIENT, [patient_registered(PATIENT), received(), *relieved])
+    assert [a.kind for a in pathway.alerts] == ["no-response"]
 
 
 def test_a_pathway_whose_only_referral_was_rejected_or_withdrawn_is_over() -> None:

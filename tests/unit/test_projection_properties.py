@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import msgspec
 from hypothesis import given, settings
@@ -24,6 +24,8 @@ PATIENT = UUID("4a7a6152-3fbe-4a01-8c93-e5f6a7b8c9d0")
 REFERRAL = UUID("5b8b7263-40cf-4b12-9da4-f6a7b8c9d0e1")
 COURSE = UUID("6c9c8374-51d0-4c23-8eb5-a7b8c9d0e1f2")
 EPISODE = UUID("7dad9485-62e1-4d34-9fc6-b8c9d0e1f2a3")
+# The referral's item-9 alert (raised an hour after T0), named as the fold names it.
+ITEM9_ALERT = str(uuid5(PATIENT, f"phq9-item9|{REFERRAL}|{(T0 + timedelta(hours=1)).isoformat()}"))
 
 
 def event(
@@ -259,6 +261,27 @@ def generated_history(draw: st.DrawFn) -> list[Envelope]:
                 maintenance_due_at=None,
             )
         )
+    # Out-of-range vitals, some critical, repeated within two sessions (one alert per
+    # session and kind, updated by each reading).
+    for number in range(1, draw(st.integers(0, 4)) + 1):
+        systolic = draw(st.sampled_from([60, 120, 185, 230]))
+        events.append(
+            event(
+                "infusion.vitals.out_of_range",
+                course,
+                draw(hour),
+                10 + number,
+                course_id=COURSE,
+                session_id=draw(st.sampled_from([COURSE, EPISODE])),
+                phase="during",
+                systolic=systolic,
+                diastolic=90,
+                heart_rate=draw(st.sampled_from([35, 80, 140])),
+                spo2=draw(st.sampled_from([45, 90, 97])),
+                crossed=[f"systolic {systolic}"],
+                measured_at=T0,
+            )
+        )
     for number in range(1, draw(st.integers(0, 4)) + 1):
         instrument = draw(st.sampled_from(["PHQ-9", "GAD-7"]))
         events.append(
@@ -292,11 +315,15 @@ def generated_history(draw: st.DrawFn) -> list[Envelope]:
         )
     for number in range(1, draw(st.integers(0, 3)) + 1):
         crossed_at = T0 + timedelta(hours=draw(hour))
+        # the waits, and the escalation of the referral's item-9 alert (issue 12)
+        kind = draw(
+            st.sampled_from(["triage-overdue", "waiting-time", "waiting-breach", "urgent-overdue"])
+        )
         raised = new_event(
             type="pathway.alert.raised",
             data=PathwayAlertRaised(
-                kind=draw(st.sampled_from(["triage-overdue", "waiting-time", "waiting-breach"])),
-                subject=str(REFERRAL),
+                kind=kind,
+                subject=ITEM9_ALERT if kind == "urgent-overdue" else str(REFERRAL),
                 crossed_at=crossed_at,
             ),
             producer="coordinator",
@@ -307,6 +334,32 @@ def generated_history(draw: st.DrawFn) -> list[Envelope]:
             occurred_at=crossed_at + timedelta(hours=draw(st.integers(0, 48))),
         )
         events.append(msgspec.structs.replace(raised, sequence=number))
+    # People acknowledge or resolve the item-9 alert, at any time.
+    for number in range(1, draw(st.integers(0, 2)) + 1):
+        action = draw(st.sampled_from(["acknowledged", "resolved"]))
+        at = T0 + timedelta(hours=draw(hour))
+        payload = payload_type(f"pathway.alert.{action}", 1)
+        assert payload is not None
+        handled = new_event(
+            type=f"pathway.alert.{action}",
+            data=msgspec.convert(
+                {
+                    "alert_id": ITEM9_ALERT,
+                    "kind": "phq9-item9",
+                    "by_user": "dr-a",
+                    "by_role": "mdt",
+                    "handled_at": at,
+                },
+                payload,
+            ),
+            producer="coordinator",
+            patient_id=PATIENT,
+            subject=Subject(type="alert", id=ITEM9_ALERT),
+            actor=ACTOR,
+            correlation_id="corr-prop",
+            occurred_at=at,
+        )
+        events.append(msgspec.structs.replace(handled, sequence=number))
     return events
 
 

@@ -45,6 +45,7 @@ from shared.policy import default_policy
 from shared.runtime import ServiceRuntime
 from shared.settings import BrokerKind, PlatformSettings, RunMode, load_service_settings
 from shared.tables import OutboxEvent, as_utc
+from shared.triage import same_working_day
 
 from .factories import ACTOR, T0, patient_registered, referral_received
 
@@ -542,7 +543,12 @@ def test_a_referral_time_alert_goes_to_the_team_that_triages_and_treats(
     assert words in alert.reason
     assert target in alert.reason
     assert alert.source.startswith("CLINICAL.md Waiting times")
-    assert alert.due == (at if due_weeks == 0 else FRIDAY + timedelta(weeks=due_weeks))
+    if severity == "urgent":
+        # Issue 12: an urgent alert names its owner and a due time in the clinic's working
+        # calendar: the end of the working day it was raised.
+        assert alert.due == same_working_day(at)
+    else:
+        assert alert.due == (at if due_weeks == 0 else FRIDAY + timedelta(weeks=due_weeks))
 
 
 def test_an_overdue_maintenance_infusion_is_the_infusion_clinicians() -> None:
@@ -844,7 +850,9 @@ def stored_alerts(runtime: ServiceRuntime, patient: UUID) -> list[tuple[str, str
 
 def test_the_clock_raises_each_crossing_once_and_rebuild_agrees(runtime: ServiceRuntime) -> None:
     store(runtime, urgent_psychology())
-    now = datetime(2025, 3, 12, 9, 0, tzinfo=UTC)  # Friday + 3 working days
+    # Friday + 2 working days and an hour: overdue for triage, and the urgent alert it
+    # raises is due by the end of the working day (so not yet escalated).
+    now = TUESDAY + timedelta(hours=1)
 
     with runtime.sessions() as session:
         row = session.get(PathwayRow, PATIENT)
@@ -885,16 +893,19 @@ def test_the_clock_raises_each_crossing_once_and_rebuild_agrees(runtime: Service
 
     later = now + timedelta(weeks=19)
     with runtime.sessions() as session:
-        assert raise_crossed(session, PATIENT, later) == 2
+        # the waits, and the urgent triage alert nobody acknowledged escalates (issue 12)
+        assert raise_crossed(session, PATIENT, later) == 3
         session.commit()
     rows = raised_rows(runtime, PATIENT)
     assert [(r.envelope["data"]["kind"], as_utc(r.occurred_at)) for r in rows[1:]] == [
         ("waiting-time", later),
         ("waiting-breach", later),
+        ("urgent-overdue", later),
     ]
-    assert [r.sequence for r in rows] == [1, 2, 3]
+    assert [r.sequence for r in rows] == [1, 2, 3, 4]
     assert sorted(stored_alerts(runtime, PATIENT)) == [
         ("triage-overdue", "open"),
+        ("urgent-overdue", "open"),
         ("waiting-breach", "open"),
         ("waiting-time", "open"),
     ]
@@ -906,9 +917,14 @@ def test_the_clock_raises_each_crossing_once_and_rebuild_agrees(runtime: Service
     store(runtime, [referral_status("referral.accepted", later + timedelta(hours=1))])
     assert sorted(stored_alerts(runtime, PATIENT)) == [
         ("triage-overdue", "resolved"),
+        ("urgent-overdue", "open"),  # a person deals with an escalation
         ("waiting-breach", "open"),
         ("waiting-time", "open"),
     ]
+    with runtime.sessions() as session:
+        # A day on, the urgent breach nobody acknowledged escalates too (issue 12).
+        assert raise_crossed(session, PATIENT, later + timedelta(days=1)) == 1
+        session.commit()
     with runtime.sessions() as session:
         assert raise_crossed(session, PATIENT, later + timedelta(days=1)) == 0
         assert rebuild_pathways(session, repair=False) == []
@@ -924,7 +940,7 @@ def test_a_tick_raises_only_for_pathways_with_a_new_crossing(runtime: ServiceRun
             referral_received(fresh, occurred_at=MONDAY + timedelta(days=8), referral_id=uuid4()),
         ],
     )
-    now = datetime(2025, 3, 12, 9, 0, tzinfo=UTC)
+    now = TUESDAY + timedelta(hours=1)
     assert tick(runtime, now) == 1
     assert tick(runtime, now) == 0
     assert [r.envelope["data"]["kind"] for r in raised_rows(runtime, overdue)] == ["triage-overdue"]
@@ -1000,3 +1016,105 @@ def test_a_declined_therapy_episode_is_no_psychology_so_the_suggestion_returns()
         streams, therapy_episode=episode(4, discharge_reason="completed")
     )
     assert of_kind(crossed(completed, due), "no-psychology-referral") == []
+
+
+# --- issue 12: a re-referral after discharge re-opens the pathway --------------------------
+
+
+def discharged_then_re_referred(re_referred_at: datetime) -> list[Envelope]:
+    """A psychology referral rejected (the pathway is over), then a new urgent one."""
+    return [
+        *urgent_psychology(FRIDAY - timedelta(days=30)),
+        referral_status("referral.rejected", FRIDAY - timedelta(days=29)),
+        referral_received(
+            PATIENT,
+            occurred_at=re_referred_at,
+            referral_id=PSYCHOLOGY_REFERRAL,
+            target="psychology",
+            priority="urgent",
+            sequence=1,
+        ),
+    ]
+
+
+def test_a_new_referral_after_discharge_reopens_the_pathway() -> None:
+    """CLINICAL.md Waiting times: "a new referral after a discharged pathway re-opens it:
+    the stage moves and every time rule runs again"."""
+    before = project(PATIENT, discharged_then_re_referred(FRIDAY)[:-1])
+    assert before.stage == "discharged"
+    pathway = project(PATIENT, discharged_then_re_referred(FRIDAY))
+    assert (pathway.stage, pathway.stage_since) == ("referred", FRIDAY)
+    (triage,) = [a for a in pathway.next_actions if a.action.startswith("triage")]
+    assert triage.due == triage_due(FRIDAY, "urgent") == TUESDAY
+
+
+def test_the_clock_raises_an_overdue_triage_for_a_re_referral_after_discharge(
+    runtime: ServiceRuntime,
+) -> None:
+    """CLINICAL.md Waiting times: urgent referrals triaged within 2 working days (local
+    policy), also after a discharge (issue 12: an urgent re-referral sat untriaged for
+    30 days with no alert, because the clock skipped discharged pathways)."""
+    store(runtime, discharged_then_re_referred(FRIDAY))
+    assert tick(runtime, TUESDAY - SECOND) == 0
+    assert tick(runtime, FRIDAY + timedelta(days=30)) == 1
+    (raised,) = raised_rows(runtime, PATIENT)
+    assert raised.envelope["data"]["subject"] == str(PSYCHOLOGY_REFERRAL)
+    assert ("triage-overdue", "open") in stored_alerts(runtime, PATIENT)
+
+
+# --- issue 12: an overdue urgent alert escalates to the MDT --------------------------------
+
+
+def item9_referral(patient: UUID = PATIENT) -> list[Envelope]:
+    return [
+        patient_registered(patient, occurred_at=MONDAY),
+        referral_received(
+            patient, occurred_at=MONDAY + timedelta(hours=1), referral_id=REFERRAL, phq9_item9=2
+        ),
+    ]
+
+
+def test_an_urgent_alert_names_an_owner_and_a_working_day_due_time() -> None:
+    """CLINICAL.md Measures: item 9 above 0 → urgent safety alert, same working day: the
+    MDT owns it, due by the end of the clinic's working day."""
+    (alert,) = project(PATIENT, item9_referral()).alerts
+    assert (alert.severity, alert.owner_role) == ("urgent", "mdt")
+    assert alert.due == same_working_day(MONDAY) == datetime(2025, 3, 3, 23, 59, 59, tzinfo=UTC)
+
+
+def test_an_urgent_alert_past_its_due_time_escalates_unless_someone_acknowledged_it() -> None:
+    """Issue 12 (local policy, alerts.urgent_escalation_minutes): an urgent alert nobody
+    acknowledged by its due time escalates: a new, louder (critical) alert for the MDT."""
+    (alert,) = project(PATIENT, item9_referral()).alerts
+    due = alert.due + timedelta(minutes=POLICY.alerts.urgent_escalation_minutes)
+    escalation = alert_raised("urgent-overdue", UUID(alert.id), due)
+    original, louder = project(PATIENT, [*item9_referral(), escalation]).alerts
+    assert (original.id, original.status) == (alert.id, "open")
+    assert (louder.kind, louder.severity, louder.owner_role, louder.subject) == (
+        "urgent-overdue",
+        "critical",
+        "mdt",
+        alert.id,
+    )
+    assert louder.raised_at == due and louder.due == same_working_day(due)
+    # Acknowledged before the clock looked: someone is acting, so no escalation.
+    ack = acknowledged(alert.id, alert.kind, due - timedelta(hours=1))
+    (only,) = project(PATIENT, [*item9_referral(), ack, escalation]).alerts
+    assert (only.id, only.status) == (alert.id, "acknowledged")
+
+
+def test_the_clock_escalates_an_overdue_urgent_alert_once(runtime: ServiceRuntime) -> None:
+    """Issue 12: escalation is raised by the periodic check, as time crossings are."""
+    store(runtime, item9_referral())
+    end_of_monday = same_working_day(MONDAY)
+    assert tick(runtime, end_of_monday - SECOND) == 0
+    assert tick(runtime, end_of_monday + timedelta(hours=9)) == 1
+    assert tick(runtime, end_of_monday + timedelta(hours=10)) == 0
+    (row,) = raised_rows(runtime, PATIENT)
+    assert row.envelope["data"]["kind"] == "urgent-overdue"
+    assert sorted(stored_alerts(runtime, PATIENT)) == [
+        ("phq9-item9", "open"),
+        ("urgent-overdue", "open"),
+    ]
+    with runtime.sessions() as session:
+        assert rebuild_pathways(session, repair=False) == []

@@ -309,7 +309,15 @@ def test_a_referral_reaches_the_coordinators_pathway(embedded: Embedded) -> None
     streams = pathway["streams"]
     assert {"id", "target", "status"} <= set(streams["referrals"][0])
     assert streams["infusion_course"] is None and streams["therapy_episode"] is None
-    assert set(pathway["measures"]) == {"phq9", "gad7", "pain_nrs", "peg", "opioid_mme"}
+    assert set(pathway["measures"]) == {
+        "phq9",
+        "gad7",
+        "pain_nrs",
+        "peg",
+        "opioid_mme",
+        "pain_after_infusion",
+        "phq9_after_infusion",
+    }
     assert [(p["score"], "at" in p) for p in pathway["measures"]["phq9"]] == [(10, True)]
     # Triage by the receiving team, and an MDT review for the item-9 alert the MDT owns.
     actions = pathway["next_actions"]

@@ -143,6 +143,15 @@ def test_acknowledging_an_alert_from_the_page(embedded: Embedded) -> None:
         embedded, f"/patients/{patient_id}/alerts/{alert.id}", {"action": "acknowledge"}
     )
     assert "error=" in again  # already acknowledged: said on the page, nothing written
+    # Issue 12: an urgent alert is resolved with a note; the page says what is missing.
+    bare = post_form(embedded, f"/patients/{patient_id}/alerts/{alert.id}", {"action": "resolve"})
+    assert "error=" in bare and "note" in bare
+    resolved = post_form(
+        embedded,
+        f"/patients/{patient_id}/alerts/{alert.id}",
+        {"action": "resolve", "note": "Seen in clinic; risk assessed."},
+    )
+    assert resolved.startswith(f"/patients/{patient_id}?done=")
 
 
 def test_an_mdt_review_with_a_referral_from_the_page(embedded: Embedded) -> None:

@@ -4,10 +4,12 @@ nothing; lists page by keyset without overlap."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from uuid import UUID, uuid4
 
+import msgspec
 import pytest
 from litestar.exceptions import PermissionDeniedException
 
@@ -16,11 +18,16 @@ from services.coordinator.handlers import handle_event
 from services.coordinator.models import AlertAction, MdtReview, PathwayAlert
 from services.coordinator.schemas import ReviewRequest
 from shared.auth import Role
+from shared.domain import RuleBroken
 from shared.errors import Conflict
+from shared.events import Actor, Envelope, Subject, new_event
 from shared.events.catalogue import (
+    Event,
     MdtReviewRecorded,
     PathwayAlertAcknowledged,
     PathwayAlertResolved,
+    ReferralCancelled,
+    ReferralRejected,
 )
 from shared.tables import InboxEvent
 
@@ -29,6 +36,7 @@ from .conftest import Store, user
 
 MDT = user(Role.mdt, "dr-mdt")
 PSYCHOLOGIST = user(Role.psychologist, "psy-1")
+CLINICIAN = user(Role.infusion_clinician, "nurse-1")
 
 
 @pytest.fixture
@@ -90,7 +98,7 @@ def test_the_same_action_twice_is_a_conflict_that_writes_nothing(coordinator: St
 
 def test_a_resolved_alert_takes_no_further_action(coordinator: Store) -> None:
     _, alert = _pathway_with_risk_alert(coordinator)
-    services.handle_alert(alert.id, "resolved", None, coordinator.uow(MDT), MDT)
+    services.handle_alert(alert.id, "resolved", "seen in clinic", coordinator.uow(MDT), MDT)
     assert isinstance(coordinator.events()[-1], PathwayAlertResolved)
     with pytest.raises(Conflict, match="already resolved"):
         services.handle_alert(alert.id, "acknowledged", None, coordinator.uow(MDT), MDT)
@@ -136,3 +144,162 @@ def test_pathway_pages_follow_on_without_overlap_or_gap(coordinator: Store) -> N
             break
     assert len(seen) == len(set(seen)) == 5
     assert set(seen) == patients
+
+
+# --- issue 12: resolving an urgent alert needs a note and the role that owns it ----------
+
+
+@pytest.mark.parametrize("note", [None, "", "   "])
+def test_resolving_an_urgent_alert_without_a_note_is_refused_naming_the_note(
+    coordinator: Store, note: str | None
+) -> None:
+    """Issue 12 (CLINICAL.md: an alert says who should act): an urgent alert is resolved
+    with a note of what was done; the refusal names the field and writes nothing."""
+    _, alert = _pathway_with_risk_alert(coordinator)
+    with pytest.raises(RuleBroken) as refused:
+        services.handle_alert(alert.id, "resolved", note, coordinator.uow(MDT), MDT)
+    assert refused.value.field == "note"
+    assert "non-empty note" in refused.value.message
+    assert (coordinator.events(), coordinator.rows(AlertAction)) == ([], [])
+
+
+def test_only_the_owning_role_resolves_an_urgent_alert_others_may_acknowledge(
+    coordinator: Store,
+) -> None:
+    """Issue 12: the PHQ-9 item 9 alert is the MDT's (CLINICAL.md Measures: urgent safety
+    alert); an infusion clinician on the pathway may acknowledge it, not resolve it."""
+    _, alert = _pathway_with_risk_alert(coordinator)
+    assert alert.owner_role == "mdt"
+    with pytest.raises(RuleBroken) as refused:
+        services.handle_alert(alert.id, "resolved", "done", coordinator.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "role"
+    assert "(mdt)" in refused.value.message
+    assert coordinator.events() == []
+    services.handle_alert(alert.id, "acknowledged", None, coordinator.uow(CLINICIAN), CLINICIAN)
+    coordinator.end_requests()
+    resolved = services.handle_alert(alert.id, "resolved", "called", coordinator.uow(MDT), MDT)
+    assert resolved.status == "resolved"
+    (_, action) = sorted(coordinator.rows(AlertAction), key=lambda a: a.at)
+    assert (action.action, action.note, action.by_role) == ("resolved", "called", "mdt")
+
+
+# --- issue 12: admins see stage, waits and alert kinds, never scores or item-9 words -------
+
+ADMIN = user(Role.admin, "admin-1")
+
+
+def test_an_admin_sees_stage_and_alert_kinds_but_no_scores_or_item9_wording(
+    coordinator: Store,
+) -> None:
+    """DESIGN.md: admins watch pathway status (waits, breaches, alerts); issue 12: never
+    scores, item-9 wording or clinical notes, in the pathway or the FHIR export."""
+    patient_id, alert = _pathway_with_risk_alert(coordinator)
+    clinical = services.pathway_document(patient_id, coordinator.uow(MDT), MDT)
+    assert clinical["measures"]["phq9"] and "item 9 answered 2" in clinical["alerts"][0]["reason"]
+    coordinator.end_requests()
+    seen = services.pathway_document(patient_id, coordinator.uow(ADMIN), ADMIN)
+    assert seen["stage"] == clinical["stage"] == "referred"
+    (admin_alert,) = seen["alerts"]
+    assert (admin_alert["id"], admin_alert["kind"], admin_alert["severity"]) == (
+        alert.id,
+        "phq9-item9",
+        "urgent",
+    )
+    assert all(points == [] for points in seen["measures"].values())
+    assert seen["outcomes"] == {}
+    text = json.dumps(seen)
+    for clinical_words in ("item 9 answered", "thoughts of self-harm", "PHQ-9 item 9 answered"):
+        assert clinical_words not in text
+    coordinator.end_requests()
+    bundle = services.export_fhir(patient_id, coordinator.uow(ADMIN), ADMIN)
+    kinds = {entry["resource"]["resourceType"] for entry in bundle["entry"]}
+    assert "Flag" in kinds and "ServiceRequest" in kinds
+    assert not kinds & {"Observation", "QuestionnaireResponse"}
+    assert "thoughts" not in json.dumps(bundle) and "answered" not in json.dumps(bundle)
+    coordinator.end_requests()
+    full = services.export_fhir(patient_id, coordinator.uow(MDT), MDT)
+    assert "QuestionnaireResponse" in {e["resource"]["resourceType"] for e in full["entry"]}
+
+
+# --- issue 12: access lasts while the team has an active part in the pathway --------------
+
+
+def _store(coordinator: Store, *envelopes: Envelope) -> None:
+    with coordinator.sessions() as session:
+        for envelope in envelopes:
+            handle_event(session, envelope)
+        session.commit()
+
+
+def _ended(patient_id: UUID, referral_id: UUID, event: Event, minutes: int) -> Envelope:
+    envelope = new_event(
+        data=event,
+        producer="referrals",
+        patient_id=patient_id,
+        subject=Subject(type="referral", id=str(referral_id)),
+        actor=Actor(user_id="psy-1", role="psychologist"),
+        correlation_id="corr-access",
+        occurred_at=T0 + timedelta(minutes=minutes),
+    )
+    return msgspec.structs.replace(envelope, sequence=2)
+
+
+@pytest.mark.parametrize("ending", ["rejected", "cancelled"])
+def test_a_rejected_or_withdrawn_referral_no_longer_grants_access(
+    coordinator: Store, ending: str
+) -> None:
+    """Issue 12 (DESIGN.md Security: object-level checks): a team sees a pathway while
+    it has an active part in it; a rejected or withdrawn referral does not grant access
+    for ever."""
+    patient_id, referral_id = uuid4(), uuid4()
+    _store(
+        coordinator,
+        referral_received(patient_id, referral_id=referral_id, target="psychology", phq9_item9=0),
+    )
+    services.pathway_document(patient_id, coordinator.uow(PSYCHOLOGIST), PSYCHOLOGIST)
+    coordinator.end_requests()
+    at = T0 + timedelta(minutes=5)
+    event: Event = (
+        ReferralRejected(referral_id=referral_id, target="psychology", rejected_at=at)
+        if ending == "rejected"
+        else ReferralCancelled(
+            referral_id=referral_id,
+            target="psychology",
+            previous_status="received",
+            cancelled_at=at,
+        )
+    )
+    _store(coordinator, _ended(patient_id, referral_id, event, 5))
+    with pytest.raises(PermissionDeniedException):
+        services.pathway_document(patient_id, coordinator.uow(PSYCHOLOGIST), PSYCHOLOGIST)
+    coordinator.end_requests()
+    # The MDT still sees it; a new psychology referral gives the team its part back.
+    services.pathway_document(patient_id, coordinator.uow(MDT), MDT)
+    coordinator.end_requests()
+    _store(
+        coordinator,
+        referral_received(
+            patient_id, target="psychology", phq9_item9=0, occurred_at=T0 + timedelta(days=1)
+        ),
+    )
+    services.pathway_document(patient_id, coordinator.uow(PSYCHOLOGIST), PSYCHOLOGIST)
+
+
+def test_the_teams_with_access_follow_the_referrals_state() -> None:
+    """Issue 12: the pathway's teams are those with an active part, as the fold sees it
+    (so a rebuild gives the same access)."""
+    from services.coordinator.projection import active_teams, project
+
+    patient_id, referral_id = uuid4(), uuid4()
+    received = referral_received(
+        patient_id, referral_id=referral_id, target="psychology", phq9_item9=0
+    )
+    at = T0 + timedelta(minutes=5)
+    rejected = _ended(
+        patient_id,
+        referral_id,
+        ReferralRejected(referral_id=referral_id, target="psychology", rejected_at=at),
+        5,
+    )
+    assert active_teams(project(patient_id, [received])) == ["psychology"]
+    assert active_teams(project(patient_id, [received, rejected])) == []
