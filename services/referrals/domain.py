@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Literal
 
+from shared.calendar import working_calendar
 from shared.domain import IllegalTransition as IllegalTransition
 from shared.domain import RuleBroken, StateMachine
 from shared.measures import PHQ9, InvalidItems, Score, check_pain_nrs, score
@@ -166,27 +168,36 @@ def standard_for(
 
 
 def working_days_between(start: date, end: date) -> int:
-    """Monday-to-Friday days after ``start`` up to and including ``end``.
+    """Working days after ``start`` up to and including ``end``, in the clinic's calendar
+    (Monday to Friday less England and Wales bank holidays, shared/calendar.py)."""
+    calendar = working_calendar()
+    span = (end - start).days
+    return sum(1 for n in range(1, span + 1) if calendar.is_working_day(start + timedelta(days=n)))
 
-    Bank holidays are not known here; a clinic's calendar would refine this.
-    """
-    if end <= start:
-        return 0
-    whole_weeks, remainder = divmod((end - start).days, 7)
-    days = whole_weeks * 5
-    for offset in range(1, remainder + 1):
-        if (start + timedelta(days=offset)).weekday() < 5:
-            days += 1
-    return days
+
+WaitingState = Literal["within", "at-risk", "breached"]
 
 
 def waiting_days(received_at: datetime, until: datetime, standard: WaitingStandard) -> int:
     if standard.working_days:
-        return working_days_between(received_at.date(), until.date())
+        calendar = working_calendar()
+        return working_days_between(calendar.day_of(received_at), calendar.day_of(until))
     return max((until.date() - received_at.date()).days, 0)
 
 
-def waiting_state(days: int, standard: WaitingStandard) -> str:
+def triage_state(received_at: datetime, until: datetime, standard: WaitingStandard) -> WaitingState:
+    """A working-day standard is judged on the moment it falls due, the coordinator's own
+    (shared/triage.py): breached from the same wall-clock time on the last working day,
+    at risk from that time a working day before."""
+    calendar = working_calendar()
+    if until >= calendar.add_working_days(received_at, standard.breach_after_days):
+        return "breached"
+    if until >= calendar.add_working_days(received_at, standard.at_risk_after_days):
+        return "at-risk"
+    return "within"
+
+
+def waiting_state(days: int, standard: WaitingStandard) -> WaitingState:
     if days >= standard.breach_after_days:
         return "breached"
     if days >= standard.at_risk_after_days:

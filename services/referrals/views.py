@@ -99,6 +99,10 @@ def waiting(referral: Referral, now: datetime) -> Waiting:
             source=standard.source,
         ),
         elapsed=elapsed,
-        state=domain.waiting_state(elapsed, standard),  # type: ignore[arg-type]
+        state=(
+            domain.triage_state(referral.received_at, until, standard)
+            if standard.working_days
+            else domain.waiting_state(elapsed, standard)
+        ),
         clock_stopped=stopped,
     )

@@ -32,11 +32,14 @@ from services.referrals.domain import (
     next_status,
     sees_clinical_detail,
     standard_for,
+    triage_state,
     waiting_days,
     waiting_state,
     working_days_between,
 )
+from shared.calendar import working_calendar
 from shared.policy import default_policy
+from shared.triage import triage_due
 
 TARGETS = ("psychology", "ketamine-infusion", "pain-mdt")
 ROLES = ("referrer", "psychologist", "infusion-clinician", "mdt", "admin", "service")
@@ -285,6 +288,7 @@ def test_day_zero_is_within_every_standard() -> None:
 
 
 # 2026-11-27 is a Friday.
+LONDON = working_calendar()
 FRIDAY = date(2026, 11, 27)
 SATURDAY, SUNDAY, MONDAY = (FRIDAY + timedelta(days=n) for n in (1, 2, 3))
 
@@ -322,8 +326,27 @@ def test_working_days_agree_with_counting_day_by_day() -> None:
         start = MONDAY + timedelta(days=start_offset)
         for length in range(40):
             end = start + timedelta(days=length)
-            slow = sum(1 for n in range(1, length + 1) if (start + timedelta(days=n)).weekday() < 5)
+            slow = sum(
+                1 for n in range(1, length + 1) if LONDON.is_working_day(start + timedelta(days=n))
+            )
             assert working_days_between(start, end) == slow, (start, end)
+
+
+def test_bank_holidays_are_not_working_days() -> None:
+    """CLINICAL.md, Waiting times: England and Wales bank holidays; Christmas 2026 falls on
+    a Friday, Boxing Day's substitute is Monday 28 December."""
+    assert working_days_between(date(2026, 12, 24), date(2026, 12, 29)) == 1
+
+
+def test_the_inbox_breaches_an_urgent_referral_when_the_coordinator_does() -> None:
+    """One triage clock (shared/triage.py): the inbox's state turns at the very moment the
+    coordinator's triage-overdue alert falls due, not at midnight before it."""
+    standard = standard_for("psychology", "urgent", RECEIVED, POLICY)
+    received = datetime(2026, 11, 27, 16, 30, tzinfo=UTC)  # Friday
+    due = triage_due(received, "urgent")
+    assert due == datetime(2026, 12, 1, 16, 30, tzinfo=UTC)
+    assert triage_state(received, due - timedelta(minutes=1), standard) == "at-risk"
+    assert triage_state(received, due, standard) == "breached"
 
 
 def test_an_urgent_referral_on_friday_breaches_on_tuesday_not_sunday() -> None:
