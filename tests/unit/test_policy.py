@@ -27,6 +27,7 @@ from shared.policy import (
     CoursePolicy,
     DosePolicy,
     PolicyError,
+    RequestPolicy,
     TherapyPolicy,
     VitalsPolicy,
     WaitingPolicy,
@@ -83,8 +84,9 @@ TODAY = ClinicalPolicy(
     ),
     therapy=TherapyPolicy(dna_threshold=2, min_treatment_appointments=2, slot_minutes=60),
     alerts=AlertPolicy(review_due_days=7, maintenance_decision_due_days=14),
+    requests=RequestPolicy(idempotency_key_hours=24),
 )
-SECTIONS = ("waits", "change", "dose", "vitals", "course", "therapy", "alerts")
+SECTIONS = ("waits", "change", "dose", "vitals", "course", "therapy", "alerts", "requests")
 
 
 @pytest.fixture(autouse=True)
