@@ -72,6 +72,9 @@ class PlatformSettings(BaseSettings):
     # How often the coordinator looks for waits and infusions that have become overdue
     # (0 turns it off). Thresholds are days and weeks; a minute is prompt enough.
     clock_interval_s: float = Field(default=60.0, ge=0)
+    # How often expired idempotency keys and their stored answers (patient data) are
+    # deleted (0 turns it off; an expired key still acts as new when it is reused).
+    idempotency_sweep_interval_s: float = Field(default=600.0, ge=0)
     log_level: str = "INFO"
     # JSON lines; unset, JSON in production and readable console lines in development.
     log_json: bool | None = None
