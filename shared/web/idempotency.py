@@ -27,7 +27,10 @@ from shared import idempotency
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import User
 from shared.idempotency import HEADER, REPLAYED_HEADER, IdempotentRequest, StoredAnswer
+from shared.observability import get_logger
 from shared.tables import IdempotencyKey
+
+log = get_logger(__name__)
 
 KEY_DESCRIPTION = (
     "Makes a retry safe (a double click, a resubmitted form, a retry after a timeout). "
@@ -125,7 +128,7 @@ def answer_once(fn: Callable[..., Any], status_code: int) -> Callable[..., Any]:
             try:
                 answer = _answer(await fn(*args, **kwargs), status_code)
             except BaseException:
-                await sync_to_thread(idempotency.abandon, db)
+                await sync_to_thread(_abandon, db)
                 raise
             return await sync_to_thread(_keep, db, claimed, answer)
 
@@ -143,7 +146,7 @@ def answer_once(fn: Callable[..., Any], status_code: int) -> Callable[..., Any]:
             try:
                 answer = _answer(fn(*args, **kwargs), status_code)
             except BaseException:
-                idempotency.abandon(db)
+                _abandon(db)
                 raise
             return _keep(db, claimed, answer)
 
@@ -168,6 +171,13 @@ def _claim(db: Session, audit: AccessTrail, keyed: KeyedRequest) -> IdempotencyK
         )
         db.commit()
     return claimed
+
+
+def _abandon(db: Session) -> None:
+    try:
+        idempotency.abandon(db)
+    except Exception as error:  # the request's own error is the one to answer with
+        log.warning("idempotency.abandon_failed", error=type(error).__name__)
 
 
 def _answer(result: Any, status_code: int) -> StoredAnswer:

@@ -4,6 +4,7 @@ are per caller; a failed request does not keep its key; keys expire with the pol
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -229,3 +230,26 @@ def test_every_changing_route_documents_the_header(embedded: Embedded) -> None:
         keyed_operations
     )
     assert len(keyed_operations) >= 35
+
+
+def test_two_requests_with_one_key_at_once_make_one_referral_on_sqlite(
+    embedded: Embedded,
+) -> None:
+    patient_id = register(embedded)
+    key = str(uuid4())
+    start = threading.Barrier(2)
+    responses: list[Any] = []
+
+    def send() -> None:
+        start.wait()
+        responses.append(refer(embedded, patient_id, key))
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    first, second = responses
+    assert first.status_code == second.status_code == 201, (first.text, second.text)
+    assert first.content == second.content
+    assert referrals_of(embedded, patient_id) == 1
