@@ -137,9 +137,10 @@ def claim(
             # An expired key acts as new: its old answer goes, in this transaction.
             _delete_expired(held, now, caller=request.caller, key=request.key)
             continue
-        answer = _answer_for(stored, request)
-        held.rollback()
-        return answer
+        try:
+            return _answer_for(stored, request)
+        finally:
+            held.rollback()  # nothing of this request's is kept, answered or refused
     raise Conflict(f"a request with this {HEADER} is in progress; retry shortly", field=HEADER)
 
 
