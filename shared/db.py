@@ -14,6 +14,34 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, SQLModel, create_engine, select
 from sqlmodel.sql.expression import SelectOfScalar
 
+
+class CarepathSession(Session):
+    """A session whose commit a request can hold (shared.idempotency).
+
+    While held, ``commit()`` only flushes: the command's rows, its outbox events and its
+    audit stay in the open transaction until the request's stored answer is written
+    beside them, and ``release_commit`` commits all of it at once. The hold is here, not
+    in the unit of work, so a route that commits its session directly is held too.
+    """
+
+    def hold_commit(self) -> None:
+        self.info[_HELD] = True
+
+    def release_commit(self) -> None:
+        self.info.pop(_HELD, None)
+
+    @property
+    def commit_held(self) -> bool:
+        return bool(self.info.get(_HELD))
+
+    def commit(self) -> None:
+        if self.commit_held:
+            self.flush()
+            return
+        super().commit()
+
+
+_HELD = "commit_held"
 SessionFactory = sessionmaker[Session]
 
 Row = TypeVar("Row", bound=SQLModel)
@@ -66,7 +94,7 @@ def _sqlite_engine(url: str, database: str | None) -> Engine:
 
 def make_session_factory(engine: Engine) -> SessionFactory:
     # expire_on_commit=False: objects stay readable after commit, for the response.
-    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+    return sessionmaker(bind=engine, class_=CarepathSession, expire_on_commit=False)
 
 
 def ping(engine: Engine) -> None:

@@ -26,7 +26,9 @@ from sqlmodel.sql.sqltypes import AutoString
 import shared.tables  # noqa: F401 - the platform tables join the metadata
 
 # Every service's database has these, beside its own tables.
-PLATFORM_TABLES = frozenset({"outbox", "inbox", "dead_letter", "audit_log", "feed_position"})
+PLATFORM_TABLES = frozenset(
+    {"outbox", "inbox", "dead_letter", "audit_log", "feed_position", "idempotency_key"}
+)
 
 
 def alembic_config(migrations_dir: Path, database_url: str) -> Config:
@@ -100,6 +102,7 @@ json = ColumnOf(sa.JSON())
 date = ColumnOf(sa.Date())
 time = ColumnOf(sa.Time())
 timestamp = ColumnOf(sa.DateTime(timezone=True))
+binary = ColumnOf(sa.LargeBinary())
 
 
 def string(
@@ -201,3 +204,27 @@ def create_platform_tables() -> None:
 def drop_platform_tables() -> None:
     for table in ("feed_position", "outbox", "inbox", "dead_letter", "audit_log"):
         op.drop_table(table)
+
+
+def create_idempotency_table() -> None:
+    """The stored answers to requests sent with an Idempotency-Key (shared.idempotency):
+    the one copy of their DDL, called from every service's migration that adds them."""
+    op.create_table(
+        "idempotency_key",
+        string("caller", 150),
+        string("key", 255),
+        string("method", 10),
+        string("path", 300),
+        string("body_sha256", 64),
+        integer("status"),
+        string("media_type", 100),
+        binary("response"),
+        timestamp("created_at"),
+        timestamp("expires_at"),
+        sa.PrimaryKeyConstraint("caller", "key"),
+    )
+    index_columns("idempotency_key", "expires_at")
+
+
+def drop_idempotency_table() -> None:
+    op.drop_table("idempotency_key")

@@ -299,8 +299,22 @@ class AlertPolicy(_Section, frozen=True):
     ]
 
 
+class RequestPolicy(_Section, frozen=True):
+    """Operational: how the API treats a repeated request (shared.idempotency)."""
+
+    idempotency_key_hours: Annotated[
+        int,
+        Meta(ge=1, le=720),
+        Meta(
+            description="local policy: a request's Idempotency-Key and the answer stored with "
+            "it are kept 24 hours; after that the key acts as new and the stored answer, "
+            "which holds patient data, is deleted"
+        ),
+    ]
+
+
 class ClinicalPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The whole policy, one section per part of CLINICAL.md."""
+    """The whole policy, one section per part of CLINICAL.md, and the API's own."""
 
     waits: WaitingPolicy
     change: ChangePolicy
@@ -309,6 +323,7 @@ class ClinicalPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     course: CoursePolicy
     therapy: TherapyPolicy
     alerts: AlertPolicy
+    requests: RequestPolicy
 
 
 # --- loading --------------------------------------------------------------------------

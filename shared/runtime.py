@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from dramatiq import Broker
 from dramatiq.brokers.redis import RedisBroker
 
-from shared import db, migrations
+from shared import db, idempotency, migrations
 from shared.catchup import FEED_LAG, FeedFollower, ReadPage, feed_over_http
 from shared.events import Envelope, decode_envelope
 from shared.events.subscriptions import feeds_of
@@ -181,6 +182,15 @@ class ServiceRuntime:
                     interval,
                     follower.catch_up_all,
                     first_after_s=min(interval, 1.0),
+                )
+            )
+        sweep_s = self.settings.platform.idempotency_sweep_interval_s
+        if sweep_s > 0:
+            tasks.append(
+                PeriodicTask(
+                    f"{self.name}-idempotency-sweep",
+                    sweep_s,
+                    partial(idempotency.sweep, self.sessions),
                 )
             )
         if self.spec.background is not None:

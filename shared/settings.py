@@ -75,6 +75,9 @@ class PlatformSettings(BaseSettings):
     # Origins a browser may call the API from (CORS); none by default: the pages are
     # served from the API's own origin.
     cors_origins: list[str] = Field(default_factory=list)
+    # How often expired idempotency keys and their stored answers (patient data) are
+    # deleted (0 turns it off; an expired key still acts as new when it is reused).
+    idempotency_sweep_interval_s: float = Field(default=600.0, ge=0)
     log_level: str = "INFO"
     # JSON lines; unset, JSON in production and readable console lines in development.
     log_json: bool | None = None

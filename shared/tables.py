@@ -1,4 +1,5 @@
-"""Tables every service has in its own database: outbox, inbox, dead letters, audit."""
+"""Tables every service has in its own database: outbox, inbox, dead letters, audit,
+feed positions and idempotency keys."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     UniqueConstraint,
     text,
 )
@@ -190,3 +192,28 @@ class FeedPosition(SQLModel, table=True):
     # An event that keeps failing is retried on later reads, then dead-lettered.
     failing_event_id: str | None = Field(default=None, max_length=64)
     failures: int = 0
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """The answer to a request sent with an ``Idempotency-Key`` (shared.idempotency),
+    written in the transaction of the change it answers for.
+
+    The key is the caller's: another user's request with the same key is another key.
+    The response body is patient data: it stays in this service's database and is
+    deleted once it expires.
+    """
+
+    __tablename__ = "idempotency_key"
+
+    # "role:user id" of the caller.
+    caller: str = Field(primary_key=True, max_length=150)
+    key: str = Field(primary_key=True, max_length=255)
+    method: str = Field(max_length=10)
+    path: str = Field(max_length=300)
+    # sha256 of the raw request body, hex.
+    body_sha256: str = Field(max_length=64)
+    status: int
+    media_type: str = Field(max_length=100)
+    response: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Timestamp()
+    expires_at: datetime = Timestamp(index=True)

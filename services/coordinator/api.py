@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, get
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
@@ -131,10 +131,11 @@ class PathwayController(Controller):
     def export_fhir(self, patient_id: FromPath[UUID], uow: UowDep, user: UserDep) -> dict[str, Any]:
         return services.export_fhir(patient_id, uow, user)
 
-    @post(
+    @command(
         "/{patient_id:uuid}/reviews",
         operation_id="recordMdtReview",
-        guards=[requires(Role.mdt)],
+        roles=(Role.mdt,),
+        status_code=201,
         summary="Record the MDT's review; a decision to refer makes the referral",
         description=(
             "`refer-psychology` needs `referral`: the coordinator asks the referrals service "

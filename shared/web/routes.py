@@ -147,11 +147,15 @@ class FeedController(Controller):
     def positions(self, db: NamedDependency[Session]) -> list[FeedLag]:
         return feed_lags(db)
 
+    # Not idempotent by key: the repair consumes in transactions of its own, where no
+    # stored answer could join it, and a repeat is harmless (the inbox makes each event
+    # count once).
     @command(
         "/reconcile",
         operation_id="reconcileFeeds",
         summary="Compare every producer feed with this consumer's inbox; repair consumes "
         "what is missing",
+        idempotent=False,
     )
     def reconcile(
         self, runtime: NamedDependency[ServiceRuntime], data: JSONBody[ReconcileRequest]

@@ -27,6 +27,7 @@ from shared.policy import (
     CoursePolicy,
     DosePolicy,
     PolicyError,
+    RequestPolicy,
     TherapyPolicy,
     VitalsPolicy,
     WaitingPolicy,
@@ -91,8 +92,9 @@ TODAY = ClinicalPolicy(
     alerts=AlertPolicy(
         review_due_days=7, maintenance_decision_due_days=14, urgent_escalation_minutes=0
     ),
+    requests=RequestPolicy(idempotency_key_hours=24),
 )
-SECTIONS = ("waits", "change", "dose", "vitals", "course", "therapy", "alerts")
+SECTIONS = ("waits", "change", "dose", "vitals", "course", "therapy", "alerts", "requests")
 
 
 @pytest.fixture(autouse=True)
