@@ -38,7 +38,7 @@ from shared.events.catalogue import (
     ReferralAccepted,
 )
 from shared.measures import PHQ9, InvalidItems, Score, score
-from shared.policy import DosePolicy
+from shared.policy import ClinicalPolicy, DosePolicy
 
 Outcome = Literal["eligible", "ineligible", "needs-override"]
 
@@ -99,16 +99,21 @@ def score_phq9(items: Sequence[int], field: str) -> Score:
 
 
 def assess(
-    course: InfusionCourse, data: AssessmentCreate, by: str, now: datetime
+    course: InfusionCourse,
+    data: AssessmentCreate,
+    by: str,
+    now: datetime,
+    policy: ClinicalPolicy,
 ) -> tuple[EligibilityAssessment, InfusionAssessmentRecorded]:
     """Record an eligibility assessment: the checklist decides eligible, ineligible or
     waiting for a clinician's override of a caution."""
     require_open(course, "assess")
+    dose_policy = policy.dose
     domain.check_physiological(
-        {"systolic": data.systolic, "diastolic": data.diastolic, "heart_rate": data.heart_rate}
+        {"systolic": data.systolic, "diastolic": data.diastolic, "heart_rate": data.heart_rate},
+        policy.vitals,
     )
-    if not 20 <= data.weight_kg <= 300:
-        raise domain.InfusionRuleBroken("weight_kg", "must be between 20 and 300 kg")
+    domain.check_weight(data.weight_kg, dose_policy)
     eligibility = domain.assess_eligibility(
         {item: answer.present for item, answer in data.checklist.items()},
         [override.caution for override in data.overrides],
@@ -162,6 +167,7 @@ def agree_plan(
     above the hard ceiling never. The first plan makes a planned course active."""
     require_open(course, "agree a plan")
     require_eligible(latest)
+    assert latest is not None  # require_eligible
     dose = domain.check_dose(
         indication=data.indication,
         weight_kg=data.weight_kg,
@@ -171,10 +177,12 @@ def agree_plan(
         duration_hours=data.duration_hours,
         policy=policy,
     )
+    domain.check_plan_weight(data.weight_kg, latest.weight_kg, policy)
     if dose.outside_band and data.override is None:
         raise domain.InfusionRuleBroken(
             dose.outside_band[0],
-            "outside the CLINICAL.md band: a clinician's override with a reason is needed",
+            f"outside the CLINICAL.md band (acceptable: {dose.why[0]}), or a clinician's "
+            "override with a reason",
         )
     override = None
     if dose.outside_band and data.override is not None:

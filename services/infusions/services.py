@@ -38,9 +38,10 @@ from services.infusions.schemas import (
 )
 from shared.audit import AuditAction
 from shared.auth import User
+from shared.clock import now
 from shared.events.catalogue import Event, ReferralAccepted
 from shared.policy import clinical_policy
-from shared.tables import as_utc, utcnow
+from shared.tables import as_utc
 from shared.uow import UnitOfWork
 
 # --- courses ---------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def assess(
 ) -> EligibilityAssessment:
     with uow:
         found = _course(uow, course_id, lock=True)
-        assessment, recorded = course.assess(found, data, user.id, utcnow())
+        assessment, recorded = course.assess(found, data, user.id, now(), clinical_policy())
         uow.session.add(assessment)
         _publish(uow, found, [recorded])
         overridden = recorded.cautions_overridden
@@ -92,7 +93,7 @@ def agree_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -
         found = _course(uow, course_id, lock=True)
         latest = repository.latest_assessment(uow.session, found.id)
         plan, events = course.agree_plan(
-            found, latest, data, user.id, utcnow(), clinical_policy().dose
+            found, latest, data, user.id, now(), clinical_policy().dose
         )
         uow.session.add_all([plan, found])
         _publish(uow, found, events)
@@ -114,7 +115,7 @@ def schedule(course_id: UUID, data: SessionCreate, uow: UnitOfWork, user: User) 
             len(repository.sessions(uow.session, found.id)),
             (as_utc(data.start), as_utc(data.end)),
             data.kind,
-            utcnow(),
+            now(),
         )
         uow.session.add(new)
         _publish(uow, found, [scheduled])
@@ -135,7 +136,7 @@ def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> 
     with uow:
         found = _course(uow, course_id, lock=True)
         open_sessions = repository.sessions_in(uow.session, found.id, domain.OPEN_SESSION)
-        events = course.close(found, open_sessions, data, utcnow())
+        events = course.close(found, open_sessions, data, now())
         uow.session.add_all([found, *open_sessions])
         _publish(uow, found, events)
         _audit_course(uow, found, f"closed: {data.reason}")
@@ -146,7 +147,7 @@ def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> 
 def _change_status(course_id: UUID, action: str, reason: str, uow: UnitOfWork) -> InfusionCourse:
     with uow:
         found = _course(uow, course_id, lock=True)
-        changed = course.change_status(found, action, reason, utcnow())
+        changed = course.change_status(found, action, reason, now())
         uow.session.add(found)
         _publish(uow, found, [changed])
         _audit_course(uow, found, f"status {found.status}")
@@ -204,7 +205,7 @@ def start(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
         course.require_active(of, "start an infusion")
         course.require_eligible(repository.latest_assessment(uow.session, of.id))
         vitals_before = repository.has_vitals_before(uow.session, found.id)
-        started = session.start(found, vitals_before, utcnow())
+        started = session.start(found, vitals_before, now())
         _store(uow, found, of, [started], "started")
     return found
 
@@ -214,7 +215,7 @@ def record_vitals(
 ) -> VitalsReading:
     with uow:
         found, of = _session_and_course(uow, session_id)
-        at = as_utc(data.at) if data.at else utcnow()
+        at = as_utc(data.at) if data.at else now()
         reading, out_of_range = session.record_vitals(
             found, data, at, user.id, clinical_policy().vitals
         )
@@ -248,7 +249,7 @@ def record_adverse_event(
 ) -> InfusionSession:
     with uow:
         found, of = _session_and_course(uow, session_id)
-        adverse, events = session.record_adverse_event(found, data, user.id, utcnow())
+        adverse, events = session.record_adverse_event(found, data, user.id, now())
         uow.session.add_all([adverse, found])
         _publish(uow, of, events)
         detail = f"{data.code} {data.severity}"
@@ -276,7 +277,7 @@ def complete(
             repository.baseline(uow.session, of.id),
             (data.pain_nrs, data.mood, phq9),
             len(repository.sessions_in(uow.session, of.id, (domain.COMPLETED,))),
-            utcnow(),
+            now(),
             clinical_policy().change,
         )
         uow.session.add(of)
@@ -295,7 +296,7 @@ def abandon(session_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infu
 def _end(session_id: UUID, action: session.Ending, reason: str, uow: UnitOfWork) -> InfusionSession:
     with uow:
         found, of = _session_and_course(uow, session_id)
-        ended = session.end(found, action, reason, utcnow())
+        ended = session.end(found, action, reason, now())
         _store(uow, found, of, [ended], action)
     return found
 
@@ -348,7 +349,7 @@ def open_course(
     # re-sent event with a new id (an operator's replay of an old message, say).
     if repository.course_of_referral(uow.session, accepted.referral_id) is not None:
         return None
-    new, opened = course.open_from_referral(accepted, patient_id, utcnow())
+    new, opened = course.open_from_referral(accepted, patient_id, now())
     uow.session.add(new)
     _publish(uow, new, [opened], causation_id)
     return new

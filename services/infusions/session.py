@@ -92,7 +92,7 @@ def record_vitals(
         "heart_rate": data.heart_rate,
         "spo2": data.spo2,
     }
-    domain.check_physiological(values)
+    domain.check_physiological(values, policy)
     _require(infusion, "record vitals")
     crossed = domain.vitals_out_of_range(data.phase, values, policy)
     reading = VitalsReading(

@@ -670,6 +670,32 @@ def test_a_dose_outside_the_band_without_override_is_refused(embedded: Embedded)
     assert courses_of(embedded, opened.patient_id)[0]["status"] == "planned"
 
 
+def test_issue_12_dose_refusals_name_the_field_and_what_is_acceptable(
+    embedded: Embedded,
+) -> None:
+    """Issue 12; CLINICAL.md "Dosing plan": a depression plan faster than 0.75 mg/kg/h
+    (0.5 mg/kg over 40 minutes, Sanacora 2017); the hard duration and total ceilings
+    (local policy) an override cannot pass; the plan's weight against the assessment's."""
+    opened = open_course(embedded)
+    assess(embedded, opened.course_id)  # 70 kg
+    path = f"/api/infusion-courses/{opened.course_id}/plan"
+    depression = {
+        "indication": "depression",
+        "rate_mg_per_kg_per_h": None,
+        "duration_hours": None,
+        "dose_mg_per_kg": 0.75,
+        "infusion_minutes": 10,
+    }
+    problem = refused(embedded, path, plan_body(**depression), "infusion_minutes")
+    assert "at least 60 minutes" in problem["errors"][0]["message"]
+    assert "override" in problem["errors"][0]["message"]
+    long = plan_body(rate_mg_per_kg_per_h=1.0, duration_hours=48, override={"reason": "x"})
+    refused(embedded, path, long, "duration_hours")
+    problem = refused(embedded, path, plan_body(weight_kg=154), "weight_kg")
+    assert "70 kg" in problem["errors"][0]["message"]
+    assert courses_of(embedded, opened.patient_id)[0]["status"] == "planned"
+
+
 def test_a_plan_needs_an_eligible_assessment(embedded: Embedded) -> None:
     opened = open_course(embedded)
     path = f"/api/infusion-courses/{opened.course_id}/plan"
@@ -711,9 +737,9 @@ def test_a_session_in_the_past_or_too_long_is_refused(embedded: Embedded) -> Non
 
 
 VITALS_OUT_OF_RANGE = [
-    ("systolic", 20),
+    ("systolic", 0),
     ("systolic", 400),
-    ("diastolic", 10),
+    ("diastolic", 0),
     ("diastolic", 140),  # above the systolic 130
     ("heart_rate", 0),
     ("spo2", 101),
@@ -721,14 +747,27 @@ VITALS_OUT_OF_RANGE = [
 
 
 def test_vitals_outside_physiological_range_are_refused(embedded: Embedded) -> None:
-    """Issue 4: vitals outside physiological range (e.g. systolic 20 or 400) are a 422
-    naming the field, nothing written."""
+    """Issue 4, as issue 12 narrows it: only impossible vitals (systolic 0 or 400, SpO2
+    101: the policy's vitals.impossible_above_*) are a 422 naming the field, nothing
+    written. (Systolic 20 was refused; issue 12 records critically abnormal values.)"""
     opened = planned_course(embedded)
     session = schedule(embedded, opened.course_id)
     step(embedded, session["id"], "check-in")
     path = f"/api/infusion-sessions/{session['id']}/vitals"
     for field, value in VITALS_OUT_OF_RANGE:
         refused(embedded, path, {"phase": "before", **VITALS_OK, field: value}, field)
+
+
+def test_critically_abnormal_vitals_are_recorded_not_refused(embedded: Embedded) -> None:
+    """Issue 12; CLINICAL.md "During a session": SpO2 45 and systolic 60 are recorded (and
+    SpO2 < 92% crosses its alert), never refused as out of range."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    step(embedded, session["id"], "check-in")
+    critical = {"phase": "before", "systolic": 60, "diastolic": 35, "heart_rate": 40, "spo2": 45}
+    reading = step(embedded, session["id"], "vitals", critical)
+    assert (reading["systolic"], reading["spo2"]) == (60, 45)
+    assert reading["out_of_range"] == ["SpO2 45% < 92%"]
 
 
 def test_a_negative_weight_is_refused(embedded: Embedded) -> None:
@@ -758,7 +797,7 @@ def test_an_assessment_with_bad_items_is_refused_naming_them(embedded: Embedded)
     del partial["pregnancy"]
     refused(embedded, path, assessment_body(checklist=partial), "checklist.pregnancy")
     refused(embedded, path, assessment_body(prior_treatments=[]), "prior_treatments")
-    refused(embedded, path, assessment_body(systolic=20), "systolic")
+    refused(embedded, path, assessment_body(systolic=0), "systolic")
     refused(
         embedded,
         path,

@@ -27,6 +27,7 @@ from services.infusions.schemas import (
     ChecklistItem,
     CourseClosure,
     DoseGiven,
+    DoseOverride,
     PlanCreate,
     PriorTreatment,
     Reason,
@@ -351,3 +352,71 @@ def test_a_course_with_an_infusion_running_is_not_closed_and_nothing_is_written(
     assert refused.value.current == "in-progress"
     assert _written(clinic) == before
     assert clinic.rows(InfusionCourse)[0].status == "active"
+
+
+# --- issue 12: the infusion-side safety rules ------------------------------------------
+
+
+def _refused_plan(clinic: Store, course: InfusionCourse, data: PlanCreate) -> RuleBroken:
+    before = _written(clinic)
+    with pytest.raises(RuleBroken) as refused:
+        services.agree_plan(course.id, data, clinic.uow(CLINICIAN), CLINICIAN)
+    assert _written(clinic) == before
+    return refused.value
+
+
+def test_a_depression_plan_faster_than_the_policy_rate_is_refused_unless_overridden(
+    clinic: Store,
+) -> None:
+    """Issue 12; CLINICAL.md "Dosing plan": 0.5 mg/kg over 40 minutes (Sanacora 2017) is
+    0.75 mg/kg/h (dose.depression_max_mg_per_kg_per_h); 0.75 mg/kg over 10 minutes passed."""
+    course = _course(clinic, planned=False)
+    fast = PlanCreate(
+        indication="depression", weight_kg=80, dose_mg_per_kg=0.75, infusion_minutes=10
+    )
+    refused = _refused_plan(clinic, course, fast)
+    assert refused.field == "infusion_minutes"
+    assert "over at least 60 minutes" in refused.message
+    overridden = PlanCreate(
+        indication="depression",
+        weight_kg=80,
+        dose_mg_per_kg=0.75,
+        infusion_minutes=10,
+        override=DoseOverride(reason="trial protocol agreed at MDT"),
+    )
+    plan = services.agree_plan(course.id, overridden, clinic.uow(CLINICIAN), CLINICIAN)
+    assert plan.override is not None
+    assert (plan.override["clinician"], plan.override["fields"]) == (
+        "ketamine-1",
+        ["infusion_minutes"],
+    )
+
+
+def test_an_override_does_not_pass_the_hard_duration_ceiling(clinic: Store) -> None:
+    """Issue 12 (local policy, dose.pain_ceiling_hours): 1 mg/kg/h x 48 h with an override
+    passed."""
+    course = _course(clinic, planned=False)
+    data = PlanCreate(
+        indication="pain",
+        weight_kg=80,
+        rate_mg_per_kg_per_h=1.0,
+        duration_hours=48,
+        override=DoseOverride(reason="asked for"),
+    )
+    assert _refused_plan(clinic, course, data).field == "duration_hours"
+
+
+def test_a_plan_weight_in_pounds_is_refused(clinic: Store) -> None:
+    """Issue 12; CLINICAL.md "Dosing plan": the weight used is the patient's, within
+    dose.plan_weight_difference_fraction (10%) of the latest assessment's 80 kg."""
+    course = _course(clinic, planned=False)
+    pounds = PlanCreate(
+        indication="depression", weight_kg=176, dose_mg_per_kg=0.5, infusion_minutes=40
+    )
+    refused = _refused_plan(clinic, course, pounds)
+    assert refused.field == "weight_kg"
+    assert "80 kg" in refused.message
+    close = PlanCreate(
+        indication="depression", weight_kg=88, dose_mg_per_kg=0.5, infusion_minutes=40
+    )
+    assert services.agree_plan(course.id, close, clinic.uow(CLINICIAN), CLINICIAN).total_mg == 44
