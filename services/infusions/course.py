@@ -33,8 +33,10 @@ from shared.events.catalogue import (
     InfusionCourseClosed,
     InfusionCourseOpened,
     InfusionCourseStatusChanged,
+    InfusionMaintenanceOpened,
     InfusionPlanAgreed,
     InfusionSessionScheduled,
+    MdtReviewRecorded,
     ReferralAccepted,
 )
 from shared.measures import PHQ9, InvalidItems, Score, score
@@ -286,6 +288,71 @@ def change_status(
         previous_status=previous,
         changed_at=now,
     )
+
+
+def hold_after_serious_event(course: InfusionCourse, code: str, now: datetime) -> list[Event]:
+    """CLINICAL.md, "Course rules": a serious adverse event puts the course on hold until
+    an MDT review resumes it (a course already on hold stays so, now held for the MDT)."""
+    if course.status not in (domain.ACTIVE, domain.ONHOLD):
+        return []
+    course.held_for_mdt = True
+    if course.status == domain.ONHOLD:
+        return []
+    reason = f"serious adverse event ({code}): on hold until an MDT review resumes it"
+    return [change_status(course, "hold", reason, now)]
+
+
+def resume(course: InfusionCourse, reason: str, by_mdt: bool, now: datetime) -> list[Event]:
+    """Resume a held course; one held for the MDT only by the MDT (its review's decision
+    or an MDT member's request)."""
+    if course.held_for_mdt and not by_mdt:
+        raise domain.InfusionRuleBroken(
+            "reason",
+            "the course is on hold after a serious adverse event: only an MDT review "
+            "resumes it (the MDT's decision to continue, or an MDT member)",
+        )
+    changed = change_status(course, "resume", reason, now)
+    course.held_for_mdt = False
+    return [changed]
+
+
+def act_on_review(
+    course: InfusionCourse,
+    review: MdtReviewRecorded,
+    open_sessions: Sequence[InfusionSession],
+    now: datetime,
+) -> list[Event]:
+    """What the MDT decided, done: ``stop-infusions`` closes the course (stopped), or holds
+    it for the MDT while an infusion still runs (its clinician ends it); ``continue``
+    resumes a held course; ``start-maintenance`` resumes a held course and opens
+    maintenance (due now unless already due). Anything else is not the clinic's to act
+    on. A decision already in effect changes nothing, so acting twice is acting once."""
+    if course.status in domain.COURSE_CLOSED:
+        return []
+    note = f"MDT review {review.review_id}: {review.decision}"
+    if review.decision == "stop-infusions":
+        if any(s.status == domain.IN_PROGRESS for s in open_sessions):
+            course.held_for_mdt = True
+            if course.status != domain.ACTIVE:
+                return []
+            return [change_status(course, "hold", f"{note}, once the running infusion ends", now)]
+        return close(course, open_sessions, CourseClosure(reason="stopped", note=note), now)
+    if review.decision not in ("continue", "start-maintenance"):
+        return []
+    events: list[Event] = []
+    if course.status == domain.ONHOLD:
+        events += resume(course, note, True, now)
+    if review.decision == "start-maintenance" and course.status == domain.ACTIVE:
+        course.maintenance_due_at = course.maintenance_due_at or now
+        events.append(
+            InfusionMaintenanceOpened(
+                course_id=course.id,
+                review_id=review.review_id,
+                maintenance_due_at=course.maintenance_due_at,
+                opened_at=now,
+            )
+        )
+    return events
 
 
 def close(

@@ -32,6 +32,18 @@ def course_of_referral(db: Session, referral_id: UUID) -> InfusionCourse | None:
     return db.exec(select(InfusionCourse).where(InfusionCourse.referral_id == referral_id)).first()
 
 
+def open_course_of(db: Session, patient_id: UUID) -> InfusionCourse | None:
+    """The patient's open course, the latest opened if (unusually) more than one."""
+    return db.exec(
+        select(InfusionCourse)
+        .where(
+            InfusionCourse.patient_id == patient_id,
+            col(InfusionCourse.status).in_(domain.COURSE_OPEN),
+        )
+        .order_by(col(InfusionCourse.opened_at).desc())
+    ).first()
+
+
 def courses(
     db: Session, patient_id: UUID | None, status: str | None, due_before: datetime | None
 ) -> Sequence[InfusionCourse]:

@@ -37,9 +37,9 @@ from services.infusions.schemas import (
     VitalsCreate,
 )
 from shared.audit import AuditAction
-from shared.auth import User
+from shared.auth import Role, User
 from shared.clock import now
-from shared.events.catalogue import Event, ReferralAccepted
+from shared.events.catalogue import Event, MdtReviewRecorded, ReferralAccepted
 from shared.policy import clinical_policy
 from shared.tables import as_utc
 from shared.uow import UnitOfWork
@@ -129,7 +129,14 @@ def hold(course_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infusion
 
 
 def resume(course_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> InfusionCourse:
-    return _change_status(course_id, "resume", data.reason, uow)
+    with uow:
+        found = _course(uow, course_id, lock=True)
+        events = course.resume(found, data.reason, user.role == Role.mdt, now())
+        uow.session.add(found)
+        _publish(uow, found, events)
+        _audit_course(uow, found, f"status {found.status}")
+        uow.commit()
+    return found
 
 
 def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> InfusionCourse:
@@ -249,8 +256,11 @@ def record_adverse_event(
 ) -> InfusionSession:
     with uow:
         found, of = _session_and_course(uow, session_id)
-        adverse, events = session.record_adverse_event(found, data, user.id, now())
-        uow.session.add_all([adverse, found])
+        at = now()
+        adverse, events = session.record_adverse_event(found, data, user.id, at)
+        if data.severity == "serious":
+            events += course.hold_after_serious_event(of, data.code, at)
+        uow.session.add_all([adverse, found, of])
         _publish(uow, of, events)
         detail = f"{data.code} {data.severity}"
         uow.audit(
@@ -338,6 +348,29 @@ def _publish(
 
 
 # --- events ----------------------------------------------------------------------------
+
+
+def act_on_review(
+    review: MdtReviewRecorded, patient_id: UUID, uow: UnitOfWork, causation_id: str
+) -> InfusionCourse | None:
+    """The MDT's decision acts on the patient's course (the one of the review's referral,
+    else the patient's open course), in the consuming transaction. None if there is no
+    course to act on."""
+    found = (
+        repository.course_of_referral(uow.session, review.referral_id)
+        if (review.referral_id)
+        else None
+    )
+    if found is None or found.patient_id != patient_id:
+        found = repository.open_course_of(uow.session, patient_id)
+    if found is None:
+        return None
+    found = _course(uow, found.id, lock=True)
+    open_sessions = repository.sessions_in(uow.session, found.id, domain.OPEN_SESSION)
+    events = course.act_on_review(found, review, open_sessions, now())
+    uow.session.add_all([found, *open_sessions])
+    _publish(uow, found, events, causation_id)
+    return found
 
 
 def open_course(

@@ -347,6 +347,15 @@ class MdtReviewRecorded(Event, frozen=True, tag="mdt.review.recorded"):
     referral_id: UUID | None = None
 
 
+class InfusionMaintenanceOpened(Event, frozen=True, tag="infusion.maintenance.opened"):
+    """The MDT's decision to start maintenance, acted on: maintenance falls due."""
+
+    course_id: UUID
+    review_id: UUID
+    maintenance_due_at: datetime
+    opened_at: datetime
+
+
 class InfusionSessionCancelled(InfusionSessionEnded, frozen=True, tag="infusion.session.cancelled"):
     pass
 
@@ -405,6 +414,7 @@ EVENTS: tuple[type[Event], ...] = (
     InfusionAdverseEventRecorded,
     InfusionVitalsOutOfRange,
     InfusionCourseClosed,
+    InfusionMaintenanceOpened,
     TherapyEpisodeOpened,
     TherapyEpisodeAssigned,
     AppointmentBooked,

@@ -541,7 +541,8 @@ def test_vitals_out_of_range_publish_an_event(embedded: Embedded) -> None:
 
 def test_a_serious_adverse_event_abandons_the_session(embedded: Embedded) -> None:
     """CLINICAL.md lines 72-73: a serious adverse event closes the session and raises an
-    MDT alert."""
+    MDT alert; "Course rules": it puts the course on hold until an MDT review resumes it
+    (issue 12)."""
     opened = planned_course(embedded)
     session = schedule(embedded, opened.course_id)
     start_session(embedded, session["id"])
@@ -559,18 +560,58 @@ def test_a_serious_adverse_event_abandons_the_session(embedded: Embedded) -> Non
 
     events = [e for e in embedded.events(opened.course_id) if e.type.startswith("infusion.")]
     types = [e.type for e in events]
-    assert types[-3:] == [
+    assert types[-4:] == [
         "infusion.adverse_event.recorded",
         "infusion.adverse_event.recorded",
         "infusion.session.abandoned",
+        "infusion.course.status_changed",
     ]
-    assert [e.envelope["data"]["serious"] for e in events[-3:-1]] == [False, True]
-    assert events[-1].envelope["data"]["previous_status"] == "in-progress"
+    assert [e.envelope["data"]["serious"] for e in events[-4:-2]] == [False, True]
+    assert events[-2].envelope["data"]["previous_status"] == "in-progress"
+    assert events[-1].envelope["data"]["status"] == "onhold"
+    # Only an MDT review resumes it: a clinician's resume names what would.
+    path = f"/api/infusion-courses/{opened.course_id}/resume"
+    problem = refused(embedded, path, {"reason": "BP settled"}, "reason")
+    assert "MDT" in problem["errors"][0]["message"]
     # An abandoned session takes no more steps.
     again = embedded.post(
         f"/api/infusion-sessions/{session['id']}/complete", {"pain_nrs": 4, "mood": 5}
     )
     assert assert_problem(again, 409)["current_status"] == "abandoned"
+
+
+def mdt_review(embedded: Embedded, patient_id: str, decision: str) -> None:
+    def recorded() -> bool:
+        response = embedded.client.post(
+            f"/api/pathways/{patient_id}/reviews",
+            json={"attendees": ["Dr Pain", "Dr Mood"], "decision": decision},
+            headers=embedded.headers(Role.mdt, user="dr-mdt-lead"),
+        )
+        return bool(response.status_code == 201)
+
+    wait_for(recorded, "the coordinator to record the review")
+
+
+def course_status(embedded: Embedded, opened: Opened) -> str:
+    status: str = courses_of(embedded, opened.patient_id)[0]["status"]
+    return status
+
+
+def test_the_mdt_review_resumes_a_held_course_and_stops_infusions(embedded: Embedded) -> None:
+    """Issue 12; CLINICAL.md "Course rules": a course held after a serious adverse event is
+    resumed by the MDT review (continue), and stop-infusions closes it: the infusions
+    service consumes mdt.review.recorded."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    start_session(embedded, session["id"])
+    step(embedded, session["id"], "adverse-events", {"code": "sedation", "severity": "serious"})
+    assert course_status(embedded, opened) == "onhold"
+    mdt_review(embedded, opened.patient_id, "continue")
+    wait_for(lambda: course_status(embedded, opened) == "active", "the course to resume")
+    mdt_review(embedded, opened.patient_id, "stop-infusions")
+    wait_for(lambda: course_status(embedded, opened) == "finished", "the course to close")
+    closed = courses_of(embedded, opened.patient_id)[0]
+    assert closed["close_reason"] == "stopped"
 
 
 def test_closing_the_course_closes_the_referral(embedded: Embedded) -> None:

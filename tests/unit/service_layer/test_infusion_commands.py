@@ -46,12 +46,15 @@ from shared.events.catalogue import (
     InfusionCourseClosed,
     InfusionCourseOpened,
     InfusionCourseStatusChanged,
+    InfusionMaintenanceOpened,
     InfusionPlanAgreed,
     InfusionSessionAbandoned,
     InfusionSessionCancelled,
     InfusionSessionCompleted,
     InfusionSessionStarted,
     InfusionVitalsOutOfRange,
+    MdtDecision,
+    MdtReviewRecorded,
     ReferralAccepted,
 )
 from shared.policy import clinical_policy
@@ -308,8 +311,9 @@ def test_a_serious_adverse_event_abandons_the_session_it_happened_in(clinic: Sto
         "abandoned",
         "serious adverse event: hypertension",
     )
-    recorded, abandoned = clinic.events()[-2:]
+    recorded, abandoned, held = clinic.events()[-3:]
     assert isinstance(recorded, InfusionAdverseEventRecorded) and recorded.serious
+    assert isinstance(held, InfusionCourseStatusChanged) and held.status == "onhold"
     assert isinstance(abandoned, InfusionSessionAbandoned)
     assert abandoned.previous_status == "in-progress"
     assert clinic.audit()[-1] == ("C", "AdverseEvent", "hypertension serious")
@@ -420,3 +424,99 @@ def test_a_plan_weight_in_pounds_is_refused(clinic: Store) -> None:
         indication="depression", weight_kg=88, dose_mg_per_kg=0.5, infusion_minutes=40
     )
     assert services.agree_plan(course.id, close, clinic.uow(CLINICIAN), CLINICIAN).total_mg == 44
+
+
+def test_a_serious_adverse_event_holds_the_course_until_an_mdt_review_resumes_it(
+    clinic: Store,
+) -> None:
+    """Issue 12; CLINICAL.md "Course rules": a serious adverse event puts the course on
+    hold until an MDT review resumes it; a clinician's resume is refused."""
+    course = _course(clinic)
+    started = _started(clinic, course)
+    serious = AdverseEventCreate(code="hypertension", severity="serious")
+    services.record_adverse_event(started.id, serious, clinic.uow(CLINICIAN), CLINICIAN)
+    held = clinic.events()[-1]
+    assert isinstance(held, InfusionCourseStatusChanged)
+    assert (held.status, held.previous_status) == ("onhold", "active")
+    (stored,) = clinic.rows(InfusionCourse)
+    assert (stored.status, stored.held_for_mdt) == ("onhold", True)
+    before = _written(clinic)
+    with pytest.raises(RuleBroken) as refused:
+        services.resume(course.id, Reason(reason="fine now"), clinic.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "reason" and "MDT" in refused.value.message
+    assert _written(clinic) == before
+    resumed = services.resume(course.id, Reason(reason="MDT: continue"), clinic.uow(MDT), MDT)
+    assert (resumed.status, resumed.held_for_mdt) == ("active", False)
+
+
+def _review(decision: MdtDecision, referral_id: Any = None) -> MdtReviewRecorded:
+    return MdtReviewRecorded(
+        review_id=uuid4(),
+        decision=decision,
+        attendees=["Dr Pain"],
+        reviewed_by="mdt-1",
+        reviewed_at=utcnow(),
+        referral_id=referral_id,
+    )
+
+
+def _act(clinic: Store, course: InfusionCourse, review: MdtReviewRecorded) -> None:
+    uow = clinic.uow(MDT)
+    with uow:
+        services.act_on_review(review, course.patient_id, uow, causation_id=str(review.review_id))
+        uow.commit()
+
+
+def test_an_mdt_decision_to_stop_infusions_closes_the_course_once(clinic: Store) -> None:
+    """Issue 12: the infusions service consumes mdt.review.recorded; stop-infusions closes
+    the course (stopped, its booked sessions cancelled); acting twice adds nothing."""
+    course = _course(clinic)
+    booked = _schedule(clinic, course)
+    review = _review("stop-infusions", course.referral_id)
+    _act(clinic, course, review)
+    (stored,) = clinic.rows(InfusionCourse)
+    assert (stored.status, stored.close_reason) == ("finished", "stopped")
+    assert clinic.rows(InfusionSession)[0].status == "cancelled"
+    cancelled, _, closed = clinic.events()[-3:]
+    assert isinstance(cancelled, InfusionSessionCancelled) and cancelled.session_id == booked.id
+    assert isinstance(closed, InfusionCourseClosed) and closed.reason == "stopped"
+    before = _written(clinic)
+    _act(clinic, course, review)
+    assert _written(clinic) == before
+
+
+def test_an_mdt_stop_while_an_infusion_runs_holds_the_course_for_the_mdt(clinic: Store) -> None:
+    course = _course(clinic)
+    _started(clinic, course)
+    _act(clinic, course, _review("stop-infusions"))
+    (stored,) = clinic.rows(InfusionCourse)
+    assert (stored.status, stored.held_for_mdt) == ("onhold", True)
+
+
+def test_the_mdt_decision_to_continue_resumes_a_course_held_after_a_serious_event(
+    clinic: Store,
+) -> None:
+    """Issue 12; CLINICAL.md "Course rules": the MDT review (decision continue) resumes it."""
+    course = _course(clinic)
+    started = _started(clinic, course)
+    serious = AdverseEventCreate(code="sedation", severity="serious")
+    services.record_adverse_event(started.id, serious, clinic.uow(CLINICIAN), CLINICIAN)
+    _act(clinic, course, _review("continue"))
+    (stored,) = clinic.rows(InfusionCourse)
+    assert (stored.status, stored.held_for_mdt) == ("active", False)
+    resumed = clinic.events()[-1]
+    assert isinstance(resumed, InfusionCourseStatusChanged) and resumed.status == "active"
+    before = _written(clinic)
+    _act(clinic, course, _review("continue"))  # nothing held: nothing to do
+    assert _written(clinic) == before
+
+
+def test_the_mdt_decision_to_start_maintenance_opens_it(clinic: Store) -> None:
+    course = _course(clinic)
+    review = _review("start-maintenance")
+    _act(clinic, course, review)
+    opened = clinic.events()[-1]
+    assert isinstance(opened, InfusionMaintenanceOpened)
+    assert (opened.course_id, opened.review_id) == (course.id, review.review_id)
+    (stored,) = clinic.rows(InfusionCourse)
+    assert stored.maintenance_due_at == opened.maintenance_due_at
