@@ -30,6 +30,7 @@ from services.infusions.schemas import (
     SessionCompletion,
     SessionCreate,
     SessionRead,
+    StartInfusion,
     VitalsCreate,
     VitalsRead,
 )
@@ -249,6 +250,13 @@ class SessionController(Controller):
         "/{session_id:uuid}/start",
         operation_id="startInfusionSession",
         status_code=200,
+        summary="Start the infusion, on its booked day, after the observations before it",
+        description=(
+            "The latest reading before the infusion at or above the start limit "
+            "(`vitals.before_systolic`/`before_diastolic`, 160/100, *local policy*) is a "
+            "422 on `override.reason` unless the body gives `override.reason`: the "
+            "clinician starting it is named with the reason, recorded and audited."
+        ),
         guards=[requires(CLINICIAN)],
         sync_to_thread=True,
     )
@@ -257,8 +265,9 @@ class SessionController(Controller):
         session_id: FromPath[UUID],
         uow: NamedDependency[UnitOfWork],
         user: NamedDependency[User],
+        data: JSONBody[StartInfusion | None] = None,
     ) -> SessionRead:
-        infusion = services.start(session_id, uow, user)
+        infusion = services.start(session_id, data, uow, user)
         return views.session_read(uow.session, infusion, detail=True)
 
     @post(

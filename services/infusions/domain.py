@@ -262,6 +262,12 @@ def check_physiological(
         raise InfusionRuleBroken("diastolic", "must be below the systolic pressure")
 
 
+def above_start_limit(systolic: int, diastolic: int, policy: VitalsPolicy | None = None) -> bool:
+    """A pre-infusion blood pressure at or above the start limit (local policy: 160/100)."""
+    policy = policy or clinical_policy().vitals
+    return systolic >= policy.before_systolic or diastolic >= policy.before_diastolic
+
+
 def vitals_out_of_range(
     phase: str, values: Mapping[str, int | None], policy: VitalsPolicy | None = None
 ) -> list[str]:

@@ -139,13 +139,13 @@ def plan(db: Session, plan_id: UUID) -> DosingPlan | None:
     return db.get(DosingPlan, plan_id)
 
 
-def has_vitals_before(db: Session, session_id: UUID) -> bool:
-    before = db.exec(
-        select(VitalsReading.id).where(
-            VitalsReading.session_id == session_id, VitalsReading.phase == "before"
-        )
+def latest_vitals_before(db: Session, session_id: UUID) -> VitalsReading | None:
+    """The last reading taken before the infusion: the one the start is judged by."""
+    return db.exec(
+        select(VitalsReading)
+        .where(VitalsReading.session_id == session_id, VitalsReading.phase == "before")
+        .order_by(col(VitalsReading.at).desc(), col(VitalsReading.id).desc())
     ).first()
-    return before is not None
 
 
 def vitals(db: Session, session_id: UUID) -> Sequence[VitalsReading]:

@@ -34,6 +34,7 @@ from services.infusions.schemas import (
     ScoresBefore,
     SessionCompletion,
     SessionCreate,
+    StartInfusion,
     VitalsCreate,
 )
 from shared.audit import AuditAction
@@ -206,14 +207,24 @@ def record_scores_before(
     return found
 
 
-def start(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
+def start(
+    session_id: UUID, data: StartInfusion | None, uow: UnitOfWork, user: User
+) -> InfusionSession:
     with uow:
         found, of = _session_and_course(uow, session_id)
         course.require_active(of, "start an infusion")
         course.require_eligible(repository.latest_assessment(uow.session, of.id))
-        vitals_before = repository.has_vitals_before(uow.session, found.id)
-        started = session.start(found, vitals_before, now())
-        _store(uow, found, of, [started], "started")
+        started = session.start(
+            found,
+            repository.latest_vitals_before(uow.session, found.id),
+            data.override if data else None,
+            user.id,
+            now(),
+            clinical_policy().vitals,
+        )
+        overridden = found.start_override is not None
+        detail = "started over a high reading (override)" if overridden else "started"
+        _store(uow, found, of, [started], detail)
     return found
 
 

@@ -24,7 +24,8 @@ from services.infusions.models import (
     InfusionSession,
     VitalsReading,
 )
-from services.infusions.schemas import AdverseEventCreate, VitalsCreate
+from services.infusions.schemas import AdverseEventCreate, Phase, StartOverride, VitalsCreate
+from shared.calendar import working_calendar
 from shared.domain import IllegalTransition
 from shared.events.catalogue import (
     Event,
@@ -61,13 +62,54 @@ def record_scores_before(infusion: InfusionSession, pain_nrs: int, mood: int) ->
     infusion.pain_before, infusion.mood_before = pain_nrs, mood
 
 
-def start(infusion: InfusionSession, vitals_before: bool, now: datetime) -> InfusionSessionStarted:
-    """Start the infusion; the observations before it come first (CLINICAL.md)."""
-    if not vitals_before:
+PHASE_OF = {
+    domain.CHECKED_IN: "before",
+    domain.IN_PROGRESS: "during",
+    domain.COMPLETED: "after",
+}
+
+
+def start(
+    infusion: InfusionSession,
+    before: VitalsReading | None,
+    override: StartOverride | None,
+    by: str,
+    now: datetime,
+    policy: VitalsPolicy,
+) -> InfusionSessionStarted:
+    """Start the infusion: not before the day it is booked for (the clinic's calendar);
+    the observations before it come first, and the latest of them at or above the start
+    limit (CLINICAL.md: 160/100 before starting) blocks the start unless the clinician
+    starting it overrides with a reason (recorded on the session and audited)."""
+    booked_day = working_calendar().day_of(infusion.scheduled_start)
+    today = working_calendar().day_of(now)
+    if today < booked_day:
+        raise domain.InfusionRuleBroken(
+            "scheduled_start",
+            f"booked for {booked_day.isoformat()}: it starts on that day, not before "
+            f"(today is {today.isoformat()} in the clinic)",
+        )
+    if before is None:
         raise domain.InfusionRuleBroken(
             "vitals", "record blood pressure, heart rate and SpO2 before starting"
         )
+    high = domain.above_start_limit(before.systolic, before.diastolic, policy)
+    if high and override is None:
+        raise domain.InfusionRuleBroken(
+            "override.reason",
+            f"the latest reading before the infusion, {before.systolic}/{before.diastolic} "
+            f"mmHg, is at or above the start limit of {policy.before_systolic}/"
+            f"{policy.before_diastolic}: record a reading below it, or give a clinician's "
+            "override with a reason",
+        )
     _move(infusion, "start")
+    if high and override is not None:
+        infusion.start_override = {
+            "clinician": by,
+            "reason": override.reason,
+            "reading": f"{before.systolic}/{before.diastolic}",
+            "at": now.isoformat(),
+        }
     infusion.started_at = now
     return InfusionSessionStarted(
         course_id=infusion.course_id,
@@ -94,11 +136,18 @@ def record_vitals(
     }
     domain.check_physiological(values, policy)
     _require(infusion, "record vitals")
-    crossed = domain.vitals_out_of_range(data.phase, values, policy)
+    phase = PHASE_OF[infusion.status]
+    if data.phase is not None and data.phase != phase:
+        raise domain.InfusionRuleBroken(
+            "phase",
+            f"the session is {infusion.status}, so this reading is {phase!r}: leave the "
+            "phase out (the session decides it) or send that",
+        )
+    crossed = domain.vitals_out_of_range(phase, values, policy)
     reading = VitalsReading(
         session_id=infusion.id,
         at=at,
-        phase=data.phase,
+        phase=phase,
         systolic=data.systolic,
         diastolic=data.diastolic,
         heart_rate=data.heart_rate,
@@ -111,7 +160,7 @@ def record_vitals(
     out_of_range = InfusionVitalsOutOfRange(
         course_id=infusion.course_id,
         session_id=infusion.id,
-        phase=data.phase,
+        phase=_valid_phase(phase),
         systolic=data.systolic,
         diastolic=data.diastolic,
         heart_rate=data.heart_rate,
@@ -243,6 +292,11 @@ def end(
         previous_status=previous,
         ended_at=now,
     )
+
+
+def _valid_phase(phase: str) -> Phase:
+    valid: Phase = msgspec.convert(phase, Phase)
+    return valid
 
 
 def _move(infusion: InfusionSession, action: str) -> None:

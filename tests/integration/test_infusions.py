@@ -19,6 +19,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from shared import clock
+from shared.clock import ClinicClock, MemoryOffset
 from shared.messaging import queue_sender
 from tests.integration.conftest import Stack
 from tests.support import (
@@ -283,11 +285,15 @@ def test_an_accepted_referral_opens_one_course_however_often_it_arrives(
 
 
 def test_a_full_induction_series_publishes_its_events_in_order(
-    stack: Stack, api_client: Any, processes: Processes
+    stack: Stack, api_client: Any, processes: Processes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     coordinator = api_client(stack.api("coordinator"))
     clinic = open_course(stack, api_client, processes, workers=("infusions", "coordinator"))
     course_path = f"/api/infusion-courses/{clinic.course_id}"
+    # An infusion starts on its booked day (issue 12): the in-process API's clock moves
+    # to each one (the stack runs as production, whose clock cannot be moved).
+    movable = ClinicClock(MemoryOffset())
+    monkeypatch.setattr(clock, "_clock", movable)
 
     assess(clinic)
     plan = clinic.post(f"{course_path}/plan", PLAN)
@@ -302,6 +308,7 @@ def test_a_full_induction_series_publishes_its_events_in_order(
         assert session["planned_mg"] == PLANNED_MG
         sid = session["id"]
         session_ids.append(sid)
+        movable.set(datetime.fromisoformat(session["scheduled_start"]))
         assert clinic.post(f"/api/infusion-sessions/{sid}/check-in")["status"] == "checked-in"
         vitals = clinic.post(f"/api/infusion-sessions/{sid}/vitals", VITALS_BEFORE)
         assert vitals["out_of_range"] == []
@@ -352,8 +359,8 @@ def test_a_full_induction_series_publishes_its_events_in_order(
     assert last["response"]["pain_change_fraction"] == 0.5  # 8 → 4 from the assessment
     assert last["response"]["responded"] is True
 
-    # The maintenance infusion falls due 28 days after the third.
-    now = datetime.now(UTC)
+    # The maintenance infusion falls due 28 days after the third (on the clinic's clock).
+    now = movable.now()
     due_in_29 = clinic.courses(due_before=(now + timedelta(days=29)).isoformat())
     assert [course["id"] for course in due_in_29] == [clinic.course_id]
     assert due_in_29[0]["completed_sessions"] == 3

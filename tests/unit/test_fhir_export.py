@@ -26,6 +26,7 @@ from services.coordinator.domain import Pathway
 from services.coordinator.fhir import pathway_bundle
 from services.coordinator.projection import project
 from shared.auth import Role
+from shared.clock import clinic_clock
 from shared.events import Envelope, Subject, new_event, payload_type
 from shared.tables import AuditRecord
 from tests.embedded import VALID_NHS, Embedded, assert_problem, referral_body, register
@@ -1049,10 +1050,12 @@ def infusions(embedded: Embedded, patient_id: str) -> None:
     }
     call(embedded, "POST", f"{course}/plan", clinician, plan)
     for days, finish in ((0, True), (1, False)):
-        start = datetime.now(UTC) + timedelta(days=days, minutes=5)
+        start = clinic_clock().now() + timedelta(days=days, minutes=5)
         slot = {"start": start.isoformat(), "end": (start + timedelta(hours=4)).isoformat()}
         session = call(embedded, "POST", f"{course}/sessions", clinician, slot)
         path = f"/api/infusion-sessions/{session['id']}"
+        # An infusion starts on its booked day (issue 12): the clinic clock moves there.
+        clinic_clock().set(max(start, clinic_clock().now()))
         call(embedded, "POST", f"{path}/check-in", clinician)
         call(embedded, "POST", f"{path}/vitals", clinician, {"phase": "before", **VITALS_OK})
         call(embedded, "POST", f"{path}/scores-before", clinician, {"pain_nrs": 8, "mood": 3})
@@ -1064,6 +1067,7 @@ def infusions(embedded: Embedded, patient_id: str) -> None:
         call(embedded, "POST", f"{path}/dose", clinician, {"given_mg": 84})
         done = {"pain_nrs": 4, "mood": 6, "phq9_items": PHQ9_LATER}
         call(embedded, "POST", f"{path}/complete", clinician, done)
+    clinic_clock().reset()
 
 
 def therapy(embedded: Embedded, patient_id: str) -> None:

@@ -34,6 +34,7 @@ from services.infusions.models import (
 )
 from services.registry import all_specs
 from shared.auth import Role, issue_token
+from shared.clock import clinic_clock
 from shared.events import decode_envelope
 from shared.events.subscriptions import queue_name
 from shared.messaging import InProcessWorkers, make_broker, queue_sender
@@ -288,6 +289,18 @@ def step(embedded: Embedded, session_id: str, action: str, body: Any = None) -> 
     return result
 
 
+@pytest.fixture(autouse=True)
+def _clock_back() -> Iterator[None]:
+    """A test that moves the clinic clock (to a booked day) puts it back."""
+    yield
+    clinic_clock().reset()
+
+
+def on_the_day(session: dict[str, Any]) -> None:
+    """Issue 12: an infusion starts on its booked day, so the clinic clock moves there."""
+    clinic_clock().set(datetime.fromisoformat(session["scheduled_start"]))
+
+
 def start_session(embedded: Embedded, session_id: str) -> None:
     step(embedded, session_id, "check-in")
     step(embedded, session_id, "vitals", {"phase": "before", **VITALS_OK})
@@ -412,10 +425,11 @@ def test_a_full_induction_series_publishes_its_events_in_order(embedded: Embedde
     assert course["completed_sessions"] == 1
     assert "maintenance_due_at" not in course  # still inside the induction series
 
-    second = schedule(embedded, cid, days=1)
+    second = schedule(embedded, cid, days=3)
     assert second["number"] == 2
+    on_the_day(second)
     run_session(embedded, second["id"])
-    finished_at = datetime.now(UTC)
+    finished_at = clinic_clock().now()
 
     events = embedded.events(cid)
     assert [e.type for e in events] == [
@@ -462,7 +476,7 @@ def test_a_full_induction_series_publishes_its_events_in_order(embedded: Embedde
     assert abs(due - (finished_at + timedelta(days=28))) < timedelta(minutes=1)
     assert [s["status"] for s in course["sessions"]] == ["completed", "completed"]
 
-    now = datetime.now(UTC)
+    now = clinic_clock().now()
     soon = embedded.get("/api/infusion-courses", due_before=(now + timedelta(days=29)).isoformat())
     later = embedded.get("/api/infusion-courses", due_before=(now + timedelta(days=27)).isoformat())
     assert soon.status_code == later.status_code == 200
@@ -612,6 +626,43 @@ def test_the_mdt_review_resumes_a_held_course_and_stops_infusions(embedded: Embe
     wait_for(lambda: course_status(embedded, opened) == "finished", "the course to close")
     closed = courses_of(embedded, opened.patient_id)[0]
     assert closed["close_reason"] == "stopped"
+
+
+def test_a_high_reading_before_blocks_the_start_unless_a_clinician_overrides(
+    embedded: Embedded,
+) -> None:
+    """Issue 12; CLINICAL.md "During a session": systolic >= 160 or diastolic >= 100
+    before starting (local policy, vitals.before_*): a 422 naming override.reason and the
+    limit; a named clinician's override with a reason starts it, recorded."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    sid = session["id"]
+    step(embedded, sid, "check-in")
+    step(embedded, sid, "vitals", {**VITALS_OK, "systolic": 160, "diastolic": 90})
+    path = f"/api/infusion-sessions/{sid}/start"
+    problem = refused(embedded, path, None, "override.reason")
+    assert "160/100" in problem["errors"][0]["message"]
+    started = step(embedded, sid, "start", {"override": {"reason": "white-coat; repeat at 10'"}})
+    assert started["status"] == "in-progress"
+    assert started["start_override"]["clinician"] == CLINICIAN
+    assert started["start_override"]["reading"] == "160/90"
+    # The phase follows the session: an old client's "before" now contradicts it.
+    vitals = f"/api/infusion-sessions/{sid}/vitals"
+    refused(embedded, vitals, {"phase": "before", **VITALS_OK}, "phase")
+    assert step(embedded, sid, "vitals", VITALS_OK)["phase"] == "during"
+
+
+def test_an_infusion_is_not_started_before_its_booked_day(embedded: Embedded) -> None:
+    """Issue 12: not before its scheduled day in the clinic's time zone (Europe/London)."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id, days=2)
+    step(embedded, session["id"], "check-in")
+    step(embedded, session["id"], "vitals", VITALS_OK)
+    path = f"/api/infusion-sessions/{session['id']}/start"
+    problem = refused(embedded, path, None, "scheduled_start")
+    assert "not before" in problem["errors"][0]["message"]
+    on_the_day(session)
+    assert step(embedded, session["id"], "start")["status"] == "in-progress"
 
 
 def test_closing_the_course_closes_the_referral(embedded: Embedded) -> None:

@@ -5,7 +5,7 @@ covered over HTTP in test_infusions_api.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 from uuid import uuid4
@@ -34,9 +34,12 @@ from services.infusions.schemas import (
     ScoresBefore,
     SessionCompletion,
     SessionCreate,
+    StartInfusion,
+    StartOverride,
     VitalsCreate,
 )
 from shared.auth import Role
+from shared.clock import clinic_clock
 from shared.domain import IllegalTransition, RuleBroken
 from shared.events.catalogue import (
     BaselineScores,
@@ -132,14 +135,27 @@ def _schedule(clinic: Store, course: InfusionCourse, days: int = 1) -> InfusionS
 
 
 def _vitals(systolic: int = 125) -> VitalsCreate:
-    return VitalsCreate(phase="before", systolic=systolic, diastolic=80, heart_rate=70, spo2=98)
+    return VitalsCreate(systolic=systolic, diastolic=80, heart_rate=70, spo2=98)
+
+
+@pytest.fixture(autouse=True)
+def _clock_back() -> Iterator[None]:
+    """A test that moves the clinic clock (to a booked day) puts it back."""
+    yield
+    clinic_clock().reset()
+
+
+def _on_the_day(booked: InfusionSession) -> None:
+    """The clinic clock moved to the booked start: an infusion starts on its day."""
+    clinic_clock().set(booked.scheduled_start)
 
 
 def _started(clinic: Store, course: InfusionCourse) -> InfusionSession:
     booked = _schedule(clinic, course)
+    _on_the_day(booked)
     services.check_in(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
     services.record_vitals(booked.id, _vitals(), clinic.uow(CLINICIAN), CLINICIAN)
-    return services.start(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+    return services.start(booked.id, None, clinic.uow(CLINICIAN), CLINICIAN)
 
 
 def _written(clinic: Store) -> tuple[int, ...]:
@@ -246,10 +262,11 @@ def test_a_held_course_takes_no_bookings_and_the_refusal_writes_nothing(clinic: 
 
 def test_starting_without_vitals_before_breaks_a_rule_and_writes_nothing(clinic: Store) -> None:
     booked = _schedule(clinic, _course(clinic))
+    _on_the_day(booked)
     services.check_in(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
     before = _written(clinic)
     with pytest.raises(RuleBroken) as refused:
-        services.start(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+        services.start(booked.id, None, clinic.uow(CLINICIAN), CLINICIAN)
     assert refused.value.field == "vitals"
     assert _written(clinic) == before
     assert clinic.rows(InfusionSession)[0].status == "checked-in"
@@ -520,3 +537,81 @@ def test_the_mdt_decision_to_start_maintenance_opens_it(clinic: Store) -> None:
     assert (opened.course_id, opened.review_id) == (course.id, review.review_id)
     (stored,) = clinic.rows(InfusionCourse)
     assert stored.maintenance_due_at == opened.maintenance_due_at
+
+
+def _checked_in_with(clinic: Store, systolic: int, diastolic: int) -> InfusionSession:
+    booked = _schedule(clinic, _course(clinic))
+    _on_the_day(booked)
+    services.check_in(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+    reading = VitalsCreate(systolic=systolic, diastolic=diastolic, heart_rate=70, spo2=98)
+    services.record_vitals(booked.id, reading, clinic.uow(CLINICIAN), CLINICIAN)
+    return booked
+
+
+@pytest.mark.parametrize(("systolic", "diastolic"), [(160, 80), (130, 100), (185, 115)])
+def test_a_reading_at_the_start_limit_blocks_the_start_without_an_override(
+    clinic: Store, systolic: int, diastolic: int
+) -> None:
+    """Issue 12; CLINICAL.md "During a session": systolic >= 160 or diastolic >= 100
+    before starting (local policy, vitals.before_systolic/before_diastolic)."""
+    booked = _checked_in_with(clinic, systolic, diastolic)
+    before = _written(clinic)
+    with pytest.raises(RuleBroken) as refused:
+        services.start(booked.id, None, clinic.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "override.reason"
+    assert "160/100" in refused.value.message
+    assert _written(clinic) == before
+    override = StartInfusion(override=StartOverride(reason="anxious; repeat BP at 10 min"))
+    started = services.start(booked.id, override, clinic.uow(CLINICIAN), CLINICIAN)
+    assert started.status == "in-progress"
+    assert started.start_override is not None
+    assert (started.start_override["clinician"], started.start_override["reading"]) == (
+        "ketamine-1",
+        f"{systolic}/{diastolic}",
+    )
+    assert clinic.audit()[-1] == ("U", "Procedure", "started over a high reading (override)")
+
+
+def test_a_reading_just_below_the_start_limit_starts(clinic: Store) -> None:
+    booked = _checked_in_with(clinic, 159, 99)
+    started = services.start(booked.id, None, clinic.uow(CLINICIAN), CLINICIAN)
+    assert (started.status, started.start_override) == ("in-progress", None)
+
+
+def test_the_latest_reading_before_decides_the_start(clinic: Store) -> None:
+    booked = _checked_in_with(clinic, 170, 95)
+    services.record_vitals(booked.id, _vitals(140), clinic.uow(CLINICIAN), CLINICIAN)
+    assert services.start(booked.id, None, clinic.uow(CLINICIAN), CLINICIAN).status == (
+        "in-progress"
+    )
+
+
+def test_the_vitals_phase_follows_the_session(clinic: Store) -> None:
+    """Issue 12: the phase is derived from the session's state; an old client's phase is
+    accepted when it agrees and refused (naming the phase) when it contradicts."""
+    started = _started(clinic, _course(clinic))
+    during = services.record_vitals(started.id, _vitals(), clinic.uow(CLINICIAN), CLINICIAN)
+    assert during.phase == "during"
+    agreed = VitalsCreate(phase="during", systolic=130, diastolic=80, heart_rate=70, spo2=97)
+    assert services.record_vitals(started.id, agreed, clinic.uow(CLINICIAN), CLINICIAN).phase == (
+        "during"
+    )
+    stale = VitalsCreate(phase="before", systolic=130, diastolic=80, heart_rate=70, spo2=97)
+    with pytest.raises(RuleBroken) as refused:
+        services.record_vitals(started.id, stale, clinic.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "phase"
+
+
+def test_an_infusion_is_not_started_before_its_booked_day(clinic: Store) -> None:
+    """Issue 12: not before its scheduled day, in the clinic's time zone (Europe/London)."""
+    booked = _schedule(clinic, _course(clinic), days=2)
+    clinic_clock().set(booked.scheduled_start - timedelta(days=1))
+    services.check_in(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+    services.record_vitals(booked.id, _vitals(), clinic.uow(CLINICIAN), CLINICIAN)
+    with pytest.raises(RuleBroken) as refused:
+        services.start(booked.id, None, clinic.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "scheduled_start"
+    _on_the_day(booked)
+    assert services.start(booked.id, None, clinic.uow(CLINICIAN), CLINICIAN).status == (
+        "in-progress"
+    )
