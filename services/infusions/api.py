@@ -15,6 +15,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from services.infusions import services, views
 from services.infusions.schemas import (
+    Abandonment,
     AdverseEventCreate,
     AssessmentCreate,
     AssessmentRead,
@@ -290,6 +291,7 @@ class SessionController(Controller):
         "/{session_id:uuid}/dose",
         operation_id="recordDoseGiven",
         status_code=200,
+        summary="Record the dose given; outside ±10% of the session's dose it needs a reason",
         guards=[requires(CLINICIAN)],
         sync_to_thread=True,
     )
@@ -360,13 +362,14 @@ class SessionController(Controller):
         "/{session_id:uuid}/abandon",
         operation_id="abandonInfusionSession",
         status_code=200,
+        summary="Stop early with a reason and, once started, the dose given",
         guards=[requires(CLINICIAN)],
         sync_to_thread=True,
     )
     def abandon(
         self,
         session_id: FromPath[UUID],
-        data: JSONBody[Reason],
+        data: JSONBody[Abandonment],
         uow: NamedDependency[UnitOfWork],
         user: NamedDependency[User],
     ) -> SessionRead:

@@ -134,7 +134,18 @@ class ScoresBefore(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class DoseGiven(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    given_mg: Annotated[float, msgspec.Meta(gt=0, le=1000)]
+    """The dose given; one outside the tolerance of the plan's is recorded with a reason
+    (never refused: what was given must be on the record)."""
+
+    given_mg: Annotated[float, msgspec.Meta(ge=0, le=1000)]
+    reason: Text | None = None
+
+
+class Abandonment(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Why an infusion stopped early and, once it had started, the dose it had given."""
+
+    reason: Text
+    given_mg: Annotated[float, msgspec.Meta(ge=0, le=1000)] | None = None
 
 
 class AdverseEventCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

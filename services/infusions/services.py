@@ -25,6 +25,7 @@ from services.infusions.models import (
     VitalsReading,
 )
 from services.infusions.schemas import (
+    Abandonment,
     AdverseEventCreate,
     AssessmentCreate,
     CourseClosure,
@@ -249,14 +250,14 @@ def record_dose(session_id: UUID, data: DoseGiven, uow: UnitOfWork, user: User) 
     with uow:
         # The course is locked too (the lock order), though the dose concerns the session.
         found, _locked = _session_and_course(uow, session_id)
-        session.record_dose(found, data.given_mg, clinical_policy().dose)
+        session.record_dose(found, data.given_mg, data.reason, clinical_policy().dose)
         uow.session.add(found)
         uow.audit(
             AuditAction.update,
             "MedicationAdministration",
             str(found.id),
             found.patient_id,
-            detail="dose given",
+            detail="dose given" + (" with a reason" if data.reason else ""),
         )
         uow.commit()
     return found
@@ -310,8 +311,13 @@ def cancel(session_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infus
     return _end(session_id, "cancel", data.reason, uow)
 
 
-def abandon(session_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> InfusionSession:
-    return _end(session_id, "abandon", data.reason, uow)
+def abandon(session_id: UUID, data: Abandonment, uow: UnitOfWork, user: User) -> InfusionSession:
+    with uow:
+        found, of = _session_and_course(uow, session_id)
+        ended = session.abandon(found, data.given_mg, data.reason, now())
+        detail = "abandon" + (" with the dose given" if data.given_mg is not None else "")
+        _store(uow, found, of, [ended], detail)
+    return found
 
 
 def _end(session_id: UUID, action: session.Ending, reason: str, uow: UnitOfWork) -> InfusionSession:

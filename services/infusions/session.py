@@ -48,7 +48,8 @@ Kind = Literal["induction", "maintenance"]
 RECORDS_ALLOWED = {
     "record scores before": (domain.CHECKED_IN, domain.IN_PROGRESS),
     "record vitals": (domain.CHECKED_IN, domain.IN_PROGRESS, domain.COMPLETED),
-    "record the dose given": (domain.IN_PROGRESS,),
+    # An infusion stopped early still gave a dose: it is recorded on the abandoned session.
+    "record the dose given": (domain.IN_PROGRESS, domain.ABANDONED),
     "record an adverse event": (domain.CHECKED_IN, domain.IN_PROGRESS, domain.COMPLETED),
 }
 
@@ -171,16 +172,26 @@ def record_vitals(
     return reading, out_of_range
 
 
-def record_dose(infusion: InfusionSession, given_mg: float, policy: DosePolicy) -> None:
-    """The dose given must be within the policy's tolerance of the planned dose."""
+def record_dose(
+    infusion: InfusionSession, given_mg: float, reason: str | None, policy: DosePolicy
+) -> None:
+    """Record the dose given, compared with the session's dose, which follows the current
+    plan: outside the policy's tolerance it needs a reason, and is then recorded."""
     _require(infusion, "record the dose given")
-    if not domain.check_dose_given(given_mg, infusion.planned_mg, policy):
+    if infusion.status == domain.ABANDONED and infusion.started_at is None:
+        raise domain.InfusionRuleBroken("given_mg", "the infusion was never started")
+    within = domain.check_dose_given(given_mg, infusion.planned_mg, policy)
+    if not within and not reason and infusion.status != domain.ABANDONED:
         raise domain.InfusionRuleBroken(
-            "given_mg",
-            f"differs from the plan's {infusion.planned_mg} mg by more than "
-            f"{policy.given_tolerance_fraction:.0%}",
+            "reason",
+            f"{given_mg:g} mg differs from the plan's {infusion.planned_mg:g} mg by more than "
+            f"{policy.given_tolerance_fraction:.0%}: record it with a reason",
         )
     infusion.given_mg = given_mg
+    if reason:
+        infusion.given_reason = reason
+    elif infusion.status == domain.ABANDONED:
+        infusion.given_reason = infusion.status_reason
 
 
 def record_adverse_event(
@@ -284,14 +295,36 @@ def end(
     previous = infusion.status
     _move(infusion, action)
     infusion.ended_at, infusion.status_reason = now, reason
-    ended = InfusionSessionCancelled if action == "cancel" else InfusionSessionAbandoned
-    return ended(
+    if action == "cancel":
+        return InfusionSessionCancelled(
+            course_id=infusion.course_id,
+            session_id=infusion.id,
+            number=infusion.number,
+            previous_status=previous,
+            ended_at=now,
+        )
+    return InfusionSessionAbandoned(
         course_id=infusion.course_id,
         session_id=infusion.id,
         number=infusion.number,
         previous_status=previous,
         ended_at=now,
+        given_mg=infusion.given_mg,
     )
+
+
+def abandon(
+    infusion: InfusionSession, given_mg: float | None, reason: str, now: datetime
+) -> InfusionSessionEnded:
+    """Stop early with a reason; an infusion that had started records the dose it gave
+    (the abandon reason is why it differs from the plan's)."""
+    if given_mg is not None and infusion.status != domain.IN_PROGRESS:
+        raise domain.InfusionRuleBroken(
+            "given_mg", "no infusion was started: leave the dose given out"
+        )
+    if given_mg is not None:
+        infusion.given_mg, infusion.given_reason = given_mg, reason
+    return end(infusion, "abandon", reason, now)
 
 
 def _valid_phase(phase: str) -> Phase:

@@ -361,7 +361,8 @@ class InfusionSessionCancelled(InfusionSessionEnded, frozen=True, tag="infusion.
 
 
 class InfusionSessionAbandoned(InfusionSessionEnded, frozen=True, tag="infusion.session.abandoned"):
-    pass
+    # The dose an infusion stopped early had given (None: not started, or not recorded).
+    given_mg: float | None = None
 
 
 class AppointmentCheckedIn(AppointmentStatusChanged, frozen=True, tag="appointment.checked_in"):

@@ -918,19 +918,42 @@ def test_a_caution_needs_an_override_before_a_plan(embedded: Embedded) -> None:
     agree_plan(embedded, opened.course_id)
 
 
-def test_a_dose_given_far_from_the_plan_is_refused(embedded: Embedded) -> None:
-    """CLINICAL.md line 61: every dose is computed from the plan's weight."""
+def test_a_dose_given_far_from_the_plan_needs_a_reason_and_is_then_recorded(
+    embedded: Embedded,
+) -> None:
+    """CLINICAL.md line 61: every dose is computed from the plan's weight; issue 12: a dose
+    outside ±10% (dose.given_tolerance_fraction) needs a reason, it is never unrecordable.
+    (It was refused outright.)"""
     opened = planned_course(embedded)
     session = schedule(embedded, opened.course_id)
     start_session(embedded, session["id"])
-    path = f"/api/infusion-sessions/{session['id']}/dose"
-    refused(embedded, path, {"given_mg": 100}, "given_mg")  # planned 84 mg
     refused(
         embedded,
         f"/api/infusion-sessions/{session['id']}/complete",
         {"pain_nrs": 4, "mood": 5},
         "given_mg",
     )
+    path = f"/api/infusion-sessions/{session['id']}/dose"
+    problem = refused(embedded, path, {"given_mg": 100}, "reason")  # planned 84 mg
+    assert "84 mg" in problem["errors"][0]["message"]
+    given = step(embedded, session["id"], "dose", {"given_mg": 100, "reason": "pump re-primed"})
+    assert (given["given_mg"], given["given_reason"]) == (100, "pump re-primed")
+
+
+def test_an_infusion_stopped_early_records_the_dose_it_gave(embedded: Embedded) -> None:
+    """Issue 12: abandoned sessions record the dose given, with the reason; the event
+    carries the dose for the pathway."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    start_session(embedded, session["id"])
+    stopped = step(
+        embedded, session["id"], "abandon", {"reason": "dizzy at 40 min", "given_mg": 21}
+    )
+    assert (stopped["status"], stopped["given_mg"]) == ("abandoned", 21)
+    assert stopped["given_reason"] == "dizzy at 40 min"
+    abandoned = embedded.events(opened.course_id)[-1]
+    assert abandoned.type == "infusion.session.abandoned"
+    assert abandoned.envelope["data"]["given_mg"] == 21
 
 
 def test_a_step_out_of_order_is_a_409(embedded: Embedded) -> None:

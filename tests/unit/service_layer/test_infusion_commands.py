@@ -21,6 +21,7 @@ from services.infusions.models import (
     VitalsReading,
 )
 from services.infusions.schemas import (
+    Abandonment,
     AdverseEventCreate,
     AssessmentCreate,
     CautionOverride,
@@ -615,3 +616,51 @@ def test_an_infusion_is_not_started_before_its_booked_day(clinic: Store) -> None
     assert services.start(booked.id, None, clinic.uow(CLINICIAN), CLINICIAN).status == (
         "in-progress"
     )
+
+
+def test_a_dose_outside_the_tolerance_is_recorded_with_a_reason(clinic: Store) -> None:
+    """Issue 12; CLINICAL.md "Dosing plan": a dose more than 10% from the plan's
+    (dose.given_tolerance_fraction) needs a reason; it is never unrecordable."""
+    started = _started(clinic, _course(clinic))  # 40 mg planned
+    before = _written(clinic)
+    with pytest.raises(RuleBroken) as refused:
+        services.record_dose(started.id, DoseGiven(given_mg=44.1), clinic.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "reason"
+    assert _written(clinic) == before
+    services.record_dose(started.id, DoseGiven(given_mg=44), clinic.uow(CLINICIAN), CLINICIAN)
+    given = DoseGiven(given_mg=60, reason="line flushed twice")
+    stored = services.record_dose(started.id, given, clinic.uow(CLINICIAN), CLINICIAN)
+    assert (stored.given_mg, stored.given_reason) == (60, "line flushed twice")
+    assert clinic.audit()[-1] == ("U", "MedicationAdministration", "dose given with a reason")
+
+
+def test_an_abandoned_infusion_records_the_dose_it_gave(clinic: Store) -> None:
+    """Issue 12: the real dose given is recordable when an infusion stops early."""
+    started = _started(clinic, _course(clinic))
+    stop = Abandonment(reason="vomiting at 20 min", given_mg=12)
+    ended = services.abandon(started.id, stop, clinic.uow(CLINICIAN), CLINICIAN)
+    assert (ended.status, ended.given_mg, ended.given_reason) == (
+        "abandoned",
+        12,
+        "vomiting at 20 min",
+    )
+    abandoned = clinic.events()[-1]
+    assert isinstance(abandoned, InfusionSessionAbandoned) and abandoned.given_mg == 12
+    # Or afterwards, on the abandoned session: the abandon reason explains the difference.
+    later = _started(clinic, _course(clinic))
+    services.abandon(
+        later.id, Abandonment(reason="cannula tissued"), clinic.uow(CLINICIAN), CLINICIAN
+    )
+    stored = services.record_dose(later.id, DoseGiven(given_mg=5), clinic.uow(CLINICIAN), CLINICIAN)
+    assert (stored.given_mg, stored.given_reason) == (5, "cannula tissued")
+
+
+def test_a_session_never_started_takes_no_dose_given(clinic: Store) -> None:
+    booked = _schedule(clinic, _course(clinic))
+    _on_the_day(booked)
+    services.check_in(booked.id, clinic.uow(CLINICIAN), CLINICIAN)
+    with pytest.raises(RuleBroken) as refused:
+        services.abandon(
+            booked.id, Abandonment(reason="x", given_mg=3), clinic.uow(CLINICIAN), CLINICIAN
+        )
+    assert refused.value.field == "given_mg"
