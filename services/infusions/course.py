@@ -25,6 +25,7 @@ from services.infusions.models import (
     InfusionSession,
 )
 from services.infusions.schemas import AssessmentCreate, CourseClosure, CourseStatus, PlanCreate
+from shared.calendar import working_calendar
 from shared.domain import IllegalTransition
 from shared.events import Subject
 from shared.events.catalogue import (
@@ -35,6 +36,7 @@ from shared.events.catalogue import (
     InfusionCourseStatusChanged,
     InfusionMaintenanceOpened,
     InfusionPlanAgreed,
+    InfusionSessionRedosed,
     InfusionSessionScheduled,
     MdtReviewRecorded,
     ReferralAccepted,
@@ -164,9 +166,12 @@ def agree_plan(
     by: str,
     now: datetime,
     policy: DosePolicy,
+    sessions: Sequence[InfusionSession] = (),
 ) -> tuple[DosingPlan, list[Event]]:
     """Agree the dosing plan: a dose outside its band needs an override with a reason,
-    above the hard ceiling never. The first plan makes a planned course active."""
+    above the hard ceiling never. The first plan makes a planned course active; every
+    session of the course not yet started (``sessions`` are all of them) is re-dosed
+    from it, so a dose is always checked against the current plan."""
     require_open(course, "agree a plan")
     require_eligible(latest)
     assert latest is not None  # require_eligible
@@ -228,7 +233,41 @@ def agree_plan(
             agreed_at=now,
         )
     )
+    events += redose(plan, sessions, now, policy)
     return plan, events
+
+
+def session_dose(plan: DosingPlan, first_infusion: bool, policy: DosePolicy) -> float:
+    """The dose of one infusion: the plan's, but a chronic-pain course's first outpatient
+    infusion is capped at the policy's first-dose limit (Cohen 2018: about 80 mg)."""
+    if first_infusion and plan.indication != "depression":
+        return min(plan.total_mg, policy.pain_first_infusion_max_mg)
+    return plan.total_mg
+
+
+def redose(
+    plan: DosingPlan, sessions: Sequence[InfusionSession], now: datetime, policy: DosePolicy
+) -> list[Event]:
+    """Every session not yet started takes the new plan and its dose."""
+    first = not any(s.status == domain.COMPLETED for s in sessions)
+    events: list[Event] = []
+    for pending in sessions:
+        if pending.status not in (domain.SCHEDULED, domain.CHECKED_IN):
+            continue
+        previous = pending.planned_mg
+        pending.plan_id = plan.id
+        pending.planned_mg = session_dose(plan, first, policy)
+        events.append(
+            InfusionSessionRedosed(
+                course_id=pending.course_id,
+                session_id=pending.id,
+                plan_id=plan.id,
+                planned_mg=pending.planned_mg,
+                previous_mg=previous,
+                redosed_at=now,
+            )
+        )
+    return events
 
 
 def schedule(
@@ -236,13 +275,16 @@ def schedule(
     plan: DosingPlan | None,
     latest: EligibilityAssessment | None,
     booked: Sequence[InfusionSession],
-    sessions_so_far: int,
+    sessions: Sequence[InfusionSession],
     slot: tuple[datetime, datetime],
     kind: session.Kind,
     now: datetime,
+    policy: DosePolicy,
 ) -> tuple[InfusionSession, InfusionSessionScheduled]:
     """Book the course's next infusion at the plan's dose, in a free slot of the
-    patient's (``booked`` are the patient's sessions that hold a slot)."""
+    patient's (``booked`` are the patient's sessions that hold a slot; ``sessions`` the
+    course's). The induction series keeps the plan's count and spacing; a chronic-pain
+    series waits for the first infusion and its reassessment (Cohen 2018)."""
     if plan is None:
         raise domain.InfusionRuleBroken("plan", "no dosing plan is agreed for this course yet")
     require_active(course, "schedule a session")
@@ -253,16 +295,22 @@ def schedule(
         raise domain.InfusionRuleBroken(
             "start", "overlaps another infusion session of this patient"
         )
+    held = [s for s in sessions if s.status in (*domain.OPEN_SESSION, domain.COMPLETED)]
+    completed = [s for s in sessions if s.status == domain.COMPLETED]
+    if plan.indication != "depression":
+        _require_first_infusion_reassessed(held, completed, latest)
+    if kind == "induction":
+        _check_induction(plan, held, start)
     new = InfusionSession(
         course_id=course.id,
         patient_id=course.patient_id,
         plan_id=plan.id,
-        number=sessions_so_far + 1,
+        number=len(sessions) + 1,
         kind=kind,
         status=domain.SCHEDULED,
         scheduled_start=start,
         scheduled_end=end,
-        planned_mg=plan.total_mg,
+        planned_mg=session_dose(plan, not completed, policy),
     )
     scheduled = InfusionSessionScheduled(
         course_id=course.id,
@@ -273,6 +321,51 @@ def schedule(
         scheduled_end=end,
     )
     return new, scheduled
+
+
+def _require_first_infusion_reassessed(
+    held: Sequence[InfusionSession],
+    completed: Sequence[InfusionSession],
+    latest: EligibilityAssessment | None,
+) -> None:
+    """CLINICAL.md, "Dosing plan" (Cohen 2018): a first outpatient infusion, then
+    reassessment before a series."""
+    if not completed:
+        if held:
+            raise domain.InfusionRuleBroken(
+                "assessment",
+                "the series waits for the first infusion and its reassessment: book the next "
+                "infusion once the first is done and a new assessment is recorded",
+            )
+        return
+    first_ended = min(s.ended_at or s.scheduled_end for s in completed)
+    if latest is None or latest.assessed_at < first_ended:
+        raise domain.InfusionRuleBroken(
+            "assessment",
+            "record the reassessment after the first infusion before booking the series",
+        )
+
+
+def _check_induction(plan: DosingPlan, held: Sequence[InfusionSession], start: datetime) -> None:
+    """The plan's induction series: at most its count, each at least its spacing apart
+    (in days of the clinic's calendar)."""
+    inductions = [s for s in held if s.kind == "induction"]
+    if len(inductions) >= plan.induction_count:
+        raise domain.InfusionRuleBroken(
+            "kind",
+            f"the induction series of {plan.induction_count} is fully booked: book a "
+            "maintenance infusion, or agree a plan with a longer series",
+        )
+    calendar = working_calendar()
+    day = calendar.day_of(start)
+    for other in inductions:
+        other_day = calendar.day_of(other.scheduled_start)
+        if abs((day - other_day).days) < plan.induction_spacing_days:
+            raise domain.InfusionRuleBroken(
+                "start",
+                f"at least {plan.induction_spacing_days} days from the induction infusion on "
+                f"{other_day.isoformat()} (the plan's spacing)",
+            )
 
 
 def change_status(

@@ -94,10 +94,11 @@ def agree_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -
     with uow:
         found = _course(uow, course_id, lock=True)
         latest = repository.latest_assessment(uow.session, found.id)
+        sessions = repository.sessions(uow.session, found.id)
         plan, events = course.agree_plan(
-            found, latest, data, user.id, now(), clinical_policy().dose
+            found, latest, data, user.id, now(), clinical_policy().dose, sessions
         )
-        uow.session.add_all([plan, found])
+        uow.session.add_all([plan, found, *sessions])
         _publish(uow, found, events)
         overridden = plan.override["fields"] if plan.override else []
         detail = ("dose override: " + ", ".join(overridden)) if overridden else None
@@ -114,10 +115,11 @@ def schedule(course_id: UUID, data: SessionCreate, uow: UnitOfWork, user: User) 
             repository.latest_plan(uow.session, found.id),
             repository.latest_assessment(uow.session, found.id),
             repository.slots_held(uow.session, found.patient_id),
-            len(repository.sessions(uow.session, found.id)),
+            repository.sessions(uow.session, found.id),
             (as_utc(data.start), as_utc(data.end)),
             data.kind,
             now(),
+            clinical_policy().dose,
         )
         uow.session.add(new)
         _publish(uow, found, [scheduled])

@@ -175,6 +175,17 @@ class InfusionSessionScheduled(Event, frozen=True, tag="infusion.session.schedul
     scheduled_end: datetime
 
 
+class InfusionSessionRedosed(Event, frozen=True, tag="infusion.session.redosed"):
+    """A new plan re-doses a session not yet started."""
+
+    course_id: UUID
+    session_id: UUID
+    plan_id: UUID
+    planned_mg: float
+    previous_mg: float
+    redosed_at: datetime
+
+
 class InfusionSessionStarted(Event, frozen=True, tag="infusion.session.started"):
     course_id: UUID
     session_id: UUID
@@ -408,6 +419,7 @@ EVENTS: tuple[type[Event], ...] = (
     InfusionAssessmentRecorded,
     InfusionPlanAgreed,
     InfusionSessionScheduled,
+    InfusionSessionRedosed,
     InfusionSessionStarted,
     InfusionSessionCompleted,
     InfusionSessionCancelled,

@@ -1049,7 +1049,9 @@ def infusions(embedded: Embedded, patient_id: str) -> None:
         "maintenance_interval_days": 28,
     }
     call(embedded, "POST", f"{course}/plan", clinician, plan)
-    for days, finish in ((0, True), (1, False)):
+    for days, finish in ((0, True), (3, False)):
+        if days:  # the series waits for the reassessment after the first infusion
+            call(embedded, "POST", f"{course}/assessments", clinician, assessment)
         start = clinic_clock().now() + timedelta(days=days, minutes=5)
         slot = {"start": start.isoformat(), "end": (start + timedelta(hours=4)).isoformat()}
         session = call(embedded, "POST", f"{course}/sessions", clinician, slot)
@@ -1157,10 +1159,12 @@ EXPECTED_EMBEDDED = {
     "CarePlan": 1,
     "Appointment": 1,
     "Procedure": 2,
-    # PHQ-9: referral baseline, assessment, infusion 1, therapy; GAD-7: therapy.
-    "QuestionnaireResponse": 5,
-    # those five, pain NRS (baseline, assessment, after infusion 1), MME, vitals
-    "Observation": 10,
+    # PHQ-9: referral baseline, assessment, reassessment after infusion 1 (issue 12: the
+    # pain series waits for it), infusion 1, therapy; GAD-7: therapy.
+    "QuestionnaireResponse": 6,
+    # those six, pain NRS (baseline, assessment, reassessment, after infusion 1), MME
+    # (assessment, reassessment), vitals
+    "Observation": 13,
 }
 
 

@@ -279,6 +279,13 @@ def schedule(embedded: Embedded, course_id: str, **when: float) -> dict[str, Any
     return body
 
 
+DEPRESSION_PLAN = {
+    "indication": "depression",
+    "rate_mg_per_kg_per_h": None,
+    "duration_hours": None,
+    "dose_mg_per_kg": 0.5,
+    "infusion_minutes": 40,
+}
 VITALS_OK = {"systolic": 130, "diastolic": 80, "heart_rate": 72, "spo2": 97}
 
 
@@ -418,15 +425,20 @@ def test_a_full_induction_series_publishes_its_events_in_order(embedded: Embedde
     assert (plan["total_mg"], plan["rate_mg_per_h"]) == (84.0, 21.0)
 
     first = schedule(embedded, cid)
-    assert (first["number"], first["status"], first["planned_mg"]) == (1, "scheduled", 84.0)
+    # The first chronic-pain infusion is capped at 80 mg (issue 12; Cohen 2018).
+    assert (first["number"], first["status"], first["planned_mg"]) == (1, "scheduled", 80.0)
     done = run_session(embedded, first["id"])
     assert done["status"] == "completed"
     course = embedded.get(f"/api/infusion-courses/{cid}").json()
     assert course["completed_sessions"] == 1
     assert "maintenance_due_at" not in course  # still inside the induction series
 
+    # The series waits for the reassessment after the first infusion (Cohen 2018).
+    path = f"/api/infusion-courses/{cid}/sessions"
+    refused(embedded, path, slot(days=3), "assessment")
+    assess(embedded, cid)
     second = schedule(embedded, cid, days=3)
-    assert second["number"] == 2
+    assert (second["number"], second["planned_mg"]) == (2, 84.0)
     on_the_day(second)
     run_session(embedded, second["id"])
     finished_at = clinic_clock().now()
@@ -440,11 +452,12 @@ def test_a_full_induction_series_publishes_its_events_in_order(embedded: Embedde
         "infusion.session.scheduled",
         "infusion.session.started",
         "infusion.session.completed",
+        "infusion.assessment.recorded",
         "infusion.session.scheduled",
         "infusion.session.started",
         "infusion.session.completed",
     ]
-    assert [e.sequence for e in events] == list(range(1, 11))
+    assert [e.sequence for e in events] == list(range(1, 12))
     occurred = [e.occurred_at for e in events]
     assert occurred == sorted(occurred)
     assert events[2].envelope["data"]["status"] == "active"
@@ -467,7 +480,7 @@ def test_a_full_induction_series_publishes_its_events_in_order(embedded: Embedde
     }
     assert completed[0]["pain_before"] == 8
     assert completed[0]["pain_after"] == 4
-    assert completed[0]["given_mg"] == 84.0
+    assert completed[0]["given_mg"] == 84.0  # 5% over the capped 80 mg
     assert completed[0]["phq9_total"] == 7
 
     course = embedded.get(f"/api/infusion-courses/{cid}").json()
@@ -665,6 +678,33 @@ def test_an_infusion_is_not_started_before_its_booked_day(embedded: Embedded) ->
     assert step(embedded, session["id"], "start")["status"] == "in-progress"
 
 
+def test_booking_keeps_the_induction_series_and_the_pain_series_rules(
+    embedded: Embedded,
+) -> None:
+    """Issue 12; CLINICAL.md "Dosing plan" and "Course rules": the first chronic-pain
+    infusion is capped at about 80 mg and the series waits for its reassessment (Cohen
+    2018); the induction series keeps the plan's spacing; a new plan re-doses the
+    sessions not yet started."""
+    opened = planned_course(embedded)  # pain, 84 mg, 2 inductions 3 days apart
+    path = f"/api/infusion-courses/{opened.course_id}/sessions"
+    first = schedule(embedded, opened.course_id)
+    assert first["planned_mg"] == 80.0
+    problem = refused(embedded, path, slot(days=4), "assessment")
+    assert "reassessment" in problem["errors"][0]["message"]
+
+    depression = open_course(embedded)
+    assess(embedded, depression.course_id)
+    agree_plan(embedded, depression.course_id, **DEPRESSION_PLAN)  # 0.5 x 70 = 35 mg
+    booked = schedule(embedded, depression.course_id, days=1)
+    spacing = f"/api/infusion-courses/{depression.course_id}/sessions"
+    problem = refused(embedded, spacing, slot(days=2), "start")
+    assert "at least 3 days" in problem["errors"][0]["message"]
+    agree_plan(embedded, depression.course_id, **{**DEPRESSION_PLAN, "dose_mg_per_kg": 0.4})
+    again = embedded.get(f"/api/infusion-sessions/{booked['id']}").json()
+    assert (booked["planned_mg"], again["planned_mg"]) == (35.0, 28.0)
+    assert embedded.events(depression.course_id)[-1].type == "infusion.session.redosed"
+
+
 def test_closing_the_course_closes_the_referral(embedded: Embedded) -> None:
     """Issue 4, "Course": closed with a reason, publishing infusion.course.closed; the
     referrals service closes the referral that opened it."""
@@ -804,7 +844,11 @@ def test_a_session_before_the_plan_is_refused(embedded: Embedded) -> None:
 
 
 def test_overlapping_sessions_are_refused(embedded: Embedded) -> None:
-    opened = planned_course(embedded)
+    # A depression plan and maintenance bookings: neither the pain series' wait for the
+    # first infusion's reassessment nor the induction spacing applies (issue 12).
+    opened = open_course(embedded)
+    assess(embedded, opened.course_id)
+    agree_plan(embedded, opened.course_id, **DEPRESSION_PLAN)
     first = schedule(embedded, opened.course_id, minutes=60)
     path = f"/api/infusion-courses/{opened.course_id}/sessions"
     refused(embedded, path, slot(minutes=120), "start")
@@ -813,8 +857,16 @@ def test_overlapping_sessions_are_refused(embedded: Embedded) -> None:
     start = datetime.fromisoformat(first["scheduled_start"])
     end = datetime.fromisoformat(first["scheduled_end"])
     for when in (
-        {"start": (start - timedelta(minutes=30)).isoformat(), "end": start.isoformat()},
-        {"start": end.isoformat(), "end": (end + timedelta(hours=1)).isoformat()},
+        {
+            "start": (start - timedelta(minutes=30)).isoformat(),
+            "end": start.isoformat(),
+            "kind": "maintenance",
+        },
+        {
+            "start": end.isoformat(),
+            "end": (end + timedelta(hours=1)).isoformat(),
+            "kind": "maintenance",
+        },
     ):
         response = embedded.post(path, when)
         assert response.status_code == 201, response.text
@@ -934,8 +986,9 @@ def test_a_dose_given_far_from_the_plan_needs_a_reason_and_is_then_recorded(
         "given_mg",
     )
     path = f"/api/infusion-sessions/{session['id']}/dose"
-    problem = refused(embedded, path, {"given_mg": 100}, "reason")  # planned 84 mg
-    assert "84 mg" in problem["errors"][0]["message"]
+    # 84 mg planned, the first pain infusion capped at 80 mg (Cohen 2018)
+    problem = refused(embedded, path, {"given_mg": 100}, "reason")
+    assert "80 mg" in problem["errors"][0]["message"]
     given = step(embedded, session["id"], "dose", {"given_mg": 100, "reason": "pump re-primed"})
     assert (given["given_mg"], given["given_reason"]) == (100, "pump re-primed")
 
@@ -1093,7 +1146,8 @@ def test_a_dose_exactly_ten_percent_over_the_plan_is_accepted(embedded: Embedded
     opened = planned_course(embedded)
     session = schedule(embedded, opened.course_id)
     start_session(embedded, session["id"])
-    response = embedded.post(f"/api/infusion-sessions/{session['id']}/dose", {"given_mg": 92.4})
+    # The first pain infusion is capped at 80 mg (issue 12): 88 mg is 10% over.
+    response = embedded.post(f"/api/infusion-sessions/{session['id']}/dose", {"given_mg": 88})
     assert response.status_code == 200, response.text
 
 

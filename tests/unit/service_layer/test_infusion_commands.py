@@ -39,6 +39,7 @@ from services.infusions.schemas import (
     StartOverride,
     VitalsCreate,
 )
+from services.infusions.session import Kind
 from shared.auth import Role
 from shared.clock import clinic_clock
 from shared.domain import IllegalTransition, RuleBroken
@@ -55,6 +56,7 @@ from shared.events.catalogue import (
     InfusionSessionAbandoned,
     InfusionSessionCancelled,
     InfusionSessionCompleted,
+    InfusionSessionRedosed,
     InfusionSessionStarted,
     InfusionVitalsOutOfRange,
     MdtDecision,
@@ -664,3 +666,84 @@ def test_a_session_never_started_takes_no_dose_given(clinic: Store) -> None:
             booked.id, Abandonment(reason="x", given_mg=3), clinic.uow(CLINICIAN), CLINICIAN
         )
     assert refused.value.field == "given_mg"
+
+
+def _book(clinic: Store, course: InfusionCourse, days: int, kind: Kind = "induction") -> Any:
+    start = utcnow() + timedelta(days=days)
+    data = SessionCreate(start=start, end=start + timedelta(hours=2), kind=kind)
+    return services.schedule(course.id, data, clinic.uow(CLINICIAN), CLINICIAN)
+
+
+def test_a_new_plan_redoses_every_session_not_yet_started(clinic: Store) -> None:
+    """Issue 12: agreeing a new plan re-doses every session not yet started; the dose
+    given is checked against the current plan."""
+    course = _course(clinic, induction_count=3)  # 0.5 mg/kg x 80 kg = 40 mg
+    first = _book(clinic, course, 1)
+    second = _book(clinic, course, 4)
+    newer = PlanCreate(
+        indication="depression", weight_kg=80, dose_mg_per_kg=0.3, infusion_minutes=40
+    )
+    plan = services.agree_plan(course.id, newer, clinic.uow(CLINICIAN), CLINICIAN)
+    stored = {s.id: s for s in clinic.rows(InfusionSession)}
+    assert [(stored[s.id].planned_mg, stored[s.id].plan_id) for s in (first, second)] == [
+        (24, plan.id),
+        (24, plan.id),
+    ]
+    redosed = clinic.events()[-2:]
+    assert all(isinstance(e, InfusionSessionRedosed) for e in redosed)
+    assert [
+        (e.previous_mg, e.planned_mg) for e in redosed if isinstance(e, InfusionSessionRedosed)
+    ] == [
+        (40, 24),
+        (40, 24),
+    ]
+    clinic_clock().set(first.scheduled_start)
+    services.check_in(first.id, clinic.uow(CLINICIAN), CLINICIAN)
+    services.record_vitals(first.id, _vitals(), clinic.uow(CLINICIAN), CLINICIAN)
+    services.start(first.id, None, clinic.uow(CLINICIAN), CLINICIAN)
+    with pytest.raises(RuleBroken) as refused:  # 40 mg was the old plan's dose
+        services.record_dose(first.id, DoseGiven(given_mg=40), clinic.uow(CLINICIAN), CLINICIAN)
+    assert refused.value.field == "reason" and "24 mg" in refused.value.message
+
+
+def test_the_induction_series_count_and_spacing_are_kept_when_booking(clinic: Store) -> None:
+    """Issue 12; CLINICAL.md "Course rules": the plan's induction series (count, minimum
+    spacing in days) is enforced when booking."""
+    course = _course(clinic, induction_count=2, induction_spacing_days=3)
+    _book(clinic, course, 1)
+    with pytest.raises(RuleBroken) as too_close:
+        _book(clinic, course, 3)
+    assert too_close.value.field == "start" and "at least 3 days" in too_close.value.message
+    _book(clinic, course, 4)
+    with pytest.raises(RuleBroken) as too_many:
+        _book(clinic, course, 8)
+    assert too_many.value.field == "kind"
+    _book(clinic, course, 8, kind="maintenance")
+
+
+def test_the_first_pain_infusion_is_capped_and_the_series_waits_for_its_reassessment(
+    clinic: Store,
+) -> None:
+    """Issue 12; CLINICAL.md "Dosing plan" (Cohen 2018): a first outpatient infusion of
+    about 80 mg (dose.pain_first_infusion_max_mg), then reassessment before a series."""
+    course = _course(clinic, planned=False)
+    pain = PlanCreate(indication="pain", weight_kg=80, rate_mg_per_kg_per_h=0.3, duration_hours=4)
+    plan = services.agree_plan(course.id, pain, clinic.uow(CLINICIAN), CLINICIAN)
+    assert plan.total_mg == 96
+    first = _book(clinic, course, 1)
+    assert first.planned_mg == clinical_policy().dose.pain_first_infusion_max_mg == 80
+    with pytest.raises(RuleBroken) as waits:
+        _book(clinic, course, 5)
+    assert waits.value.field == "assessment"
+    clinic_clock().set(first.scheduled_start)
+    services.check_in(first.id, clinic.uow(CLINICIAN), CLINICIAN)
+    services.record_vitals(first.id, _vitals(), clinic.uow(CLINICIAN), CLINICIAN)
+    services.start(first.id, None, clinic.uow(CLINICIAN), CLINICIAN)
+    services.record_dose(first.id, DoseGiven(given_mg=80), clinic.uow(CLINICIAN), CLINICIAN)
+    done = SessionCompletion(pain_nrs=5, mood=5)
+    services.complete(first.id, done, clinic.uow(CLINICIAN), CLINICIAN)
+    with pytest.raises(RuleBroken) as reassess:
+        _book(clinic, course, 5)
+    assert reassess.value.field == "assessment" and "reassessment" in reassess.value.message
+    services.assess(course.id, _assessment(), clinic.uow(CLINICIAN), CLINICIAN)
+    assert _book(clinic, course, 5).planned_mg == 96
