@@ -38,6 +38,10 @@ Fraction = Annotated[float, Meta(gt=0, le=1)]
 MgPerKg = Annotated[float, Meta(gt=0, le=5)]
 Hours = Annotated[float, Meta(gt=0, le=24)]
 Pressure = Annotated[int, Meta(ge=40, le=300)]
+Milligrams = Annotated[float, Meta(gt=0, le=2000)]
+Kilograms = Annotated[float, Meta(gt=0, le=500)]
+# A reading's impossible limit: a value above it is a typo or a unit mix-up, not a patient.
+Reading = Annotated[int, Meta(ge=1, le=400)]
 
 
 class PolicyError(ValueError):
@@ -155,9 +159,54 @@ class DosePolicy(_Section, frozen=True):
     pain_max_hours: Annotated[
         Hours, Meta(description="Cohen et al. 2018: CRPS regimens for 4 h a day")
     ]
+    depression_max_mg_per_kg_per_h: Annotated[
+        MgPerKg,
+        Meta(
+            description="Sanacora et al. 2017: the standard regimen, 0.5 mg/kg over 40 "
+            "minutes, runs at 0.75 mg/kg/h; a depression plan infused faster (mg/kg over "
+            "its minutes) needs a clinician's override with a reason"
+        ),
+    ]
+    pain_ceiling_hours: Annotated[
+        Hours,
+        Meta(
+            description=f"{LOCAL}: hard ceiling on one infusion's duration, never "
+            "overridden (twice the longest CRPS regimen day of 4 h, Cohen et al. 2018)"
+        ),
+    ]
+    infusion_ceiling_mg: Annotated[
+        Milligrams,
+        Meta(
+            description=f"{LOCAL}: hard ceiling on the total dose of one infusion, never "
+            "overridden (the 1 mg/kg/h ceiling for 4 h at 100 kg)"
+        ),
+    ]
+    pain_first_infusion_max_mg: Annotated[
+        Milligrams,
+        Meta(
+            description="Cohen et al. 2018: a first outpatient infusion of about 80 mg, "
+            "then reassessment before a series"
+        ),
+    ]
+    min_weight_kg: Annotated[
+        Kilograms, Meta(description=f"{LOCAL}: a plan's or assessment's weight of 20 kg or more")
+    ]
+    max_weight_kg: Annotated[
+        Kilograms, Meta(description=f"{LOCAL}: a plan's or assessment's weight of 300 kg or less")
+    ]
+    plan_weight_difference_fraction: Annotated[
+        Fraction,
+        Meta(
+            description=f"{LOCAL}: a plan's weight within 10% of the latest assessment's "
+            "(every dose is computed from it, CLINICAL.md; a weight in pounds is refused)"
+        ),
+    ]
     given_tolerance_fraction: Annotated[
         Fraction,
-        Meta(description="local policy: a dose given within 10% of the plan's computed dose"),
+        Meta(
+            description="local policy: a dose given within 10% of the plan's computed dose; "
+            "outside it the dose is recorded with a reason"
+        ),
     ]
 
     def __post_init__(self) -> None:
@@ -165,6 +214,8 @@ class DosePolicy(_Section, frozen=True):
         _order("depression_max_mg_per_kg", "depression_ceiling_mg_per_kg", self)
         _order("pain_max_mg_per_kg_per_h", "pain_ceiling_mg_per_kg_per_h", self)
         _order("pain_min_hours", "pain_max_hours", self)
+        _order("pain_max_hours", "pain_ceiling_hours", self)
+        _order("min_weight_kg", "max_weight_kg", self)
 
 
 class VitalsPolicy(_Section, frozen=True):
@@ -220,6 +271,21 @@ class VitalsPolicy(_Section, frozen=True):
             description=f"{LOCAL}: a critically abnormal reading is acted on within 15 "
             "minutes (the monitoring interval), or the alert escalates to the MDT",
         ),
+    ]
+
+    # Critically abnormal readings (SpO2 45, systolic 60) are recorded and alerted on;
+    # only a reading no body can give (0 or less, or above these) is refused.
+    impossible_above_systolic: Annotated[
+        Reading, Meta(description=f"{LOCAL}: a systolic above 300 mmHg (or 0) is impossible")
+    ]
+    impossible_above_diastolic: Annotated[
+        Reading, Meta(description=f"{LOCAL}: a diastolic above 250 mmHg (or 0) is impossible")
+    ]
+    impossible_above_heart_rate: Annotated[
+        Reading, Meta(description=f"{LOCAL}: a heart rate above 300/min (or 0) is impossible")
+    ]
+    impossible_above_spo2: Annotated[
+        Reading, Meta(description="SpO2 is a percentage: above 100 (or 0) is impossible")
     ]
 
     def __post_init__(self) -> None:

@@ -15,6 +15,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 from services.infusions import services, views
 from services.infusions.models import InfusionSession
 from services.infusions.schemas import (
+    Abandonment,
     AdverseEventCreate,
     AssessmentCreate,
     AssessmentRead,
@@ -30,6 +31,7 @@ from services.infusions.schemas import (
     SessionCompletion,
     SessionCreate,
     SessionRead,
+    StartInfusion,
     VitalsCreate,
     VitalsRead,
 )
@@ -166,9 +168,26 @@ class SessionController(Controller):
     ) -> SessionRead:
         return _session(uow, services.record_scores_before(session_id, data, uow, user))
 
-    @command("/{session_id:uuid}/start", operation_id="startInfusionSession", roles=CLINICIAN)
-    def start(self, session_id: FromPath[UUID], uow: UowDep, user: UserDep) -> SessionRead:
-        return _session(uow, services.start(session_id, uow, user))
+    @command(
+        "/{session_id:uuid}/start",
+        operation_id="startInfusionSession",
+        roles=CLINICIAN,
+        summary="Start the infusion, on its booked day, after the observations before it",
+        description=(
+            "The latest reading before the infusion at or above the start limit "
+            "(`vitals.before_systolic`/`before_diastolic`, 160/100, *local policy*) is a "
+            "422 on `override.reason` unless the body gives `override.reason`: the "
+            "clinician starting it is named with the reason, recorded and audited."
+        ),
+    )
+    def start(
+        self,
+        session_id: FromPath[UUID],
+        uow: UowDep,
+        user: UserDep,
+        data: JSONBody[StartInfusion | None] = None,
+    ) -> SessionRead:
+        return _session(uow, services.start(session_id, data, uow, user))
 
     @command(
         "/{session_id:uuid}/vitals", operation_id="recordVitals", roles=CLINICIAN, status_code=201
@@ -178,7 +197,12 @@ class SessionController(Controller):
     ) -> VitalsRead:
         return views.vitals_read(services.record_vitals(session_id, data, uow, user))
 
-    @command("/{session_id:uuid}/dose", operation_id="recordDoseGiven", roles=CLINICIAN)
+    @command(
+        "/{session_id:uuid}/dose",
+        operation_id="recordDoseGiven",
+        roles=CLINICIAN,
+        summary="Record the dose given; outside ±10% of the session's dose it needs a reason",
+    )
     def dose(
         self, session_id: FromPath[UUID], data: JSONBody[DoseGiven], uow: UowDep, user: UserDep
     ) -> SessionRead:
@@ -221,9 +245,14 @@ class SessionController(Controller):
     ) -> SessionRead:
         return _session(uow, services.cancel(session_id, data, uow, user))
 
-    @command("/{session_id:uuid}/abandon", operation_id="abandonInfusionSession", roles=CLINICIAN)
+    @command(
+        "/{session_id:uuid}/abandon",
+        operation_id="abandonInfusionSession",
+        roles=CLINICIAN,
+        summary="Stop early with a reason and, once started, the dose given",
+    )
     def abandon(
-        self, session_id: FromPath[UUID], data: JSONBody[Reason], uow: UowDep, user: UserDep
+        self, session_id: FromPath[UUID], data: JSONBody[Abandonment], uow: UowDep, user: UserDep
     ) -> SessionRead:
         return _session(uow, services.abandon(session_id, data, uow, user))
 

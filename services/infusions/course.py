@@ -25,6 +25,7 @@ from services.infusions.models import (
     InfusionSession,
 )
 from services.infusions.schemas import AssessmentCreate, CourseClosure, CourseStatus, PlanCreate
+from shared.calendar import working_calendar
 from shared.domain import IllegalTransition, as_declared
 from shared.events import Subject
 from shared.events.catalogue import (
@@ -33,12 +34,15 @@ from shared.events.catalogue import (
     InfusionCourseClosed,
     InfusionCourseOpened,
     InfusionCourseStatusChanged,
+    InfusionMaintenanceOpened,
     InfusionPlanAgreed,
+    InfusionSessionRedosed,
     InfusionSessionScheduled,
+    MdtReviewRecorded,
     ReferralAccepted,
 )
 from shared.measures import PHQ9, InvalidItems, Score, score
-from shared.policy import DosePolicy
+from shared.policy import ClinicalPolicy, DosePolicy
 
 Outcome = Literal["eligible", "ineligible", "needs-override"]
 
@@ -103,16 +107,21 @@ def score_phq9(items: Sequence[int], field: str) -> Score:
 
 
 def assess(
-    course: InfusionCourse, data: AssessmentCreate, by: str, now: datetime
+    course: InfusionCourse,
+    data: AssessmentCreate,
+    by: str,
+    now: datetime,
+    policy: ClinicalPolicy,
 ) -> tuple[EligibilityAssessment, InfusionAssessmentRecorded]:
     """Record an eligibility assessment: the checklist decides eligible, ineligible or
     waiting for a clinician's override of a caution."""
     require_open(course, "assess")
+    dose_policy = policy.dose
     domain.check_physiological(
-        {"systolic": data.systolic, "diastolic": data.diastolic, "heart_rate": data.heart_rate}
+        {"systolic": data.systolic, "diastolic": data.diastolic, "heart_rate": data.heart_rate},
+        policy.vitals,
     )
-    if not 20 <= data.weight_kg <= 300:
-        raise domain.InfusionRuleBroken("weight_kg", "must be between 20 and 300 kg")
+    domain.check_weight(data.weight_kg, dose_policy)
     eligibility = domain.assess_eligibility(
         {item: answer.present for item, answer in data.checklist.items()},
         [override.caution for override in data.overrides],
@@ -161,11 +170,15 @@ def agree_plan(
     by: str,
     now: datetime,
     policy: DosePolicy,
+    sessions: Sequence[InfusionSession] = (),
 ) -> tuple[DosingPlan, list[Event]]:
     """Agree the dosing plan: a dose outside its band needs an override with a reason,
-    above the hard ceiling never. The first plan makes a planned course active."""
+    above the hard ceiling never. The first plan makes a planned course active; every
+    session of the course not yet started (``sessions`` are all of them) is re-dosed
+    from it, so a dose is always checked against the current plan."""
     require_open(course, "agree a plan")
     require_eligible(latest)
+    assert latest is not None  # require_eligible
     dose = domain.check_dose(
         indication=data.indication,
         weight_kg=data.weight_kg,
@@ -175,10 +188,12 @@ def agree_plan(
         duration_hours=data.duration_hours,
         policy=policy,
     )
+    domain.check_plan_weight(data.weight_kg, latest.weight_kg, policy)
     if dose.outside_band and data.override is None:
         raise domain.InfusionRuleBroken(
             dose.outside_band[0],
-            "outside the CLINICAL.md band: a clinician's override with a reason is needed",
+            f"outside the CLINICAL.md band (acceptable: {dose.why[0]}), or a clinician's "
+            "override with a reason",
         )
     override = None
     if dose.outside_band and data.override is not None:
@@ -222,7 +237,41 @@ def agree_plan(
             agreed_at=now,
         )
     )
+    events += redose(plan, sessions, now, policy)
     return plan, events
+
+
+def session_dose(plan: DosingPlan, first_infusion: bool, policy: DosePolicy) -> float:
+    """The dose of one infusion: the plan's, but a chronic-pain course's first outpatient
+    infusion is capped at the policy's first-dose limit (Cohen 2018: about 80 mg)."""
+    if first_infusion and plan.indication != "depression":
+        return min(plan.total_mg, policy.pain_first_infusion_max_mg)
+    return plan.total_mg
+
+
+def redose(
+    plan: DosingPlan, sessions: Sequence[InfusionSession], now: datetime, policy: DosePolicy
+) -> list[Event]:
+    """Every session not yet started takes the new plan and its dose."""
+    first = not any(s.status == domain.COMPLETED for s in sessions)
+    events: list[Event] = []
+    for pending in sessions:
+        if pending.status not in (domain.SCHEDULED, domain.CHECKED_IN):
+            continue
+        previous = pending.planned_mg
+        pending.plan_id = plan.id
+        pending.planned_mg = session_dose(plan, first, policy)
+        events.append(
+            InfusionSessionRedosed(
+                course_id=pending.course_id,
+                session_id=pending.id,
+                plan_id=plan.id,
+                planned_mg=pending.planned_mg,
+                previous_mg=previous,
+                redosed_at=now,
+            )
+        )
+    return events
 
 
 def schedule(
@@ -230,13 +279,16 @@ def schedule(
     plan: DosingPlan | None,
     latest: EligibilityAssessment | None,
     booked: Sequence[InfusionSession],
-    sessions_so_far: int,
+    sessions: Sequence[InfusionSession],
     slot: tuple[datetime, datetime],
     kind: session.Kind,
     now: datetime,
+    policy: DosePolicy,
 ) -> tuple[InfusionSession, InfusionSessionScheduled]:
     """Book the course's next infusion at the plan's dose, in a free slot of the
-    patient's (``booked`` are the patient's sessions that hold a slot)."""
+    patient's (``booked`` are the patient's sessions that hold a slot; ``sessions`` the
+    course's). The induction series keeps the plan's count and spacing; a chronic-pain
+    series waits for the first infusion and its reassessment (Cohen 2018)."""
     if plan is None:
         raise domain.InfusionRuleBroken("plan", "no dosing plan is agreed for this course yet")
     require_ready(course, latest, "schedule a session")
@@ -246,16 +298,22 @@ def schedule(
         raise domain.InfusionRuleBroken(
             "start", "overlaps another infusion session of this patient"
         )
+    held = [s for s in sessions if s.status in (*domain.OPEN_SESSION, domain.COMPLETED)]
+    completed = [s for s in sessions if s.status == domain.COMPLETED]
+    if plan.indication != "depression":
+        _require_first_infusion_reassessed(held, completed, latest)
+    if kind == "induction":
+        _check_induction(plan, held, start)
     new = InfusionSession(
         course_id=course.id,
         patient_id=course.patient_id,
         plan_id=plan.id,
-        number=sessions_so_far + 1,
+        number=len(sessions) + 1,
         kind=kind,
         status=domain.SCHEDULED,
         scheduled_start=start,
         scheduled_end=end,
-        planned_mg=plan.total_mg,
+        planned_mg=session_dose(plan, not completed, policy),
     )
     scheduled = InfusionSessionScheduled(
         **session.about(new),
@@ -265,6 +323,51 @@ def schedule(
         scheduled_end=end,
     )
     return new, scheduled
+
+
+def _require_first_infusion_reassessed(
+    held: Sequence[InfusionSession],
+    completed: Sequence[InfusionSession],
+    latest: EligibilityAssessment | None,
+) -> None:
+    """CLINICAL.md, "Dosing plan" (Cohen 2018): a first outpatient infusion, then
+    reassessment before a series."""
+    if not completed:
+        if held:
+            raise domain.InfusionRuleBroken(
+                "assessment",
+                "the series waits for the first infusion and its reassessment: book the next "
+                "infusion once the first is done and a new assessment is recorded",
+            )
+        return
+    first_ended = min(s.ended_at or s.scheduled_end for s in completed)
+    if latest is None or latest.assessed_at < first_ended:
+        raise domain.InfusionRuleBroken(
+            "assessment",
+            "record the reassessment after the first infusion before booking the series",
+        )
+
+
+def _check_induction(plan: DosingPlan, held: Sequence[InfusionSession], start: datetime) -> None:
+    """The plan's induction series: at most its count, each at least its spacing apart
+    (in days of the clinic's calendar)."""
+    inductions = [s for s in held if s.kind == "induction"]
+    if len(inductions) >= plan.induction_count:
+        raise domain.InfusionRuleBroken(
+            "kind",
+            f"the induction series of {plan.induction_count} is fully booked: book a "
+            "maintenance infusion, or agree a plan with a longer series",
+        )
+    calendar = working_calendar()
+    day = calendar.day_of(start)
+    for other in inductions:
+        other_day = calendar.day_of(other.scheduled_start)
+        if abs((day - other_day).days) < plan.induction_spacing_days:
+            raise domain.InfusionRuleBroken(
+                "start",
+                f"at least {plan.induction_spacing_days} days from the induction infusion on "
+                f"{other_day.isoformat()} (the plan's spacing)",
+            )
 
 
 def change_status(
@@ -280,6 +383,71 @@ def change_status(
         previous_status=previous,
         changed_at=now,
     )
+
+
+def hold_after_serious_event(course: InfusionCourse, code: str, now: datetime) -> list[Event]:
+    """CLINICAL.md, "Course rules": a serious adverse event puts the course on hold until
+    an MDT review resumes it (a course already on hold stays so, now held for the MDT)."""
+    if course.status not in (domain.ACTIVE, domain.ONHOLD):
+        return []
+    course.held_for_mdt = True
+    if course.status == domain.ONHOLD:
+        return []
+    reason = f"serious adverse event ({code}): on hold until an MDT review resumes it"
+    return [change_status(course, "hold", reason, now)]
+
+
+def resume(course: InfusionCourse, reason: str, by_mdt: bool, now: datetime) -> list[Event]:
+    """Resume a held course; one held for the MDT only by the MDT (its review's decision
+    or an MDT member's request)."""
+    if course.held_for_mdt and not by_mdt:
+        raise domain.InfusionRuleBroken(
+            "reason",
+            "the course is on hold after a serious adverse event: only an MDT review "
+            "resumes it (the MDT's decision to continue, or an MDT member)",
+        )
+    changed = change_status(course, "resume", reason, now)
+    course.held_for_mdt = False
+    return [changed]
+
+
+def act_on_review(
+    course: InfusionCourse,
+    review: MdtReviewRecorded,
+    open_sessions: Sequence[InfusionSession],
+    now: datetime,
+) -> list[Event]:
+    """What the MDT decided, done: ``stop-infusions`` closes the course (stopped), or holds
+    it for the MDT while an infusion still runs (its clinician ends it); ``continue``
+    resumes a held course; ``start-maintenance`` resumes a held course and opens
+    maintenance (due now unless already due). Anything else is not the clinic's to act
+    on. A decision already in effect changes nothing, so acting twice is acting once."""
+    if course.status in domain.COURSE_CLOSED:
+        return []
+    note = f"MDT review {review.review_id}: {review.decision}"
+    if review.decision == "stop-infusions":
+        if any(s.status == domain.IN_PROGRESS for s in open_sessions):
+            course.held_for_mdt = True
+            if course.status != domain.ACTIVE:
+                return []
+            return [change_status(course, "hold", f"{note}, once the running infusion ends", now)]
+        return close(course, open_sessions, CourseClosure(reason="stopped", note=note), now)
+    if review.decision not in ("continue", "start-maintenance"):
+        return []
+    events: list[Event] = []
+    if course.status == domain.ONHOLD:
+        events += resume(course, note, True, now)
+    if review.decision == "start-maintenance" and course.status == domain.ACTIVE:
+        course.maintenance_due_at = course.maintenance_due_at or now
+        events.append(
+            InfusionMaintenanceOpened(
+                course_id=course.id,
+                review_id=review.review_id,
+                maintenance_due_at=course.maintenance_due_at,
+                opened_at=now,
+            )
+        )
+    return events
 
 
 def close(

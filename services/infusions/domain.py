@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
 
 from shared.domain import IllegalTransition as IllegalTransition
 from shared.domain import RuleBroken, StateMachine
@@ -91,6 +90,7 @@ class DoseCheck:
     total_mg: float
     rate_mg_per_h: float
     outside_band: tuple[str, ...]  # the fields outside their band, each needing an override
+    why: tuple[str, ...] = ()  # for each field outside its band, what would bring it inside
 
 
 def check_dose(
@@ -105,11 +105,11 @@ def check_dose(
 ) -> DoseCheck:
     """The dose computed from the plan's weight, and which values sit outside their band.
 
-    Above a hard ceiling is refused outright; outside the band needs an override.
+    Above a hard ceiling (rate, total dose, duration) is refused outright, override or
+    not; outside the band needs an override.
     """
     policy = policy or clinical_policy().dose
-    if not 20 <= weight_kg <= 300:
-        raise InfusionRuleBroken("weight_kg", "must be between 20 and 300 kg")
+    check_weight(weight_kg, policy)
     given = {
         "dose_mg_per_kg": dose_mg_per_kg,
         "infusion_minutes": infusion_minutes,
@@ -131,45 +131,103 @@ def check_dose(
         if given[name] is not None:
             raise InfusionRuleBroken(name, f"does not belong to a {indication} plan")
     if indication == "depression":
-        dose = _needed("dose_mg_per_kg", dose_mg_per_kg, "a depression plan needs a dose in mg/kg")
-        minutes = _needed(
-            "infusion_minutes", infusion_minutes, "a depression plan needs its minutes"
+        return _depression_dose(weight_kg, dose_mg_per_kg, infusion_minutes, policy)
+    return _pain_dose(weight_kg, rate_mg_per_kg_per_h, duration_hours, policy)
+
+
+def check_weight(weight_kg: float, policy: DosePolicy) -> None:
+    if not policy.min_weight_kg <= weight_kg <= policy.max_weight_kg:
+        raise InfusionRuleBroken(
+            "weight_kg",
+            f"must be between {policy.min_weight_kg:g} and {policy.max_weight_kg:g} kg",
         )
-        _below_ceiling("dose_mg_per_kg", dose, policy.depression_ceiling_mg_per_kg, "mg/kg")
-        outside: tuple[str, ...] = ()
-        if not policy.depression_min_mg_per_kg <= dose <= policy.depression_max_mg_per_kg:
-            outside = ("dose_mg_per_kg",)
-        total = dose * weight_kg
-        return DoseCheck(round(total, 1), round(total * 60 / minutes, 1), outside)
-    rate_per_kg = _needed(
-        "rate_mg_per_kg_per_h", rate_mg_per_kg_per_h, "a pain plan needs a rate in mg/kg/h"
-    )
-    hours = _needed("duration_hours", duration_hours, "a pain plan needs its duration in hours")
-    _below_ceiling(
-        "rate_mg_per_kg_per_h", rate_per_kg, policy.pain_ceiling_mg_per_kg_per_h, "mg/kg/h"
-    )
-    outside_band: list[str] = []
-    if rate_per_kg > policy.pain_max_mg_per_kg_per_h:
-        outside_band.append("rate_mg_per_kg_per_h")
-    if not policy.pain_min_hours <= hours <= policy.pain_max_hours:
-        outside_band.append("duration_hours")
+
+
+def check_plan_weight(plan_kg: float, assessed_kg: float, policy: DosePolicy) -> None:
+    """Every dose is computed from the plan's weight (CLINICAL.md): it must be the
+    patient's, so one far from the latest assessment's (a weight in pounds) is refused."""
+    allowed = policy.plan_weight_difference_fraction
+    if round(abs(plan_kg - assessed_kg), 6) > round(assessed_kg * allowed, 6):
+        raise InfusionRuleBroken(
+            "weight_kg",
+            f"{plan_kg:g} kg differs from the latest assessment's {assessed_kg:g} kg by more "
+            f"than {allowed:.0%}: give the weight in kg, or record a new assessment first",
+        )
+
+
+def _ceiling(field: str, total_mg: float, policy: DosePolicy) -> None:
+    if total_mg > policy.infusion_ceiling_mg:
+        raise InfusionRuleBroken(
+            field,
+            f"{total_mg:g} mg in one infusion is above the hard ceiling of "
+            f"{policy.infusion_ceiling_mg:g} mg, which no override passes",
+        )
+
+
+def _depression_dose(
+    weight_kg: float, dose_mg_per_kg: float | None, minutes: int | None, policy: DosePolicy
+) -> DoseCheck:
+    if dose_mg_per_kg is None:
+        raise InfusionRuleBroken("dose_mg_per_kg", "a depression plan needs a dose in mg/kg")
+    if minutes is None:
+        raise InfusionRuleBroken("infusion_minutes", "a depression plan needs its minutes")
+    if dose_mg_per_kg > policy.depression_ceiling_mg_per_kg:
+        raise InfusionRuleBroken(
+            "dose_mg_per_kg",
+            f"above the hard ceiling of {policy.depression_ceiling_mg_per_kg} mg/kg",
+        )
+    total = dose_mg_per_kg * weight_kg
+    _ceiling("dose_mg_per_kg", round(total, 1), policy)
+    outside: list[str] = []
+    why: list[str] = []
+    if not policy.depression_min_mg_per_kg <= dose_mg_per_kg <= policy.depression_max_mg_per_kg:
+        outside.append("dose_mg_per_kg")
+        why.append(
+            f"inside {policy.depression_min_mg_per_kg}-{policy.depression_max_mg_per_kg} mg/kg"
+        )
+    # The rate, not only the total: mg/kg over the minutes is mg/kg/h (Sanacora 2017).
+    rate_per_kg = dose_mg_per_kg * 60 / minutes
+    if round(rate_per_kg, 6) > policy.depression_max_mg_per_kg_per_h:
+        slowest = dose_mg_per_kg * 60 / policy.depression_max_mg_per_kg_per_h
+        outside.append("infusion_minutes")
+        why.append(
+            f"{dose_mg_per_kg:g} mg/kg over {minutes} minutes is {rate_per_kg:.3g} mg/kg/h, "
+            f"faster than {policy.depression_max_mg_per_kg_per_h:g} mg/kg/h: over at least "
+            f"{slowest:.0f} minutes"
+        )
+    return DoseCheck(round(total, 1), round(total * 60 / minutes, 1), tuple(outside), tuple(why))
+
+
+def _pain_dose(
+    weight_kg: float, rate_per_kg: float | None, hours: float | None, policy: DosePolicy
+) -> DoseCheck:
+    if rate_per_kg is None:
+        raise InfusionRuleBroken("rate_mg_per_kg_per_h", "a pain plan needs a rate in mg/kg/h")
+    if hours is None:
+        raise InfusionRuleBroken("duration_hours", "a pain plan needs its duration in hours")
+    if rate_per_kg > policy.pain_ceiling_mg_per_kg_per_h:
+        raise InfusionRuleBroken(
+            "rate_mg_per_kg_per_h",
+            f"above the hard ceiling of {policy.pain_ceiling_mg_per_kg_per_h} mg/kg/h",
+        )
+    if hours > policy.pain_ceiling_hours:
+        raise InfusionRuleBroken(
+            "duration_hours",
+            f"above the hard ceiling of {policy.pain_ceiling_hours:g} hours, which no "
+            "override passes",
+        )
     rate = rate_per_kg * weight_kg
-    return DoseCheck(round(rate * hours, 1), round(rate, 1), tuple(outside_band))
-
-
-Amount = TypeVar("Amount", int, float)
-
-
-def _needed(field: str, value: Amount | None, message: str) -> Amount:
-    if value is None:
-        raise InfusionRuleBroken(field, message)
-    return value
-
-
-def _below_ceiling(field: str, value: float, ceiling: float, unit: str) -> None:
-    """A hard ceiling is never overridden: above it is refused outright."""
-    if value > ceiling:
-        raise InfusionRuleBroken(field, f"above the hard ceiling of {ceiling} {unit}")
+    total = round(rate * hours, 1)
+    _ceiling("duration_hours", total, policy)
+    outside: list[str] = []
+    why: list[str] = []
+    if rate_per_kg > policy.pain_max_mg_per_kg_per_h:
+        outside.append("rate_mg_per_kg_per_h")
+        why.append(f"at most {policy.pain_max_mg_per_kg_per_h} mg/kg/h")
+    if not policy.pain_min_hours <= hours <= policy.pain_max_hours:
+        outside.append("duration_hours")
+        why.append(f"between {policy.pain_min_hours:g} and {policy.pain_max_hours:g} hours")
+    return DoseCheck(total, round(rate, 1), tuple(outside), tuple(why))
 
 
 def check_dose_given(given_mg: float, planned_mg: float, policy: DosePolicy | None = None) -> bool:
@@ -182,23 +240,32 @@ def check_dose_given(given_mg: float, planned_mg: float, policy: DosePolicy | No
 # --- vitals (CLINICAL.md "During a session") -------------------------------------------
 
 
-PHYSIOLOGICAL = {
-    "systolic": (50, 300),
-    "diastolic": (20, 200),
-    "heart_rate": (20, 250),
-    "spo2": (50, 100),
-}
-
-
-def check_physiological(values: Mapping[str, int | None]) -> None:
-    """Refuse readings no living patient gives (a typo, a unit mix-up)."""
-    for name, (low, high) in PHYSIOLOGICAL.items():
+def check_physiological(
+    values: Mapping[str, int | None], policy: VitalsPolicy | None = None
+) -> None:
+    """Refuse only readings no body gives (a typo, a unit mix-up): 0 or less, or above the
+    policy's impossible limit. A critically abnormal reading (SpO2 45, systolic 60) is
+    recorded, never refused: it is the reading that most needs to be seen."""
+    policy = policy or clinical_policy().vitals
+    highest = {
+        "systolic": policy.impossible_above_systolic,
+        "diastolic": policy.impossible_above_diastolic,
+        "heart_rate": policy.impossible_above_heart_rate,
+        "spo2": policy.impossible_above_spo2,
+    }
+    for name, high in highest.items():
         value = values.get(name)
-        if value is not None and not low <= value <= high:
-            raise InfusionRuleBroken(name, f"must be between {low} and {high}")
+        if value is not None and not 0 < value <= high:
+            raise InfusionRuleBroken(name, f"must be above 0 and at most {high}")
     systolic, diastolic = values.get("systolic"), values.get("diastolic")
     if systolic is not None and diastolic is not None and diastolic >= systolic:
         raise InfusionRuleBroken("diastolic", "must be below the systolic pressure")
+
+
+def above_start_limit(systolic: int, diastolic: int, policy: VitalsPolicy | None = None) -> bool:
+    """A pre-infusion blood pressure at or above the start limit (local policy: 160/100)."""
+    policy = policy or clinical_policy().vitals
+    return systolic >= policy.before_systolic or diastolic >= policy.before_diastolic
 
 
 def vitals_out_of_range(

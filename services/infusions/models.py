@@ -35,6 +35,9 @@ class InfusionCourse(ReferredCare, table=True):
     close_reason: str | None = Field(default=None, max_length=20)
     # The next maintenance infusion, kept current so the due list is one indexed query.
     maintenance_due_at: datetime | None = Timestamp(default=None, index=True)
+    # On hold after a serious adverse event (or an MDT stop while an infusion ran): only
+    # an MDT review resumes it (CLINICAL.md, "Course rules").
+    held_for_mdt: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class EligibilityAssessment(SQLModel, table=True):
@@ -96,6 +99,11 @@ class InfusionSession(SQLModel, table=True):
     status_reason: str | None = Field(default=None, max_length=1000)
     planned_mg: float
     given_mg: float | None = None
+    # Why the dose given differs from the plan by more than the tolerance, or why the
+    # infusion stopped early with the dose it had given.
+    given_reason: str | None = Field(default=None, max_length=1000)
+    # A named clinician's override of a high pre-infusion reading: clinician, reason, at.
+    start_override: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     pain_before: int | None = None
     pain_after: int | None = None
     mood_before: int | None = None

@@ -33,6 +33,18 @@ def course_of_referral(db: Session, referral_id: UUID) -> InfusionCourse | None:
     return db.exec(select(InfusionCourse).where(InfusionCourse.referral_id == referral_id)).first()
 
 
+def open_course_of(db: Session, patient_id: UUID) -> InfusionCourse | None:
+    """The patient's open course, the latest opened if (unusually) more than one."""
+    return db.exec(
+        select(InfusionCourse)
+        .where(
+            InfusionCourse.patient_id == patient_id,
+            col(InfusionCourse.status).in_(domain.COURSE_OPEN),
+        )
+        .order_by(col(InfusionCourse.opened_at).desc())
+    ).first()
+
+
 def courses(
     db: Session, patient_id: UUID | None, status: str | None, due_before: datetime | None
 ) -> Sequence[InfusionCourse]:
@@ -110,13 +122,13 @@ def plan(db: Session, plan_id: UUID) -> DosingPlan:
     return load_or_404(db, DosingPlan, plan_id, "dosing plan")
 
 
-def has_vitals_before(db: Session, session_id: UUID) -> bool:
-    before = db.exec(
-        select(VitalsReading.id).where(
-            VitalsReading.session_id == session_id, VitalsReading.phase == "before"
-        )
+def latest_vitals_before(db: Session, session_id: UUID) -> VitalsReading | None:
+    """The last reading taken before the infusion: the one the start is judged by."""
+    return db.exec(
+        select(VitalsReading)
+        .where(VitalsReading.session_id == session_id, VitalsReading.phase == "before")
+        .order_by(col(VitalsReading.at).desc(), col(VitalsReading.id).desc())
     ).first()
-    return before is not None
 
 
 def vitals(db: Session, session_id: UUID) -> Sequence[VitalsReading]:

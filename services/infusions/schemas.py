@@ -103,13 +103,29 @@ class SessionCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     kind: Literal["induction", "maintenance"] = "induction"
 
 
+Phase = Literal["before", "during", "after"]
+
+
 class VitalsCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    phase: Literal["before", "during", "after"]
     systolic: int
     diastolic: int
     heart_rate: int
     spo2: int
     at: datetime | None = None
+    # The phase follows the session: checked in is before, in progress during, completed
+    # after. Still accepted for older clients, and refused if it contradicts the session.
+    phase: Phase | None = None
+
+
+class StartOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: Text
+
+
+class StartInfusion(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A start over a pre-infusion reading at or above the start limit needs a named
+    clinician's override (the one starting it) with a reason."""
+
+    override: StartOverride | None = None
 
 
 class ScoresBefore(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -118,7 +134,18 @@ class ScoresBefore(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class DoseGiven(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    given_mg: Annotated[float, msgspec.Meta(gt=0, le=1000)]
+    """The dose given; one outside the tolerance of the plan's is recorded with a reason
+    (never refused: what was given must be on the record)."""
+
+    given_mg: Annotated[float, msgspec.Meta(ge=0, le=1000)]
+    reason: Text | None = None
+
+
+class Abandonment(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Why an infusion stopped early and, once it had started, the dose it had given."""
+
+    reason: Text
+    given_mg: Annotated[float, msgspec.Meta(ge=0, le=1000)] | None = None
 
 
 class AdverseEventCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -178,6 +205,8 @@ class SessionRead(msgspec.Struct, kw_only=True, omit_defaults=True):
     mood_after: int | None = None
     phq9_total: int | None = None
     status_reason: str | None = None
+    given_reason: str | None = None
+    start_override: dict[str, str] | None = None
     vitals: list[VitalsRead] | None = None
     adverse_events: list[AdverseEventRead] | None = None
 

@@ -25,6 +25,7 @@ from services.infusions.models import (
     VitalsReading,
 )
 from services.infusions.schemas import (
+    Abandonment,
     AdverseEventCreate,
     AssessmentCreate,
     CourseClosure,
@@ -34,13 +35,15 @@ from services.infusions.schemas import (
     ScoresBefore,
     SessionCompletion,
     SessionCreate,
+    StartInfusion,
     VitalsCreate,
 )
 from shared.audit import AuditAction
-from shared.auth import User
-from shared.events.catalogue import Event, ReferralAccepted
+from shared.auth import Role, User
+from shared.clock import now
+from shared.events.catalogue import Event, MdtReviewRecorded, ReferralAccepted
 from shared.policy import clinical_policy
-from shared.tables import as_utc, utcnow
+from shared.tables import as_utc
 from shared.uow import UnitOfWork
 
 # --- courses ---------------------------------------------------------------------------
@@ -73,7 +76,7 @@ def assess(
 ) -> EligibilityAssessment:
     with uow:
         found = repository.course(uow.session, course_id, lock=True)
-        assessment, recorded = course.assess(found, data, user.id, utcnow())
+        assessment, recorded = course.assess(found, data, user.id, now(), clinical_policy())
         uow.session.add(assessment)
         _publish(uow, found, [recorded])
         overridden = recorded.cautions_overridden
@@ -88,10 +91,11 @@ def agree_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -
     with uow:
         found = repository.course(uow.session, course_id, lock=True)
         latest = repository.latest_assessment(uow.session, found.id)
+        sessions = repository.sessions(uow.session, found.id)
         plan, events = course.agree_plan(
-            found, latest, data, user.id, utcnow(), clinical_policy().dose
+            found, latest, data, user.id, now(), clinical_policy().dose, sessions
         )
-        uow.session.add_all([plan, found])
+        uow.session.add_all([plan, found, *sessions])
         _publish(uow, found, events)
         overridden = plan.override["fields"] if plan.override else []
         detail = ("dose override: " + ", ".join(overridden)) if overridden else None
@@ -108,12 +112,13 @@ def schedule(course_id: UUID, data: SessionCreate, uow: UnitOfWork, user: User) 
             repository.latest_plan(uow.session, found.id),
             repository.latest_assessment(uow.session, found.id),
             repository.slots_held(uow.session, found.patient_id),
-            len(repository.sessions(uow.session, found.id)),
+            repository.sessions(uow.session, found.id),
             # The request's times may be naive or in another zone: the event carries
             # them in UTC, as the row does (the column converts only what it stores).
             (as_utc(data.start), as_utc(data.end)),
             data.kind,
-            utcnow(),
+            now(),
+            clinical_policy().dose,
         )
         uow.session.add(new)
         _publish(uow, found, [scheduled])
@@ -127,14 +132,21 @@ def hold(course_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infusion
 
 
 def resume(course_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> InfusionCourse:
-    return _change_status(course_id, "resume", data.reason, uow)
+    with uow:
+        found = repository.course(uow.session, course_id, lock=True)
+        events = course.resume(found, data.reason, user.role == Role.mdt, now())
+        uow.session.add(found)
+        _publish(uow, found, events)
+        _audit_course(uow, found, f"status {found.status}")
+        uow.commit()
+    return found
 
 
 def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> InfusionCourse:
     with uow:
         found = repository.course(uow.session, course_id, lock=True)
         open_sessions = repository.sessions(uow.session, found.id, domain.OPEN_SESSION)
-        events = course.close(found, open_sessions, data, utcnow())
+        events = course.close(found, open_sessions, data, now())
         uow.session.add_all([found, *open_sessions])
         _publish(uow, found, events)
         _audit_course(uow, found, f"closed: {data.reason}")
@@ -145,7 +157,7 @@ def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> 
 def _change_status(course_id: UUID, action: str, reason: str, uow: UnitOfWork) -> InfusionCourse:
     with uow:
         found = repository.course(uow.session, course_id, lock=True)
-        changed = course.change_status(found, action, reason, utcnow())
+        changed = course.change_status(found, action, reason, now())
         uow.session.add(found)
         _publish(uow, found, [changed])
         _audit_course(uow, found, f"status {found.status}")
@@ -186,14 +198,24 @@ def record_scores_before(
     return found
 
 
-def start(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
+def start(
+    session_id: UUID, data: StartInfusion | None, uow: UnitOfWork, user: User
+) -> InfusionSession:
     with uow:
         found, of = repository.session_and_course(uow.session, session_id)
         latest = repository.latest_assessment(uow.session, of.id)
         course.require_ready(of, latest, "start an infusion")
-        vitals_before = repository.has_vitals_before(uow.session, found.id)
-        started = session.start(found, vitals_before, utcnow())
-        _store(uow, found, of, [started], "started")
+        started = session.start(
+            found,
+            repository.latest_vitals_before(uow.session, found.id),
+            data.override if data else None,
+            user.id,
+            now(),
+            clinical_policy().vitals,
+        )
+        overridden = found.start_override is not None
+        detail = "started over a high reading (override)" if overridden else "started"
+        _store(uow, found, of, [started], detail)
     return found
 
 
@@ -202,7 +224,7 @@ def record_vitals(
 ) -> VitalsReading:
     with uow:
         found, of = repository.session_and_course(uow.session, session_id)
-        at = as_utc(data.at) if data.at else utcnow()  # from the request: as schedule()
+        at = as_utc(data.at) if data.at else now()  # from the request: as schedule()
         reading, out_of_range = session.record_vitals(
             found, data, at, user.id, clinical_policy().vitals
         )
@@ -217,9 +239,10 @@ def record_dose(session_id: UUID, data: DoseGiven, uow: UnitOfWork, user: User) 
     with uow:
         # The course is locked too (the lock order), though the dose concerns the session.
         found, of = repository.session_and_course(uow.session, session_id)
-        session.record_dose(found, data.given_mg, clinical_policy().dose)
+        session.record_dose(found, data.given_mg, data.reason, clinical_policy().dose)
         administered = (AuditAction.update, "MedicationAdministration")
-        _store(uow, found, of, [], "dose given", audit=administered)
+        detail = "dose given" + (" with a reason" if data.reason else "")
+        _store(uow, found, of, [], detail, audit=administered)
     return found
 
 
@@ -228,10 +251,13 @@ def record_adverse_event(
 ) -> InfusionSession:
     with uow:
         found, of = repository.session_and_course(uow.session, session_id)
-        adverse, events = session.record_adverse_event(found, data, user.id, utcnow())
+        at = now()
+        adverse, events = session.record_adverse_event(found, data, user.id, at)
+        if data.severity == "serious":
+            events += course.hold_after_serious_event(of, data.code, at)
         detail = f"{data.code} {data.severity}"
         recorded = (AuditAction.create, "AdverseEvent")
-        _store(uow, found, of, events, detail, rows=[adverse], audit=recorded)
+        _store(uow, found, of, events, detail, rows=[adverse, of], audit=recorded)
     return found
 
 
@@ -251,7 +277,7 @@ def complete(
             repository.baseline(uow.session, of.id),
             (data.pain_nrs, data.mood, phq9),
             len(repository.sessions(uow.session, of.id, (domain.COMPLETED,))),
-            utcnow(),
+            now(),
             clinical_policy().change,
         )
         # The course is kept too: completing an infusion moves its next maintenance date.
@@ -263,14 +289,19 @@ def cancel(session_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infus
     return _end(session_id, "cancel", data.reason, uow)
 
 
-def abandon(session_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> InfusionSession:
-    return _end(session_id, "abandon", data.reason, uow)
+def abandon(session_id: UUID, data: Abandonment, uow: UnitOfWork, user: User) -> InfusionSession:
+    with uow:
+        found, of = repository.session_and_course(uow.session, session_id)
+        ended = session.abandon(found, data.given_mg, data.reason, now())
+        detail = "abandon" + (" with the dose given" if data.given_mg is not None else "")
+        _store(uow, found, of, [ended], detail)
+    return found
 
 
 def _end(session_id: UUID, action: session.Ending, reason: str, uow: UnitOfWork) -> InfusionSession:
     with uow:
         found, of = repository.session_and_course(uow.session, session_id)
-        ended = session.end(found, action, reason, utcnow())
+        ended = session.end(found, action, reason, now())
         _store(uow, found, of, [ended], action)
     return found
 
@@ -310,6 +341,29 @@ def _publish(
 # --- events ----------------------------------------------------------------------------
 
 
+def act_on_review(
+    review: MdtReviewRecorded, patient_id: UUID, uow: UnitOfWork, causation_id: str
+) -> InfusionCourse | None:
+    """The MDT's decision acts on the patient's course (the one of the review's referral,
+    else the patient's open course), in the consuming transaction. None if there is no
+    course to act on."""
+    found = (
+        repository.course_of_referral(uow.session, review.referral_id)
+        if (review.referral_id)
+        else None
+    )
+    if found is None or found.patient_id != patient_id:
+        found = repository.open_course_of(uow.session, patient_id)
+    if found is None:
+        return None
+    found = repository.course(uow.session, found.id, lock=True)
+    open_sessions = repository.sessions(uow.session, found.id, domain.OPEN_SESSION)
+    events = course.act_on_review(found, review, open_sessions, now())
+    uow.session.add_all([found, *open_sessions])
+    _publish(uow, found, events, causation_id)
+    return found
+
+
 def open_course(
     accepted: ReferralAccepted, patient_id: UUID, uow: UnitOfWork, causation_id: str
 ) -> InfusionCourse | None:
@@ -319,7 +373,7 @@ def open_course(
     # re-sent event with a new id (an operator's replay of an old message, say).
     if repository.course_of_referral(uow.session, accepted.referral_id) is not None:
         return None
-    new, opened = course.open_from_referral(accepted, patient_id, utcnow())
+    new, opened = course.open_from_referral(accepted, patient_id, now())
     uow.session.add(new)
     _publish(uow, new, [opened], causation_id)
     return new

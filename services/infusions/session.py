@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Literal, TypedDict
 from uuid import UUID
 
+import msgspec
+
 from services.infusions import domain
 from services.infusions.models import (
     AdverseEvent,
@@ -23,7 +25,8 @@ from services.infusions.models import (
     InfusionSession,
     VitalsReading,
 )
-from services.infusions.schemas import AdverseEventCreate, VitalsCreate
+from services.infusions.schemas import AdverseEventCreate, Phase, StartOverride, VitalsCreate
+from shared.calendar import working_calendar
 from shared.domain import IllegalTransition, as_declared
 from shared.events.catalogue import (
     Event,
@@ -45,7 +48,8 @@ Kind = Literal["induction", "maintenance"]
 RECORDS_ALLOWED = {
     "record scores before": (domain.CHECKED_IN, domain.IN_PROGRESS),
     "record vitals": (domain.CHECKED_IN, domain.IN_PROGRESS, domain.COMPLETED),
-    "record the dose given": (domain.IN_PROGRESS,),
+    # An infusion stopped early still gave a dose: it is recorded on the abandoned session.
+    "record the dose given": (domain.IN_PROGRESS, domain.ABANDONED),
     "record an adverse event": (domain.CHECKED_IN, domain.IN_PROGRESS, domain.COMPLETED),
 }
 
@@ -70,13 +74,54 @@ def record_scores_before(infusion: InfusionSession, pain_nrs: int, mood: int) ->
     infusion.pain_before, infusion.mood_before = pain_nrs, mood
 
 
-def start(infusion: InfusionSession, vitals_before: bool, now: datetime) -> InfusionSessionStarted:
-    """Start the infusion; the observations before it come first (CLINICAL.md)."""
-    if not vitals_before:
+PHASE_OF = {
+    domain.CHECKED_IN: "before",
+    domain.IN_PROGRESS: "during",
+    domain.COMPLETED: "after",
+}
+
+
+def start(
+    infusion: InfusionSession,
+    before: VitalsReading | None,
+    override: StartOverride | None,
+    by: str,
+    now: datetime,
+    policy: VitalsPolicy,
+) -> InfusionSessionStarted:
+    """Start the infusion: not before the day it is booked for (the clinic's calendar);
+    the observations before it come first, and the latest of them at or above the start
+    limit (CLINICAL.md: 160/100 before starting) blocks the start unless the clinician
+    starting it overrides with a reason (recorded on the session and audited)."""
+    booked_day = working_calendar().day_of(infusion.scheduled_start)
+    today = working_calendar().day_of(now)
+    if today < booked_day:
+        raise domain.InfusionRuleBroken(
+            "scheduled_start",
+            f"booked for {booked_day.isoformat()}: it starts on that day, not before "
+            f"(today is {today.isoformat()} in the clinic)",
+        )
+    if before is None:
         raise domain.InfusionRuleBroken(
             "vitals", "record blood pressure, heart rate and SpO2 before starting"
         )
+    high = domain.above_start_limit(before.systolic, before.diastolic, policy)
+    if high and override is None:
+        raise domain.InfusionRuleBroken(
+            "override.reason",
+            f"the latest reading before the infusion, {before.systolic}/{before.diastolic} "
+            f"mmHg, is at or above the start limit of {policy.before_systolic}/"
+            f"{policy.before_diastolic}: record a reading below it, or give a clinician's "
+            "override with a reason",
+        )
     _move(infusion, "start")
+    if high and override is not None:
+        infusion.start_override = {
+            "clinician": by,
+            "reason": override.reason,
+            "reading": f"{before.systolic}/{before.diastolic}",
+            "at": now.isoformat(),
+        }
     infusion.started_at = now
     return InfusionSessionStarted(**about(infusion), number=infusion.number, started_at=now)
 
@@ -96,13 +141,20 @@ def record_vitals(
         "heart_rate": data.heart_rate,
         "spo2": data.spo2,
     }
-    domain.check_physiological(values)
+    domain.check_physiological(values, policy)
     _require(infusion, "record vitals")
-    crossed = domain.vitals_out_of_range(data.phase, values, policy)
+    phase = PHASE_OF[infusion.status]
+    if data.phase is not None and data.phase != phase:
+        raise domain.InfusionRuleBroken(
+            "phase",
+            f"the session is {infusion.status}, so this reading is {phase!r}: leave the "
+            "phase out (the session decides it) or send that",
+        )
+    crossed = domain.vitals_out_of_range(phase, values, policy)
     reading = VitalsReading(
         session_id=infusion.id,
         at=at,
-        phase=data.phase,
+        phase=phase,
         systolic=data.systolic,
         diastolic=data.diastolic,
         heart_rate=data.heart_rate,
@@ -114,7 +166,7 @@ def record_vitals(
         return reading, None
     out_of_range = InfusionVitalsOutOfRange(
         **about(infusion),
-        phase=data.phase,
+        phase=_valid_phase(phase),
         systolic=data.systolic,
         diastolic=data.diastolic,
         heart_rate=data.heart_rate,
@@ -125,16 +177,26 @@ def record_vitals(
     return reading, out_of_range
 
 
-def record_dose(infusion: InfusionSession, given_mg: float, policy: DosePolicy) -> None:
-    """The dose given must be within the policy's tolerance of the planned dose."""
+def record_dose(
+    infusion: InfusionSession, given_mg: float, reason: str | None, policy: DosePolicy
+) -> None:
+    """Record the dose given, compared with the session's dose, which follows the current
+    plan: outside the policy's tolerance it needs a reason, and is then recorded."""
     _require(infusion, "record the dose given")
-    if not domain.check_dose_given(given_mg, infusion.planned_mg, policy):
+    if infusion.status == domain.ABANDONED and infusion.started_at is None:
+        raise domain.InfusionRuleBroken("given_mg", "the infusion was never started")
+    within = domain.check_dose_given(given_mg, infusion.planned_mg, policy)
+    if not within and not reason and infusion.status != domain.ABANDONED:
         raise domain.InfusionRuleBroken(
-            "given_mg",
-            f"differs from the plan's {infusion.planned_mg} mg by more than "
-            f"{policy.given_tolerance_fraction:.0%}",
+            "reason",
+            f"{given_mg:g} mg differs from the plan's {infusion.planned_mg:g} mg by more than "
+            f"{policy.given_tolerance_fraction:.0%}: record it with a reason",
         )
     infusion.given_mg = given_mg
+    if reason:
+        infusion.given_reason = reason
+    elif infusion.status == domain.ABANDONED:
+        infusion.given_reason = infusion.status_reason
 
 
 def record_adverse_event(
@@ -229,8 +291,36 @@ def end(
     previous = infusion.status
     _move(infusion, action)
     infusion.ended_at, infusion.status_reason = now, reason
-    ended = InfusionSessionCancelled if action == "cancel" else InfusionSessionAbandoned
-    return ended(**about(infusion), number=infusion.number, previous_status=previous, ended_at=now)
+    if action == "cancel":
+        return InfusionSessionCancelled(
+            **about(infusion), number=infusion.number, previous_status=previous, ended_at=now
+        )
+    return InfusionSessionAbandoned(
+        **about(infusion),
+        number=infusion.number,
+        previous_status=previous,
+        ended_at=now,
+        given_mg=infusion.given_mg,
+    )
+
+
+def abandon(
+    infusion: InfusionSession, given_mg: float | None, reason: str, now: datetime
+) -> InfusionSessionEnded:
+    """Stop early with a reason; an infusion that had started records the dose it gave
+    (the abandon reason is why it differs from the plan's)."""
+    if given_mg is not None and infusion.status != domain.IN_PROGRESS:
+        raise domain.InfusionRuleBroken(
+            "given_mg", "no infusion was started: leave the dose given out"
+        )
+    if given_mg is not None:
+        infusion.given_mg, infusion.given_reason = given_mg, reason
+    return end(infusion, "abandon", reason, now)
+
+
+def _valid_phase(phase: str) -> Phase:
+    valid: Phase = msgspec.convert(phase, Phase)
+    return valid
 
 
 def _move(infusion: InfusionSession, action: str) -> None:

@@ -184,6 +184,15 @@ class InfusionSessionScheduled(InfusionSessionEvent, frozen=True, tag="infusion.
     scheduled_end: datetime
 
 
+class InfusionSessionRedosed(InfusionSessionEvent, frozen=True, tag="infusion.session.redosed"):
+    """A new plan re-doses a session not yet started."""
+
+    plan_id: UUID
+    planned_mg: float
+    previous_mg: float
+    redosed_at: datetime
+
+
 class InfusionSessionStarted(InfusionSessionEvent, frozen=True, tag="infusion.session.started"):
     number: int
     started_at: datetime
@@ -339,12 +348,22 @@ class MdtReviewRecorded(Event, frozen=True, tag="mdt.review.recorded"):
     referral_id: UUID | None = None
 
 
+class InfusionMaintenanceOpened(Event, frozen=True, tag="infusion.maintenance.opened"):
+    """The MDT's decision to start maintenance, acted on: maintenance falls due."""
+
+    course_id: UUID
+    review_id: UUID
+    maintenance_due_at: datetime
+    opened_at: datetime
+
+
 class InfusionSessionCancelled(InfusionSessionEnded, frozen=True, tag="infusion.session.cancelled"):
     pass
 
 
 class InfusionSessionAbandoned(InfusionSessionEnded, frozen=True, tag="infusion.session.abandoned"):
-    pass
+    # The dose an infusion stopped early had given (None: not started, or not recorded).
+    given_mg: float | None = None
 
 
 class AppointmentCheckedIn(AppointmentStatusChanged, frozen=True, tag="appointment.checked_in"):
@@ -390,6 +409,7 @@ EVENTS: tuple[type[Event], ...] = (
     InfusionAssessmentRecorded,
     InfusionPlanAgreed,
     InfusionSessionScheduled,
+    InfusionSessionRedosed,
     InfusionSessionStarted,
     InfusionSessionCompleted,
     InfusionSessionCancelled,
@@ -397,6 +417,7 @@ EVENTS: tuple[type[Event], ...] = (
     InfusionAdverseEventRecorded,
     InfusionVitalsOutOfRange,
     InfusionCourseClosed,
+    InfusionMaintenanceOpened,
     TherapyEpisodeOpened,
     TherapyEpisodeAssigned,
     AppointmentBooked,

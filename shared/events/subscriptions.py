@@ -16,6 +16,8 @@ SUBSCRIPTIONS = MappingProxyType(
         "referral.accepted": frozenset({"infusions", "therapy"}),
         "infusion.course.closed": frozenset({"referrals"}),
         "therapy.episode.discharged": frozenset({"referrals"}),
+        # The MDT's decision acts on the course: stop, continue, start maintenance.
+        "mdt.review.recorded": frozenset({"infusions"}),
     }
 )
 

@@ -19,6 +19,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from shared import clock
+from shared.clock import ClinicClock, MemoryOffset
 from shared.messaging import queue_sender
 from tests.integration.conftest import Stack
 from tests.support import (
@@ -61,6 +63,14 @@ PLAN = {
     "maintenance_interval_days": 28,
 }
 PLANNED_MG = 84.0
+# The first chronic-pain infusion is capped at 80 mg (issue 12; Cohen 2018).
+FIRST_MG = 80.0
+DEPRESSION_PLAN = {
+    "indication": "depression",
+    "weight_kg": 70,
+    "dose_mg_per_kg": 0.5,
+    "infusion_minutes": 40,
+}
 VITALS_BEFORE = {"phase": "before", "systolic": 128, "diastolic": 78, "heart_rate": 70, "spo2": 98}
 
 
@@ -283,11 +293,15 @@ def test_an_accepted_referral_opens_one_course_however_often_it_arrives(
 
 
 def test_a_full_induction_series_publishes_its_events_in_order(
-    stack: Stack, api_client: Any, processes: Processes
+    stack: Stack, api_client: Any, processes: Processes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     coordinator = api_client(stack.api("coordinator"))
     clinic = open_course(stack, api_client, processes, workers=("infusions", "coordinator"))
     course_path = f"/api/infusion-courses/{clinic.course_id}"
+    # An infusion starts on its booked day (issue 12): the in-process API's clock moves
+    # to each one (the stack runs as production, whose clock cannot be moved).
+    movable = ClinicClock(MemoryOffset())
+    monkeypatch.setattr(clock, "_clock", movable)
 
     assess(clinic)
     plan = clinic.post(f"{course_path}/plan", PLAN)
@@ -296,12 +310,15 @@ def test_a_full_induction_series_publishes_its_events_in_order(
 
     session_ids: list[str] = []
     for number in (1, 2, 3):
+        if number == 2:  # the series waits for the reassessment after the first infusion
+            assess(clinic)
         session = clinic.post(f"{course_path}/sessions", slot(days=3 * number))
         assert session["number"] == number
         assert session["status"] == "scheduled"
-        assert session["planned_mg"] == PLANNED_MG
+        assert session["planned_mg"] == (FIRST_MG if number == 1 else PLANNED_MG)
         sid = session["id"]
         session_ids.append(sid)
+        movable.set(datetime.fromisoformat(session["scheduled_start"]))
         assert clinic.post(f"/api/infusion-sessions/{sid}/check-in")["status"] == "checked-in"
         vitals = clinic.post(f"/api/infusion-sessions/{sid}/vitals", VITALS_BEFORE)
         assert vitals["out_of_range"] == []
@@ -315,16 +332,21 @@ def test_a_full_induction_series_publishes_its_events_in_order(
         )
         assert completed["status"] == "completed"
 
-    expected = [
-        "infusion.course.opened",
-        "infusion.assessment.recorded",
-        "infusion.course.status_changed",
-        "infusion.plan.agreed",
-    ] + [
-        f"infusion.session.{step}"
-        for _ in session_ids
-        for step in ("scheduled", "started", "completed")
-    ]
+    expected = (
+        [
+            "infusion.course.opened",
+            "infusion.assessment.recorded",
+            "infusion.course.status_changed",
+            "infusion.plan.agreed",
+        ]
+        + [f"infusion.session.{step}" for step in ("scheduled", "started", "completed")]
+        + ["infusion.assessment.recorded"]
+        + [
+            f"infusion.session.{step}"
+            for _ in session_ids[1:]
+            for step in ("scheduled", "started", "completed")
+        ]
+    )
     events = course_events(stack, clinic.course_id)
     assert [event_type for event_type, _, _ in events] == expected
     assert [sequence for _, sequence, _ in events] == list(range(1, len(expected) + 1))
@@ -333,7 +355,9 @@ def test_a_full_induction_series_publishes_its_events_in_order(
         datetime.fromisoformat(at) for at in occurred
     )
     # Session events name their sessions in the order they happened.
-    session_events = [envelope["data"] for _, _, envelope in events[4:]]
+    session_events = [
+        envelope["data"] for t, _, envelope in events[4:] if t.startswith("infusion.session.")
+    ]
     assert [data["session_id"] for data in session_events] == [
         sid for sid in session_ids for _ in range(3)
     ]
@@ -352,8 +376,8 @@ def test_a_full_induction_series_publishes_its_events_in_order(
     assert last["response"]["pain_change_fraction"] == 0.5  # 8 → 4 from the assessment
     assert last["response"]["responded"] is True
 
-    # The maintenance infusion falls due 28 days after the third.
-    now = datetime.now(UTC)
+    # The maintenance infusion falls due 28 days after the third (on the clinic's clock).
+    now = movable.now()
     due_in_29 = clinic.courses(due_before=(now + timedelta(days=29)).isoformat())
     assert [course["id"] for course in due_in_29] == [clinic.course_id]
     assert due_in_29[0]["completed_sessions"] == 3
@@ -528,16 +552,19 @@ def test_concurrent_overlapping_bookings_give_one_session(
 ) -> None:
     clinic = open_course(stack, api_client, processes)
     assess(clinic)
-    clinic.post(f"/api/infusion-courses/{clinic.course_id}/plan", PLAN)
+    clinic.post(f"/api/infusion-courses/{clinic.course_id}/plan", DEPRESSION_PLAN)
     # Two apps, as two `carepath serve` processes would be, each with its own pool.
     apps = [clinic.infusions, api_client(stack.api("infusions"))]
     path = f"/api/infusion-courses/{clinic.course_id}/sessions"
 
     rounds = 6
     for round_number in range(rounds):
+        # Maintenance bookings of a depression plan: the pain series' wait for the first
+        # infusion's reassessment and the induction spacing (issue 12) do not apply.
+        maintenance = {"kind": "maintenance"}
         bodies = [
-            slot(days=1 + round_number),
-            slot(days=1 + round_number, offset_hours=1),  # overlaps the first by 3 hours
+            slot(days=1 + round_number) | maintenance,
+            slot(days=1 + round_number, offset_hours=1) | maintenance,  # overlaps by 3 hours
         ]
         answers = at_once(apps, path, bodies)
         statuses = sorted(answer.status_code for answer in answers)

@@ -26,6 +26,7 @@ from services.coordinator.domain import Pathway
 from services.coordinator.fhir import pathway_bundle
 from services.coordinator.projection import project
 from shared.auth import Role
+from shared.clock import clinic_clock
 from shared.events import Envelope, Subject, new_event, payload_type
 from shared.tables import AuditRecord
 from tests.embedded import VALID_NHS, Embedded, assert_problem, referral_body, register
@@ -1049,11 +1050,15 @@ def infusions(embedded: Embedded, patient_id: str) -> None:
         "maintenance_interval_days": 28,
     }
     call(embedded, "POST", f"{course}/plan", clinician, plan)
-    for days, finish in ((0, True), (1, False)):
-        start = datetime.now(UTC) + timedelta(days=days, minutes=5)
+    for days, finish in ((0, True), (3, False)):
+        if days:  # the series waits for the reassessment after the first infusion
+            call(embedded, "POST", f"{course}/assessments", clinician, assessment)
+        start = clinic_clock().now() + timedelta(days=days, minutes=5)
         slot = {"start": start.isoformat(), "end": (start + timedelta(hours=4)).isoformat()}
         session = call(embedded, "POST", f"{course}/sessions", clinician, slot)
         path = f"/api/infusion-sessions/{session['id']}"
+        # An infusion starts on its booked day (issue 12): the clinic clock moves there.
+        clinic_clock().set(max(start, clinic_clock().now()))
         call(embedded, "POST", f"{path}/check-in", clinician)
         call(embedded, "POST", f"{path}/vitals", clinician, {"phase": "before", **VITALS_OK})
         call(embedded, "POST", f"{path}/scores-before", clinician, {"pain_nrs": 8, "mood": 3})
@@ -1065,6 +1070,7 @@ def infusions(embedded: Embedded, patient_id: str) -> None:
         call(embedded, "POST", f"{path}/dose", clinician, {"given_mg": 84})
         done = {"pain_nrs": 4, "mood": 6, "phq9_items": PHQ9_LATER}
         call(embedded, "POST", f"{path}/complete", clinician, done)
+    clinic_clock().reset()
 
 
 def therapy(embedded: Embedded, patient_id: str) -> None:
@@ -1154,11 +1160,12 @@ EXPECTED_EMBEDDED = {
     "CarePlan": 1,
     "Appointment": 1,
     "Procedure": 2,
-    # PHQ-9: referral baseline, assessment, infusion 1, therapy; GAD-7: therapy.
-    "QuestionnaireResponse": 5,
-    # those five, pain NRS (baseline, assessment, before infusion 1), pain straight after
-    # infusion 1 (its own series since issue 12), MME, vitals
-    "Observation": 11,
+    # PHQ-9: referral baseline, assessment, reassessment after infusion 1 (issue 12: the
+    # pain series waits for it), infusion 1, therapy; GAD-7: therapy.
+    "QuestionnaireResponse": 6,
+    # those six, pain NRS (baseline, assessment, reassessment, before infusion 1), pain
+    # straight after infusion 1 (its own series), MME (assessment, reassessment), vitals
+    "Observation": 14,
 }
 
 

@@ -32,6 +32,7 @@ from services.infusions.domain import (
     check_dose,
     check_dose_given,
     check_physiological,
+    check_plan_weight,
     check_schedule,
     maintenance_due,
     next_session_status,
@@ -223,8 +224,9 @@ def test_depression_dose_is_mg_per_kg_times_weight_over_the_minutes() -> None:
     ("dose", "weight", "total"), [(0.1, 70, 7.0), (0.75, 70, 52.5), (0.75, 80, 60.0)]
 )
 def test_depression_band_edges_are_inside(dose: float, weight: float, total: float) -> None:
-    """CLINICAL.md line 57: reported range 0.1-0.75 mg/kg, both ends inside."""
-    result = depression(dose, weight=weight)
+    """CLINICAL.md line 57: reported range 0.1-0.75 mg/kg, both ends inside (given over an
+    hour, so the rate stays at the standard 0.75 mg/kg/h)."""
+    result = depression(dose, weight=weight, minutes=60)
     assert result.outside_band == ()
     assert result.total_mg == total
 
@@ -232,8 +234,8 @@ def test_depression_band_edges_are_inside(dose: float, weight: float, total: flo
 @pytest.mark.parametrize("dose", [0.09, 0.76, 1.0])
 def test_depression_just_outside_the_band_needs_an_override(dose: float) -> None:
     """CLINICAL.md lines 55-57: outside the band is refused unless overridden; up to the
-    hard ceiling (1.0, local policy) it can be."""
-    result = depression(dose)
+    hard ceiling (1.0, local policy) it can be. (Over 80 minutes: the rate is inside.)"""
+    result = depression(dose, minutes=80)
     assert result.outside_band == ("dose_mg_per_kg",)
 
 
@@ -347,6 +349,62 @@ def test_a_non_positive_dose_or_duration_is_refused_outright(compute: str) -> No
             pain(0.3, -2)
 
 
+@pytest.mark.parametrize(("minutes", "inside"), [(40, True), (39, False), (10, False)])
+def test_a_depression_plan_faster_than_the_policys_rate_needs_an_override(
+    minutes: int, inside: bool
+) -> None:
+    """Issue 12, CLINICAL.md "Dosing plan": 0.5 mg/kg over 40 minutes (Sanacora 2017) is
+    0.75 mg/kg/h, the policy's dose.depression_max_mg_per_kg_per_h; faster is refused
+    unless overridden, naming the minutes and the slowest acceptable."""
+    result = depression(0.5, minutes=minutes)
+    assert result.outside_band == (() if inside else ("infusion_minutes",))
+    if not inside:
+        assert "over at least 40 minutes" in result.why[0]
+
+
+def test_0_75_mg_per_kg_over_10_minutes_no_longer_passes() -> None:
+    """Issue 12: 0.75 mg/kg over 10 minutes (4.5 mg/kg/h) passed the dose check."""
+    assert depression(0.75, minutes=10).outside_band == ("infusion_minutes",)
+
+
+@pytest.mark.parametrize(("hours", "refused"), [(8, False), (8.1, True), (48, True)])
+def test_the_duration_ceiling_is_hard(hours: float, refused: bool) -> None:
+    """Issue 12 (local policy, dose.pain_ceiling_hours 8): above it no override passes;
+    1 mg/kg/h x 48 h passed with an override."""
+    if refused:
+        with pytest.raises(InfusionRuleBroken) as caught:
+            pain(0.3, hours, weight=40)
+        assert caught.value.field == "duration_hours"
+    else:
+        assert pain(0.3, hours, weight=40).outside_band == ("duration_hours",)
+
+
+@pytest.mark.parametrize(("weight", "refused"), [(100, False), (100.1, True)])
+def test_the_total_dose_ceiling_per_infusion_is_hard(weight: float, refused: bool) -> None:
+    """Issue 12 (local policy, dose.infusion_ceiling_mg 400): 1 mg/kg/h for 4 h is 400 mg
+    at 100 kg; a heavier patient at that rate is refused, override or not."""
+    if refused:
+        with pytest.raises(InfusionRuleBroken) as caught:
+            pain(1.0, 4, weight=weight)
+        assert caught.value.field == "duration_hours"
+    else:
+        assert pain(1.0, 4, weight=weight).total_mg == 400
+
+
+@pytest.mark.parametrize(("plan_kg", "refused"), [(77, False), (88, False), (88.1, True)])
+def test_a_plan_weight_far_from_the_assessments_is_refused(plan_kg: float, refused: bool) -> None:
+    """Issue 12, CLINICAL.md "Dosing plan": every dose is computed from the plan's weight;
+    more than dose.plan_weight_difference_fraction (10%) from the latest assessment's 80 kg
+    is refused (176 lb typed as kg, say)."""
+    policy = default_policy().dose
+    if refused:
+        with pytest.raises(InfusionRuleBroken) as caught:
+            check_plan_weight(plan_kg, 80, policy)
+        assert caught.value.field == "weight_kg"
+    else:
+        check_plan_weight(plan_kg, 80, policy)
+
+
 def test_custom_dose_policy_moves_the_bands() -> None:
     """CLINICAL.md preamble: every threshold is a named setting a clinic can change."""
     policy = replace(
@@ -357,7 +415,7 @@ def test_custom_dose_policy_moves_the_bands() -> None:
         pain_ceiling_mg_per_kg_per_h=0.6,
         pain_min_hours=1.0,
     )
-    assert depression(0.76, policy=policy).outside_band == ()
+    assert depression(0.76, minutes=61, policy=policy).outside_band == ()
     with pytest.raises(InfusionRuleBroken):
         depression(0.95, policy=policy)
     assert pain(0.5, 1.5, policy=policy).outside_band == ()
@@ -394,50 +452,54 @@ NORMAL = {"systolic": 120, "diastolic": 80, "heart_rate": 70, "spo2": 98}
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("systolic", 50),
+        ("systolic", 60),
         ("systolic", 300),
-        ("diastolic", 20),
+        ("diastolic", 1),
+        ("heart_rate", 1),
         ("heart_rate", 20),
-        ("heart_rate", 250),
-        ("spo2", 50),
+        ("heart_rate", 300),
+        ("spo2", 1),
+        ("spo2", 45),
         ("spo2", 100),
     ],
 )
-def test_physiological_edges_are_accepted(field: str, value: int) -> None:
-    low_systolic = {"diastolic": 30} if (field, value) == ("systolic", 50) else {}
+def test_critically_abnormal_readings_are_accepted(field: str, value: int) -> None:
+    """Issue 12: critically abnormal values (SpO2 45, systolic 60) are recorded, never
+    refused as out of range (CLINICAL.md "During a session": SpO2 < 92% alerts)."""
+    low_systolic = {"diastolic": 1} if field == "systolic" and value < 80 else {}
     check_physiological({**NORMAL, **low_systolic, field: value})
 
 
 def test_the_highest_diastolic_is_accepted_under_a_higher_systolic() -> None:
-    check_physiological({**NORMAL, "systolic": 250, "diastolic": 200})
+    check_physiological({**NORMAL, "systolic": 290, "diastolic": 250})
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("systolic", 49),
+        ("systolic", 0),
+        ("systolic", -120),
         ("systolic", 301),
-        ("systolic", 20),
         ("systolic", 400),
-        ("diastolic", 19),
-        ("heart_rate", 19),
-        ("heart_rate", 251),
-        ("spo2", 49),
+        ("diastolic", 0),
+        ("heart_rate", 0),
+        ("heart_rate", 301),
+        ("spo2", 0),
+        ("spo2", -5),
         ("spo2", 101),
     ],
 )
-def test_readings_no_living_patient_gives_are_refused_naming_the_field(
-    field: str, value: int
-) -> None:
-    """Issue 4: vitals outside physiological range (e.g. systolic 20 or 400) are refused."""
+def test_readings_no_body_gives_are_refused_naming_the_field(field: str, value: int) -> None:
+    """Issue 12: only physiologically impossible values are refused (SpO2 > 100 or <= 0,
+    systolic <= 0 or > 300), the limits being the policy's vitals.impossible_above_*."""
     with pytest.raises(InfusionRuleBroken) as caught:
         check_physiological({**NORMAL, field: value})
     assert caught.value.field == field
 
 
-def test_diastolic_above_200_is_refused() -> None:
+def test_diastolic_above_the_impossible_limit_is_refused() -> None:
     with pytest.raises(InfusionRuleBroken) as caught:
-        check_physiological({**NORMAL, "systolic": 260, "diastolic": 201})
+        check_physiological({**NORMAL, "systolic": 290, "diastolic": 251})
     assert caught.value.field == "diastolic"
 
 

@@ -69,6 +69,13 @@ TODAY = ClinicalPolicy(
         pain_ceiling_mg_per_kg_per_h=1.0,
         pain_min_hours=2.0,
         pain_max_hours=4.0,
+        depression_max_mg_per_kg_per_h=0.75,
+        pain_ceiling_hours=8.0,
+        infusion_ceiling_mg=400.0,
+        pain_first_infusion_max_mg=80.0,
+        min_weight_kg=20.0,
+        max_weight_kg=300.0,
+        plan_weight_difference_fraction=0.10,
         given_tolerance_fraction=0.10,
     ),
     vitals=VitalsPolicy(
@@ -84,6 +91,10 @@ TODAY = ClinicalPolicy(
         critical_high_heart_rate=131,
         critical_low_spo2=88,
         critical_due_minutes=15,
+        impossible_above_systolic=300,
+        impossible_above_diastolic=250,
+        impossible_above_heart_rate=300,
+        impossible_above_spo2=100,
     ),
     course=CoursePolicy(
         no_response_after_sessions=3, relief_worn_off_fraction=0.10, maintenance_grace_days=1
@@ -186,7 +197,7 @@ def test_a_clinics_dose_band_moves_the_override_requirement(
             indication="depression",
             weight_kg=70,
             dose_mg_per_kg=0.78,
-            infusion_minutes=40,
+            infusion_minutes=63,  # 0.74 mg/kg/h: only the dose is outside its band
             rate_mg_per_kg_per_h=None,
             duration_hours=None,
         ).outside_band

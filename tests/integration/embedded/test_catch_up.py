@@ -99,14 +99,16 @@ def test_an_accepted_referral_the_broker_lost_still_opens_its_course_from_the_fe
 
     before = reconcile(embedded, "infusions")
     assert before["unresolved"] == 1
-    (feed,) = before["feeds"]
-    assert (feed["producer"], feed["missing"]) == ("referrals", {"referral.accepted": 1})
+    # Infusions reads two feeds: referrals (referral.accepted) and, since issue 12, the
+    # coordinator's (mdt.review.recorded).
+    (feed,) = [f for f in before["feeds"] if f["producer"] == "referrals"]
+    assert feed["missing"] == {"referral.accepted": 1}
 
     follower = embedded.runtime("infusions").follower()
-    assert follower.catch_up_all() == {"referrals": 1}
+    assert follower.catch_up_all()["referrals"] == 1
     assert courses_for(embedded, referral_id) == 1
     # Read again: nothing new, nothing twice.
-    assert follower.catch_up_all() == {"referrals": 0}
+    assert follower.catch_up_all()["referrals"] == 0
     assert courses_for(embedded, referral_id) == 1
     assert reconcile(embedded, "infusions")["unresolved"] == 0
 
@@ -114,7 +116,8 @@ def test_an_accepted_referral_the_broker_lost_still_opens_its_course_from_the_fe
         "/infusions/api/feeds", headers=embedded.headers(Role.admin)
     ).json()
     assert [(p["producer"], p["lag_events"], p["recovered"]) for p in positions] == [
-        ("referrals", 0, 1)
+        ("coordinator", 0, 0),
+        ("referrals", 0, 1),
     ]
     assert positions[0]["caught_up_at"] is not None
     metrics = embedded.client.get("/metrics").text
@@ -182,7 +185,7 @@ def test_a_failing_event_is_retried_then_dead_lettered_and_the_feed_moves_on(
     assert dead.event_type == "referral.accepted"
     assert dead.queue_name == "infusions.events"
     # The reconciliation knows it waits for a person; replay takes it (the live actor).
-    (feed,) = reconcile(embedded, "infusions")["feeds"]
+    (feed,) = [f for f in reconcile(embedded, "infusions")["feeds"] if f["producer"] == "referrals"]
     assert feed["dead_lettered"] == {"referral.accepted": 1}
     replayed = embedded.client.post(
         f"/infusions/api/dead-letters/{dead.id}/replay", headers=embedded.headers(Role.admin)
@@ -214,7 +217,10 @@ def test_ready_reports_a_consumer_whose_feed_is_behind_without_refusing_traffic(
 
 
 def test_each_consumer_follows_the_feeds_of_what_it_subscribes_to() -> None:
-    assert feeds_of("infusions") == {"referrals": frozenset({"referral.accepted"})}
+    assert feeds_of("infusions") == {
+        "coordinator": frozenset({"mdt.review.recorded"}),  # issue 12: the MDT's decision
+        "referrals": frozenset({"referral.accepted"}),
+    }
     assert feeds_of("therapy") == {"referrals": frozenset({"referral.accepted"})}
     assert feeds_of("referrals") == {
         "infusions": frozenset({"infusion.course.closed"}),

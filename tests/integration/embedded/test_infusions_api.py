@@ -34,6 +34,7 @@ from services.infusions.models import (
 )
 from services.registry import all_specs
 from shared.auth import Role, issue_token
+from shared.clock import clinic_clock
 from shared.events import decode_envelope
 from shared.events.subscriptions import queue_name
 from shared.messaging import InProcessWorkers, make_broker, queue_sender
@@ -278,6 +279,13 @@ def schedule(embedded: Embedded, course_id: str, **when: float) -> dict[str, Any
     return body
 
 
+DEPRESSION_PLAN = {
+    "indication": "depression",
+    "rate_mg_per_kg_per_h": None,
+    "duration_hours": None,
+    "dose_mg_per_kg": 0.5,
+    "infusion_minutes": 40,
+}
 VITALS_OK = {"systolic": 130, "diastolic": 80, "heart_rate": 72, "spo2": 97}
 
 
@@ -286,6 +294,18 @@ def step(embedded: Embedded, session_id: str, action: str, body: Any = None) -> 
     assert response.status_code in (200, 201), f"{action}: {response.text}"
     result: dict[str, Any] = response.json()
     return result
+
+
+@pytest.fixture(autouse=True)
+def _clock_back() -> Iterator[None]:
+    """A test that moves the clinic clock (to a booked day) puts it back."""
+    yield
+    clinic_clock().reset()
+
+
+def on_the_day(session: dict[str, Any]) -> None:
+    """Issue 12: an infusion starts on its booked day, so the clinic clock moves there."""
+    clinic_clock().set(datetime.fromisoformat(session["scheduled_start"]))
 
 
 def start_session(embedded: Embedded, session_id: str) -> None:
@@ -405,17 +425,23 @@ def test_a_full_induction_series_publishes_its_events_in_order(embedded: Embedde
     assert (plan["total_mg"], plan["rate_mg_per_h"]) == (84.0, 21.0)
 
     first = schedule(embedded, cid)
-    assert (first["number"], first["status"], first["planned_mg"]) == (1, "scheduled", 84.0)
+    # The first chronic-pain infusion is capped at 80 mg (issue 12; Cohen 2018).
+    assert (first["number"], first["status"], first["planned_mg"]) == (1, "scheduled", 80.0)
     done = run_session(embedded, first["id"])
     assert done["status"] == "completed"
     course = embedded.get(f"/api/infusion-courses/{cid}").json()
     assert course["completed_sessions"] == 1
     assert "maintenance_due_at" not in course  # still inside the induction series
 
-    second = schedule(embedded, cid, days=1)
-    assert second["number"] == 2
+    # The series waits for the reassessment after the first infusion (Cohen 2018).
+    path = f"/api/infusion-courses/{cid}/sessions"
+    refused(embedded, path, slot(days=3), "assessment")
+    assess(embedded, cid)
+    second = schedule(embedded, cid, days=3)
+    assert (second["number"], second["planned_mg"]) == (2, 84.0)
+    on_the_day(second)
     run_session(embedded, second["id"])
-    finished_at = datetime.now(UTC)
+    finished_at = clinic_clock().now()
 
     events = embedded.events(cid)
     assert [e.type for e in events] == [
@@ -426,11 +452,12 @@ def test_a_full_induction_series_publishes_its_events_in_order(embedded: Embedde
         "infusion.session.scheduled",
         "infusion.session.started",
         "infusion.session.completed",
+        "infusion.assessment.recorded",
         "infusion.session.scheduled",
         "infusion.session.started",
         "infusion.session.completed",
     ]
-    assert [e.sequence for e in events] == list(range(1, 11))
+    assert [e.sequence for e in events] == list(range(1, 12))
     occurred = [e.occurred_at for e in events]
     assert occurred == sorted(occurred)
     assert events[2].envelope["data"]["status"] == "active"
@@ -453,7 +480,7 @@ def test_a_full_induction_series_publishes_its_events_in_order(embedded: Embedde
     }
     assert completed[0]["pain_before"] == 8
     assert completed[0]["pain_after"] == 4
-    assert completed[0]["given_mg"] == 84.0
+    assert completed[0]["given_mg"] == 84.0  # 5% over the capped 80 mg
     assert completed[0]["phq9_total"] == 7
 
     course = embedded.get(f"/api/infusion-courses/{cid}").json()
@@ -462,7 +489,7 @@ def test_a_full_induction_series_publishes_its_events_in_order(embedded: Embedde
     assert abs(due - (finished_at + timedelta(days=28))) < timedelta(minutes=1)
     assert [s["status"] for s in course["sessions"]] == ["completed", "completed"]
 
-    now = datetime.now(UTC)
+    now = clinic_clock().now()
     soon = embedded.get("/api/infusion-courses", due_before=(now + timedelta(days=29)).isoformat())
     later = embedded.get("/api/infusion-courses", due_before=(now + timedelta(days=27)).isoformat())
     assert soon.status_code == later.status_code == 200
@@ -541,7 +568,8 @@ def test_vitals_out_of_range_publish_an_event(embedded: Embedded) -> None:
 
 def test_a_serious_adverse_event_abandons_the_session(embedded: Embedded) -> None:
     """CLINICAL.md lines 72-73: a serious adverse event closes the session and raises an
-    MDT alert."""
+    MDT alert; "Course rules": it puts the course on hold until an MDT review resumes it
+    (issue 12)."""
     opened = planned_course(embedded)
     session = schedule(embedded, opened.course_id)
     start_session(embedded, session["id"])
@@ -559,18 +587,122 @@ def test_a_serious_adverse_event_abandons_the_session(embedded: Embedded) -> Non
 
     events = [e for e in embedded.events(opened.course_id) if e.type.startswith("infusion.")]
     types = [e.type for e in events]
-    assert types[-3:] == [
+    assert types[-4:] == [
         "infusion.adverse_event.recorded",
         "infusion.adverse_event.recorded",
         "infusion.session.abandoned",
+        "infusion.course.status_changed",
     ]
-    assert [e.envelope["data"]["serious"] for e in events[-3:-1]] == [False, True]
-    assert events[-1].envelope["data"]["previous_status"] == "in-progress"
+    assert [e.envelope["data"]["serious"] for e in events[-4:-2]] == [False, True]
+    assert events[-2].envelope["data"]["previous_status"] == "in-progress"
+    assert events[-1].envelope["data"]["status"] == "onhold"
+    # Only an MDT review resumes it: a clinician's resume names what would.
+    path = f"/api/infusion-courses/{opened.course_id}/resume"
+    problem = refused(embedded, path, {"reason": "BP settled"}, "reason")
+    assert "MDT" in problem["errors"][0]["message"]
     # An abandoned session takes no more steps.
     again = embedded.post(
         f"/api/infusion-sessions/{session['id']}/complete", {"pain_nrs": 4, "mood": 5}
     )
     assert assert_problem(again, 409)["current_status"] == "abandoned"
+
+
+def mdt_review(embedded: Embedded, patient_id: str, decision: str) -> None:
+    def recorded() -> bool:
+        response = embedded.client.post(
+            f"/api/pathways/{patient_id}/reviews",
+            json={"attendees": ["Dr Pain", "Dr Mood"], "decision": decision},
+            headers=embedded.headers(Role.mdt, user="dr-mdt-lead"),
+        )
+        return bool(response.status_code == 201)
+
+    wait_for(recorded, "the coordinator to record the review")
+
+
+def course_status(embedded: Embedded, opened: Opened) -> str:
+    status: str = courses_of(embedded, opened.patient_id)[0]["status"]
+    return status
+
+
+def test_the_mdt_review_resumes_a_held_course_and_stops_infusions(embedded: Embedded) -> None:
+    """Issue 12; CLINICAL.md "Course rules": a course held after a serious adverse event is
+    resumed by the MDT review (continue), and stop-infusions closes it: the infusions
+    service consumes mdt.review.recorded."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    start_session(embedded, session["id"])
+    step(embedded, session["id"], "adverse-events", {"code": "sedation", "severity": "serious"})
+    assert course_status(embedded, opened) == "onhold"
+    mdt_review(embedded, opened.patient_id, "continue")
+    wait_for(lambda: course_status(embedded, opened) == "active", "the course to resume")
+    mdt_review(embedded, opened.patient_id, "stop-infusions")
+    wait_for(lambda: course_status(embedded, opened) == "finished", "the course to close")
+    closed = courses_of(embedded, opened.patient_id)[0]
+    assert closed["close_reason"] == "stopped"
+
+
+def test_a_high_reading_before_blocks_the_start_unless_a_clinician_overrides(
+    embedded: Embedded,
+) -> None:
+    """Issue 12; CLINICAL.md "During a session": systolic >= 160 or diastolic >= 100
+    before starting (local policy, vitals.before_*): a 422 naming override.reason and the
+    limit; a named clinician's override with a reason starts it, recorded."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    sid = session["id"]
+    step(embedded, sid, "check-in")
+    step(embedded, sid, "vitals", {**VITALS_OK, "systolic": 160, "diastolic": 90})
+    path = f"/api/infusion-sessions/{sid}/start"
+    problem = refused(embedded, path, None, "override.reason")
+    assert "160/100" in problem["errors"][0]["message"]
+    started = step(embedded, sid, "start", {"override": {"reason": "white-coat; repeat at 10'"}})
+    assert started["status"] == "in-progress"
+    assert started["start_override"]["clinician"] == CLINICIAN
+    assert started["start_override"]["reading"] == "160/90"
+    # The phase follows the session: an old client's "before" now contradicts it.
+    vitals = f"/api/infusion-sessions/{sid}/vitals"
+    refused(embedded, vitals, {"phase": "before", **VITALS_OK}, "phase")
+    assert step(embedded, sid, "vitals", VITALS_OK)["phase"] == "during"
+
+
+def test_an_infusion_is_not_started_before_its_booked_day(embedded: Embedded) -> None:
+    """Issue 12: not before its scheduled day in the clinic's time zone (Europe/London)."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id, days=2)
+    step(embedded, session["id"], "check-in")
+    step(embedded, session["id"], "vitals", VITALS_OK)
+    path = f"/api/infusion-sessions/{session['id']}/start"
+    problem = refused(embedded, path, None, "scheduled_start")
+    assert "not before" in problem["errors"][0]["message"]
+    on_the_day(session)
+    assert step(embedded, session["id"], "start")["status"] == "in-progress"
+
+
+def test_booking_keeps_the_induction_series_and_the_pain_series_rules(
+    embedded: Embedded,
+) -> None:
+    """Issue 12; CLINICAL.md "Dosing plan" and "Course rules": the first chronic-pain
+    infusion is capped at about 80 mg and the series waits for its reassessment (Cohen
+    2018); the induction series keeps the plan's spacing; a new plan re-doses the
+    sessions not yet started."""
+    opened = planned_course(embedded)  # pain, 84 mg, 2 inductions 3 days apart
+    path = f"/api/infusion-courses/{opened.course_id}/sessions"
+    first = schedule(embedded, opened.course_id)
+    assert first["planned_mg"] == 80.0
+    problem = refused(embedded, path, slot(days=4), "assessment")
+    assert "reassessment" in problem["errors"][0]["message"]
+
+    depression = open_course(embedded)
+    assess(embedded, depression.course_id)
+    agree_plan(embedded, depression.course_id, **DEPRESSION_PLAN)  # 0.5 x 70 = 35 mg
+    booked = schedule(embedded, depression.course_id, days=1)
+    spacing = f"/api/infusion-courses/{depression.course_id}/sessions"
+    problem = refused(embedded, spacing, slot(days=2), "start")
+    assert "at least 3 days" in problem["errors"][0]["message"]
+    agree_plan(embedded, depression.course_id, **{**DEPRESSION_PLAN, "dose_mg_per_kg": 0.4})
+    again = embedded.get(f"/api/infusion-sessions/{booked['id']}").json()
+    assert (booked["planned_mg"], again["planned_mg"]) == (35.0, 28.0)
+    assert embedded.events(depression.course_id)[-1].type == "infusion.session.redosed"
 
 
 def test_closing_the_course_closes_the_referral(embedded: Embedded) -> None:
@@ -670,6 +802,32 @@ def test_a_dose_outside_the_band_without_override_is_refused(embedded: Embedded)
     assert courses_of(embedded, opened.patient_id)[0]["status"] == "planned"
 
 
+def test_issue_12_dose_refusals_name_the_field_and_what_is_acceptable(
+    embedded: Embedded,
+) -> None:
+    """Issue 12; CLINICAL.md "Dosing plan": a depression plan faster than 0.75 mg/kg/h
+    (0.5 mg/kg over 40 minutes, Sanacora 2017); the hard duration and total ceilings
+    (local policy) an override cannot pass; the plan's weight against the assessment's."""
+    opened = open_course(embedded)
+    assess(embedded, opened.course_id)  # 70 kg
+    path = f"/api/infusion-courses/{opened.course_id}/plan"
+    depression = {
+        "indication": "depression",
+        "rate_mg_per_kg_per_h": None,
+        "duration_hours": None,
+        "dose_mg_per_kg": 0.75,
+        "infusion_minutes": 10,
+    }
+    problem = refused(embedded, path, plan_body(**depression), "infusion_minutes")
+    assert "at least 60 minutes" in problem["errors"][0]["message"]
+    assert "override" in problem["errors"][0]["message"]
+    long = plan_body(rate_mg_per_kg_per_h=1.0, duration_hours=48, override={"reason": "x"})
+    refused(embedded, path, long, "duration_hours")
+    problem = refused(embedded, path, plan_body(weight_kg=154), "weight_kg")
+    assert "70 kg" in problem["errors"][0]["message"]
+    assert courses_of(embedded, opened.patient_id)[0]["status"] == "planned"
+
+
 def test_a_plan_needs_an_eligible_assessment(embedded: Embedded) -> None:
     opened = open_course(embedded)
     path = f"/api/infusion-courses/{opened.course_id}/plan"
@@ -686,7 +844,11 @@ def test_a_session_before_the_plan_is_refused(embedded: Embedded) -> None:
 
 
 def test_overlapping_sessions_are_refused(embedded: Embedded) -> None:
-    opened = planned_course(embedded)
+    # A depression plan and maintenance bookings: neither the pain series' wait for the
+    # first infusion's reassessment nor the induction spacing applies (issue 12).
+    opened = open_course(embedded)
+    assess(embedded, opened.course_id)
+    agree_plan(embedded, opened.course_id, **DEPRESSION_PLAN)
     first = schedule(embedded, opened.course_id, minutes=60)
     path = f"/api/infusion-courses/{opened.course_id}/sessions"
     refused(embedded, path, slot(minutes=120), "start")
@@ -695,8 +857,16 @@ def test_overlapping_sessions_are_refused(embedded: Embedded) -> None:
     start = datetime.fromisoformat(first["scheduled_start"])
     end = datetime.fromisoformat(first["scheduled_end"])
     for when in (
-        {"start": (start - timedelta(minutes=30)).isoformat(), "end": start.isoformat()},
-        {"start": end.isoformat(), "end": (end + timedelta(hours=1)).isoformat()},
+        {
+            "start": (start - timedelta(minutes=30)).isoformat(),
+            "end": start.isoformat(),
+            "kind": "maintenance",
+        },
+        {
+            "start": end.isoformat(),
+            "end": (end + timedelta(hours=1)).isoformat(),
+            "kind": "maintenance",
+        },
     ):
         response = embedded.post(path, when)
         assert response.status_code == 201, response.text
@@ -711,9 +881,9 @@ def test_a_session_in_the_past_or_too_long_is_refused(embedded: Embedded) -> Non
 
 
 VITALS_OUT_OF_RANGE = [
-    ("systolic", 20),
+    ("systolic", 0),
     ("systolic", 400),
-    ("diastolic", 10),
+    ("diastolic", 0),
     ("diastolic", 140),  # above the systolic 130
     ("heart_rate", 0),
     ("spo2", 101),
@@ -721,14 +891,27 @@ VITALS_OUT_OF_RANGE = [
 
 
 def test_vitals_outside_physiological_range_are_refused(embedded: Embedded) -> None:
-    """Issue 4: vitals outside physiological range (e.g. systolic 20 or 400) are a 422
-    naming the field, nothing written."""
+    """Issue 4, as issue 12 narrows it: only impossible vitals (systolic 0 or 400, SpO2
+    101: the policy's vitals.impossible_above_*) are a 422 naming the field, nothing
+    written. (Systolic 20 was refused; issue 12 records critically abnormal values.)"""
     opened = planned_course(embedded)
     session = schedule(embedded, opened.course_id)
     step(embedded, session["id"], "check-in")
     path = f"/api/infusion-sessions/{session['id']}/vitals"
     for field, value in VITALS_OUT_OF_RANGE:
         refused(embedded, path, {"phase": "before", **VITALS_OK, field: value}, field)
+
+
+def test_critically_abnormal_vitals_are_recorded_not_refused(embedded: Embedded) -> None:
+    """Issue 12; CLINICAL.md "During a session": SpO2 45 and systolic 60 are recorded (and
+    SpO2 < 92% crosses its alert), never refused as out of range."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    step(embedded, session["id"], "check-in")
+    critical = {"phase": "before", "systolic": 60, "diastolic": 35, "heart_rate": 40, "spo2": 45}
+    reading = step(embedded, session["id"], "vitals", critical)
+    assert (reading["systolic"], reading["spo2"]) == (60, 45)
+    assert reading["out_of_range"] == ["SpO2 45% < 92%"]
 
 
 def test_a_negative_weight_is_refused(embedded: Embedded) -> None:
@@ -758,7 +941,7 @@ def test_an_assessment_with_bad_items_is_refused_naming_them(embedded: Embedded)
     del partial["pregnancy"]
     refused(embedded, path, assessment_body(checklist=partial), "checklist.pregnancy")
     refused(embedded, path, assessment_body(prior_treatments=[]), "prior_treatments")
-    refused(embedded, path, assessment_body(systolic=20), "systolic")
+    refused(embedded, path, assessment_body(systolic=0), "systolic")
     refused(
         embedded,
         path,
@@ -787,19 +970,43 @@ def test_a_caution_needs_an_override_before_a_plan(embedded: Embedded) -> None:
     agree_plan(embedded, opened.course_id)
 
 
-def test_a_dose_given_far_from_the_plan_is_refused(embedded: Embedded) -> None:
-    """CLINICAL.md line 61: every dose is computed from the plan's weight."""
+def test_a_dose_given_far_from_the_plan_needs_a_reason_and_is_then_recorded(
+    embedded: Embedded,
+) -> None:
+    """CLINICAL.md line 61: every dose is computed from the plan's weight; issue 12: a dose
+    outside ±10% (dose.given_tolerance_fraction) needs a reason, it is never unrecordable.
+    (It was refused outright.)"""
     opened = planned_course(embedded)
     session = schedule(embedded, opened.course_id)
     start_session(embedded, session["id"])
-    path = f"/api/infusion-sessions/{session['id']}/dose"
-    refused(embedded, path, {"given_mg": 100}, "given_mg")  # planned 84 mg
     refused(
         embedded,
         f"/api/infusion-sessions/{session['id']}/complete",
         {"pain_nrs": 4, "mood": 5},
         "given_mg",
     )
+    path = f"/api/infusion-sessions/{session['id']}/dose"
+    # 84 mg planned, the first pain infusion capped at 80 mg (Cohen 2018)
+    problem = refused(embedded, path, {"given_mg": 100}, "reason")
+    assert "80 mg" in problem["errors"][0]["message"]
+    given = step(embedded, session["id"], "dose", {"given_mg": 100, "reason": "pump re-primed"})
+    assert (given["given_mg"], given["given_reason"]) == (100, "pump re-primed")
+
+
+def test_an_infusion_stopped_early_records_the_dose_it_gave(embedded: Embedded) -> None:
+    """Issue 12: abandoned sessions record the dose given, with the reason; the event
+    carries the dose for the pathway."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    start_session(embedded, session["id"])
+    stopped = step(
+        embedded, session["id"], "abandon", {"reason": "dizzy at 40 min", "given_mg": 21}
+    )
+    assert (stopped["status"], stopped["given_mg"]) == ("abandoned", 21)
+    assert stopped["given_reason"] == "dizzy at 40 min"
+    abandoned = embedded.events(opened.course_id)[-1]
+    assert abandoned.type == "infusion.session.abandoned"
+    assert abandoned.envelope["data"]["given_mg"] == 21
 
 
 def test_a_step_out_of_order_is_a_409(embedded: Embedded) -> None:
@@ -939,7 +1146,8 @@ def test_a_dose_exactly_ten_percent_over_the_plan_is_accepted(embedded: Embedded
     opened = planned_course(embedded)
     session = schedule(embedded, opened.course_id)
     start_session(embedded, session["id"])
-    response = embedded.post(f"/api/infusion-sessions/{session['id']}/dose", {"given_mg": 92.4})
+    # The first pain infusion is capped at 80 mg (issue 12): 88 mg is 10% over.
+    response = embedded.post(f"/api/infusion-sessions/{session['id']}/dose", {"given_mg": 88})
     assert response.status_code == 200, response.text
 
 
