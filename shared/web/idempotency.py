@@ -19,7 +19,7 @@ from uuid import UUID
 from litestar import Request, Response
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import HeaderParameter
 from litestar.serialization import encode_json
 from sqlmodel import Session
 
@@ -57,7 +57,8 @@ async def provide_idempotency(
     request: Request[Any, Any, Any],
     user: NamedDependency[User],
     idempotency_key: Annotated[
-        str | None, Parameter(header=HEADER, required=False, description=KEY_DESCRIPTION)
+        str | None,
+        HeaderParameter(name=HEADER, required=False, description=KEY_DESCRIPTION),
     ] = None,
 ) -> KeyedRequest | None:
     if idempotency_key is None:
