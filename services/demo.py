@@ -24,8 +24,9 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 import httpx
 
 from shared.auth import Role, issue_token
+from shared.clock import clinic_clock
 from shared.observability import get_logger
 from shared.settings import PlatformSettings
 from shared.tables import utcnow
@@ -139,6 +141,22 @@ class DemoStepRefused(RuntimeError):
         self.status = status
 
 
+# An infusion is given on the day it was booked for (issue 12), so the demo moves the
+# embedded system's clinic clock to that day for the infusion and back at once. Every
+# seeding call holds this lock, so no other thread's call sees the moved clock.
+CLINIC_TIME = threading.RLock()
+
+
+@contextmanager
+def on_the_day(start: datetime) -> Iterator[None]:
+    with CLINIC_TIME:
+        clinic_clock().set(start + timedelta(minutes=5))
+        try:
+            yield
+        finally:
+            clinic_clock().reset()
+
+
 class _Api:
     """Plain httpx against the running server, each call as one of the dev identities."""
 
@@ -155,9 +173,10 @@ class _Api:
     def call(
         self, method: str, as_user: str, path: str, body: Any = None, **params: Any
     ) -> dict[str, Any]:
-        response = self._http.request(
-            method, path, json=body, params=params or None, headers=self._auth[as_user]
-        )
+        with CLINIC_TIME:  # no call lands while another thread has moved the clock
+            response = self._http.request(
+                method, path, json=body, params=params or None, headers=self._auth[as_user]
+            )
         if response.status_code >= 400:
             try:
                 title = str(response.json().get("title", ""))
@@ -301,7 +320,7 @@ class _Visit:
     pain: int = 8
     mood: int = 16  # the latest PHQ-9 total before treatment (the course baseline)
     weight: float = 70.0
-    planned_mg: float = 0.0
+    indication: str = "pain"
     next_session_day: int = 1
     spacing_days: int = 3
     session_hours: float = 4.0
@@ -424,12 +443,12 @@ class _Visit:
         else:
             self.session_hours = float(self.rng.choice((3, 4)))
             plan |= {"rate_mg_per_kg_per_h": 0.25, "duration_hours": self.session_hours}
-        agreed = self.api.post(
-            INFUSION_CLINICIAN[0], f"/api/infusion-courses/{course_id}/plan", plan
-        )
-        self.planned_mg = float(agreed["total_mg"])
+        self.indication = indication
+        self.api.post(INFUSION_CLINICIAN[0], f"/api/infusion-courses/{course_id}/plan", plan)
 
-    def schedule(self, course_id: str, *, kind: str = "induction", day: int | None = None) -> str:
+    def schedule(
+        self, course_id: str, *, kind: str = "induction", day: int | None = None
+    ) -> dict[str, Any]:
         """The next session, at 09:00 on a coming day (a session cannot be booked in the
         past, so the ones given today are booked on the next days at the plan's spacing)."""
         if day is None:
@@ -441,12 +460,11 @@ class _Visit:
             utcnow().date() + timedelta(days=day), datetime.min.time(), UTC
         ) + timedelta(hours=9)
         end = start + timedelta(hours=self.session_hours)
-        session = self.api.post(
+        return self.api.post(
             INFUSION_CLINICIAN[0],
             f"/api/infusion-courses/{course_id}/sessions",
             {"start": start.isoformat(), "end": end.isoformat(), "kind": kind},
         )
-        return str(session["id"])
 
     def infuse(
         self,
@@ -455,9 +473,20 @@ class _Visit:
         responds: bool,
         high_bp: bool = False,
         serious: str | None = None,
+        reassess: bool = False,
     ) -> None:
-        """Check in, vitals, scores, start, dose and complete one infusion."""
-        path = f"/api/infusion-sessions/{self.schedule(course_id)}"
+        """Check in, vitals, scores, start, dose and complete one infusion, on its day
+        (and the reassessment after it, that day, where the plan needs one)."""
+        booked = self.schedule(course_id)
+        with on_the_day(datetime.fromisoformat(booked["scheduled_start"])):
+            self._infuse(booked, responds=responds, high_bp=high_bp, serious=serious)
+            if reassess and serious is None:
+                self.assess(course_id)
+
+    def _infuse(
+        self, booked: dict[str, Any], *, responds: bool, high_bp: bool, serious: str | None
+    ) -> None:
+        path = f"/api/infusion-sessions/{booked['id']}"
         clinician = INFUSION_CLINICIAN[0]
         self.api.post(clinician, f"{path}/check-in")
         self.api.post(clinician, f"{path}/vitals", self._vitals("before"))
@@ -489,8 +518,8 @@ class _Visit:
                 f"{path}/adverse-events",
                 {"code": self.rng.choice(("nausea", "dissociation")), "severity": "mild"},
             )
-        self.api.post(clinician, f"{path}/dose", {"given_mg": self.planned_mg})
-        self.api.post(clinician, f"{path}/vitals", self._vitals("after"))
+        # The session's own dose: a first chronic-pain infusion is capped (issue 12).
+        self.api.post(clinician, f"{path}/dose", {"given_mg": booked["planned_mg"]})
         if responds:  # pain at least 30% lower, or PHQ-9 at least halved
             pain_after = int(self.pain * 0.6)
             mood_after = self.rng.randint(self.mood // 3, self.mood // 2)
@@ -506,13 +535,14 @@ class _Visit:
                 "phq9_items": phq9(self.rng, mood_after),
             },
         )
+        # Observed after the infusion: the session, now completed, names the phase.
+        self.api.post(clinician, f"{path}/vitals", self._vitals("after"))
 
     def _vitals(self, phase: str, *, high: bool = False) -> dict[str, Any]:
         if high:  # at or above 180/110 during an infusion (CLINICAL.md, local policy)
-            return {"phase": phase, "systolic": 186, "diastolic": 112, "heart_rate": 96, "spo2": 97}
+            return {"systolic": 186, "diastolic": 112, "heart_rate": 96, "spo2": 97}
         rise = 14 if phase == "during" else 0
         return {
-            "phase": phase,
             "systolic": self.rng.randint(118, 138) + rise,
             "diastolic": self.rng.randint(70, 84) + rise // 2,
             "heart_rate": self.rng.randint(62, 90),
@@ -705,8 +735,7 @@ def _course_to(visit: _Visit, course: str, stage: str, responds: bool) -> None:
     maintenance = stage == "maintenance"
     visit.agree_plan(course, induction_count=3 if maintenance else 6)
     if stage == "planned":
-        visit.schedule(course)
-        visit.schedule(course)
+        visit.schedule(course)  # a pain series waits for the first infusion's reassessment
         return
     given = {"induction-1": 1, "induction-2": 2, "vitals": 2, "serious": 2}.get(stage, 3)
     for number in range(1, given + 1):
@@ -717,6 +746,8 @@ def _course_to(visit: _Visit, course: str, stage: str, responds: bool) -> None:
             responds=responds and (number >= 2 or given == 1),
             high_bp=stage == "vitals" and last,
             serious="hypertension" if stage == "serious" and last else None,
+            # Chronic pain (Cohen 2018): reassess after the first infusion, before a series.
+            reassess=number == 1 and visit.indication != "depression",
         )
     if stage == "serious":
         return
