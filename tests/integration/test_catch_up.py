@@ -66,7 +66,12 @@ def test_a_dropped_event_is_recovered_from_the_feed_and_rebuild_equals_live(
         timeout=30,
         what="both lost events recovered from the referrals feed",
     )
-    assert processes.log("coordinator-worker").count("feed.event_recovered") == 2
+    # The line is written just after the commit the count above saw: wait for it too.
+    wait_until(
+        lambda: processes.log("coordinator-worker").count("feed.event_recovered") == 2,
+        timeout=10,
+        what="both recoveries logged",
+    )
     assert (
         scalar(coordinator_db, "SELECT stage FROM pathway WHERE patient_id = %s", patient_id)
         == "referred"

@@ -15,6 +15,7 @@ and re-folding the event store must give the same pathway as the live projection
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +28,10 @@ from litestar.testing import TestClient
 
 from services.coordinator.handlers import rebuild_pathways
 from services.infusions.domain import CHECKLIST
+from shared.clock import REDIS_REFRESH_S, clinic_clock, configure_clock
 from shared.db import make_engine, make_session_factory
+from shared.settings import PlatformSettings
+from shared.triage import same_working_day
 from tests.integration.conftest import Stack
 from tests.support import (
     Processes,
@@ -65,17 +69,19 @@ ASSESSMENT = {
     "prior_treatments": [{"name": "gabapentin", "kind": "medicine"}],
     "checklist": {item: {"present": False} for item in CHECKLIST},
 }
-# A CRPS plan inside its band (0.3 mg/kg/h x 70 kg x 4 h = 84 mg), three inductions.
+# A depression plan inside its band and rate (0.5 mg/kg x 70 kg = 35 mg over 40 minutes,
+# 0.75 mg/kg/h), three inductions three days apart. (A chronic-pain plan would cap the
+# first infusion and wait for its reassessment: test_infusions_api.py covers that.)
 PLAN = {
-    "indication": "pain",
+    "indication": "depression",
     "weight_kg": 70,
-    "rate_mg_per_kg_per_h": 0.3,
-    "duration_hours": 4,
+    "dose_mg_per_kg": 0.5,
+    "infusion_minutes": 40,
     "induction_count": 3,
     "induction_spacing_days": 3,
     "maintenance_interval_days": 28,
 }
-PLANNED_MG = 84.0
+PLANNED_MG = 35.0
 VITALS_BEFORE = {"phase": "before", "systolic": 128, "diastolic": 78, "heart_rate": 70, "spo2": 98}
 # After each infusion: (pain NRS, PHQ-9 items). Against the course baseline (pain 8,
 # PHQ-9 14), meaningful pain relief needs a fall of 30% (pain ≤ 5.6) and a PHQ-9
@@ -238,9 +244,12 @@ def infusion_course(
         start = now + timedelta(days=3 * number)
         session = post(
             f"{course_path}/sessions",
-            {"start": start.isoformat(), "end": (start + timedelta(hours=4)).isoformat()},
+            {"start": start.isoformat(), "end": (start + timedelta(hours=1)).isoformat()},
         )
         assert (session["number"], session["status"]) == (number, "scheduled")
+        # An infusion is given on the day it is booked for: the clinic clock, shared
+        # with the workers through Redis, moves on to that day and stays there.
+        clinic_clock().set(start + timedelta(minutes=5))
         path = f"/api/infusion-sessions/{session['id']}"
         assert post(f"{path}/check-in")["status"] == "checked-in"
         assert post(f"{path}/vitals", VITALS_BEFORE)["out_of_range"] == []
@@ -252,6 +261,7 @@ def infusion_course(
         )
         assert completed["status"] == "completed"
         completions.append(completed)
+    time.sleep(REDIS_REFRESH_S + 0.2)  # every worker now stamps its events in moved time
     return {"referral": referral, "course": course, "completions": completions}
 
 
@@ -335,7 +345,10 @@ def therapy_episode(
 
 
 def test_a_whole_journey_gives_the_expected_pathway_and_rebuild_equals_live(
-    stack: Stack, api_client: Callable[[Litestar], TestClient[Litestar]], processes: Processes
+    stack: Stack,
+    api_client: Callable[[Litestar], TestClient[Litestar]],
+    processes: Processes,
+    request: pytest.FixtureRequest,
 ) -> None:
     # Each API in this process (building it migrates its database and starts its relay);
     # each consumer as its own `carepath worker`, on the real Redis.
@@ -344,8 +357,20 @@ def test_a_whole_journey_gives_the_expected_pathway_and_rebuild_equals_live(
     therapy = api_client(stack.api("therapy"))
     coordinator = api_client(stack.api("coordinator"))
     workers = ("infusions", "therapy", "coordinator")
+    # The clinic clock moves (infusions are given days apart): every process reads it
+    # from Redis, so the workers run as a development system does.
+    development = stack.env(CAREPATH_ENV="development")
+    configure_clock(
+        PlatformSettings(
+            env="development",
+            broker="redis",
+            redis_url=stack.redis_url,
+            redis_namespace=stack.namespace,
+        )
+    )
+    request.addfinalizer(lambda: (clinic_clock().reset(), configure_clock(PlatformSettings())))
     for service in workers:
-        processes.start(f"{service}-worker", carepath("worker", service), stack.env())
+        processes.start(f"{service}-worker", carepath("worker", service), development)
 
     patient = referrals.post("/api/patients", json=patient_body(), headers=headers(REFERRER))
     patient_id = ok(patient)["id"]
@@ -433,23 +458,33 @@ def test_a_whole_journey_gives_the_expected_pathway_and_rebuild_equals_live(
         return [(p["score"], p["source"], at(p["at"])) for p in pathway["measures"][name]]
 
     completed_1, completed_2, completed_3 = infusions_completed
+    # A PHQ-9 straight after an infusion asks about the two weeks before it: its own
+    # series, never caseness or change (issue 12); so is pain straight after one.
     assert series("phq9") == [
         (11, "referral baseline", ketamine_received),
         (14, "infusion assessment", assessed),
-        (12, "after infusion 1", completed_1),
-        (10, "after infusion 2", completed_2),
-        (8, "after infusion 3", completed_3),
         (9, "referral baseline", psychology_received),
         (9, "therapy session", phq9_recorded[0]),
         (7, "therapy session", phq9_recorded[1]),
     ]
+    assert series("phq9_after_infusion") == [
+        (12, "after infusion 1", completed_1),
+        (10, "after infusion 2", completed_2),
+        (8, "after infusion 3", completed_3),
+    ]
+    # The durable pain score is the one before each infusion (8 each time).
     assert series("pain_nrs") == [
         (8, "referral baseline", ketamine_received),
         (8, "infusion assessment", assessed),
+        (8, "before infusion 1", completed_1),
+        (8, "before infusion 2", completed_2),
+        (8, "before infusion 3", completed_3),
+    ]  # the psychology referral gave no pain score
+    assert series("pain_after_infusion") == [
         (7, "after infusion 1", completed_1),
         (6, "after infusion 2", completed_2),
         (6, "after infusion 3", completed_3),
-    ]  # the psychology referral gave no pain score
+    ]
     assert series("gad7") == [
         (7, "therapy session", gad7_recorded[0]),
         (11, "therapy session", gad7_recorded[1]),
@@ -479,19 +514,20 @@ def test_a_whole_journey_gives_the_expected_pathway_and_rebuild_equals_live(
             "at_caseness_last": True,
             "reliable_deterioration": True,
         },
-        # 8 → 6: 25% better, short of meaningful (30%) relief.
+        # 8 → 8 on the durable score: no relief at all (the 25% straight after the third
+        # infusion is acute analgesia, not response).
         "pain_nrs": {
             "first": 8,
-            "last": 6,
-            "change": -2,
+            "last": 8,
+            "change": 0,
             "meaningful_relief": False,
             "substantial_relief": False,
         },
     }
 
     # -- the alerts: exactly these, no others
-    def end_of_day(moment: datetime) -> datetime:
-        return moment.replace(hour=23, minute=59, second=59, microsecond=0)
+    # Item 9: due by the end of the clinic's working day it was seen (the next working
+    # day's end at a weekend or bank holiday), in the clinic's calendar.
 
     alerts = [
         (
@@ -522,7 +558,7 @@ def test_a_whole_journey_gives_the_expected_pathway_and_rebuild_equals_live(
             "mdt",
             "PHQ-9 item 9 answered 1 (therapy session): thoughts of self-harm",
             phq9_recorded[0],
-            end_of_day(phq9_recorded[0]),
+            same_working_day(phq9_recorded[0]),
         ),
         (
             "reliable-deterioration",
@@ -556,7 +592,7 @@ def test_a_whole_journey_gives_the_expected_pathway_and_rebuild_equals_live(
         (
             "MDT review: PHQ-9 item 9 answered 1 (therapy session): thoughts of self-harm",
             "mdt",
-            end_of_day(phq9_recorded[0]),
+            same_working_day(phq9_recorded[0]),
         ),
     ]
 
@@ -565,7 +601,7 @@ def test_a_whole_journey_gives_the_expected_pathway_and_rebuild_equals_live(
     assert (review["reason"], review["severity"], at(review["due"])) == (
         "PHQ-9 item 9 answered 1 (therapy session): thoughts of self-harm",
         "urgent",
-        end_of_day(phq9_recorded[0]),
+        same_working_day(phq9_recorded[0]),
     )
 
     # -- rebuild equals live: in process, and as the operator's command
