@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.policy import OpioidPolicy
 
 
 class DoseUnit(StrEnum):
@@ -192,3 +196,9 @@ def summarise(
         flags=tuple(flags),
         benzodiazepine=benzodiazepine,
     )
+
+
+def summarise_for(medicines: Iterable[Medicine], policy: OpioidPolicy) -> MmeSummary:
+    """MME per day under the clinical policy's table and flag thresholds."""
+    flag_at = (policy.high_mme_per_day, policy.very_high_mme_per_day)
+    return summarise(medicines, TABLES[policy.conversion_table], flag_at)

@@ -22,7 +22,7 @@ import re
 import tomllib
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -315,6 +315,28 @@ class CoursePolicy(_Section, frozen=True):
     ]
 
 
+class OpioidPolicy(_Section, frozen=True):
+    """CLINICAL.md, "Ketamine infusions", course rules: opioid reduction (shared.opioids)."""
+
+    conversion_table: Annotated[
+        Literal["opioids-aware", "cdc-2022"],
+        Meta(
+            description="Faculty of Pain Medicine, Opioids Aware (default) or CDC 2022 "
+            "(Dowell et al., MMWR 71(3)): the oral morphine factors MME per day is "
+            "computed with"
+        ),
+    ]
+    high_mme_per_day: Annotated[
+        float, Meta(ge=1, le=1000, description="CDC 2022: flag 50 MME/day or more")
+    ]
+    very_high_mme_per_day: Annotated[
+        float, Meta(ge=1, le=1000, description="CDC 2022: flag 90 MME/day or more")
+    ]
+
+    def __post_init__(self) -> None:
+        _order("high_mme_per_day", "very_high_mme_per_day", self)
+
+
 class TherapyPolicy(_Section, frozen=True):
     """CLINICAL.md, "Therapy (CBT / psychology)"."""
 
@@ -387,6 +409,7 @@ class ClinicalPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     dose: DosePolicy
     vitals: VitalsPolicy
     course: CoursePolicy
+    opioids: OpioidPolicy
     therapy: TherapyPolicy
     alerts: AlertPolicy
     requests: RequestPolicy
@@ -478,8 +501,8 @@ def _describe(error: str, values: dict[str, Any]) -> str:
 
 
 class PolicySetting(msgspec.Struct, frozen=True, kw_only=True):
-    value: int | float
-    default: int | float
+    value: int | float | str
+    default: int | float | str
     source: str
 
 

@@ -103,6 +103,19 @@ class InfusionCourseStream(msgspec.Struct, frozen=True, kw_only=True):
     first_session_at: datetime | None = None
 
 
+class OpioidUseSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest opioid use recorded (CLINICAL.md, course rules); the trend is the
+    pathway's `opioid_mme` measure."""
+
+    total_mme_per_day: float
+    flags: list[str]
+    complete: bool
+    benzodiazepine: bool
+    conversion_table: str
+    context: str
+    recorded_at: datetime
+
+
 class TherapyEpisodeStream(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     status: str
@@ -172,3 +185,4 @@ class Pathway(msgspec.Struct, frozen=True, kw_only=True):
     last_event_at: datetime
     outcomes: dict[str, MeasureOutcome] = msgspec.field(default_factory=dict)
     review_due: ReviewDue | None = None
+    opioid_use: OpioidUseSummary | None = None

@@ -25,6 +25,7 @@ from services.coordinator.domain import (
     MeasureOutcome,
     MeasurePoint,
     NextAction,
+    OpioidUseSummary,
     Pathway,
     ReferralStream,
     ReviewDue,
@@ -76,6 +77,7 @@ from shared.events.catalogue import (
     InfusionCourseClosed,
     InfusionCourseOpened,
     InfusionCourseStatusChanged,
+    InfusionOpioidUseRecorded,
     InfusionPlanAgreed,
     InfusionSessionAbandoned,
     InfusionSessionCancelled,
@@ -162,6 +164,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
         last_event_at=history[-1].occurred_at,
         outcomes=outcomes,
         review_due=review,
+        opioid_use=fold.opioid_use,
     )
 
 
@@ -190,6 +193,7 @@ class _Fold:
         }
     )
     alerts: list[Alert] = field(default_factory=list)
+    opioid_use: OpioidUseSummary | None = None
     course: InfusionCourseStream | None = None
     episode: TherapyEpisodeStream | None = None
     # When the first infusion ended: a durable score after it can show a response.
@@ -360,6 +364,20 @@ class _Fold:
         self.measure("phq9", at, event.phq9_total, "infusion assessment")
         self.measure("opioid_mme", at, event.opioid_mme_per_day, "infusion assessment")
         self.item9(event.phq9_item9, at, "infusion assessment", event.assessment_id)
+
+    def opioid_use_recorded(self, event: InfusionOpioidUseRecorded, at: datetime) -> None:
+        # The assessment's own event already put its MME per day in the series.
+        if event.context == "follow-up":
+            self.measure("opioid_mme", at, event.total_mme_per_day, "opioid use at follow-up")
+        self.opioid_use = OpioidUseSummary(
+            total_mme_per_day=event.total_mme_per_day,
+            flags=event.flags,
+            complete=event.complete,
+            benzodiazepine=event.benzodiazepine,
+            conversion_table=event.conversion_table,
+            context=event.context,
+            recorded_at=event.recorded_at,
+        )
 
     def plan_agreed(self, event: InfusionPlanAgreed, at: datetime) -> None:
         self.course = msgspec.structs.replace(
@@ -583,6 +601,7 @@ _FOLDS: dict[type[Event], _Folding] = dict(
         _on(ReferralClosed, _Fold.referral_status),
         _on(InfusionCourseOpened, _Fold.course_opened),
         _on(InfusionAssessmentRecorded, _Fold.assessment_recorded),
+        _on(InfusionOpioidUseRecorded, _Fold.opioid_use_recorded),
         _on(InfusionPlanAgreed, _Fold.plan_agreed),
         _on(InfusionCourseStatusChanged, _Fold.course_status),
         _on(InfusionSessionStarted, _Fold.session_started),
@@ -796,6 +815,7 @@ SUMMARIES: dict[type[Event], str] = {
     ReferralReceived: "{priority} referral to {target} received",
     InfusionCourseOpened: "infusion course opened",
     InfusionAssessmentRecorded: "eligibility assessed: {outcome}",
+    InfusionOpioidUseRecorded: "opioid use at {context}: {total_mme_per_day} MME/day",
     InfusionPlanAgreed: "dosing plan agreed",
     InfusionCourseStatusChanged: "infusion course {status}",
     InfusionSessionScheduled: "infusion {number} scheduled",

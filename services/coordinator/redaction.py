@@ -54,6 +54,7 @@ def for_admin(pathway: Pathway) -> Pathway:
         alerts=[_alert(alert) for alert in pathway.alerts],
         next_actions=[_action(action) for action in pathway.next_actions],
         review_due=review,
+        opioid_use=None,
     )
 
 

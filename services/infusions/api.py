@@ -24,6 +24,8 @@ from services.infusions.schemas import (
     CourseRead,
     CourseStatus,
     DoseGiven,
+    OpioidUseCreate,
+    OpioidUseRead,
     PlanCreate,
     PlanRead,
     Reason,
@@ -87,7 +89,32 @@ class CourseController(Controller):
         uow: UowDep,
         user: UserDep,
     ) -> AssessmentRead:
-        return views.assessment_read(services.assess(course_id, data, uow, user))
+        assessment, opioid_use = services.assess(course_id, data, uow, user)
+        return views.assessment_read(assessment, opioid_use)
+
+    @command(
+        "/{course_id:uuid}/opioid-use",
+        operation_id="recordOpioidUse",
+        roles=CLINICIAN,
+        status_code=201,
+        summary="Record the opioids a patient takes now, per medicine, at a follow-up",
+        description=(
+            "Each medicine's MME per day comes from the clinical policy's sourced table "
+            "(`opioids.conversion_table`: Opioids Aware or CDC 2022); the total is flagged "
+            "at 50 and 90 MME/day and when a benzodiazepine is taken alongside "
+            "(CLINICAL.md, course rules). A medicine the table has no factor for is "
+            "shown as not counted and the total as incomplete. The course's "
+            "`opioid_use` lists every record: the MME trend."
+        ),
+    )
+    def record_opioid_use(
+        self,
+        course_id: FromPath[UUID],
+        data: JSONBody[OpioidUseCreate],
+        uow: UowDep,
+        user: UserDep,
+    ) -> OpioidUseRead:
+        return views.opioid_use_read(services.record_opioid_use(course_id, data, uow, user))
 
     @command(
         "/{course_id:uuid}/plan",

@@ -23,8 +23,15 @@ from services.infusions.models import (
     EligibilityAssessment,
     InfusionCourse,
     InfusionSession,
+    OpioidUse,
 )
-from services.infusions.schemas import AssessmentCreate, CourseClosure, CourseStatus, PlanCreate
+from services.infusions.schemas import (
+    AssessmentCreate,
+    CourseClosure,
+    CourseStatus,
+    MedicineTaken,
+    PlanCreate,
+)
 from shared.calendar import working_calendar
 from shared.domain import IllegalTransition, as_declared
 from shared.events import Subject
@@ -35,6 +42,7 @@ from shared.events.catalogue import (
     InfusionCourseOpened,
     InfusionCourseStatusChanged,
     InfusionMaintenanceOpened,
+    InfusionOpioidUseRecorded,
     InfusionPlanAgreed,
     InfusionSessionRedosed,
     InfusionSessionScheduled,
@@ -42,7 +50,15 @@ from shared.events.catalogue import (
     ReferralAccepted,
 )
 from shared.measures import PHQ9, InvalidItems, Score, score
-from shared.policy import ClinicalPolicy, DosePolicy
+from shared.opioids import (
+    TABLES,
+    ConversionTable,
+    Medicine,
+    is_benzodiazepine,
+    medicine_mme,
+    summarise_for,
+)
+from shared.policy import ClinicalPolicy, DosePolicy, OpioidPolicy
 
 Outcome = Literal["eligible", "ineligible", "needs-override"]
 
@@ -106,16 +122,80 @@ def score_phq9(items: Sequence[int], field: str) -> Score:
         raise domain.InfusionRuleBroken(error.field, error.message) from None
 
 
+def record_opioid_use(
+    course: InfusionCourse,
+    medicines: Sequence[MedicineTaken],
+    context: Literal["assessment", "follow-up"],
+    by: str,
+    now: datetime,
+    policy: OpioidPolicy,
+) -> tuple[OpioidUse, InfusionOpioidUseRecorded]:
+    """Opioid use per medicine, with MME per day from the policy's sourced table, flagged
+    at 50 and 90 MME/day and for a benzodiazepine alongside (CLINICAL.md, course rules)."""
+    taken = [Medicine(m.drug, m.dose, m.unit, m.route, m.doses_per_day) for m in medicines]
+    summary = summarise_for(taken, policy)
+    table = TABLES[policy.conversion_table]
+    use = OpioidUse(
+        course_id=course.id,
+        context=context,
+        recorded_by=by,
+        recorded_at=now,
+        conversion_table=summary.table,
+        medicines=[
+            {**msgspec.to_builtins(given), **_counted(medicine, table)}
+            for given, medicine in zip(medicines, taken, strict=True)
+        ],
+        total_mme_per_day=summary.total_mme_per_day,
+        complete=summary.complete,
+        flags=list(summary.flags),
+        benzodiazepine=summary.benzodiazepine,
+    )
+    recorded = InfusionOpioidUseRecorded(
+        course_id=course.id,
+        record_id=use.id,
+        context=context,
+        conversion_table=summary.table,
+        total_mme_per_day=summary.total_mme_per_day,
+        complete=summary.complete,
+        flags=list(summary.flags),
+        benzodiazepine=summary.benzodiazepine,
+        recorded_at=now,
+    )
+    return use, recorded
+
+
+def _counted(medicine: Medicine, table: ConversionTable) -> dict[str, object]:
+    if is_benzodiazepine(medicine.drug):
+        return {"mme_per_day": None, "note": "benzodiazepine: flagged with an opioid"}
+    counted = medicine_mme(medicine, table)
+    return {"mme_per_day": counted.mme_per_day, "note": counted.note}
+
+
 def assess(
     course: InfusionCourse,
     data: AssessmentCreate,
     by: str,
     now: datetime,
     policy: ClinicalPolicy,
-) -> tuple[EligibilityAssessment, InfusionAssessmentRecorded]:
+) -> tuple[
+    EligibilityAssessment,
+    InfusionAssessmentRecorded,
+    tuple[OpioidUse, InfusionOpioidUseRecorded] | None,
+]:
     """Record an eligibility assessment: the checklist decides eligible, ineligible or
-    waiting for a clinician's override of a caution."""
+    waiting for a clinician's override of a caution. Opioid use is recorded with it,
+    per medicine when the medicines are given."""
     require_open(course, "assess")
+    opioids = None
+    mme_per_day = data.opioid_mme_per_day
+    if data.medicines is not None:
+        opioids = record_opioid_use(course, data.medicines, "assessment", by, now, policy.opioids)
+        mme_per_day = _agreed_mme(mme_per_day, opioids[0].total_mme_per_day)
+    elif mme_per_day is None:
+        raise domain.InfusionRuleBroken(
+            "medicines",
+            "record the opioids the patient takes, per medicine (an empty list if none)",
+        )
     dose_policy = policy.dose
     domain.check_physiological(
         {"systolic": data.systolic, "diastolic": data.diastolic, "heart_rate": data.heart_rate},
@@ -136,7 +216,7 @@ def assess(
         systolic=data.systolic,
         diastolic=data.diastolic,
         heart_rate=data.heart_rate,
-        opioid_mme_per_day=data.opioid_mme_per_day,
+        opioid_mme_per_day=mme_per_day,
         pain_nrs=data.pain_nrs,
         phq9_items=list(phq9.items),
         phq9_total=phq9.total,
@@ -157,10 +237,22 @@ def assess(
         pain_nrs=data.pain_nrs,
         phq9_total=phq9.total,
         phq9_item9=phq9.items[8],
-        opioid_mme_per_day=data.opioid_mme_per_day,
+        opioid_mme_per_day=mme_per_day,
         assessed_at=now,
     )
-    return assessment, recorded
+    return assessment, recorded, opioids
+
+
+def _agreed_mme(stated: float | None, computed: float) -> float:
+    """MME per day sent beside the medicines must be what they come to: two numbers for
+    one fact would leave the reader to guess which is true."""
+    if stated is not None and abs(stated - computed) > 1:
+        raise domain.InfusionRuleBroken(
+            "opioid_mme_per_day",
+            f"the medicines come to {computed:g} MME per day, not {stated:g}; "
+            "leave opioid_mme_per_day out and the service computes it",
+        )
+    return computed
 
 
 def agree_plan(

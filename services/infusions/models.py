@@ -19,6 +19,7 @@ TABLES = frozenset(
         "infusion_session",
         "vitals_reading",
         "adverse_event",
+        "opioid_use",
     }
 )
 
@@ -59,6 +60,26 @@ class EligibilityAssessment(SQLModel, table=True):
     checklist: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     overrides: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
     outcome: str = Field(max_length=20)
+
+
+class OpioidUse(SQLModel, table=True):
+    """The opioids a patient takes, per medicine, at an assessment or a follow-up, with
+    the MME per day computed under the policy's table at the time (CLINICAL.md)."""
+
+    __tablename__ = "opioid_use"
+
+    id: UUID = Field(default_factory=uuid4, primary_key=True)
+    course_id: UUID = Field(foreign_key="infusion_course.id", index=True)
+    context: str = Field(max_length=12)  # "assessment" or "follow-up"
+    recorded_by: str = Field(max_length=100)
+    recorded_at: datetime = Timestamp(default_factory=utcnow)
+    conversion_table: str = Field(max_length=20)
+    # Each medicine as given, with its MME per day (None: no factor) and how it was counted.
+    medicines: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
+    total_mme_per_day: float
+    complete: bool
+    flags: list[str] = Field(sa_column=Column(JSON, nullable=False))
+    benzodiazepine: bool
 
 
 class DosingPlan(SQLModel, table=True):

@@ -19,6 +19,7 @@ from services.infusions.models import (
     EligibilityAssessment,
     InfusionCourse,
     InfusionSession,
+    OpioidUse,
     VitalsReading,
 )
 from shared.db import first_row, load_or_404, rows, where_given
@@ -108,6 +109,13 @@ def baseline(db: Session, course_id: UUID) -> EligibilityAssessment | None:
 def _assessment(db: Session, course_id: UUID, order_by: object) -> EligibilityAssessment | None:
     return first_row(
         db, EligibilityAssessment, EligibilityAssessment.course_id == course_id, order_by=order_by
+    )
+
+
+def opioid_use(db: Session, course_id: UUID) -> Sequence[OpioidUse]:
+    """Every record of opioid use on the course, oldest first: the MME trend."""
+    return rows(
+        db, OpioidUse, OpioidUse.course_id == course_id, order_by=col(OpioidUse.recorded_at)
     )
 
 

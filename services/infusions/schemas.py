@@ -8,6 +8,8 @@ from uuid import UUID
 
 import msgspec
 
+from shared.opioids import DoseUnit, Route
+
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 Nrs = Annotated[int, msgspec.Meta(ge=0, le=10)]
 CourseStatus = Literal["planned", "active", "onhold", "finished", "cancelled"]
@@ -29,13 +31,58 @@ class CautionOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reason: Text
 
 
+class MedicineTaken(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One opioid (or benzodiazepine) as the patient takes it; a patch is its rate."""
+
+    drug: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    dose: Annotated[float, msgspec.Meta(gt=0, le=100_000)]
+    unit: DoseUnit
+    route: Route
+    doses_per_day: Annotated[float, msgspec.Meta(gt=0, le=24)] = 1
+
+
+Medicines = Annotated[list[MedicineTaken], msgspec.Meta(max_length=30)]
+
+
+class OpioidUseCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Opioid use at a follow-up: every medicine taken now (an empty list: none)."""
+
+    medicines: Medicines
+
+
+class MedicineRead(msgspec.Struct, kw_only=True):
+    drug: str
+    dose: float
+    unit: str
+    route: str
+    doses_per_day: float
+    mme_per_day: float | None
+    note: str
+
+
+class OpioidUseRead(msgspec.Struct, kw_only=True):
+    id: UUID
+    context: str
+    recorded_by: str
+    recorded_at: datetime
+    conversion_table: str
+    medicines: list[MedicineRead]
+    total_mme_per_day: float
+    complete: bool
+    flags: list[str]
+    benzodiazepine: bool
+
+
 class AssessmentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Plain numbers here: the domain checks ranges and names the field in its answer.
     weight_kg: float
     systolic: int
     diastolic: int
     heart_rate: int
-    opioid_mme_per_day: Annotated[float, msgspec.Meta(ge=0, le=5000)]
+    # Either the medicines, from which the service computes MME per day, or (as before
+    # medicines were recorded) the MME per day alone.
+    medicines: Medicines | None = None
+    opioid_mme_per_day: Annotated[float, msgspec.Meta(ge=0, le=5000)] | None = None
     pain_nrs: Nrs
     phq9_items: list[int]
     prior_treatments: list[PriorTreatment]
@@ -60,6 +107,7 @@ class AssessmentRead(msgspec.Struct, kw_only=True):
     checklist: dict[str, ChecklistItem]
     overrides: list[dict[str, str]]
     prior_treatments: list[PriorTreatment]
+    opioid_use: OpioidUseRead | None = None
 
 
 class DoseOverride(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -229,6 +277,7 @@ class CourseRead(msgspec.Struct, kw_only=True, omit_defaults=True):
     assessment: AssessmentRead | None = None
     plan: PlanRead | None = None
     sessions: list[SessionRead] | None = None
+    opioid_use: list[OpioidUseRead] | None = None  # oldest first: the MME trend
 
 
 class CoursePage(msgspec.Struct, kw_only=True):

@@ -22,6 +22,7 @@ from services.infusions.models import (
     EligibilityAssessment,
     InfusionCourse,
     InfusionSession,
+    OpioidUse,
     VitalsReading,
 )
 from services.infusions.schemas import (
@@ -30,6 +31,7 @@ from services.infusions.schemas import (
     AssessmentCreate,
     CourseClosure,
     DoseGiven,
+    OpioidUseCreate,
     PlanCreate,
     Reason,
     ScoresBefore,
@@ -73,18 +75,40 @@ def read_course(course_id: UUID, uow: UnitOfWork, user: User) -> InfusionCourse:
 
 def assess(
     course_id: UUID, data: AssessmentCreate, uow: UnitOfWork, user: User
-) -> EligibilityAssessment:
+) -> tuple[EligibilityAssessment, OpioidUse | None]:
     with uow:
         found = repository.course(uow.session, course_id, lock=True)
-        assessment, recorded = course.assess(found, data, user.id, now(), clinical_policy())
+        assessment, recorded, opioids = course.assess(
+            found, data, user.id, now(), clinical_policy()
+        )
         uow.session.add(assessment)
         _publish(uow, found, [recorded])
+        if opioids is not None:
+            uow.session.add(opioids[0])
+            _publish(uow, found, [opioids[1]])
         overridden = recorded.cautions_overridden
         detail = ("caution override: " + ", ".join(overridden)) if overridden else None
         entity = "EligibilityAssessment"
         uow.audit(AuditAction.create, entity, str(assessment.id), found.patient_id, detail=detail)
         uow.commit()
-    return assessment
+    return assessment, opioids[0] if opioids else None
+
+
+def record_opioid_use(
+    course_id: UUID, data: OpioidUseCreate, uow: UnitOfWork, user: User
+) -> OpioidUse:
+    """Opioid use at a follow-up, per medicine, with its MME per day."""
+    with uow:
+        found = repository.course(uow.session, course_id, lock=True)
+        course.require_open(found, "record opioid use on")
+        use, recorded = course.record_opioid_use(
+            found, data.medicines, "follow-up", user.id, now(), clinical_policy().opioids
+        )
+        uow.session.add(use)
+        _publish(uow, found, [recorded])
+        uow.audit(AuditAction.create, "MedicationStatement", str(use.id), found.patient_id)
+        uow.commit()
+    return use
 
 
 def agree_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -> DosingPlan:

@@ -12,6 +12,7 @@ from services.infusions.models import (
     EligibilityAssessment,
     InfusionCourse,
     InfusionSession,
+    OpioidUse,
     VitalsReading,
 )
 from services.infusions.schemas import (
@@ -19,6 +20,7 @@ from services.infusions.schemas import (
     AssessmentRead,
     ChecklistItem,
     CourseRead,
+    OpioidUseRead,
     PlanRead,
     PriorTreatment,
     SessionRead,
@@ -44,10 +46,17 @@ def course_read(
     read.assessment = assessment_read(assessment) if assessment else None
     read.plan = plan_read(plan) if plan else None
     read.sessions = [session_read(db, s) for s in sessions]
+    read.opioid_use = [opioid_use_read(use) for use in repository.opioid_use(db, course.id)]
     return read
 
 
-def assessment_read(assessment: EligibilityAssessment) -> AssessmentRead:
+def opioid_use_read(use: OpioidUse) -> OpioidUseRead:
+    return msgspec.convert(use, OpioidUseRead, from_attributes=True)
+
+
+def assessment_read(
+    assessment: EligibilityAssessment, opioid_use: OpioidUse | None = None
+) -> AssessmentRead:
     # What blocks and what still waits for an override is derived again from the stored
     # answers, so the answer shows the rule as it stands.
     findings = {item: bool(answer["present"]) for item, answer in assessment.checklist.items()}
@@ -73,6 +82,7 @@ def assessment_read(assessment: EligibilityAssessment) -> AssessmentRead:
         checklist=msgspec.convert(assessment.checklist, dict[str, ChecklistItem]),
         overrides=assessment.overrides,
         prior_treatments=msgspec.convert(assessment.prior_treatments, list[PriorTreatment]),
+        opioid_use=opioid_use_read(opioid_use) if opioid_use else None,
     )
 
 

@@ -165,6 +165,22 @@ class InfusionAssessmentRecorded(
     assessed_at: datetime
 
 
+class InfusionOpioidUseRecorded(
+    InfusionCourseEvent, frozen=True, tag="infusion.opioid_use.recorded"
+):
+    """Opioid use recorded per medicine at an assessment or a follow-up, as MME per day
+    (CLINICAL.md, course rules); the medicines stay in the infusions service."""
+
+    record_id: UUID
+    context: Literal["assessment", "follow-up"]
+    conversion_table: str
+    total_mme_per_day: float
+    complete: bool  # every opioid had a factor in the table
+    flags: list[str]
+    benzodiazepine: bool
+    recorded_at: datetime
+
+
 class InfusionPlanAgreed(InfusionCourseEvent, frozen=True, tag="infusion.plan.agreed"):
     plan_id: UUID
     indication: Literal["pain", "depression", "both"]
@@ -407,6 +423,7 @@ EVENTS: tuple[type[Event], ...] = (
     InfusionCourseOpened,
     InfusionCourseStatusChanged,
     InfusionAssessmentRecorded,
+    InfusionOpioidUseRecorded,
     InfusionPlanAgreed,
     InfusionSessionScheduled,
     InfusionSessionRedosed,

@@ -26,6 +26,7 @@ from shared.policy import (
     ClinicalPolicy,
     CoursePolicy,
     DosePolicy,
+    OpioidPolicy,
     PolicyError,
     RequestPolicy,
     TherapyPolicy,
@@ -99,13 +100,26 @@ TODAY = ClinicalPolicy(
     course=CoursePolicy(
         no_response_after_sessions=3, relief_worn_off_fraction=0.10, maintenance_grace_days=1
     ),
+    opioids=OpioidPolicy(
+        conversion_table="opioids-aware", high_mme_per_day=50, very_high_mme_per_day=90
+    ),
     therapy=TherapyPolicy(dna_threshold=2, min_treatment_appointments=2, slot_minutes=60),
     alerts=AlertPolicy(
         review_due_days=7, maintenance_decision_due_days=14, urgent_escalation_minutes=0
     ),
     requests=RequestPolicy(idempotency_key_hours=24),
 )
-SECTIONS = ("waits", "change", "dose", "vitals", "course", "therapy", "alerts", "requests")
+SECTIONS = (
+    "waits",
+    "change",
+    "dose",
+    "vitals",
+    "course",
+    "opioids",
+    "therapy",
+    "alerts",
+    "requests",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -1166,3 +1166,112 @@ def test_a_later_ineligible_assessment_blocks_scheduling(embedded: Embedded) -> 
     assess(embedded, opened.course_id, checklist=checklist("pregnancy"))
     response = embedded.post(f"/api/infusion-courses/{opened.course_id}/sessions", slot())
     assert response.status_code in (409, 422), response.text
+
+
+# --- opioid use (issue 12; CLINICAL.md, course rules: opioid reduction) -------------------
+
+
+def medicine(drug: str, dose: float, **given: Any) -> dict[str, Any]:
+    return {"drug": drug, "dose": dose, "unit": "mg", "route": "oral", **given}
+
+
+def test_opioid_use_at_assessment_is_recorded_per_medicine_with_mme(embedded: Embedded) -> None:
+    opened = open_course(embedded)
+    body = assess(
+        embedded,
+        opened.course_id,
+        opioid_mme_per_day=None,
+        medicines=[
+            medicine("oxycodone", 20, doses_per_day=2),  # 40 mg x 1.5 = 60
+            medicine("morphine", 30),  # 30
+            {"drug": "diazepam", "dose": 5, "unit": "mg", "route": "oral", "doses_per_day": 3},
+        ],
+    )
+    use = body["opioid_use"]
+    assert body["opioid_mme_per_day"] == 90.0
+    assert use["total_mme_per_day"] == 90.0
+    assert use["conversion_table"] == "opioids-aware"
+    assert [m["mme_per_day"] for m in use["medicines"]] == [60.0, 30.0, None]
+    # CLINICAL.md: flag at 50 and at 90 MME/day (the threshold itself counts), and a
+    # benzodiazepine taken with an opioid (CDC 2022).
+    assert use["flags"] == ["≥ 90 MME/day", "≥ 50 MME/day", "benzodiazepine with an opioid"]
+    assert use["complete"] is True
+    types = [e.type for e in embedded.events(opened.course_id)]
+    assert "infusion.opioid_use.recorded" in types
+
+
+def test_opioid_use_at_follow_up_makes_the_mme_trend_on_the_pathway(embedded: Embedded) -> None:
+    opened = open_course(embedded)
+    tramadol = medicine("tramadol", 100, doses_per_day=4)  # 400 mg x 0.1 = 40
+    assess(embedded, opened.course_id, opioid_mme_per_day=None, medicines=[tramadol])
+    follow_up = embedded.post(
+        f"/api/infusion-courses/{opened.course_id}/opioid-use",
+        {"medicines": [medicine("tramadol", 50, doses_per_day=4)]},
+    )
+    assert follow_up.status_code == 201, follow_up.text
+    assert follow_up.json()["total_mme_per_day"] == 20.0  # 200 mg x 0.1
+    assert follow_up.json()["flags"] == []
+    course = embedded.get(f"/api/infusion-courses/{opened.course_id}").json()
+    assert [u["total_mme_per_day"] for u in course["opioid_use"]] == [40.0, 20.0]
+
+    def trend() -> list[float] | None:
+        pathway = embedded.get(f"/api/pathways/{opened.patient_id}", Role.mdt).json()
+        points = [p["score"] for p in pathway["measures"]["opioid_mme"]]
+        return points if len(points) == 2 else None
+
+    assert wait_for(trend, "the follow-up in the pathway's MME series") == [40.0, 20.0]
+    pathway = embedded.get(f"/api/pathways/{opened.patient_id}", Role.mdt).json()
+    assert pathway["opioid_use"]["context"] == "follow-up"
+    assert pathway["opioid_use"]["total_mme_per_day"] == 20.0
+    admin = embedded.get(f"/api/pathways/{opened.patient_id}", Role.admin).json()
+    assert admin.get("opioid_use") is None  # a dose is clinical detail
+    assert admin["measures"]["opioid_mme"] == []
+
+
+def test_a_medicine_without_a_factor_is_not_counted_and_the_total_says_so(
+    embedded: Embedded,
+) -> None:
+    opened = open_course(embedded)
+    use = embedded.post(
+        f"/api/infusion-courses/{opened.course_id}/opioid-use",
+        {"medicines": [medicine("morphine", 10), medicine("pethidine", 50)]},
+    ).json()
+    assert use["total_mme_per_day"] == 10.0
+    assert use["complete"] is False
+    assert "not counted" in use["medicines"][1]["note"]
+
+
+def test_opioid_use_refusals_name_the_field(embedded: Embedded) -> None:
+    opened = open_course(embedded)
+    before = embedded.snapshot()
+    # Neither the medicines nor a figure: the clinic must record what the patient takes.
+    response = embedded.post(
+        f"/api/infusion-courses/{opened.course_id}/assessments",
+        assessment_body(opioid_mme_per_day=None),
+    )
+    assert_problem(response, 422, "medicines")
+    # Two numbers for one fact: the stated figure must be what the medicines come to.
+    response = embedded.post(
+        f"/api/infusion-courses/{opened.course_id}/assessments",
+        assessment_body(opioid_mme_per_day=10, medicines=[medicine("morphine", 60)]),
+    )
+    assert "60" in assert_problem(response, 422, "opioid_mme_per_day")["detail"]
+    response = embedded.post(
+        f"/api/infusion-courses/{opened.course_id}/opioid-use",
+        {"medicines": [medicine("morphine", -5)]},
+    )
+    assert response.status_code in (400, 422)
+    assert "dose" in response.text
+    response = embedded.post(
+        f"/api/infusion-courses/{opened.course_id}/opioid-use",
+        {"medicines": [{**medicine("morphine", 5), "unit": "grain"}]},
+    )
+    assert response.status_code in (400, 422)
+    assert "unit" in response.text
+    assert embedded.snapshot() == before
+    psychologist = embedded.post(
+        f"/api/infusion-courses/{opened.course_id}/opioid-use",
+        {"medicines": []},
+        Role.psychologist,
+    )
+    assert psychologist.status_code == 403

@@ -197,7 +197,7 @@ def test_an_assessment_with_an_overridden_caution_is_eligible_and_audited_so(
     checklist["controlled-hypertension"] = ChecklistItem(present=True)
     override = CautionOverride(caution="controlled-hypertension", reason="well controlled")
     data = _assessment(checklist=checklist, overrides=[override])
-    stored = services.assess(opened.id, data, clinic.uow(CLINICIAN), CLINICIAN)
+    stored, _ = services.assess(opened.id, data, clinic.uow(CLINICIAN), CLINICIAN)
 
     assert stored.outcome == "eligible"
     assert stored.overrides == [
