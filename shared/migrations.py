@@ -228,3 +228,24 @@ def create_idempotency_table() -> None:
 
 def drop_idempotency_table() -> None:
     op.drop_table("idempotency_key")
+
+
+def create_urgent_alert_table() -> None:
+    """The copy of the coordinator's open urgent alerts (shared.urgent_alerts) kept by a
+    service that discharges or closes: the one copy of its DDL."""
+    op.create_table(
+        "urgent_alert",
+        string("alert_id", 64),
+        uuid("patient_id"),
+        string("kind", 40),
+        string("owner_role", 30),
+        timestamp("raised_at"),
+        timestamp("resolved_at", nullable=True),
+        sa.PrimaryKeyConstraint("alert_id"),
+    )
+    index_columns("urgent_alert", "patient_id")
+
+
+def drop_urgent_alert_table() -> None:
+    op.drop_index("ix_urgent_alert_patient_id", table_name="urgent_alert")
+    op.drop_table("urgent_alert")

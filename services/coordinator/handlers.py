@@ -7,16 +7,19 @@ from uuid import UUID
 import msgspec
 from sqlmodel import Session, select
 
-from services.coordinator.domain import SEVERITY_RANK
+from services.coordinator.domain import SEVERITY_RANK, Alert
 from services.coordinator.models import PathwayAlert, PathwayRow, StoredEvent
 from services.coordinator.projection import active_teams, project
 from shared.db import lock_for_transaction
-from shared.events import Envelope, decode_envelope, encode_envelope
-from shared.observability import get_logger
+from shared.events import Actor, Envelope, Subject, decode_envelope, encode_envelope, new_event
+from shared.events.catalogue import PathwayUrgentAlertOpened
+from shared.observability import current_correlation_id, get_logger
 from shared.outbox import add_event
 from shared.tables import InboxEvent, utcnow
 
 log = get_logger(__name__)
+
+URGENT = ("urgent", "critical")
 
 
 def handle_event(session: Session, envelope: Envelope) -> None:
@@ -106,7 +109,9 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
     row.document = msgspec.to_builtins(pathway)
     row.updated_at = utcnow()
     session.add(row)
+    known = set()
     for stale in session.exec(select(PathwayAlert).where(PathwayAlert.patient_id == patient_id)):
+        known.add(stale.id)
         session.delete(stale)
     session.flush()
     for alert in pathway.alerts:
@@ -123,7 +128,34 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
                 due=alert.due,
             )
         )
+        if alert.id not in known and alert.severity in URGENT and alert.status != "resolved":
+            _announce_urgent(session, patient_id, alert)
     return row
+
+
+def _announce_urgent(session: Session, patient_id: UUID, alert: Alert) -> None:
+    """Tell the services that discharge and close that an urgent alert is open (they
+    refuse until it is resolved: shared.urgent_alerts). Not folded back: the pathway
+    already has the alert, so the copy that returns through the queue is a duplicate."""
+    envelope = add_event(
+        session,
+        new_event(
+            data=PathwayUrgentAlertOpened(
+                alert_id=alert.id,
+                kind=alert.kind,
+                owner_role=alert.owner_role,
+                raised_at=alert.raised_at,
+                due=alert.due,
+            ),
+            producer="coordinator",
+            patient_id=patient_id,
+            # Its own subject: the pathway's sequence counts only the events it folds.
+            subject=Subject(type="urgent-alert", id=alert.id),
+            actor=Actor(user_id="coordinator", role="service"),
+            correlation_id=current_correlation_id(),
+        ),
+    )
+    session.add(InboxEvent(event_id=envelope.event_id, type=envelope.type))
 
 
 def rebuild_pathways(session: Session, *, repair: bool = True) -> list[UUID]:

@@ -1,5 +1,6 @@
 """Events the infusions service consumes: an accepted ketamine referral opens a course;
-an MDT review's decision stops, continues or moves the course to maintenance.
+an MDT review's decision stops, continues or moves the course to maintenance; the
+coordinator's urgent alerts, opened and resolved, are kept to refuse closing a course.
 
 Anything else is acknowledged and left alone. Consuming is idempotent: the inbox row,
 written in the same transaction, stops a redelivery, and each effect is one that a
@@ -9,6 +10,7 @@ second delivery finds already done.
 from __future__ import annotations
 
 from services.infusions import services
+from shared import urgent_alerts
 from shared.events import Envelope
 from shared.events.catalogue import MdtReviewRecorded, ReferralAccepted
 from shared.uow import UnitOfWork, event_handler
@@ -26,5 +28,10 @@ def _review_recorded(review: MdtReviewRecorded, envelope: Envelope, uow: UnitOfW
 
 
 handle_event = event_handler(
-    "infusions", {ReferralAccepted: _referral_accepted, MdtReviewRecorded: _review_recorded}
+    "infusions",
+    {
+        ReferralAccepted: _referral_accepted,
+        MdtReviewRecorded: _review_recorded,
+        **urgent_alerts.REACTIONS,
+    },
 )

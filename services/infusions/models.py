@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Column
 from sqlmodel import Field, SQLModel
 
 from shared.tables import ReferredCare, Timestamp, utcnow
+from shared.urgent_alerts import UrgentAlert  # noqa: F401  (its table is ours too)
 
 TABLES = frozenset(
     {
@@ -20,6 +21,7 @@ TABLES = frozenset(
         "vitals_reading",
         "adverse_event",
         "opioid_use",
+        "urgent_alert",  # shared.urgent_alerts
     }
 )
 

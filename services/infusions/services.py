@@ -40,6 +40,7 @@ from services.infusions.schemas import (
     StartInfusion,
     VitalsCreate,
 )
+from shared import urgent_alerts
 from shared.audit import AuditAction
 from shared.auth import Role, User
 from shared.clock import now
@@ -169,6 +170,7 @@ def resume(course_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infusi
 def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> InfusionCourse:
     with uow:
         found = repository.course(uow.session, course_id, lock=True)
+        urgent_alerts.refuse_while_open(uow.session, found.patient_id, "close the course")
         open_sessions = repository.sessions(uow.session, found.id, domain.OPEN_SESSION)
         events = course.close(found, open_sessions, data, now())
         uow.session.add_all([found, *open_sessions])

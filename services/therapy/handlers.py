@@ -1,4 +1,5 @@
-"""Events the therapy service consumes: an accepted psychology referral opens an episode.
+"""Events the therapy service consumes: an accepted psychology referral opens an episode;
+the coordinator's urgent alerts, opened and resolved, are kept to refuse a discharge.
 
 Anything else is acknowledged and left alone.
 """
@@ -6,6 +7,7 @@ Anything else is acknowledged and left alone.
 from __future__ import annotations
 
 from services.therapy import services
+from shared import urgent_alerts
 from shared.events import Envelope
 from shared.events.catalogue import ReferralAccepted
 from shared.uow import UnitOfWork, event_handler
@@ -21,4 +23,6 @@ def _referral_accepted(accepted: ReferralAccepted, envelope: Envelope, uow: Unit
     )
 
 
-handle_event = event_handler("therapy", {ReferralAccepted: _referral_accepted})
+handle_event = event_handler(
+    "therapy", {ReferralAccepted: _referral_accepted, **urgent_alerts.REACTIONS}
+)

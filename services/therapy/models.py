@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Column, Index, text
 from sqlmodel import Field, SQLModel
 
 from shared.tables import ReferredCare, Timestamp, utcnow
+from shared.urgent_alerts import UrgentAlert  # noqa: F401  (its table is ours too)
 
 TABLES = frozenset(
     {
@@ -18,6 +19,7 @@ TABLES = frozenset(
         "therapy_episode",
         "appointment",
         "session_measure",
+        "urgent_alert",  # shared.urgent_alerts
     }
 )
 

@@ -38,6 +38,7 @@ from services.therapy.schemas import (
     Reschedule,
     WorkingHoursSet,
 )
+from shared import urgent_alerts
 from shared.audit import AuditAction
 from shared.auth import Role, User
 from shared.db import load_or_404
@@ -214,6 +215,7 @@ def discharge(episode_id: UUID, data: Discharge, uow: UnitOfWork, user: User) ->
         found = repository.episode(uow.session, episode_id, lock=True)
         if user.role is PSY:
             _own_caseload(user, found)
+        urgent_alerts.refuse_while_open(uow.session, found.patient_id, "discharge")
         appointments = repository.appointments(uow.session, found.id)
         events = episode.discharge(
             found, appointments, data.reason, data.note, utcnow(), clinical_policy().therapy

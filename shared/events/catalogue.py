@@ -348,6 +348,18 @@ class PathwayAlertRaised(Event, frozen=True, tag="pathway.alert.raised"):
     crossed_at: datetime
 
 
+class PathwayUrgentAlertOpened(Event, frozen=True, tag="pathway.urgent_alert.opened"):
+    """An urgent alert appeared on the pathway: a patient may not be discharged, or a
+    course closed, until a person resolves it (issue 12). Its wording stays in the
+    coordinator."""
+
+    alert_id: str
+    kind: str
+    owner_role: str
+    raised_at: datetime
+    due: datetime
+
+
 MdtDecision = Literal[
     "continue", "stop-infusions", "start-maintenance", "refer-psychology", "discharge"
 ]
@@ -451,6 +463,7 @@ EVENTS: tuple[type[Event], ...] = (
     PathwayAlertAcknowledged,
     PathwayAlertResolved,
     PathwayAlertRaised,
+    PathwayUrgentAlertOpened,
     MdtReviewRecorded,
 )
 CATALOGUE: dict[tuple[str, int], type[Event]] = {(e.event_type(), 1): e for e in EVENTS}

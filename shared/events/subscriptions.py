@@ -18,6 +18,9 @@ SUBSCRIPTIONS = MappingProxyType(
         "therapy.episode.discharged": frozenset({"referrals"}),
         # The MDT's decision acts on the course: stop, continue, start maintenance.
         "mdt.review.recorded": frozenset({"infusions"}),
+        # An open urgent alert stops a discharge or a course closing until it is resolved.
+        "pathway.urgent_alert.opened": frozenset({"infusions", "therapy"}),
+        "pathway.alert.resolved": frozenset({"infusions", "therapy"}),
     }
 )
 

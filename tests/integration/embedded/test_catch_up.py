@@ -136,11 +136,14 @@ def test_reconcile_with_repair_consumes_what_is_missing(embedded: Embedded) -> N
     assert embedded.count("therapy", *episodes) == 0
 
     repaired = reconcile(embedded, "therapy", repair=True)
-    (feed,) = repaired["feeds"]
+    # Therapy reads the referrals feed and the coordinator's (for urgent alerts).
+    feeds = {feed["producer"]: feed for feed in repaired["feeds"]}
+    feed = feeds["referrals"]
     assert (feed["missing"], feed["repaired"], feed["failed"]) == ({"referral.accepted": 1}, 1, 0)
+    assert feeds["coordinator"]["missing"] == {}
     assert repaired["unresolved"] == 0
     assert embedded.count("therapy", *episodes) == 1
-    assert reconcile(embedded, "therapy")["feeds"][0]["missing"] == {}
+    assert all(feed["missing"] == {} for feed in reconcile(embedded, "therapy")["feeds"])
 
 
 def test_a_failing_event_is_retried_then_dead_lettered_and_the_feed_moves_on(
@@ -217,11 +220,16 @@ def test_ready_reports_a_consumer_whose_feed_is_behind_without_refusing_traffic(
 
 
 def test_each_consumer_follows_the_feeds_of_what_it_subscribes_to() -> None:
+    # Issue 12: the MDT's decision, and the urgent alerts that stop a close or discharge.
+    urgent = {"pathway.urgent_alert.opened", "pathway.alert.resolved"}
     assert feeds_of("infusions") == {
-        "coordinator": frozenset({"mdt.review.recorded"}),  # issue 12: the MDT's decision
+        "coordinator": frozenset({"mdt.review.recorded", *urgent}),
         "referrals": frozenset({"referral.accepted"}),
     }
-    assert feeds_of("therapy") == {"referrals": frozenset({"referral.accepted"})}
+    assert feeds_of("therapy") == {
+        "coordinator": frozenset(urgent),
+        "referrals": frozenset({"referral.accepted"}),
+    }
     assert feeds_of("referrals") == {
         "infusions": frozenset({"infusion.course.closed"}),
         "therapy": frozenset({"therapy.episode.discharged"}),

@@ -41,6 +41,7 @@ from shared.messaging import InProcessWorkers, make_broker, queue_sender
 from shared.runtime import ServiceRuntime
 from shared.settings import BrokerKind, PlatformSettings, RunMode, load_service_settings
 from shared.tables import AuditRecord, InboxEvent, OutboxEvent
+from shared.urgent_alerts import UrgentAlert
 from shared.web import build_app
 
 SECRET = "unit-test-secret-for-infusions-0123456789abcdef"
@@ -1275,3 +1276,43 @@ def test_opioid_use_refusals_name_the_field(embedded: Embedded) -> None:
         Role.psychologist,
     )
     assert psychologist.status_code == 403
+
+
+# --- an open urgent alert stops the course closing (issue 12) -------------------------------
+
+
+def test_a_course_with_an_open_urgent_alert_is_not_closed_until_it_is_resolved(
+    embedded: Embedded,
+) -> None:
+    """Issue 12, "Alerts that stay until a person acts": closing a course with an open
+    urgent alert is refused unless the alert is resolved first (CLINICAL.md, "During a
+    session": critically abnormal vitals raise an urgent alert)."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    step(embedded, session["id"], "check-in")
+    critical = {"systolic": 60, "diastolic": 35, "heart_rate": 40, "spo2": 85}
+    step(embedded, session["id"], "vitals", critical)
+
+    def known_to_infusions() -> int | None:
+        found = embedded.count(UrgentAlert, UrgentAlert.patient_id == UUID(opened.patient_id))
+        return found or None
+
+    wait_for(known_to_infusions, "the urgent alert to reach the infusions service")
+    before = embedded.snapshot()
+    path = f"/api/infusion-courses/{opened.course_id}/close"
+    refused = assert_problem(embedded.post(path, {"reason": "completed"}), 409, "alerts")
+    assert "vitals-critical" in refused["detail"]
+    (alert,) = refused["open_urgent_alerts"]
+    assert embedded.snapshot() == before  # nothing written, the session still booked
+
+    resolve = embedded.post(
+        f"/api/alerts/{alert['id']}/resolve", {"note": "reviewed, observations recovered"}
+    )
+    assert resolve.status_code == 200, resolve.text
+
+    def closes() -> dict[str, Any] | None:
+        response = embedded.post(path, {"reason": "completed"})
+        return response.json() if response.status_code == 200 else None
+
+    closed = wait_for(closes, "the course to close once the alert is resolved")
+    assert closed["status"] == "finished"

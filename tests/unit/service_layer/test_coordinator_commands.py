@@ -26,6 +26,7 @@ from shared.events.catalogue import (
     MdtReviewRecorded,
     PathwayAlertAcknowledged,
     PathwayAlertResolved,
+    PathwayUrgentAlertOpened,
     ReferralCancelled,
     ReferralRejected,
 )
@@ -60,6 +61,12 @@ def _pathway_with_risk_alert(coordinator: Store, minutes: int = 0) -> tuple[UUID
     return patient_id, alerts[0]
 
 
+def published_by_people(coordinator: Store) -> list[Event]:
+    """The events a command published: without the coordinator's own announcement of
+    the urgent alert each test starts from."""
+    return [e for e in coordinator.events() if not isinstance(e, PathwayUrgentAlertOpened)]
+
+
 def test_acknowledging_an_alert_records_the_action_publishes_and_folds_it(
     coordinator: Store,
 ) -> None:
@@ -68,14 +75,37 @@ def test_acknowledging_an_alert_records_the_action_publishes_and_folds_it(
         alert.id, "acknowledged", "calling today", coordinator.uow(MDT), MDT
     )
     assert handled.status == "acknowledged"
-    (event,) = coordinator.events()
+    announced, event = coordinator.events()
+    assert isinstance(announced, PathwayUrgentAlertOpened)  # when the alert appeared
     assert isinstance(event, PathwayAlertAcknowledged)
     assert (event.alert_id, event.by_user) == (alert.id, MDT.id)
     # Folded at once: its inbox row makes the copy coming back through the queue a no-op.
-    assert len(coordinator.rows(InboxEvent)) == 1
+    assert len(coordinator.rows(InboxEvent)) == 2
     (action,) = coordinator.rows(AlertAction)
     assert (action.action, action.note) == ("acknowledged", "calling today")
     assert coordinator.audit()[-1] == ("U", "Flag", "acknowledged")
+
+
+def test_an_urgent_alert_is_announced_once_to_the_services_that_discharge(
+    coordinator: Store,
+) -> None:
+    """Issue 12: discharging or closing a course with an open urgent alert is refused; the
+    services that do so learn of the alert from this one event."""
+    patient_id, alert = _pathway_with_risk_alert(coordinator)
+    (announced,) = coordinator.events()
+    assert isinstance(announced, PathwayUrgentAlertOpened)
+    assert (announced.alert_id, announced.kind, announced.owner_role) == (
+        alert.id,
+        "phq9-item9",
+        "mdt",
+    )
+    with coordinator.sessions() as session:  # a later event re-folds the same alert
+        handle_event(
+            session,
+            referral_received(patient_id, phq9_item9=0, occurred_at=T0 + timedelta(hours=1)),
+        )
+        session.commit()
+    assert len(coordinator.events()) == 1
 
 
 def test_the_same_action_twice_is_a_conflict_that_writes_nothing(coordinator: Store) -> None:
@@ -112,7 +142,7 @@ def test_a_psychologist_may_not_act_on_a_pathway_with_no_psychology_referral(
         services.handle_alert(
             alert.id, "acknowledged", None, coordinator.uow(PSYCHOLOGIST), PSYCHOLOGIST
         )
-    assert coordinator.events() == []
+    assert published_by_people(coordinator) == []
     assert coordinator.rows(AlertAction) == []
 
 
@@ -120,7 +150,7 @@ def test_a_review_is_published_and_folded_with_its_decision(coordinator: Store) 
     patient_id, _ = _pathway_with_risk_alert(coordinator)
     request = ReviewRequest(attendees=["dr-mdt", "psy-1"], decision="continue", notes="doing well")
     review = services.record_review(patient_id, request, None, coordinator.uow(MDT), MDT)
-    (event,) = coordinator.events()
+    (event,) = published_by_people(coordinator)
     assert isinstance(event, MdtReviewRecorded)
     assert (event.review_id, event.decision, event.attendees) == (
         review.id,
@@ -160,7 +190,7 @@ def test_resolving_an_urgent_alert_without_a_note_is_refused_naming_the_note(
         services.handle_alert(alert.id, "resolved", note, coordinator.uow(MDT), MDT)
     assert refused.value.field == "note"
     assert "non-empty note" in refused.value.message
-    assert (coordinator.events(), coordinator.rows(AlertAction)) == ([], [])
+    assert (published_by_people(coordinator), coordinator.rows(AlertAction)) == ([], [])
 
 
 def test_only_the_owning_role_resolves_an_urgent_alert_others_may_acknowledge(
@@ -174,7 +204,7 @@ def test_only_the_owning_role_resolves_an_urgent_alert_others_may_acknowledge(
         services.handle_alert(alert.id, "resolved", "done", coordinator.uow(CLINICIAN), CLINICIAN)
     assert refused.value.field == "role"
     assert "(mdt)" in refused.value.message
-    assert coordinator.events() == []
+    assert published_by_people(coordinator) == []
     services.handle_alert(alert.id, "acknowledged", None, coordinator.uow(CLINICIAN), CLINICIAN)
     coordinator.end_requests()
     resolved = services.handle_alert(alert.id, "resolved", "called", coordinator.uow(MDT), MDT)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from litestar.exceptions import PermissionDeniedException
 
 from services.therapy import services
+from services.therapy.handlers import handle_event
 from services.therapy.models import Appointment, SessionMeasure, TherapyEpisode
 from services.therapy.schemas import (
     AppointmentCreate,
@@ -26,13 +27,17 @@ from services.therapy.schemas import (
 from shared.auth import Role
 from shared.domain import IllegalTransition, RuleBroken
 from shared.errors import Conflict
+from shared.events import Actor, Subject, new_event
 from shared.events.catalogue import (
     AppointmentBooked,
     AppointmentCancelled,
     AppointmentCorrected,
     AppointmentMissed,
+    Event,
     MeasureRecorded,
     MeasureRiskFlagged,
+    PathwayAlertResolved,
+    PathwayUrgentAlertOpened,
     ReferralAccepted,
     TherapyDnaThresholdReached,
     TherapyEpisodeDischarged,
@@ -293,3 +298,74 @@ def test_a_completed_discharge_without_a_finished_course_writes_nothing(therapy:
     assert _written(therapy) == before
     assert therapy.rows(TherapyEpisode)[0].status == "active"
     assert {a.status for a in therapy.rows(Appointment)} == {"booked"}
+
+
+# --- issue 12: an open urgent alert stops a discharge ---------------------------------------
+
+
+def _from_coordinator(therapy: Store, patient_id: UUID, event: Event) -> None:
+    """As the worker does: the therapy handler consumes the coordinator's event."""
+    envelope = new_event(
+        data=event,
+        producer="coordinator",
+        patient_id=patient_id,
+        subject=Subject(type="urgent-alert", id="a-1"),
+        actor=Actor(user_id="coordinator", role="service"),
+        correlation_id="c-1",
+    )
+    with therapy.sessions() as session:
+        handle_event(session, envelope)
+        session.commit()
+
+
+def _urgent_opened() -> PathwayUrgentAlertOpened:
+    now = utcnow()
+    return PathwayUrgentAlertOpened(
+        alert_id="a-1", kind="phq9-item9", owner_role="mdt", raised_at=now, due=now
+    )
+
+
+def _resolved() -> PathwayAlertResolved:
+    return PathwayAlertResolved(
+        alert_id="a-1", kind="phq9-item9", by_user="dr-mdt", by_role="mdt", handled_at=utcnow()
+    )
+
+
+def test_a_discharge_with_an_open_urgent_alert_is_refused_until_it_is_resolved(
+    therapy: Store,
+) -> None:
+    """Issue 12: "Discharging a patient ... with an open urgent alert is refused unless the
+    alert is resolved first"; the refusal names the alert and writes nothing."""
+    episode = _episode(therapy)
+    _from_coordinator(therapy, episode.patient_id, _urgent_opened())
+    before = _written(therapy)
+    status = therapy.rows(TherapyEpisode)[0].status
+    with pytest.raises(Conflict) as refused:
+        services.discharge(episode.id, Discharge(reason="moved-away"), therapy.uow(PSY), PSY)
+    assert refused.value.errors == [{"field": "alerts", "message": refused.value.detail}]
+    assert "phq9-item9 (for the mdt)" in refused.value.detail
+    assert refused.value.problem_extra["open_urgent_alerts"] == [
+        {"id": "a-1", "kind": "phq9-item9"}
+    ]
+    assert _written(therapy) == before
+    assert therapy.rows(TherapyEpisode)[0].status == status != "finished"
+
+    _from_coordinator(therapy, episode.patient_id, _resolved())
+    services.discharge(episode.id, Discharge(reason="moved-away"), therapy.uow(PSY), PSY)
+    assert therapy.rows(TherapyEpisode)[0].status == "finished"
+
+
+def test_a_resolution_that_overtakes_its_alert_keeps_it_resolved(therapy: Store) -> None:
+    """Events from one producer on different subjects may arrive in either order."""
+    episode = _episode(therapy)
+    _from_coordinator(therapy, episode.patient_id, _resolved())
+    _from_coordinator(therapy, episode.patient_id, _urgent_opened())
+    services.discharge(episode.id, Discharge(reason="moved-away"), therapy.uow(PSY), PSY)
+    assert therapy.rows(TherapyEpisode)[0].status == "finished"
+
+
+def test_another_patients_urgent_alert_does_not_stop_a_discharge(therapy: Store) -> None:
+    episode = _episode(therapy)
+    _from_coordinator(therapy, uuid4(), _urgent_opened())
+    services.discharge(episode.id, Discharge(reason="moved-away"), therapy.uow(PSY), PSY)
+    assert therapy.rows(TherapyEpisode)[0].status == "finished"
