@@ -51,12 +51,13 @@ from harness import (
 sys.path.insert(0, str(ROOT))
 
 from shared.auth import Role, issue_token
-from shared.catchup import FeedFollower, feed_over_http
+from shared.catchup import FeedFollower, feed_reader
 from shared.db import make_engine, make_session_factory
 from shared.events import Actor, Subject, new_event
 from shared.events.catalogue import ReferralAccepted
 from shared.events.subscriptions import feeds_of
 from shared.outbox import add_event
+from shared.peers import Peers, peer_over_http
 from shared.settings import PlatformSettings, load_service_settings
 
 SECRET = secrets.token_hex(32)
@@ -192,7 +193,7 @@ def run(events: int) -> dict[str, Any]:
             "infusions",
             make_session_factory(engine),
             feeds_of("infusions"),
-            feed_over_http(settings, "infusions"),
+            feed_reader(Peers(peer_over_http(settings, "infusions"))),
             lambda raw: (_ for _ in ()).throw(AssertionError("nothing should be decoded")),
             lambda envelope: False,
         )

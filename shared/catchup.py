@@ -15,7 +15,6 @@ consumer's feed still.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,20 +22,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import httpx
 import msgspec
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 from sqlmodel import Session, col, select
 
-from shared.auth import Role, issue_token
-from shared.client import AsyncCarepathClient, CarepathClient, FeedPage
+from shared.client import FeedPage, feed_params
 from shared.db import SessionFactory
 from shared.events import Envelope, InvalidEvent
 from shared.feed import FeedCursor
 from shared.messaging import describe_error, event_message
 from shared.observability import get_logger
-from shared.settings import PlatformSettings, ServiceSettings
+from shared.peers import Peers
 from shared.tables import DeadLetter, FeedPosition, InboxEvent, as_utc, utcnow
 
 log = get_logger(__name__)
@@ -372,31 +369,12 @@ def _is_uuid(value: str) -> bool:
 # --- reading feeds ---------------------------------------------------------------------
 
 
-def feed_over_http(settings: ServiceSettings, consumer: str) -> ReadPage:
-    """Pages from the producers' own APIs, as this service (distributed mode)."""
+def feed_reader(peers: Peers) -> ReadPage:
+    """Pages from the producers' own feeds (`GET /api/events`), read as this service:
+    over HTTP when distributed, through the producers' routes in process when embedded."""
 
     def read(producer: str, after: str, types: frozenset[str] | None, limit: int) -> FeedPage:
-        token = issue_token(settings.platform, consumer, Role.service)
-        with CarepathClient(settings.url_of(producer), token, timeout=10) as client:
-            return client.events(after=after, limit=limit, types=types)
-
-    return read
-
-
-def feed_in_process(app: Any, platform: PlatformSettings, consumer: str) -> ReadPage:
-    """Pages from the producers' routes in this very process (embedded mode): through
-    their full middleware, guards and audit, without a socket or a port."""
-
-    def read(producer: str, after: str, types: frozenset[str] | None, limit: int) -> FeedPage:
-        async def fetch() -> FeedPage:
-            token = issue_token(platform, consumer, Role.service)
-            transport = httpx.ASGITransport(app=app)
-            async with AsyncCarepathClient(
-                f"http://carepath.embedded/{producer}", token, transport=transport
-            ) as client:
-                return await client.events(after=after, limit=limit, types=types)
-
-        return asyncio.run(fetch())
+        return peers.get(producer, "/api/events", FeedPage, **feed_params(after, limit, types))
 
     return read
 

@@ -137,7 +137,7 @@ def _http_options(
     }
 
 
-def _feed_params(after: str | int, limit: int, types: Iterable[str] | None) -> dict[str, Any]:
+def feed_params(after: str | int, limit: int, types: Iterable[str] | None) -> dict[str, Any]:
     params: dict[str, Any] = {"after": str(after), "limit": limit}
     if types is not None:
         params["type"] = sorted(types)
@@ -184,6 +184,11 @@ class CarepathClient:
     def _call(self, method: str, path: str, into: type[T], **kwargs: Any) -> T:
         return _decoded(self._http.request(method, path, **kwargs), into)
 
+    def get(self, path: str, **params: Any) -> Any:
+        """Any JSON resource (another service's, read as this one: shared.peers)."""
+        query = {k: v for k, v in params.items() if v is not None}
+        return self._call("GET", path, Any, params=query)
+
     # referrals
     def register_patient(self, **patient: Any) -> Created:
         return self._call("POST", "/api/patients", Created, json=patient)
@@ -211,7 +216,7 @@ class CarepathClient:
     def events(
         self, after: str | int = "0", limit: int = 100, types: Iterable[str] | None = None
     ) -> FeedPage:
-        return self._call("GET", "/api/events", FeedPage, params=_feed_params(after, limit, types))
+        return self._call("GET", "/api/events", FeedPage, params=feed_params(after, limit, types))
 
     def dead_letters(self, include_replayed: bool = False) -> list[DeadLetterView]:
         return self._call(
@@ -270,7 +275,7 @@ class AsyncCarepathClient:
     async def events(
         self, after: str = "0", limit: int = 100, types: Iterable[str] | None = None
     ) -> FeedPage:
-        params = _feed_params(after, limit, types)
+        params = feed_params(after, limit, types)
         return await self._call("GET", "/api/events", FeedPage, params=params)
 
     async def get(self, path: str, **params: Any) -> Any:
@@ -283,6 +288,3 @@ class AsyncCarepathClient:
 
     async def patient_name(self, patient_id: UUID | str) -> PatientName:
         return await self._call("GET", f"/api/patients/{patient_id}", PatientName)
-
-    async def create_referral(self, **referral: Any) -> ReferralCreated:
-        return await self._call("POST", "/api/referrals", ReferralCreated, json=referral)

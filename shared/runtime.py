@@ -13,12 +13,13 @@ from dramatiq import Broker
 from dramatiq.brokers.redis import RedisBroker
 
 from shared import db, idempotency, migrations
-from shared.catchup import FEED_LAG, FeedFollower, ReadPage, feed_over_http
+from shared.catchup import FEED_LAG, FeedFollower, ReadPage, feed_reader
 from shared.events import Envelope, decode_envelope
 from shared.events.subscriptions import feeds_of
 from shared.messaging import EventHandler, consume, declare_consumer, queue_sender
 from shared.observability import get_logger
 from shared.outbox import Relay
+from shared.peers import Peers, peer_over_http
 from shared.settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -118,11 +119,13 @@ class ServiceRuntime:
             interval_s=settings.platform.relay_interval_s,
             max_backoff_s=settings.platform.relay_max_backoff_s,
         )
-        # Every session of this service wakes this relay after committing an event.
-        self.sessions.configure(info={"relay": self.relay})
+        # Distributed: the other services' APIs; the embedded app points this at itself.
+        self.peers = Peers(peer_over_http(settings, spec.name))
+        # Every session of this service wakes this relay after committing an event, and
+        # reads the other services through these peers (shared.peers).
+        self.sessions.configure(info={"relay": self.relay, "peers": self.peers})
         self._background: BackgroundTask | None = None
-        # Distributed: the producers' APIs; the embedded app points this at itself.
-        self.read_feed_page: ReadPage = feed_over_http(settings, spec.name)
+        self.read_feed_page: ReadPage = feed_reader(self.peers)
         if spec.handle_event is not None:
             FEED_LAG.watch(id(self), spec.name, self.sessions)
 

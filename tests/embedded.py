@@ -45,8 +45,8 @@ class Embedded:
         with self.runtime(service).sessions() as session:
             return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
 
-    def audit(self, *where: Any) -> list[AuditRecord]:
-        with self.runtime("referrals").sessions() as session:
+    def audit(self, *where: Any, service: str = "referrals") -> list[AuditRecord]:
+        with self.runtime(service).sessions() as session:
             statement = select(AuditRecord).where(*where).order_by(col(AuditRecord.id))
             return list(session.exec(statement).all())
 

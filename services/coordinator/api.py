@@ -25,6 +25,7 @@ from services.coordinator.schemas import (
     PathwayPage,
     PathwayRead,
     ReviewRead,
+    ReviewReferralRead,
     ReviewRequest,
     Worklist,
 )
@@ -138,30 +139,18 @@ class PathwayController(Controller):
         status_code=201,
         summary="Record the MDT's review; a decision to refer makes the referral",
         description=(
-            "`refer-psychology` needs `referral`: the coordinator asks the referrals service "
-            "to create a psychology referral on the reviewing clinician's behalf (with their "
-            "own token) before the review is recorded, so a refused referral records nothing."
+            "One write: the review, its decision and its `mdt.review.recorded` event. "
+            "`refer-psychology` needs `referral`; the answer names the referral's id at "
+            "once, and the referrals service makes that referral, on the reviewing "
+            "clinician's behalf, when it consumes the event (so a retried review or a "
+            "redelivered event makes it once, and a referrals service that is down makes "
+            "it when it is back). The pathway shows the referral when it exists."
         ),
     )
-    async def record_review(
-        self,
-        request: Request[Any, Any, Any],
-        patient_id: FromPath[UUID],
-        data: JSONBody[ReviewRequest],
-        uow: UowDep,
-        user: UserDep,
+    def record_review(
+        self, patient_id: FromPath[UUID], data: JSONBody[ReviewRequest], uow: UowDep, user: UserDep
     ) -> ReviewRead:
-        services.check_review(data)
-        await sync_to_thread(services.visible_pathway, uow, user, patient_id)
-        referral_id = None
-        if data.referral is not None:
-            referral_id = await services.refer_to_psychology(
-                request, user, patient_id, data.referral
-            )
-        review = await sync_to_thread(
-            services.record_review, patient_id, data, referral_id, uow, user
-        )
-        return views.review_read(review)
+        return views.review_read(services.record_review(patient_id, data, uow, user))
 
     @query(
         "/{patient_id:uuid}/reviews",
@@ -193,6 +182,23 @@ class WorklistController(Controller):
         return Worklist(
             items=[views.worklist_item(row, now) for row in rows], next_cursor=next_cursor
         )
+
+
+class ReviewReferralController(Controller):
+    path = "/api/mdt/reviews"
+    tags = ["mdt"]
+    opt = {"resource": "Encounter"}
+    guards = [requires(Role.service)]
+
+    @query(
+        "/{review_id:uuid}/referral",
+        operation_id="readReviewReferral",
+        summary="The referral an MDT review decided on, for the referrals service to make",
+    )
+    def review_referral(
+        self, review_id: FromPath[UUID], uow: UowDep, user: UserDep
+    ) -> ReviewReferralRead:
+        return services.review_referral(review_id, uow, user)
 
 
 class AlertController(Controller):

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.coordinator import models  # noqa: F401 - registers the tables
-from services.coordinator.api import AlertController, PathwayController, WorklistController
+from services.coordinator.api import (
+    AlertController,
+    PathwayController,
+    ReviewReferralController,
+    WorklistController,
+)
 from services.coordinator.clock import pathway_clock
 from services.coordinator.clock_api import ClockController
 from services.coordinator.dashboard import PAGES
@@ -20,7 +25,13 @@ def background(runtime: ServiceRuntime) -> TaskGroup:
 
 SPEC = ServiceSpec(
     name="coordinator",
-    route_handlers=(PathwayController, AlertController, WorklistController, ClockController),
+    route_handlers=(
+        PathwayController,
+        AlertController,
+        WorklistController,
+        ReviewReferralController,
+        ClockController,
+    ),
     migrations_dir=Path(__file__).parent / "migrations",
     handle_event=handle_event,
     accept_unknown_events=True,

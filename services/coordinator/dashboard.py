@@ -32,13 +32,13 @@ from services.coordinator.charts import specs, svg
 from services.coordinator.domain import MeasurePoint, Pathway
 from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
 from services.coordinator.rules import ALERT_RULES
-from services.coordinator.schemas import ReviewReferral, ReviewRequest
+from services.coordinator.schemas import ReviewRequest
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
 from shared.client import ApiProblem
 from shared.clock import now as clinic_now
 from shared.domain import RuleBroken
-from shared.errors import Conflict, UpstreamProblem
+from shared.errors import Conflict
 from shared.runtime import ServiceRuntime
 from shared.settings import RunMode
 from shared.tables import as_utc
@@ -393,16 +393,9 @@ class PatientController(_Pages):
                 raise msgspec.ValidationError("a referral needs its reason")
         except msgspec.ValidationError as invalid:
             return _back(here, error=f"The review was not recorded: {invalid}")
-        await sync_to_thread(services.visible_pathway, uow, user, patient_id)
-        referral_id = None
-        if isinstance(review.referral, ReviewReferral):
-            try:
-                referral_id = await services.refer_to_psychology(
-                    request, user, patient_id, review.referral
-                )
-            except UpstreamProblem as refused:
-                return _back(here, error=f"The referral was refused: {refused.detail}")
-        await sync_to_thread(services.record_review, patient_id, review, referral_id, uow, user)
+        recorded = await sync_to_thread(services.record_review, patient_id, review, uow, user)
+        if recorded.referral_id is not None:
+            return _back(here, done="Review recorded; the psychology referral is on its way.")
         return _back(here, done="Review recorded.")
 
 

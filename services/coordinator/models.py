@@ -106,3 +106,6 @@ class MdtReview(SQLModel, table=True):
     notes: str | None = Field(default=None, max_length=4000)
     reviewed_by: str = Field(max_length=100)
     referral_id: UUID | None = None
+    # A refer-psychology decision's referral (reason, conditions, priority, organisation),
+    # made by the referrals service from the review's event under referral_id.
+    referral_request: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 
 from services.coordinator.domain import MdtReviewStream, Pathway
-from shared.events.catalogue import MdtDecision
+from shared.events.catalogue import Condition, MdtDecision, ReferralPriority
 
 NameStatus = Literal["shown", "not-asked", "not-permitted", "unavailable"]
 
@@ -68,9 +68,19 @@ class ReviewReferral(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The psychology referral a `refer-psychology` decision makes."""
 
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-    conditions: Annotated[list[str], msgspec.Meta(min_length=1)]
-    priority: Literal["routine", "urgent"] = "routine"
+    conditions: Annotated[list[Condition], msgspec.Meta(min_length=1)]
+    priority: ReferralPriority = "routine"
     organisation: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "pain MDT"
+
+
+class ReviewReferralRead(ReviewReferral, kw_only=True):
+    """What the referrals service reads to make the MDT's referral: the reason is free
+    text, so it stays out of the event and is read here, as a service, audited."""
+
+    referral_id: UUID
+    review_id: UUID
+    patient_id: UUID
+    reviewed_by: str
 
 
 class ReviewRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

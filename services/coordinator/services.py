@@ -26,14 +26,14 @@ from services.coordinator.fhir import pathway_bundle
 from services.coordinator.handlers import fold_own_event, stored_events
 from services.coordinator.models import AlertAction, MdtReview, PathwayAlert, PathwayRow
 from services.coordinator.redaction import bundle_for_admin, for_admin
-from services.coordinator.schemas import NameStatus, ReviewReferral, ReviewRequest
+from services.coordinator.schemas import NameStatus, ReviewReferralRead, ReviewRequest
 from shared.audit import AuditAction
 from shared.auth import Role, User
 from shared.client import ApiProblem
 from shared.clock import now as clinic_now
-from shared.db import lock_for_transaction
+from shared.db import load_or_404, lock_for_transaction
 from shared.domain import RuleBroken
-from shared.errors import Conflict, FieldProblem, UpstreamProblem
+from shared.errors import Conflict, FieldProblem
 from shared.events import Subject
 from shared.events.catalogue import (
     Event,
@@ -172,47 +172,15 @@ def check_review(data: ReviewRequest) -> None:
         raise FieldProblem("referral", "only a decision to refer makes a referral")
 
 
-async def refer_to_psychology(
-    request: Request[Any, Any, Any], user: User, patient_id: UUID, referral: ReviewReferral
-) -> UUID:
-    """Make the MDT's psychology referral in the referrals service, as the reviewer."""
-    body = {
-        "patient_id": str(patient_id),
-        "target": "psychology",
-        "priority": referral.priority,
-        "reason": referral.reason,
-        "conditions": referral.conditions,
-        "referrer": {"name": user.id, "role": "MDT", "organisation": referral.organisation},
-    }
-    try:
-        async with service_client(request, "referrals") as referrals:
-            created = await referrals.create_referral(**body)
-    except ApiProblem as refused:
-        raise UpstreamProblem(
-            refused.status,
-            f"the referrals service refused the referral: {refused.body.get('detail', '')}",
-            under="referral",
-            errors=refused.body.get("errors"),
-        ) from None
-    except httpx.HTTPError:
-        raise UpstreamProblem(
-            503,
-            "the referrals service did not answer; nothing was recorded",
-            under="referral",
-            errors=None,
-        ) from None
-    return created.id
-
-
-def record_review(
-    patient_id: UUID,
-    data: ReviewRequest,
-    referral_id: UUID | None,
-    uow: UnitOfWork,
-    user: User,
-) -> MdtReview:
+def record_review(patient_id: UUID, data: ReviewRequest, uow: UnitOfWork, user: User) -> MdtReview:
+    """The review and its decision, one write with its event (issue 16). A decision to
+    refer names the referral's id now; the referrals service makes that referral when it
+    consumes the event, so a retried or redelivered review makes it once."""
+    check_review(data)
     with uow:
+        visible_pathway(uow, user, patient_id)
         lock_for_transaction(uow.session, patient_id)
+        referral_id = uuid4() if data.referral is not None else None
         review = MdtReview(
             id=uuid4(),
             patient_id=patient_id,
@@ -222,6 +190,7 @@ def record_review(
             notes=data.notes,
             reviewed_by=user.id,
             referral_id=referral_id,
+            referral_request=msgspec.to_builtins(data.referral) if data.referral else None,
         )
         uow.session.add(review)
         event = MdtReviewRecorded(
@@ -236,6 +205,25 @@ def record_review(
         uow.audit(AuditAction.create, "Encounter", str(review.id), patient_id, detail=data.decision)
         uow.commit()
     return review
+
+
+def review_referral(review_id: UUID, uow: UnitOfWork, user: User) -> ReviewReferralRead:
+    """The referral a review decided on, for the referrals service to make it."""
+    with uow:
+        review = load_or_404(uow.session, MdtReview, review_id, "MDT review")
+        if review.referral_request is None or review.referral_id is None:
+            raise NotFoundException("this review made no referral")
+        uow.commit_read("Encounter", str(review.id), review.patient_id, detail="its referral")
+    return msgspec.convert(
+        {
+            **review.referral_request,
+            "referral_id": review.referral_id,
+            "review_id": review.id,
+            "patient_id": review.patient_id,
+            "reviewed_by": review.reviewed_by,
+        },
+        ReviewReferralRead,
+    )
 
 
 def list_reviews(patient_id: UUID, uow: UnitOfWork, user: User) -> list[MdtReview]:

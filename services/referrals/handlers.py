@@ -1,14 +1,20 @@
-"""Events the referrals service consumes: the receiving service says care has ended.
+"""Events the referrals service consumes: the receiving service says care has ended,
+or the MDT decided to refer.
 
 An infusion course closed or a therapy episode discharged closes the referral that
-opened it, which closes the loop for the referrer. Anything else is acknowledged.
+opened it, which closes the loop for the referrer. An MDT review that decided to refer
+to psychology makes the referral it named (issue 16). Anything else is acknowledged.
 """
 
 from __future__ import annotations
 
 from services.referrals import services
 from shared.events import Actor, Envelope
-from shared.events.catalogue import InfusionCourseClosed, TherapyEpisodeDischarged
+from shared.events.catalogue import (
+    InfusionCourseClosed,
+    MdtReviewRecorded,
+    TherapyEpisodeDischarged,
+)
 from shared.observability import get_logger
 from shared.uow import UnitOfWork, event_handler
 
@@ -34,6 +40,17 @@ def _care_ended(
         log.info("referral.close_ignored", event_id=str(envelope.event_id))
 
 
+def _review_recorded(review: MdtReviewRecorded, envelope: Envelope, uow: UnitOfWork) -> None:
+    made = services.refer_for_review(review, uow)
+    if made is not None:
+        log.info("referral.made_for_review", referral_id=str(made.id))
+
+
 handle_event = event_handler(
-    "referrals", {InfusionCourseClosed: _care_ended, TherapyEpisodeDischarged: _care_ended}
+    "referrals",
+    {
+        InfusionCourseClosed: _care_ended,
+        TherapyEpisodeDischarged: _care_ended,
+        MdtReviewRecorded: _review_recorded,
+    },
 )

@@ -190,3 +190,13 @@ class ReferralRead(msgspec.Struct, kw_only=True, omit_defaults=True):
 class InboxPage(msgspec.Struct, kw_only=True):
     items: list[ReferralRead]
     next_cursor: str | None
+
+
+class ReviewReferral(msgspec.Struct, kw_only=True):
+    """The coordinator's `readReviewReferral` answer, as far as a referral needs it."""
+
+    patient_id: UUID
+    priority: ReferralPriority
+    reason: str
+    conditions: list[Condition]
+    organisation: str

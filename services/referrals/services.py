@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 from litestar.exceptions import NotFoundException, PermissionDeniedException
@@ -27,13 +27,16 @@ from services.referrals.schemas import (
     PatientCreate,
     PatientTrace,
     ReferralCreate,
+    Referrer,
+    ReviewReferral,
     Triage,
 )
-from shared.audit import AuditAction
+from shared.audit import AccessTrail, AuditAction
 from shared.auth import Role, User
 from shared.errors import Conflict, FieldProblem
 from shared.events import Actor, Subject
-from shared.events.catalogue import PatientRegistered
+from shared.events.catalogue import MdtReviewRecorded, PatientRegistered
+from shared.peers import peers_of
 from shared.tables import utcnow
 from shared.uow import UnitOfWork
 
@@ -197,7 +200,11 @@ def _may_see_patient(uow: UnitOfWork, user: User, patient: Patient) -> bool:
 # --- referrals -------------------------------------------------------------------------
 
 
-def refer(data: ReferralCreate, uow: UnitOfWork, user: User) -> Referral:
+def refer(
+    data: ReferralCreate, uow: UnitOfWork, user: User, *, referral_id: UUID | None = None
+) -> Referral:
+    """A referral received; `referral_id` is the id another service named it by (the
+    MDT's review), so making it twice finds the first."""
     with uow:
         domain.check_prior_treatments(data.target, len(data.prior_treatments))
         baseline = data.baseline
@@ -210,6 +217,7 @@ def refer(data: ReferralCreate, uow: UnitOfWork, user: User) -> Referral:
                 extra=[{"field": "patient_id", "message": "no such patient"}],
             )
         new = Referral(
+            id=referral_id or uuid4(),
             patient_id=data.patient_id,
             target=data.target,
             priority=data.priority,
@@ -242,6 +250,35 @@ class InboxQuery:
     priority: str | None = None
     cursor: str | None = None
     limit: int = 50
+
+
+def refer_for_review(review: MdtReviewRecorded, uow: UnitOfWork) -> Referral | None:
+    """Issue 16: the MDT's decision to refer, made into the referral it named, once, on
+    the reviewing clinician's behalf and audited as theirs. The reason is read from the
+    coordinator (free text stays out of events)."""
+    if review.decision != "refer-psychology" or review.referral_id is None:
+        return None
+    if uow.session.get(Referral, review.referral_id) is not None:
+        return None  # made already (the event again, or the review retried)
+    asked = peers_of(uow.session).get(
+        "coordinator", f"/api/mdt/reviews/{review.review_id}/referral", ReviewReferral
+    )
+    reviewer = User(id=review.reviewed_by, role=Role.mdt)
+    as_reviewer = UnitOfWork(
+        uow.session,
+        service=uow.service,
+        actor=Actor(user_id=reviewer.id, role=reviewer.role.value),
+        trail=AccessTrail(reviewer.id, reviewer.role.value, "event:mdt.review.recorded"),
+    )
+    data = ReferralCreate(
+        patient_id=asked.patient_id,
+        target="psychology",
+        priority=asked.priority,
+        reason=asked.reason,
+        conditions=asked.conditions,
+        referrer=Referrer(name=reviewer.id, role="MDT", organisation=asked.organisation),
+    )
+    return refer(data, as_reviewer, reviewer, referral_id=review.referral_id)
 
 
 def inbox(

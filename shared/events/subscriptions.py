@@ -16,8 +16,9 @@ SUBSCRIPTIONS = MappingProxyType(
         "referral.accepted": frozenset({"infusions", "therapy"}),
         "infusion.course.closed": frozenset({"referrals"}),
         "therapy.episode.discharged": frozenset({"referrals"}),
-        # The MDT's decision acts on the course: stop, continue, start maintenance.
-        "mdt.review.recorded": frozenset({"infusions"}),
+        # The MDT's decision acts on the course (stop, continue, start maintenance) and
+        # makes the psychology referral it decided on (issue 16).
+        "mdt.review.recorded": frozenset({"infusions", "referrals"}),
         # An open urgent alert stops a discharge or a course closing until it is resolved.
         "pathway.urgent_alert.opened": frozenset({"infusions", "therapy"}),
         "pathway.alert.resolved": frozenset({"infusions", "therapy"}),

@@ -25,10 +25,10 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from shared.auth import make_jwt_auth
-from shared.catchup import feed_in_process
 from shared.domain import IllegalTransition, RuleBroken
 from shared.messaging import InProcessWorkers
 from shared.observability import CORRELATION_HEADER, get_logger
+from shared.peers import peer_in_process
 from shared.policy import clinical_policy
 from shared.runtime import ServiceRuntime
 from shared.settings import PlatformSettings, RunMode
@@ -127,7 +127,7 @@ def build_app(
             if migrate_on_start:
                 runtime.migrate()
             if embedded:
-                runtime.read_feed_page = feed_in_process(app, platform, runtime.name)
+                runtime.peers.read = peer_in_process(app, platform, runtime.name)
         for runtime in runtimes:
             runtime.relay.start()
         if workers is not None:

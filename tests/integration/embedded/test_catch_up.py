@@ -231,6 +231,7 @@ def test_each_consumer_follows_the_feeds_of_what_it_subscribes_to() -> None:
         "referrals": frozenset({"referral.accepted"}),
     }
     assert feeds_of("referrals") == {
+        "coordinator": frozenset({"mdt.review.recorded"}),  # issue 16: the MDT's referral
         "infusions": frozenset({"infusion.course.closed"}),
         "therapy": frozenset({"therapy.episode.discharged"}),
     }

@@ -1,7 +1,8 @@
 """MDT reviews, the MDT worklist and names on the pathway, over the embedded app.
 
-A decision to refer calls the referrals service's API as the reviewing clinician; names
-come from the referrals service at read time, for readers it lets see them.
+A decision to refer is recorded with its event; the referrals service makes the referral
+from it (issue 16). Names come from the referrals service at read time, for readers it
+lets see them.
 """
 
 from __future__ import annotations
@@ -11,10 +12,18 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx
+import msgspec
+import pytest
+from sqlmodel import col, select
+
 from services.coordinator.models import MdtReview
 from services.referrals.models import Referral
 from shared.auth import Role
-from shared.tables import AuditRecord
+from shared.catchup import FeedFollower
+from shared.events import Envelope, decode_envelope
+from shared.events.subscriptions import feeds_of
+from shared.tables import AuditRecord, OutboxEvent
 from tests.embedded import Embedded, assert_problem, referral_body, register
 
 REVIEW = {"attendees": ["Dr Pain", "Dr Mood", "Nurse Lead"], "decision": "continue"}
@@ -144,15 +153,59 @@ def test_a_review_is_recorded_on_the_pathway_with_its_notes_kept_in_the_coordina
     assert_problem(elsewhere, 403)
 
 
-def test_a_decision_to_refer_creates_the_referral_as_the_reviewer(embedded: Embedded) -> None:
+def referral_made(embedded: Embedded, referral_id: str) -> Referral | None:
+    with embedded.runtime("referrals").sessions() as session:
+        return session.get(Referral, UUID(referral_id))
+
+
+def referrals_for(embedded: Embedded, patient_id: str) -> int:
+    return embedded.count("referrals", Referral, Referral.patient_id == UUID(patient_id))
+
+
+def all_sent(embedded: Embedded, service: str) -> bool:
+    unsent = col(OutboxEvent.sent_at).is_(None)
+    return embedded.count(service, OutboxEvent, unsent) == 0
+
+
+def review_event(embedded: Embedded, review_id: str) -> Envelope:
+    with embedded.runtime("coordinator").sessions() as session:
+        row = session.exec(
+            select(OutboxEvent).where(
+                OutboxEvent.type == "mdt.review.recorded", OutboxEvent.subject_id == review_id
+            )
+        ).one()
+        return decode_envelope(row.envelope)
+
+
+def test_a_decision_to_refer_makes_the_referral_once_as_the_reviewer(embedded: Embedded) -> None:
+    """Issue 16: the review and its decision are one write in the coordinator; the
+    referrals service makes the referral by consuming the event, as the reviewing
+    clinician, audited, and a second delivery makes nothing more."""
     patient_id = referred(embedded)
     response = review(embedded, patient_id, decision="refer-psychology", referral=REFERRAL)
     assert response.status_code == 201, response.text
     referral_id = response.json()["referral_id"]
-    with embedded.runtime("referrals").sessions() as session:
-        referral = session.get(Referral, UUID(referral_id))
-        assert referral is not None
-        assert (referral.target, referral.created_by) == ("psychology", "dr-mdt-lead")
+    made = eventually(lambda: referral_made(embedded, referral_id), "the referral")
+    assert (made.target, made.created_by, made.created_by_role) == (
+        "psychology",
+        "dr-mdt-lead",
+        "mdt",
+    )
+    assert made.reason == REFERRAL["reason"]  # read from the coordinator, not the event
+    assert made.referrer == {"name": "dr-mdt-lead", "role": "MDT", "organisation": "pain MDT"}
+    (audit,) = embedded.audit(AuditRecord.entity_id == referral_id)
+    assert (audit.agent_user, audit.agent_role, audit.action) == ("dr-mdt-lead", "mdt", "C")
+    assert audit.path == "event:mdt.review.recorded"
+    read = embedded.audit(col(AuditRecord.path).endswith("/referral"), service="coordinator")
+    assert [(r.agent_user, r.agent_role) for r in read][-1:] == [("referrals", "service")]
+
+    event = review_event(embedded, response.json()["id"])
+    assert "reason" not in str(event.data)  # free text never travels in an event
+    runtime = embedded.runtime("referrals")
+    assert runtime.consume(event) is False  # redelivered: the inbox knows it
+    replayed = msgspec.structs.replace(event, event_id=uuid4())
+    assert runtime.consume(replayed) is True  # past the inbox, the referral's id holds
+    assert referrals_for(embedded, patient_id) == 2  # the first referral and the MDT's
 
     def with_the_referral() -> dict[str, Any] | None:
         shown = pathway(embedded, patient_id)
@@ -164,6 +217,58 @@ def test_a_decision_to_refer_creates_the_referral_as_the_reviewer(embedded: Embe
     assert stream["referral_id"] == referral_id
 
 
+def test_a_review_recorded_while_the_referrals_service_is_away_makes_its_referral_later(
+    embedded: Embedded,
+) -> None:
+    """Issue 16: the review is recorded when the referrals service cannot take it; the
+    referral is made once the service is back (from the coordinator's feed), once."""
+    patient_id = referred(embedded)
+    relay = embedded.runtime("coordinator").relay
+    deliver = relay.send
+    relay.send = lambda consumer, envelope: (  # type: ignore[method-assign]
+        None if consumer == "referrals" else deliver(consumer, envelope)
+    )
+    try:
+        response = review(embedded, patient_id, decision="refer-psychology", referral=REFERRAL)
+        eventually(lambda: all_sent(embedded, "coordinator"), "the coordinator's relay to send")
+    finally:
+        relay.send = deliver  # type: ignore[method-assign]
+    assert response.status_code == 201, response.text
+    referral_id = response.json()["referral_id"]
+    assert referral_made(embedded, referral_id) is None
+
+    runtime = embedded.runtime("referrals")
+    reading = runtime.peers.read
+
+    def coordinator_down(*_: Any) -> Any:
+        raise httpx.ConnectError("the coordinator does not answer")
+
+    event = review_event(embedded, response.json()["id"])
+    runtime.peers.read = coordinator_down
+    try:
+        with pytest.raises(httpx.ConnectError):
+            runtime.consume(event)  # retried later: nothing kept, not even the inbox row
+    finally:
+        runtime.peers.read = reading
+    assert referral_made(embedded, referral_id) is None
+
+    # Back: its catch-up reads the coordinator's feed (no grace: the queue lost it).
+    follower = FeedFollower(
+        "referrals",
+        runtime.sessions,
+        feeds_of("referrals"),
+        runtime.read_feed_page,
+        runtime.decode,
+        runtime.consume,
+        grace_s=0,
+    )
+    assert follower.catch_up("coordinator") == 1
+    assert referral_made(embedded, referral_id) is not None
+    assert follower.catch_up("coordinator") == 0
+    assert referrals_for(embedded, patient_id) == 2
+    assert referrals_for(embedded, patient_id) == 2
+
+
 def test_a_refer_decision_without_the_referral_is_a_422_and_records_nothing(
     embedded: Embedded,
 ) -> None:
@@ -173,7 +278,7 @@ def test_a_refer_decision_without_the_referral_is_a_422_and_records_nothing(
     assert reviews_of(embedded, patient_id) == 0
 
 
-def test_a_referral_the_referrals_service_refuses_records_no_review(embedded: Embedded) -> None:
+def test_a_referral_that_could_not_be_made_records_no_review(embedded: Embedded) -> None:
     patient_id = referred(embedded)
     bad = {**REFERRAL, "conditions": ["not-a-condition"]}
     response = review(embedded, patient_id, decision="refer-psychology", referral=bad)

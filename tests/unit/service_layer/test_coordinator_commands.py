@@ -149,7 +149,7 @@ def test_a_psychologist_may_not_act_on_a_pathway_with_no_psychology_referral(
 def test_a_review_is_published_and_folded_with_its_decision(coordinator: Store) -> None:
     patient_id, _ = _pathway_with_risk_alert(coordinator)
     request = ReviewRequest(attendees=["dr-mdt", "psy-1"], decision="continue", notes="doing well")
-    review = services.record_review(patient_id, request, None, coordinator.uow(MDT), MDT)
+    review = services.record_review(patient_id, request, coordinator.uow(MDT), MDT)
     (event,) = published_by_people(coordinator)
     assert isinstance(event, MdtReviewRecorded)
     assert (event.review_id, event.decision, event.attendees) == (
