@@ -283,8 +283,11 @@ class AsyncCarepathClient:
         query = {k: v for k, v in params.items() if v is not None}
         return await self._call("GET", path, Any, params=query)
 
-    async def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return await self._call("POST", path, Any, json=body or {})
+    async def post(
+        self, path: str, body: dict[str, Any] | None = None, *, idempotency_key: str | None = None
+    ) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return await self._call("POST", path, Any, json=body or {}, headers=headers)
 
     async def patient_name(self, patient_id: UUID | str) -> PatientName:
         return await self._call("GET", f"/api/patients/{patient_id}", PatientName)

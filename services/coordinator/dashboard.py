@@ -10,11 +10,12 @@ script only makes the status page live.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import msgspec
@@ -44,6 +45,7 @@ from shared.settings import RunMode
 from shared.tables import as_utc
 from shared.uow import UnitOfWork
 from shared.web import service_client
+from shared.web.idempotency import FORM_KEY, redirect_once
 
 SERVICES = ("referrals", "infusions", "therapy", "coordinator")
 HOME_OF_ROLE = {
@@ -67,7 +69,13 @@ def _page(request: Request[Any, Any, Any], template: str, **context: Any) -> Tem
     user = request.scope.get("user")
     return Template(
         template_name=template,
-        context={"user": user if isinstance(user, User) else None, "now": _now(), **context},
+        context={
+            "user": user if isinstance(user, User) else None,
+            "now": _now(),
+            # Each form's own key (issue 16): a double click or a resubmit acts once.
+            "form_key": lambda: uuid4().hex,
+            **context,
+        },
     )
 
 
@@ -344,19 +352,10 @@ class PatientController(_Pages):
         uow: NamedDependency[UnitOfWork],
         user: NamedDependency[User],
         data: URLEncodedBody[dict[str, str]],
+        request: Request[Any, Any, Any],
     ) -> Redirect:
-        action = data.get("action")
-        if action not in ("acknowledge", "resolve"):
-            return _back(f"/patients/{patient_id}", error="Choose acknowledge or resolve.")
-        status = "acknowledged" if action == "acknowledge" else "resolved"
-        note = (data.get("note") or "").strip()[:2000] or None
-        try:
-            await sync_to_thread(services.handle_alert, alert_id, status, note, uow, user)
-        except Conflict as conflict:
-            return _back(f"/patients/{patient_id}", error=str(conflict.detail))
-        except RuleBroken as refused:  # an urgent alert: a note, and the owning role
-            return _back(f"/patients/{patient_id}", error=f"{refused.field}: {refused.message}")
-        return _back(f"/patients/{patient_id}", done=f"Alert {status}.")
+        act = functools.partial(_act_on_alert, patient_id, alert_id, uow, user, data)
+        return await redirect_once(request, uow.session, user, data.get(FORM_KEY), act)
 
     @post("/{patient_id:uuid}/reviews", guards=[requires(Role.mdt)])
     async def record_review(
@@ -367,36 +366,60 @@ class PatientController(_Pages):
         user: NamedDependency[User],
         data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
-        here = f"/patients/{patient_id}"
-        attendees = [a.strip() for a in (data.get("attendees") or "").split(",") if a.strip()]
-        decision = data.get("decision", "")
-        referral = None
-        if decision == "refer-psychology":
-            referral = {
-                "reason": (data.get("referral_reason") or "").strip(),
-                "conditions": ["depression"],
-                "priority": data.get("referral_priority") or "routine",
-            }
-        try:
-            review = msgspec.convert(
-                {
-                    "attendees": attendees,
-                    "decision": decision,
-                    "notes": (data.get("notes") or "").strip() or None,
-                    "referral": referral,
-                },
-                ReviewRequest,
-            )
-            if review.decision == "refer-psychology" and not (
-                review.referral and review.referral.reason
-            ):
-                raise msgspec.ValidationError("a referral needs its reason")
-        except msgspec.ValidationError as invalid:
-            return _back(here, error=f"The review was not recorded: {invalid}")
-        recorded = await sync_to_thread(services.record_review, patient_id, review, uow, user)
-        if recorded.referral_id is not None:
-            return _back(here, done="Review recorded; the psychology referral is on its way.")
-        return _back(here, done="Review recorded.")
+        act = functools.partial(_record_review, patient_id, uow, user, data)
+        return await redirect_once(request, uow.session, user, data.get(FORM_KEY), act)
+
+
+async def _act_on_alert(
+    patient_id: UUID, alert_id: str, uow: UnitOfWork, user: User, data: dict[str, str]
+) -> Redirect:
+    action = data.get("action")
+    if action not in ("acknowledge", "resolve"):
+        return _back(f"/patients/{patient_id}", error="Choose acknowledge or resolve.")
+    status = "acknowledged" if action == "acknowledge" else "resolved"
+    note = (data.get("note") or "").strip()[:2000] or None
+    try:
+        await sync_to_thread(services.handle_alert, alert_id, status, note, uow, user)
+    except Conflict as conflict:
+        return _back(f"/patients/{patient_id}", error=str(conflict.detail))
+    except RuleBroken as refused:  # an urgent alert: a note, and the owning role
+        return _back(f"/patients/{patient_id}", error=f"{refused.field}: {refused.message}")
+    return _back(f"/patients/{patient_id}", done=f"Alert {status}.")
+
+
+async def _record_review(
+    patient_id: UUID, uow: UnitOfWork, user: User, data: dict[str, str]
+) -> Redirect:
+    here = f"/patients/{patient_id}"
+    attendees = [a.strip() for a in (data.get("attendees") or "").split(",") if a.strip()]
+    decision = data.get("decision", "")
+    referral = None
+    if decision == "refer-psychology":
+        referral = {
+            "reason": (data.get("referral_reason") or "").strip(),
+            "conditions": ["depression"],
+            "priority": data.get("referral_priority") or "routine",
+        }
+    try:
+        review = msgspec.convert(
+            {
+                "attendees": attendees,
+                "decision": decision,
+                "notes": (data.get("notes") or "").strip() or None,
+                "referral": referral,
+            },
+            ReviewRequest,
+        )
+        if review.decision == "refer-psychology" and not (
+            review.referral and review.referral.reason
+        ):
+            raise msgspec.ValidationError("a referral needs its reason")
+    except msgspec.ValidationError as invalid:
+        return _back(here, error=f"The review was not recorded: {invalid}")
+    recorded = await sync_to_thread(services.record_review, patient_id, review, uow, user)
+    if recorded.referral_id is not None:
+        return _back(here, done="Review recorded; the psychology referral is on its way.")
+    return _back(here, done="Review recorded.")
 
 
 def _patient_page_data(
@@ -454,7 +477,11 @@ class InboxController(_Pages):
             body["question"] = (data.get("question") or "").strip()
         try:
             async with service_client(request, "referrals") as referrals:
-                await referrals.post(f"/api/referrals/{referral_id}/triage", body)
+                await referrals.post(
+                    f"/api/referrals/{referral_id}/triage",
+                    body,
+                    idempotency_key=data.get(FORM_KEY) or None,
+                )
         except ApiProblem as refused:
             return _back("/inbox", error=f"Not triaged: {_problem_text(refused)}")
         except httpx.HTTPError:
@@ -517,13 +544,20 @@ class OperationsController(_Pages):
 
     @post("/{service:str}/dead-letters/{dead_letter_id:int}/replay")
     async def replay(
-        self, request: Request[Any, Any, Any], service: FromPath[str], dead_letter_id: FromPath[int]
+        self,
+        request: Request[Any, Any, Any],
+        service: FromPath[str],
+        dead_letter_id: FromPath[int],
+        data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
         if service not in SERVICES:
             return _back("/operations", error="No such service.")
         try:
             async with service_client(request, service) as client:
-                await client.post(f"/api/dead-letters/{dead_letter_id}/replay")
+                await client.post(
+                    f"/api/dead-letters/{dead_letter_id}/replay",
+                    idempotency_key=data.get(FORM_KEY) or None,
+                )
         except (ApiProblem, httpx.HTTPError):
             return _back("/operations", error=f"{service} did not replay message {dead_letter_id}.")
         return _back("/operations", done=f"{service}: message {dead_letter_id} sent again.")

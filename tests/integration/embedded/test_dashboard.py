@@ -6,7 +6,7 @@ import re
 from typing import Any
 from uuid import UUID
 
-from services.coordinator.models import PathwayAlert
+from services.coordinator.models import AlertAction, MdtReview, PathwayAlert
 from services.referrals.models import Referral
 from shared.auth import SESSION_COOKIE, Role
 from tests.embedded import Embedded, referral_body, register
@@ -168,12 +168,19 @@ def test_an_mdt_review_with_a_referral_from_the_page(embedded: Embedded) -> None
         },
     )
     assert "done=" in where
-    with embedded.runtime("referrals").sessions() as session:
-        made = session.exec(
-            Referral.__table__.select().where(  # type: ignore[attr-defined]
-                Referral.patient_id == UUID(patient_id), Referral.target == "psychology"
+
+    def psychology_referrals() -> list[Any]:
+        with embedded.runtime("referrals").sessions() as session:
+            return list(
+                session.exec(
+                    Referral.__table__.select().where(  # type: ignore[attr-defined]
+                        Referral.patient_id == UUID(patient_id), Referral.target == "psychology"
+                    )
+                ).all()
             )
-        ).all()
+
+    # Issue 16: the referrals service makes it from the review's event.
+    made = eventually(psychology_referrals, "the MDT's referral")
     assert len(made) == 1 and made[0].created_by == "dr-mdt-lead"
     html = page(embedded, f"/patients/{patient_id}")
     assert "Agreed with the patient." in html and "refer-psychology" in html
@@ -282,3 +289,38 @@ def test_a_cookie_carried_api_call_from_another_origin_is_refused(embedded: Embe
         headers={**embedded.headers(Role.referrer), "Origin": "https://ehr.example"},
     )
     assert bearer.status_code == 201, bearer.text
+
+
+def form_keys(html: str) -> list[str]:
+    return re.findall(r'name="form_key" value="([0-9a-f]{32})"', html)
+
+
+def test_a_double_submitted_form_acts_once_and_shows_the_first_result(embedded: Embedded) -> None:
+    """Issue 16: every form carries its own key; a double click or a resubmitted page
+    makes one change and the person sees the result of the first."""
+    patient_id = referred(embedded, item9=1)
+    sign_in(embedded, "dr-mdt-lead", Role.mdt)
+    html = page(embedded, f"/patients/{patient_id}")
+    keys = form_keys(html)
+    assert len(keys) == len(set(keys)) >= 2  # the alert's form and the review's, each its own
+    review_key = keys[-1]
+    form = {"attendees": "Dr Pain, Dr Mood", "decision": "continue", "form_key": review_key}
+    first = post_form(embedded, f"/patients/{patient_id}/reviews", form)
+    second = post_form(embedded, f"/patients/{patient_id}/reviews", form)
+    assert first == second and "done=" in first
+    reviews = embedded.count("coordinator", MdtReview, MdtReview.patient_id == UUID(patient_id))
+    assert reviews == 1
+
+    alert_key = keys[0]
+    alert_path = re.findall(r'action="(/patients/[^"]+/alerts/[^"]+)"', html)[0]
+    ack = {"action": "acknowledge", "form_key": alert_key}
+    assert post_form(embedded, alert_path, ack) == post_form(embedded, alert_path, ack)
+    actions = embedded.count("coordinator", AlertAction)
+    assert "done=" in post_form(embedded, alert_path, ack)  # the first answer, not a conflict
+    assert embedded.count("coordinator", AlertAction) == actions
+
+    # A refused form keeps nothing: corrected, the same page's form goes through.
+    refer = {"attendees": "Dr Pain", "decision": "refer-psychology", "form_key": keys[-1] + "0"}
+    assert "error=" in post_form(embedded, f"/patients/{patient_id}/reviews", refer)
+    fixed = {**refer, "referral_reason": "CBT for low mood"}
+    assert "done=" in post_form(embedded, f"/patients/{patient_id}/reviews", fixed)
