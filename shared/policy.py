@@ -174,6 +174,13 @@ class DosePolicy(_Section, frozen=True):
             "overridden (twice the longest CRPS regimen day of 4 h, Cohen et al. 2018)"
         ),
     ]
+    session_max_hours: Annotated[
+        Hours,
+        Meta(
+            description=f"{LOCAL}: a booked infusion session, with check-in and recovery, "
+            "lasts at most 10 hours (the 8-hour infusion ceiling and observation)"
+        ),
+    ]
     infusion_ceiling_mg: Annotated[
         Milligrams,
         Meta(
@@ -215,6 +222,7 @@ class DosePolicy(_Section, frozen=True):
         _order("pain_max_mg_per_kg_per_h", "pain_ceiling_mg_per_kg_per_h", self)
         _order("pain_min_hours", "pain_max_hours", self)
         _order("pain_max_hours", "pain_ceiling_hours", self)
+        _order("pain_ceiling_hours", "session_max_hours", self)
         _order("min_weight_kg", "max_weight_kg", self)
 
 

@@ -385,7 +385,7 @@ def schedule(
         raise domain.InfusionRuleBroken("plan", "no dosing plan is agreed for this course yet")
     require_ready(course, latest, "schedule a session")
     start, end = slot
-    domain.check_schedule(start, end, now)
+    domain.check_schedule(start, end, now, policy.session_max_hours)
     if domain.overlaps(start, end, [(s.scheduled_start, s.scheduled_end) for s in booked]):
         raise domain.InfusionRuleBroken(
             "start", "overlaps another infusion session of this patient"

@@ -315,13 +315,13 @@ def overlaps(start: datetime, end: datetime, others: Iterable[tuple[datetime, da
     return any(start < other_end and other_start < end for other_start, other_end in others)
 
 
-def check_schedule(start: datetime, end: datetime, now: datetime) -> None:
+def check_schedule(start: datetime, end: datetime, now: datetime, max_hours: float) -> None:
     if start < now:
         raise InfusionRuleBroken("start", "cannot be in the past")
     if end <= start:
         raise InfusionRuleBroken("end", "must be after the start")
-    if end - start > timedelta(hours=10):
-        raise InfusionRuleBroken("end", "a session lasts at most 10 hours")
+    if end - start > timedelta(hours=max_hours):
+        raise InfusionRuleBroken("end", f"a session lasts at most {max_hours:g} hours")
 
 
 # --- course statuses (FHIR EpisodeOfCare) -----------------------------------------------

@@ -656,27 +656,31 @@ def test_overlaps_checks_every_booked_session() -> None:
     assert overlaps(T0 + 4 * H, T0 + 5 * H + timedelta(seconds=1), booked) is True
 
 
+SESSION_MAX_HOURS = default_policy().dose.session_max_hours  # 10
+
+
 def test_schedule_in_the_past_is_refused_naming_start() -> None:
     with pytest.raises(InfusionRuleBroken) as caught:
-        check_schedule(T0 - timedelta(seconds=1), T0 + H, T0)
+        check_schedule(T0 - timedelta(seconds=1), T0 + H, T0, SESSION_MAX_HOURS)
     assert caught.value.field == "start"
 
 
 def test_schedule_starting_now_is_accepted() -> None:
-    check_schedule(T0, T0 + H, T0)
+    check_schedule(T0, T0 + H, T0, SESSION_MAX_HOURS)
 
 
 @pytest.mark.parametrize("end", [T0 + H, T0])
 def test_schedule_ending_at_or_before_the_start_is_refused(end: datetime) -> None:
     with pytest.raises(InfusionRuleBroken) as caught:
-        check_schedule(T0 + H, end, T0)
+        check_schedule(T0 + H, end, T0, SESSION_MAX_HOURS)
     assert caught.value.field == "end"
 
 
 def test_schedule_lasting_ten_hours_is_accepted_and_longer_refused() -> None:
-    check_schedule(T0, T0 + 10 * H, T0)
+    assert SESSION_MAX_HOURS == 10
+    check_schedule(T0, T0 + 10 * H, T0, SESSION_MAX_HOURS)
     with pytest.raises(InfusionRuleBroken) as caught:
-        check_schedule(T0, T0 + 10 * H + timedelta(seconds=1), T0)
+        check_schedule(T0, T0 + 10 * H + timedelta(seconds=1), T0, SESSION_MAX_HOURS)
     assert caught.value.field == "end"
 
 

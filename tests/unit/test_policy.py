@@ -72,6 +72,7 @@ TODAY = ClinicalPolicy(
         pain_max_hours=4.0,
         depression_max_mg_per_kg_per_h=0.75,
         pain_ceiling_hours=8.0,
+        session_max_hours=10.0,
         infusion_ceiling_mg=400.0,
         pain_first_infusion_max_mg=80.0,
         min_weight_kg=20.0,
