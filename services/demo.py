@@ -12,10 +12,11 @@ for test patients. Logs carry counts and scenario names only, never a patient's 
 What the APIs do not allow, and how the cohort lives with it (every refusal is a rule):
 - nothing can be back-dated: every event happens now, so waits are all short and no
   time-based alert (triage overdue, 6-week wait, maintenance overdue) fires;
-- an infusion session and a therapy appointment can only be booked in the future, but
-  starting, attending and missing them checks no clock: the sessions a patient has
-  "had" are booked on the next days (at the plan's spacing, on the psychologist's
-  slots) and carried out at once.
+- an infusion session and a therapy appointment can only be booked in the future, and
+  started, attended or missed on their day (issue 12): the sessions a patient has "had"
+  are booked on the next days (at the plan's spacing, on the psychologist's slots) and
+  carried out with the embedded clinic clock moved to their day for the moment it takes
+  (`on_the_day`, under a lock every seeding call holds).
 """
 
 from __future__ import annotations
@@ -325,6 +326,8 @@ class _Visit:
     spacing_days: int = 3
     session_hours: float = 4.0
     targets: dict[str, str] = field(default_factory=dict)  # referral id → its team
+    # appointment id → its start: it is attended or missed on that day (issue 12)
+    appointment_starts: dict[str, str] = field(default_factory=dict)
 
     # referrals
 
@@ -571,17 +574,21 @@ class _Visit:
             }
             if mode == "in-person":
                 body["location"] = "Psychology suite, room 2"
-            booked.append(
-                self.api.post(psy, f"/api/therapy-episodes/{episode_id}/appointments", body)["id"]
-            )
+            made = self.api.post(psy, f"/api/therapy-episodes/{episode_id}/appointments", body)
+            self.appointment_starts[made["id"]] = start
+            booked.append(made["id"])
         return booked
+
+    def _its_day(self, appointment_id: str) -> Any:
+        return on_the_day(datetime.fromisoformat(self.appointment_starts[appointment_id]))
 
     def attend(self, appointment_id: str, phq9_total: int, gad7_total: int, item9: int = 0) -> None:
         path = f"/api/appointments/{appointment_id}"
         psy = self.psychologist
-        if self.rng.random() < 0.5:
-            self.api.post(psy, f"{path}/check-in")
-        self.api.post(psy, f"{path}/attend")
+        with self._its_day(appointment_id):
+            if self.rng.random() < 0.5:
+                self.api.post(psy, f"{path}/check-in")
+            self.api.post(psy, f"{path}/attend")
         # PEG (pain, enjoyment, activity) follows the mood a little: people in pain clinics.
         peg_item = min(10, max(0, round(phq9_total / 3) + self.rng.randint(0, 2)))
         measures = (
@@ -593,7 +600,8 @@ class _Visit:
             self.api.post(psy, f"{path}/measures", {"instrument": instrument, "items": items})
 
     def miss(self, appointment_id: str) -> None:
-        self.api.post(self.psychologist, f"/api/appointments/{appointment_id}/noshow")
+        with self._its_day(appointment_id):
+            self.api.post(self.psychologist, f"/api/appointments/{appointment_id}/noshow")
 
     def treat(self, episode_id: str, scores: list[tuple[int, int]], booked_after: int = 1) -> None:
         """Attended appointments with these (PHQ-9, GAD-7) totals, and more booked."""

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from services.therapy import domain
 from services.therapy.models import Appointment, SessionMeasure
+from shared.calendar import working_calendar
 from shared.domain import IllegalTransition, as_declared
 from shared.events.catalogue import (
     AppointmentAttended,
@@ -45,6 +46,23 @@ EVENT_OF_ACTION: dict[str, type[AppointmentStatusChanged]] = {
     "miss": AppointmentMissed,
     "cancel": AppointmentCancelled,
 }
+
+
+# The steps that happen on the appointment's day or after, never before it.
+ON_THE_DAY = frozenset({"check-in", "attend", "miss"})
+
+
+def require_its_day(appointment: Appointment, action: str, now: datetime) -> None:
+    """The appointment's day in the clinic's calendar (its time zone), not the UTC date:
+    a 09:00 appointment may be checked in at 08:00 the same morning."""
+    calendar = working_calendar()
+    its_day, today = calendar.day_of(appointment.start), calendar.day_of(now)
+    if today < its_day:
+        raise domain.TherapyRuleBroken(
+            "start",
+            f"the appointment is on {its_day.isoformat()}: it can be marked {action} on "
+            f"that day or after, not before (today is {today.isoformat()} in the clinic)",
+        )
 
 
 class AboutAppointment(TypedDict):
@@ -85,8 +103,11 @@ def act(
     reason: str | None = None,
 ) -> list[Event]:
     """Check in, attend, miss or cancel: the status change, and the DNA threshold
-    event when this miss is the one that reaches it."""
+    event when this miss is the one that reaches it. Nobody arrives at, attends or misses
+    an appointment before its day (issue 12); cancelling ahead is what cancelling is."""
     status = domain.APPOINTMENT.next_status(appointment.status, action)
+    if action in ON_THE_DAY:
+        require_its_day(appointment, action, now)
     return _change(
         appointment,
         appointments,

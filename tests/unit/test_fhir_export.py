@@ -1126,7 +1126,12 @@ def therapy(embedded: Embedded, patient_id: str) -> None:
         clinician,
     )
     path = f"/api/appointments/{booked['id']}"
-    call(embedded, "POST", f"{path}/attend", psy, None, clinician)
+    # Attended on its day (issue 12): the clinic clock moves there.
+    clinic_clock().set(datetime.fromisoformat(slots[0]))
+    try:
+        call(embedded, "POST", f"{path}/attend", psy, None, clinician)
+    finally:
+        clinic_clock().reset()
     call(
         embedded,
         "POST",

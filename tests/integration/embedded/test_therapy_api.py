@@ -28,6 +28,7 @@ from services.registry import all_specs
 from services.therapy.handlers import handle_event
 from services.therapy.models import Appointment, SessionMeasure, TherapyEpisode
 from shared.auth import Role, issue_token
+from shared.clock import clinic_clock
 from shared.events import decode_envelope
 from shared.events.subscriptions import queue_name
 from shared.messaging import InProcessWorkers, make_broker, queue_sender
@@ -283,12 +284,32 @@ def book(embedded: Embedded, caseload: Caseload, start: str, kind: str = "cbt") 
     return body
 
 
+def on_its_day(embedded: Embedded, appointment_id: str) -> None:
+    """Issue 12: an appointment is checked in, attended or missed on its day, not before:
+    the clinic clock moves to it (the autouse fixture puts it back)."""
+    with embedded.runtime("therapy").sessions() as session:
+        booked = session.get(Appointment, UUID(appointment_id))
+        assert booked is not None
+        clinic_clock().set(booked.start)
+
+
+@pytest.fixture(autouse=True)
+def _clock_back() -> Iterator[None]:
+    yield
+    clinic_clock().reset()
+
+
 def act(
     embedded: Embedded, caseload: Caseload, appointment_id: str, action: str, body: Any = None
 ) -> dict[str, Any]:
-    response = embedded.post(
-        f"/api/appointments/{appointment_id}/{action}", body, PSY, caseload.clinician
-    )
+    if action in ("check-in", "attend", "noshow"):
+        on_its_day(embedded, appointment_id)
+    try:
+        response = embedded.post(
+            f"/api/appointments/{appointment_id}/{action}", body, PSY, caseload.clinician
+        )
+    finally:
+        clinic_clock().reset()
     assert response.status_code in (200, 201), f"{action}: {response.text}"
     result: dict[str, Any] = response.json()
     return result
@@ -1068,3 +1089,36 @@ def test_another_psychologists_episode_reads_as_a_summary(embedded: Embedded) ->
     assert "appointments" in own and "appointments" not in other.json()
     mdt = read_episode(embedded, caseload, Role.mdt)
     assert len(mdt["appointments"]) == 1
+
+
+# --- issue 12: nobody attends an appointment before its day ---------------------------------
+
+
+def test_an_appointment_is_attended_or_missed_on_its_day_not_before(embedded: Embedded) -> None:
+    """Issue 12 ("An appointment cannot be attended ... before its scheduled day"): the
+    day is the clinic's (Europe/London); an earlier hour of that day is its day."""
+    caseload = assigned_episode(embedded)
+    booked = book(embedded, caseload, free_slots(embedded, caseload.clinician)[0])
+    start = datetime.fromisoformat(booked["start"])
+    path = f"/api/appointments/{booked['id']}"
+    before = embedded.snapshot()
+    try:
+        clinic_clock().set(start - timedelta(days=1))
+        for action in ("check-in", "attend", "noshow"):
+            refused = embedded.post(f"{path}/{action}", None, PSY, caseload.clinician)
+            problem = assert_problem(refused, 422, "start")
+            assert "on that day or after" in problem["detail"]
+        assert embedded.snapshot() == before  # nothing written
+        clinic_clock().set(start.replace(hour=0, minute=30))  # its day, before the hour
+        attended = embedded.post(f"{path}/attend", None, PSY, caseload.clinician)
+        assert attended.status_code == 200, attended.text
+        assert attended.json()["status"] == "fulfilled"
+    finally:
+        clinic_clock().reset()
+    # Cancelling ahead is what cancelling is for.
+    later = book(embedded, caseload, free_slots(embedded, caseload.clinician)[1])
+    cancel = {"by": "patient", "reason": "work shift"}
+    cancelled = embedded.post(
+        f"/api/appointments/{later['id']}/cancel", cancel, PSY, caseload.clinician
+    )
+    assert cancelled.status_code == 200, cancelled.text

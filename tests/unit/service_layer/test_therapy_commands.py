@@ -3,7 +3,7 @@ when the DNA threshold event is published, and that a refused command writes not
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, time, timedelta
 from uuid import UUID, uuid4
 
@@ -25,6 +25,7 @@ from services.therapy.schemas import (
     WorkingHoursSet,
 )
 from shared.auth import Role
+from shared.clock import clinic_clock
 from shared.domain import IllegalTransition, RuleBroken
 from shared.errors import Conflict
 from shared.events import Actor, Subject, new_event
@@ -104,6 +105,22 @@ def _book(therapy: Store, episode: TherapyEpisode, start: datetime) -> Appointme
     return services.book(episode.id, data, therapy.uow(PSY), PSY)
 
 
+@pytest.fixture(autouse=True)
+def _clock_back() -> Iterator[None]:
+    yield
+    clinic_clock().reset()
+
+
+def _on_its_day(therapy: Store, booked: Appointment, action: str) -> Appointment:
+    """Issue 12: an appointment is attended or missed on its day, not before: the
+    clinic clock moves to it."""
+    clinic_clock().set(booked.start)
+    try:
+        return services.act(booked.id, action, therapy.uow(PSY), PSY)
+    finally:
+        clinic_clock().reset()
+
+
 def _written(therapy: Store) -> tuple[int, int, int, int]:
     return (
         len(therapy.events()),
@@ -178,7 +195,7 @@ def test_the_dna_threshold_event_is_published_once_as_the_count_reaches_it(
     appointments = [_book(therapy, episode, s) for s in _slots(therapy)[: threshold + 1]]
     reached_after: list[int] = []
     for count, missed in enumerate(appointments, start=1):
-        services.act(missed.id, "miss", therapy.uow(PSY), PSY)
+        _on_its_day(therapy, missed, "miss")
         events = therapy.events()
         reached = [e for e in events if isinstance(e, TherapyDnaThresholdReached)]
         reached_after.append(len(reached))
@@ -197,7 +214,7 @@ def test_a_noshow_corrected_to_attended_counts_as_treatment_not_as_a_dna(
 ) -> None:
     episode = _episode(therapy)
     booked = _book(therapy, episode, _slots(therapy)[0])
-    services.act(booked.id, "miss", therapy.uow(PSY), PSY)
+    _on_its_day(therapy, booked, "miss")
     correction = Correction(status="fulfilled", reason="arrived late")
     services.correct(booked.id, correction, therapy.uow(PSY), PSY)
     event = therapy.events()[-1]
@@ -210,10 +227,10 @@ def test_a_noshow_corrected_to_attended_counts_as_treatment_not_as_a_dna(
 def test_an_illegal_move_and_an_illegal_correction_write_nothing(therapy: Store) -> None:
     episode = _episode(therapy)
     booked = _book(therapy, episode, _slots(therapy)[0])
-    services.act(booked.id, "attend", therapy.uow(PSY), PSY)
+    _on_its_day(therapy, booked, "attend")
     before = _written(therapy)
     with pytest.raises(IllegalTransition) as raised:
-        services.act(booked.id, "check-in", therapy.uow(PSY), PSY)
+        _on_its_day(therapy, booked, "check-in")
     assert (raised.value.thing, raised.value.current) == ("appointment", "fulfilled")
     with pytest.raises(Conflict) as refused:
         services.correct(booked.id, Correction(status="booked", reason="no"), therapy.uow(PSY), PSY)
@@ -241,7 +258,7 @@ def test_rescheduling_onto_the_clinicians_other_booking_is_a_conflict_that_moves
 def test_a_phq9_with_item9_above_0_is_recorded_and_flagged(therapy: Store) -> None:
     episode = _episode(therapy)
     booked = _book(therapy, episode, _slots(therapy)[0])
-    services.act(booked.id, "attend", therapy.uow(PSY), PSY)
+    _on_its_day(therapy, booked, "attend")
     data = MeasureCreate(instrument="PHQ-9", items=PHQ9_ITEM9_ONE)
     measure = services.record_measure(booked.id, data, therapy.uow(PSY), PSY)
     recorded, flagged = therapy.events()[-2:]
