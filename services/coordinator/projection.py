@@ -39,7 +39,6 @@ from services.coordinator.rules import (
     TIME_KINDS,
     Crossing,
     cleared,
-    critical_vitals,
     critical_vitals_alert,
     depression_anxiety_change,
     dna_review_alert,
@@ -106,6 +105,7 @@ from shared.events.catalogue import (
     TherapyEpisodeOpened,
 )
 from shared.policy import clinical_policy
+from shared.vitals import critical_vitals
 
 E = TypeVar("E", bound=Event)
 

@@ -188,26 +188,6 @@ def vitals_alert(crossed: list[str], phase: str, at: datetime) -> Alert:
     return _alert("vitals-out-of-range", at, vitals_reason(crossed, phase, 1), _end_of_day(at))
 
 
-def critical_vitals(
-    systolic: int, heart_rate: int, spo2: int, policy: ClinicalPolicy | None = None
-) -> list[str]:
-    """Critically abnormal readings (issue 12: SpO2 45, systolic 60): NEWS2 red scores for
-    systolic pressure and pulse, SpO2 below every BTS target range (local policy)."""
-    vitals = (policy or clinical_policy()).vitals
-    found: list[str] = []
-    if systolic <= vitals.critical_low_systolic:
-        found.append(f"systolic {systolic} ≤ {vitals.critical_low_systolic}")
-    if systolic >= vitals.critical_high_systolic:
-        found.append(f"systolic {systolic} ≥ {vitals.critical_high_systolic}")
-    if heart_rate <= vitals.critical_low_heart_rate:
-        found.append(f"pulse {heart_rate} ≤ {vitals.critical_low_heart_rate}")
-    if heart_rate >= vitals.critical_high_heart_rate:
-        found.append(f"pulse {heart_rate} ≥ {vitals.critical_high_heart_rate}")
-    if spo2 < vitals.critical_low_spo2:
-        found.append(f"SpO2 {spo2}% < {vitals.critical_low_spo2}%")
-    return found
-
-
 def critical_vitals_alert(
     found: list[str], phase: str, at: datetime, policy: ClinicalPolicy | None = None
 ) -> Alert:

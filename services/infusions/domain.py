@@ -18,6 +18,7 @@ from shared.domain import IllegalTransition as IllegalTransition
 from shared.domain import RuleBroken, StateMachine
 from shared.events.catalogue import COURSE_STATUS_AFTER_CLOSING, InfusionResponse
 from shared.policy import ChangePolicy, DosePolicy, VitalsPolicy, clinical_policy
+from shared.vitals import critical_vitals
 
 
 class InfusionRuleBroken(RuleBroken):
@@ -271,7 +272,9 @@ def above_start_limit(systolic: int, diastolic: int, policy: VitalsPolicy | None
 def vitals_out_of_range(
     phase: str, values: Mapping[str, int | None], policy: VitalsPolicy | None = None
 ) -> list[str]:
-    """Which readings cross the alert thresholds: before starting, or during."""
+    """Which readings cross the alert thresholds (before starting, or during), and which
+    are critically abnormal in any phase: a lone systolic of 60 crosses no alert
+    threshold but must reach the coordinator as an urgent alert (issue 12)."""
     policy = policy or clinical_policy().vitals
     crossed: list[str] = []
     systolic_limit, diastolic_limit = (
@@ -286,6 +289,9 @@ def vitals_out_of_range(
         crossed.append(f"diastolic {diastolic} ≥ {diastolic_limit}")
     if spo2 is not None and spo2 < policy.min_spo2:
         crossed.append(f"SpO2 {spo2}% < {policy.min_spo2}%")
+    heart_rate = values.get("heart_rate")
+    if systolic is not None and heart_rate is not None and spo2 is not None:
+        crossed += critical_vitals(systolic, heart_rate, spo2, policy)
     return crossed
 
 

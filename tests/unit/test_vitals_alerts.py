@@ -18,9 +18,9 @@ import pytest
 
 from services.coordinator.domain import Alert
 from services.coordinator.projection import project
-from services.coordinator.rules import critical_vitals
 from shared.events import Envelope, Subject, new_event, payload_type
 from shared.policy import default_policy
+from shared.vitals import critical_vitals
 
 from .factories import ACTOR, T0, patient_registered
 

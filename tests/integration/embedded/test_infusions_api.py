@@ -912,7 +912,13 @@ def test_critically_abnormal_vitals_are_recorded_not_refused(embedded: Embedded)
     critical = {"phase": "before", "systolic": 60, "diastolic": 35, "heart_rate": 40, "spo2": 45}
     reading = step(embedded, session["id"], "vitals", critical)
     assert (reading["systolic"], reading["spo2"]) == (60, 45)
-    assert reading["out_of_range"] == ["SpO2 45% < 92%"]
+    # The alert limit crossed, then what is critically abnormal (for the urgent alert).
+    assert reading["out_of_range"] == [
+        "SpO2 45% < 92%",
+        "systolic 60 ≤ 90",
+        "pulse 40 ≤ 40",
+        "SpO2 45% < 88%",
+    ]
 
 
 def test_a_negative_weight_is_refused(embedded: Embedded) -> None:
@@ -1316,3 +1322,34 @@ def test_a_course_with_an_open_urgent_alert_is_not_closed_until_it_is_resolved(
 
     closed = wait_for(closes, "the course to close once the alert is resolved")
     assert closed["status"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("reading", "finding"),
+    [
+        ({"systolic": 85, "diastolic": 60, "heart_rate": 72, "spo2": 97}, "systolic 85 ≤ 90"),
+        ({"systolic": 120, "diastolic": 70, "heart_rate": 38, "spo2": 97}, "pulse 38 ≤ 40"),
+        ({"systolic": 120, "diastolic": 70, "heart_rate": 135, "spo2": 97}, "pulse 135 ≥ 131"),
+    ],
+)
+def test_a_lone_critical_reading_crosses_no_alert_limit_but_raises_the_urgent_alert(
+    embedded: Embedded, reading: dict[str, int], finding: str
+) -> None:
+    """Issue 12 ("Critically abnormal values ... raise an urgent alert"): a low systolic or
+    an extreme pulse alone crosses none of the 160/100, 180/110 or SpO2 limits, and must
+    still reach the coordinator (CLINICAL.md, During a session; NEWS2 red scores)."""
+    opened = planned_course(embedded)
+    session = schedule(embedded, opened.course_id)
+    step(embedded, session["id"], "check-in")
+    recorded = step(embedded, session["id"], "vitals", reading)
+    assert finding in recorded["out_of_range"]
+    types = [e.type for e in embedded.events(opened.course_id)]
+    assert types[-1] == "infusion.vitals.out_of_range"
+
+    def urgent() -> list[dict[str, Any]] | None:
+        alerts = embedded.get(f"/api/pathways/{opened.patient_id}", Role.mdt).json()["alerts"]
+        found = [a for a in alerts if a["kind"] == "vitals-critical"]
+        return found or None
+
+    (alert,) = wait_for(urgent, "the urgent alert for a critical reading")
+    assert alert["severity"] == "urgent" and finding in alert["reason"]
