@@ -332,11 +332,14 @@ def therapy_episode(
     assert [a["status"] for a in booked] == ["booked", "booked"]
     assessment, cbt = (f"/api/appointments/{a['id']}" for a in booked)
 
+    # Attended on their days (issue 12): the clinic clock moves to each appointment.
+    clinic_clock().set(at(booked[0]["start"]))
     assert post(f"{assessment}/attend")["status"] == "fulfilled"
     phq9 = post(f"{assessment}/measures", {"instrument": "PHQ-9", "items": ASSESSMENT_PHQ9})
     assert (phq9["total"], phq9["band"]) == (9, "mild")
     gad7 = post(f"{assessment}/measures", {"instrument": "GAD-7", "items": ASSESSMENT_GAD7})
     assert gad7["total"] == 7
+    clinic_clock().set(at(booked[1]["start"]))
     assert post(f"{cbt}/check-in")["status"] == "arrived"
     assert post(f"{cbt}/attend")["status"] == "fulfilled"
     assert post(f"{cbt}/measures", {"instrument": "PHQ-9", "items": CBT_PHQ9})["total"] == 7

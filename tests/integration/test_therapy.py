@@ -10,7 +10,7 @@ and a discharge for them needs a note and closes the referral.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
+from shared.clock import clinic_clock
 from shared.messaging import queue_sender
 from tests.integration.conftest import Stack
 from tests.support import (
@@ -45,6 +46,12 @@ PROBLEM_JSON = "application/problem+json"
 WORKING_HOURS = {
     "hours": [{"weekday": day, "start": "08:00:00", "end": "18:00:00"} for day in range(7)]
 }
+
+
+@pytest.fixture(autouse=True)
+def _clock_back() -> Iterator[None]:
+    yield
+    clinic_clock().reset()
 
 
 def headers(who: tuple[str, str]) -> dict[str, str]:
@@ -108,6 +115,12 @@ class Clinic:
         response = self.therapy.post(path, json=body, headers=headers(PSYCHOLOGIST))
         assert response.status_code in (200, 201), f"{path}: {response.text}"
         return response.json()
+
+    def mark(self, appointment: dict[str, Any], action: str) -> Any:
+        """Check in, attend or miss an appointment on its day (issue 12): the clinic clock
+        of the APIs in this process moves to its start (the fixture puts it back)."""
+        clinic_clock().set(datetime.fromisoformat(appointment["start"]))
+        return self.post(f"/api/appointments/{appointment['id']}/{action}")
 
     def listed(self, **params: str) -> list[dict[str, Any]]:
         response = self.therapy.get(
@@ -463,7 +476,7 @@ def test_measures_publish_their_events_and_reach_the_pathway(
         measures, json={"instrument": "GAD-7", "items": [1] * 7}, headers=headers(PSYCHOLOGIST)
     )
     assert early.status_code == 409, early.text
-    assert clinic.post(f"/api/appointments/{appointment['id']}/attend")["status"] == "fulfilled"
+    assert clinic.mark(appointment, "attend")["status"] == "fulfilled"
     before = len(episode_events(stack, episode.id))
 
     # An item count that does not fit the instrument: refused, naming the field.
@@ -538,7 +551,7 @@ def test_dna_threshold_and_discharge_for_did_not_attend_close_the_referral(
     appointments = [clinic.book(episode, start) for start in slots[:4]]
 
     for appointment in appointments[:2]:
-        missed = clinic.post(f"/api/appointments/{appointment['id']}/noshow")
+        missed = clinic.mark(appointment, "noshow")
         assert missed["status"] == "noshow"
     types = [event_type for event_type, _ in episode_events(stack, episode.id)]
     assert types.count("appointment.missed") == 2
@@ -548,7 +561,7 @@ def test_dna_threshold_and_discharge_for_did_not_attend_close_the_referral(
     assert (reached["dna_count"], reached["threshold"]) == (2, 2)
 
     # A third miss does not publish the threshold again.
-    clinic.post(f"/api/appointments/{appointments[2]['id']}/noshow")
+    clinic.mark(appointments[2], "noshow")
     types = [event_type for event_type, _ in episode_events(stack, episode.id)]
     assert types.count("therapy.dna_threshold_reached") == 1
 
