@@ -396,7 +396,8 @@ class AlertPolicy(_Section, frozen=True):
 
 
 class RequestPolicy(_Section, frozen=True):
-    """Operational: how the API treats a repeated request (shared.idempotency)."""
+    """Operational: how the API treats a repeated request (shared.idempotency) and a
+    referral that may repeat another (issue 16)."""
 
     idempotency_key_hours: Annotated[
         int,
@@ -405,6 +406,14 @@ class RequestPolicy(_Section, frozen=True):
             description="local policy: a request's Idempotency-Key and the answer stored with "
             "it are kept 24 hours; after that the key acts as new and the stored answer, "
             "which holds patient data, is deleted"
+        ),
+    ]
+    possible_duplicate_days: Annotated[
+        Days,
+        Meta(
+            description="local policy: a second open referral of a patient to the same team "
+            "within 30 days of the first is marked in the inbox as a possible duplicate of "
+            "it (never refused), so the team triages both together"
         ),
     ]
 

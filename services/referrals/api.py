@@ -111,8 +111,16 @@ class ReferralController(Controller):
         filters = services.InboxQuery(target, status, priority, cursor, limit)
         page, next_cursor = services.inbox(filters, uow, user)
         now = utcnow()
+        duplicates = views.possible_duplicates(uow.session, [referral for referral, _ in page])
         items = [
-            views.referral_read(uow.session, referral, user, now=now, patient=patient)
+            views.referral_read(
+                uow.session,
+                referral,
+                user,
+                now=now,
+                patient=patient,
+                duplicate_of=duplicates.get(referral.id),
+            )
             for referral, patient in page
         ]
         return InboxPage(items=items, next_cursor=next_cursor)
@@ -151,4 +159,5 @@ class ReferralController(Controller):
 
 
 def _referral(uow: UnitOfWork, user: User, referral: Referral) -> ReferralRead:
-    return views.referral_read(uow.session, referral, user, detail=True)
+    duplicate_of = views.possible_duplicates(uow.session, [referral]).get(referral.id)
+    return views.referral_read(uow.session, referral, user, detail=True, duplicate_of=duplicate_of)

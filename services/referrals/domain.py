@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
+from uuid import UUID
 
 from shared.calendar import working_calendar
 from shared.domain import IllegalTransition as IllegalTransition
@@ -77,6 +78,7 @@ REJECTED = "rejected"
 CANCELLED = "cancelled"
 CLOSED = "closed"
 STATUSES = (RECEIVED, INFO_REQUESTED, ACCEPTED, REJECTED, CANCELLED, CLOSED)
+OPEN = (RECEIVED, INFO_REQUESTED, ACCEPTED)
 
 # action → {status it may start from: status it leads to}
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -239,3 +241,43 @@ def sees_clinical_detail(role: str) -> bool:
     """Free text, scores, names: clinical roles only (an allow-list, so a new role sees
     nothing until someone decides it should). Admins watch statuses and waits."""
     return role in CLINICAL_ROLES
+
+
+# --- natural duplicates (issue 16) -------------------------------------------------------
+
+
+class Referred(Protocol):
+    id: UUID
+    patient_id: UUID
+    target: str
+    status: str
+    received_at: datetime
+
+
+R = TypeVar("R", bound=Referred)
+
+
+def possible_duplicates(
+    referrals: Iterable[R], open_referrals: Iterable[R], window: timedelta
+) -> dict[UUID, R]:
+    """Each open referral that may repeat another, with the earliest open referral of the
+    same patient to the same team received up to `window` before it. Never a refusal: the
+    team triages both together. A first referral that closes takes its mark with it."""
+    earlier: dict[tuple[UUID, str], list[R]] = {}
+    for other in sorted(open_referrals, key=lambda r: (r.received_at, str(r.id))):
+        if other.status in OPEN:
+            earlier.setdefault((other.patient_id, other.target), []).append(other)
+    marked: dict[UUID, R] = {}
+    for referral in referrals:
+        if referral.status not in OPEN:
+            continue
+        for first in earlier.get((referral.patient_id, referral.target), []):
+            if first.id == referral.id or (first.received_at, str(first.id)) >= (
+                referral.received_at,
+                str(referral.id),
+            ):
+                break
+            if referral.received_at - first.received_at <= window:
+                marked[referral.id] = first
+                break
+    return marked

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -92,3 +92,15 @@ def _visible_to(user: User) -> Sequence[Any]:
     if team is None:
         return (col(Referral.created_by) == user.id,)
     return (or_(col(Referral.target) == team, col(Referral.created_by) == user.id),)
+
+
+def open_referrals_of(session: Session, patient_ids: Iterable[UUID]) -> Sequence[Referral]:
+    """Every open referral of these patients: one query for a page's possible duplicates."""
+    wanted = list(set(patient_ids))
+    if not wanted:
+        return []
+    return session.exec(
+        select(Referral).where(
+            col(Referral.patient_id).in_(wanted), col(Referral.status).in_(domain.OPEN)
+        )
+    ).all()

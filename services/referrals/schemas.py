@@ -163,6 +163,15 @@ class BaselineRead(msgspec.Struct, kw_only=True):
     pain_nrs: int | None
 
 
+class DuplicateLink(msgspec.Struct, kw_only=True):
+    """The earlier open referral of the same patient to the same team this one may repeat
+    (issue 16): never a refusal, a prompt to triage both together."""
+
+    id: UUID
+    href: str
+    received_at: datetime
+
+
 class ReferralRead(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A referral as the caller may see it: free text is left out for admins."""
 
@@ -185,6 +194,7 @@ class ReferralRead(msgspec.Struct, kw_only=True, omit_defaults=True):
     attachments: list[AttachmentRead] | None = None
     history: list[TransitionRead] | None = None
     patient: PatientSummary | None = None
+    possible_duplicate_of: DuplicateLink | None = None
 
 
 class InboxPage(msgspec.Struct, kw_only=True):

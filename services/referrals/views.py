@@ -3,7 +3,9 @@ go to the clinical roles only."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from uuid import UUID
 
 import msgspec
 from sqlmodel import Session
@@ -13,6 +15,7 @@ from services.referrals.models import Patient, Referral, ReferralTransition
 from services.referrals.schemas import (
     AttachmentRead,
     BaselineRead,
+    DuplicateLink,
     PatientRead,
     PatientSummary,
     PriorTreatment,
@@ -23,11 +26,25 @@ from services.referrals.schemas import (
     WaitingStandardRead,
 )
 from shared.auth import User
+from shared.policy import clinical_policy
 from shared.tables import utcnow
 
 
 def patient_read(patient: Patient) -> PatientRead:
     return msgspec.convert(patient, PatientRead, from_attributes=True)
+
+
+def possible_duplicates(session: Session, referrals: Sequence[Referral]) -> dict[UUID, Referral]:
+    """Which of these referrals may repeat an earlier open one (issue 16), in one query."""
+    window = timedelta(days=clinical_policy().requests.possible_duplicate_days)
+    others = repository.open_referrals_of(session, (r.patient_id for r in referrals))
+    return domain.possible_duplicates(referrals, others, window)
+
+
+def duplicate_link(first: Referral) -> DuplicateLink:
+    return DuplicateLink(
+        id=first.id, href=f"/api/referrals/{first.id}", received_at=first.received_at
+    )
 
 
 def referral_read(
@@ -38,6 +55,7 @@ def referral_read(
     detail: bool = False,
     now: datetime | None = None,
     patient: Patient | None = None,
+    duplicate_of: Referral | None = None,
 ) -> ReferralRead:
     clinical = domain.sees_clinical_detail(user.role)
     read = ReferralRead(
@@ -54,6 +72,7 @@ def referral_read(
         status_changed_at=referral.status_changed_at or referral.received_at,
         waiting=waiting(referral, now or utcnow()),
         created_by=referral.created_by,
+        possible_duplicate_of=duplicate_link(duplicate_of) if duplicate_of else None,
     )
     if clinical:
         read.reason = referral.reason

@@ -108,7 +108,7 @@ TODAY = ClinicalPolicy(
     alerts=AlertPolicy(
         review_due_days=7, maintenance_decision_due_days=14, urgent_escalation_minutes=0
     ),
-    requests=RequestPolicy(idempotency_key_hours=24),
+    requests=RequestPolicy(idempotency_key_hours=24, possible_duplicate_days=30),
 )
 SECTIONS = (
     "waits",

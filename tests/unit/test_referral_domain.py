@@ -4,7 +4,9 @@ map to")."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from uuid import UUID, uuid4
 
 import pytest
 from msgspec.structs import replace
@@ -30,6 +32,7 @@ from services.referrals.domain import (
     can_triage,
     check_triage,
     next_status,
+    possible_duplicates,
     sees_clinical_detail,
     standard_for,
     triage_state,
@@ -553,3 +556,37 @@ def test_unknown_roles_get_nothing_beyond_their_own() -> None:
         assert not can_see_referral("nurse", ME, target, SOMEONE_ELSE)
         assert not can_triage("nurse", target)
     assert not sees_clinical_detail("nurse")
+
+
+# --- natural duplicates (issue 16) ---------------------------------------------------------
+
+
+@dataclass
+class _Referral:
+    patient_id: UUID
+    target: str
+    received_at: datetime
+    status: str = "received"
+    id: UUID = field(default_factory=uuid4)
+
+
+def test_a_second_open_referral_to_the_same_team_within_the_window_repeats_the_first() -> None:
+    window = timedelta(days=30)
+    patient, t0 = uuid4(), datetime(2026, 1, 5, 9, tzinfo=UTC)
+    first = _Referral(patient, "psychology", t0)
+    second = _Referral(patient, "psychology", t0 + window)  # the window's last moment
+    late = _Referral(patient, "psychology", t0 + window + timedelta(seconds=1), id=uuid4())
+    other_team = _Referral(patient, "pain-mdt", t0 + timedelta(days=1))
+    other_patient = _Referral(uuid4(), "psychology", t0 + timedelta(days=1))
+    everyone = [first, second, other_team, other_patient]
+    marked = possible_duplicates(everyone, everyone, window)
+    assert marked == {second.id: first}
+    # More than the window after the first, it repeats the second if that is open.
+    assert possible_duplicates([late], [first, second, late], window) == {late.id: second}
+    assert possible_duplicates([late], [first, late], window) == {}
+    # A first referral closed (rejected, withdrawn, completed) marks nothing.
+    first.status = "rejected"
+    assert possible_duplicates([second], [first, second], window) == {}
+    # A closed second referral is not marked either.
+    first.status, second.status = "received", "cancelled"
+    assert possible_duplicates([second], [first, second], window) == {}
