@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID, uuid4
@@ -30,12 +30,13 @@ from sqlmodel import Session, col, select
 
 from services.coordinator import repository, services
 from services.coordinator.charts import specs, svg
-from services.coordinator.domain import MeasurePoint, Pathway
+from services.coordinator.domain import SEVERITY_RANK, MeasurePoint, Pathway
 from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
 from services.coordinator.rules import ALERT_RULES
 from services.coordinator.schemas import ReviewRequest
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
+from shared.calendar import working_calendar
 from shared.client import ApiProblem
 from shared.clock import now as clinic_now
 from shared.domain import RuleBroken
@@ -62,6 +63,23 @@ DEV_IDENTITIES = [
     ("nurse-okafor", Role.infusion_clinician, "infusion clinician: the clinic list"),
 ]
 CLINICAL = (Role.mdt, Role.psychologist, Role.infusion_clinician)
+# The clinic's words for each kind of alert, for the pages (the rule's source says why).
+ALERT_LABELS: dict[str, str] = {
+    "phq9-item9": "PHQ-9 item 9: thoughts of self-harm",
+    "dna-threshold": "Missed appointments: discharge review",
+    "vitals-out-of-range": "Vitals out of range during an infusion",
+    "vitals-critical": "Critically abnormal vitals",
+    "serious-adverse-event": "Serious adverse event",
+    "reliable-deterioration": "Reliable deterioration",
+    "no-response": "No response to infusions",
+    "triage-overdue": "Urgent referral not triaged in time",
+    "waiting-time": "Wait nearing its standard",
+    "waiting-breach": "Waiting-time standard breached",
+    "maintenance-overdue": "Maintenance infusion overdue",
+    "urgent-overdue": "Urgent alert not acknowledged in time",
+    "no-psychology-referral": "Infusions with no psychology referral",
+}
+MY_ALERTS_SHOWN = 50
 DECISIONS = ["continue", "stop-infusions", "start-maintenance", "refer-psychology", "discharge"]
 
 
@@ -81,6 +99,11 @@ def _page(request: Request[Any, Any, Any], template: str, **context: Any) -> Tem
 
 def _now() -> datetime:
     return clinic_now()
+
+
+def _local(moment: datetime) -> str:
+    """A time as the clinic's wall clock shows it (stored and sent in UTC)."""
+    return working_calendar().local(moment).strftime("%a %d %b %H:%M")
 
 
 def _back(path: str, **flash: str) -> Redirect:
@@ -184,6 +207,50 @@ def _dev_sign_in(request: Request[Any, Any, Any]) -> bool:
     return bool(_platform(request).env is not RunMode.production)
 
 
+# --- my alerts (issue 13: every home page starts with them) -----------------------------
+
+
+async def _my_alerts(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The unresolved alerts the signed-in person's role owns on the pathways their team
+    may see, open before acknowledged, then most urgent and soonest due. Read from the
+    coordinator's API as this person, so it decides and audits what they see."""
+    user: User = request.user
+    try:
+        async with service_client(request, "coordinator") as coordinator:
+            pages = await asyncio.gather(
+                *(
+                    coordinator.get(
+                        "/api/alerts",
+                        owner_role=user.role.value,
+                        status=status,
+                        limit=MY_ALERTS_SHOWN,
+                    )
+                    for status in ("open", "acknowledged")
+                )
+            )
+    except (ApiProblem, httpx.HTTPError):
+        return {"alerts": [], "unavailable": True, "more": False}
+    alerts = [alert for page in pages for alert in page["items"]]
+    alerts.sort(
+        key=lambda a: (a["status"] != "open", SEVERITY_RANK.get(a["severity"], 9), a["due"])
+    )
+    names = await _names(request, [UUID(a["patient_id"]) for a in alerts])
+    now = _now()
+    shown = [
+        {
+            **alert,
+            "label": ALERT_LABELS.get(alert["kind"], alert["kind"]),
+            "name": names.get(UUID(alert["patient_id"])),
+            "due_local": _local(datetime.fromisoformat(alert["due"])),
+            "overdue": datetime.fromisoformat(alert["due"]) < now,
+            "linked": user.role in CLINICAL,
+        }
+        for alert in alerts
+    ]
+    more = any(page["next_cursor"] for page in pages)
+    return {"alerts": shown, "unavailable": False, "more": more}
+
+
 # --- pathway status ---------------------------------------------------------------------
 
 
@@ -212,9 +279,11 @@ class StatusController(_Pages):
             names = await _names(request, [row["patient_id"] for row in rows])
             for row in rows:
                 row["name"] = names.get(row["patient_id"])
+        mine = await _my_alerts(request) if fragment != "rows" else None
         return _page(
             request,
             "status_rows.html" if fragment == "rows" else "status.html",
+            my_alerts=mine,
             rows=rows,
             counts=counts,
             filters=filters,
@@ -297,7 +366,10 @@ def _status_rows(
 
 
 async def _names(request: Request[Any, Any, Any], patients: list[UUID]) -> dict[UUID, str]:
-    """Names from the referrals service, asked as this reader (a few at a time)."""
+    """Names from the referrals service, asked as this reader (a few at a time); none for
+    a role that sees no names."""
+    if request.user.role not in CLINICAL:
+        return {}
     limit = asyncio.Semaphore(8)
 
     async def one(patient_id: UUID) -> tuple[UUID, str | None]:
@@ -456,6 +528,7 @@ class InboxController(_Pages):
         return _page(
             request,
             "inbox.html",
+            my_alerts=await _my_alerts(request),
             referrals=waiting["items"],
             asked=asked["items"],
             waitlist=waitlist["items"],
@@ -499,7 +572,7 @@ class ClinicController(_Pages):
 
     @get()
     async def clinic(self, request: Request[Any, Any, Any]) -> Template:
-        today = _now().date()
+        today = working_calendar().day_of(_now())
         async with service_client(request, "infusions") as infusions:
             active = await infusions.get("/api/infusion-courses", status="active", limit=200)
             due = await infusions.get(
@@ -519,15 +592,25 @@ class ClinicController(_Pages):
             ),
             key=lambda s: str(s.get("scheduled_start")),
         )
+        for session in sessions:
+            session["time"] = _local(datetime.fromisoformat(session["scheduled_start"]))[-5:]
+        patients = {UUID(c["patient_id"]) for c in [*active["items"], *due["items"], *sessions]}
         return _page(
-            request, "clinic.html", sessions=sessions, active=active["items"], due=due["items"]
+            request,
+            "clinic.html",
+            my_alerts=await _my_alerts(request),
+            names={str(k): v for k, v in (await _names(request, sorted(patients))).items()},
+            sessions=sessions,
+            active=active["items"],
+            due=due["items"],
         )
 
 
 def _on(moment: object, day: date) -> bool:
+    """Whether the moment falls on this day of the clinic's calendar."""
     if not isinstance(moment, str):
         return False
-    return datetime.fromisoformat(moment).astimezone(UTC).date() == day
+    return working_calendar().day_of(datetime.fromisoformat(moment)) == day
 
 
 # --- operations -------------------------------------------------------------------------

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from services.coordinator.models import AlertAction, MdtReview, PathwayAlert
 from services.referrals.models import Referral
 from shared.auth import SESSION_COOKIE, Role
+from shared.clock import clinic_clock
 from tests.embedded import Embedded, referral_body, register
 
+from .test_infusions_api import Embedded as InfusionClinic
+from .test_infusions_api import on_the_day, planned_course, schedule, step
 from .test_mdt_reviews import eventually, referred
 
 
@@ -324,3 +327,59 @@ def test_a_double_submitted_form_acts_once_and_shows_the_first_result(embedded: 
     assert "error=" in post_form(embedded, f"/patients/{patient_id}/reviews", refer)
     fixed = {**refer, "referral_reason": "CBT for low mood"}
     assert "done=" in post_form(embedded, f"/patients/{patient_id}/reviews", fixed)
+
+
+def alert_of(embedded: Embedded, patient_id: str, kind: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        response = embedded.client.get(
+            f"/api/pathways/{patient_id}", headers=embedded.headers(Role.mdt)
+        )
+        alerts = response.json()["alerts"] if response.status_code == 200 else []
+        return next((a for a in alerts if a["kind"] == kind), None)
+
+    alert: dict[str, Any] = eventually(found, f"the {kind} alert")
+    return alert
+
+
+def test_every_home_page_starts_with_the_alerts_its_role_owns(embedded: Embedded) -> None:
+    """Issue 13: alerts owned by infusion clinicians and psychologists reach a page they
+    see; each links to the patient, and nobody sees another role's alerts as theirs."""
+    item9 = referred(embedded, target="pain-mdt", item9=2)
+    safety = alert_of(embedded, item9, "phq9-item9")
+    # The infusion clinic's helpers, over this module's app (they need no broker).
+    infusions = InfusionClinic(embedded.client, embedded.app, embedded.platform, cast(Any, None))
+    opened = planned_course(infusions)
+    session = schedule(infusions, opened.course_id)
+    try:
+        on_the_day(session)
+        step(infusions, session["id"], "check-in")
+        high = {"phase": "before", "systolic": 165, "diastolic": 90, "heart_rate": 80, "spo2": 97}
+        step(infusions, session["id"], "vitals", high)
+        vitals = alert_of(embedded, opened.patient_id, "vitals-out-of-range")
+        assert vitals["owner_role"] == "infusion-clinician"
+
+        sign_in(embedded, "nurse-okafor", Role.infusion_clinician)
+        clinic = page(embedded, "/clinic")
+        assert clinic.index("My alerts") < clinic.index("Today")
+        assert f'href="/patients/{opened.patient_id}#alert-{vitals["id"]}"' in clinic
+        assert "Vitals out of range during an infusion" in clinic
+        assert f"my-alert-{safety['id']}" not in clinic  # the MDT's, on another team's patient
+        # Today's list: the patient by name, with a way in.
+        assert f'<a href="/patients/{opened.patient_id}">Ada Example</a>' in clinic
+    finally:
+        clinic_clock().reset()
+
+    sign_in(embedded, "dr-mdt-lead", Role.mdt)
+    status = page(embedded, "/status")
+    assert f'href="/patients/{item9}#alert-{safety["id"]}"' in status
+    assert "PHQ-9 item 9: thoughts of self-harm" in status
+    assert f"my-alert-{vitals['id']}" not in status  # the infusion clinician's to act on
+
+    sign_in(embedded, "psy-jones", Role.psychologist)
+    inbox = page(embedded, "/inbox")
+    assert "My alerts" in inbox
+    assert f"my-alert-{safety['id']}" not in inbox and f"my-alert-{vitals['id']}" not in inbox
+
+    sign_in(embedded, "admin-kim", Role.admin)
+    admin = page(embedded, "/status")
+    assert "No alerts are waiting for you." in admin and "#alert-" not in admin
