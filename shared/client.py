@@ -289,5 +289,10 @@ class AsyncCarepathClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return await self._call("POST", path, Any, json=body or {}, headers=headers)
 
+    async def put(self, path: str, body: dict[str, Any]) -> Any:
+        """A whole resource replaced (a diary's working hours): the same body twice is the
+        same state, so no key is needed."""
+        return await self._call("PUT", path, Any, json=body)
+
     async def patient_name(self, patient_id: UUID | str) -> PatientName:
         return await self._call("GET", f"/api/patients/{patient_id}", PatientName)

@@ -107,8 +107,9 @@ def _local(moment: datetime) -> str:
 
 
 def _back(path: str, **flash: str) -> Redirect:
+    path, _, anchor = path.partition("#")
     query = f"?{urlencode(flash)}" if flash else ""
-    return Redirect(path=f"{path}{query}", status_code=303)
+    return Redirect(path=f"{path}{query}" + (f"#{anchor}" if anchor else ""), status_code=303)
 
 
 def _flash(request: Request[Any, Any, Any]) -> dict[str, str | None]:
@@ -525,9 +526,12 @@ class InboxController(_Pages):
             )
         async with service_client(request, "therapy") as therapy:
             waitlist = await therapy.get("/api/therapy-episodes", status="waitlist", limit=200)
+        waiting_patients = [UUID(e["patient_id"]) for e in waitlist["items"]]
+        names = await _names(request, waiting_patients)
         return _page(
             request,
             "inbox.html",
+            names={str(k): v for k, v in names.items()},
             my_alerts=await _my_alerts(request),
             referrals=waiting["items"],
             asked=asked["items"],

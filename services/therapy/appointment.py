@@ -9,7 +9,7 @@ store what a step returns; none of them decides an appointment's status itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal, TypedDict
 from uuid import UUID
@@ -159,7 +159,7 @@ def record_measure(
         recorded_by=by_user,
         recorded_at=now,
     )
-    item9 = result.items[8] if instrument == "PHQ-9" else None
+    item9 = result.items[ITEM9] if instrument == "PHQ-9" else None
     events: list[Event] = [
         MeasureRecorded(
             **about(appointment),
@@ -171,10 +171,19 @@ def record_measure(
             mean=peg_mean(result) if instrument == "PEG" else None,
         )
     ]
-    if item9:
-        # CLINICAL.md: any answer above 0 → urgent safety alert, same working day.
-        events.append(MeasureRiskFlagged(**about(appointment), item9=item9, recorded_at=now))
+    if flags_risk(instrument, result.items):
+        events.append(
+            MeasureRiskFlagged(**about(appointment), item9=result.items[ITEM9], recorded_at=now)
+        )
     return measure, events
+
+
+ITEM9 = 8
+
+
+def flags_risk(instrument: str, items: Sequence[int]) -> bool:
+    """CLINICAL.md: a PHQ-9 item 9 answered above 0 → urgent safety alert, same working day."""
+    return instrument == "PHQ-9" and len(items) > ITEM9 and items[ITEM9] > 0
 
 
 def dna_count(appointments: Iterable[Appointment]) -> int:

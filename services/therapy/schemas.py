@@ -89,6 +89,8 @@ class MeasureRead(msgspec.Struct, kw_only=True, omit_defaults=True):
     band: str
     recorded_at: datetime
     items: list[int] | None = None
+    # PHQ-9 item 9 above 0: the urgent safety alert is raised (said at once to the person).
+    risk_flagged: bool = False
 
 
 class AppointmentRead(msgspec.Struct, kw_only=True, omit_defaults=True):

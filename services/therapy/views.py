@@ -51,6 +51,7 @@ def sees_items(user: User) -> bool:
 
 def measure_read(measure: SessionMeasure, user: User) -> MeasureRead:
     read = msgspec.convert(measure, MeasureRead, from_attributes=True)
+    read.risk_flagged = appointment.flags_risk(measure.instrument, measure.items)
     if not sees_items(user):
         read.items = None
     return read

@@ -1,0 +1,299 @@
+"""The psychologist's day in the browser (issue 13): my caseload and diary, an episode's
+page to take a patient on, book from my free slots, run each appointment (check in,
+attended, not attended, cancel), record PHQ-9, GAD-7 and PEG item by item, and
+discharge with a reason.
+
+Every page reads and every form writes through the therapy API as the signed-in person
+(their token, the form's key as the Idempotency-Key), so the therapy service decides,
+refuses with a reason the page shows, and audits; these pages keep nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from typing import Any
+from uuid import UUID
+
+import httpx
+from litestar import Request, get, post
+from litestar.params import FromPath, URLEncodedBody
+from litestar.response import Redirect, Template
+
+from services.coordinator.dashboard import (
+    _back,
+    _flash,
+    _local,
+    _my_alerts,
+    _names,
+    _page,
+    _Pages,
+    _problem_text,
+)
+from shared.auth import Role, User, requires
+from shared.client import ApiProblem
+from shared.web import service_client
+from shared.web.idempotency import FORM_KEY
+
+# What each instrument asks: its item count and the highest answer to an item.
+INSTRUMENTS = {"PHQ-9": (9, 3), "GAD-7": (7, 3), "PEG": (3, 10)}
+APPOINTMENT_ACTIONS = {
+    "check-in": "Checked in.",
+    "attend": "Marked attended.",
+    "noshow": "Marked not attended.",
+    "cancel": "Cancelled.",
+}
+DISCHARGE_REASONS = ["completed", "declined", "did-not-attend", "moved-away", "other"]
+WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+SLOT_DAYS = 14
+# Taken on but not yet booked is still on the waiting list (the first booking ends it).
+OPEN_EPISODE = ("waitlist", "active", "onhold")
+
+
+async def _therapy(
+    request: Request[Any, Any, Any],
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    data: dict[str, str],
+) -> tuple[Any, str | None]:
+    """One write to the therapy API as this person; the refusal in words, or None."""
+    try:
+        async with service_client(request, "therapy") as therapy:
+            if method == "PUT":
+                return await therapy.put(path, body or {}), None
+            return await therapy.post(path, body, idempotency_key=data.get(FORM_KEY) or None), None
+    except ApiProblem as refused:
+        return None, _problem_text(refused)
+    except httpx.HTTPError:
+        return None, "The therapy service did not answer; try again."
+
+
+def _me(request: Request[Any, Any, Any]) -> User:
+    user: User = request.user
+    return user
+
+
+class CaseloadController(_Pages):
+    path = "/caseload"
+    guards = [requires(Role.psychologist)]
+
+    @get()
+    async def caseload(self, request: Request[Any, Any, Any]) -> Template:
+        me = _me(request)
+        async with service_client(request, "therapy") as therapy:
+            episodes = await therapy.get("/api/therapy-episodes", clinician_id=me.id, limit=200)
+            diary = await _diary_of(therapy, me.id)
+        mine = [e for e in episodes["items"] if e["status"] in OPEN_EPISODE]
+        names = await _names(request, [UUID(e["patient_id"]) for e in mine])
+        return _page(
+            request,
+            "caseload.html",
+            my_alerts=await _my_alerts(request),
+            episodes=mine,
+            names={str(k): v for k, v in names.items()},
+            diary=diary,
+            weekdays=WEEKDAYS,
+            **_flash(request),
+        )
+
+    @post("/diary")
+    async def set_hours(
+        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
+    ) -> Redirect:
+        """Join the service (first time) and set the weekly working hours."""
+        me = _me(request)
+        try:
+            start = time.fromisoformat(data.get("start", "")).isoformat()
+            end = time.fromisoformat(data.get("end", "")).isoformat()
+        except ValueError:
+            return _back("/caseload", error="Give the start and end of the working day (09:00).")
+        days = [n for n in range(7) if data.get(f"day-{n}")]
+        if not days:
+            return _back("/caseload", error="Choose at least one working day.")
+        if data.get("join"):
+            name = (data.get("display_name") or "").strip() or me.id
+            _, refused = await _therapy(
+                request, "POST", "/api/clinicians", {"id": me.id, "display_name": name}, data
+            )
+            if refused:
+                return _back("/caseload", error=f"Not joined: {refused}")
+        hours = {"hours": [{"weekday": n, "start": start, "end": end} for n in days]}
+        _, refused = await _therapy(
+            request, "PUT", f"/api/clinicians/{me.id}/working-hours", hours, {}
+        )
+        if refused:
+            return _back("/caseload", error=f"Working hours not saved: {refused}")
+        return _back("/caseload", done="Working hours saved.")
+
+    @post("/leave")
+    async def add_leave(
+        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
+    ) -> Redirect:
+        me = _me(request)
+        body = {"first_day": data.get("first_day", ""), "last_day": data.get("last_day", "")}
+        _, refused = await _therapy(request, "POST", f"/api/clinicians/{me.id}/leave", body, data)
+        if refused:
+            return _back("/caseload", error=f"Leave not added: {refused}")
+        return _back("/caseload", done="Leave added: no slots are offered on those days.")
+
+
+async def _diary_of(therapy: Any, clinician_id: str) -> dict[str, Any] | None:
+    try:
+        diary: dict[str, Any] = await therapy.get(f"/api/clinicians/{clinician_id}")
+    except ApiProblem as problem:
+        if problem.status == 404:
+            return None  # not yet joined: the page offers to
+        raise
+    return diary
+
+
+class EpisodePageController(_Pages):
+    path = "/episodes"
+    guards = [requires(Role.psychologist, Role.mdt)]
+
+    @get("/{episode_id:uuid}")
+    async def episode(
+        self, request: Request[Any, Any, Any], episode_id: FromPath[UUID]
+    ) -> Template:
+        me = _me(request)
+        async with service_client(request, "therapy") as therapy:
+            episode = await therapy.get(f"/api/therapy-episodes/{episode_id}")
+            slots: list[str] = []
+            if me.role is Role.psychologist and episode.get("clinician_id") == me.id:
+                slots = await _free_slots(therapy, me.id)
+        names = await _names(request, [UUID(episode["patient_id"])])
+        appointments = sorted(episode.get("appointments") or [], key=lambda a: a["start"])
+        for appointment in appointments:
+            appointment["when"] = _local(datetime.fromisoformat(appointment["start"]))
+        return _page(
+            request,
+            "episode.html",
+            episode=episode,
+            name=names.get(UUID(episode["patient_id"])),
+            appointments=appointments,
+            slots=[(slot, _local(datetime.fromisoformat(slot))) for slot in slots],
+            mine=episode.get("clinician_id") == me.id,
+            open=episode["status"] in OPEN_EPISODE,
+            instruments={name: range(1, count + 1) for name, (count, _) in INSTRUMENTS.items()},
+            answers={name: range(top + 1) for name, (_, top) in INSTRUMENTS.items()},
+            discharge_reasons=DISCHARGE_REASONS,
+            **_flash(request),
+        )
+
+    @post("/{episode_id:uuid}/assign", guards=[requires(Role.psychologist)])
+    async def take_on(
+        self,
+        request: Request[Any, Any, Any],
+        episode_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+    ) -> Redirect:
+        here = f"/episodes/{episode_id}"
+        body = {"clinician_id": _me(request).id}
+        _, refused = await _therapy(
+            request, "POST", f"/api/therapy-episodes/{episode_id}/assign", body, data
+        )
+        if refused:
+            return _back(here, error=f"Not taken on: {refused}")
+        return _back(here, done="Taken on to your caseload: book the first appointment.")
+
+    @post("/{episode_id:uuid}/appointments", guards=[requires(Role.psychologist)])
+    async def book(
+        self,
+        request: Request[Any, Any, Any],
+        episode_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+    ) -> Redirect:
+        here = f"/episodes/{episode_id}"
+        body: dict[str, Any] = {
+            "kind": data.get("kind", ""),
+            "start": data.get("start", ""),
+            "mode": data.get("mode", ""),
+        }
+        if (data.get("location") or "").strip():
+            body["location"] = data["location"].strip()
+        _, refused = await _therapy(
+            request, "POST", f"/api/therapy-episodes/{episode_id}/appointments", body, data
+        )
+        if refused:
+            return _back(here, error=f"Not booked: {refused}")
+        return _back(here, done="Appointment booked.")
+
+    @post("/{episode_id:uuid}/discharge")
+    async def discharge(
+        self,
+        request: Request[Any, Any, Any],
+        episode_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+    ) -> Redirect:
+        here = f"/episodes/{episode_id}"
+        body = {"reason": data.get("reason", ""), "note": (data.get("note") or "").strip() or None}
+        _, refused = await _therapy(
+            request, "POST", f"/api/therapy-episodes/{episode_id}/discharge", body, data
+        )
+        if refused:
+            return _back(here, error=f"Not discharged: {refused}")
+        return _back(here, done="Discharged; the referral is closed.")
+
+    @post("/{episode_id:uuid}/appointments/{appointment_id:uuid}/measures")
+    async def record_measure(
+        self,
+        request: Request[Any, Any, Any],
+        episode_id: FromPath[UUID],
+        appointment_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+    ) -> Redirect:
+        here = f"/episodes/{episode_id}#appointment-{appointment_id}"
+        instrument = data.get("instrument", "")
+        if instrument not in INSTRUMENTS:
+            return _back(here, error="Choose PHQ-9, GAD-7 or PEG.")
+        count, _top = INSTRUMENTS[instrument]
+        try:
+            items = [int(data.get(f"item-{n}", "")) for n in range(1, count + 1)]
+        except ValueError:
+            return _back(here, error=f"Not recorded: answer every {instrument} item.")
+        body = {"instrument": instrument, "items": items}
+        path = f"/api/appointments/{appointment_id}/measures"
+        measure, refused = await _therapy(request, "POST", path, body, data)
+        if refused:
+            return _back(here, error=f"{instrument} not recorded: {refused}")
+        said = f"{instrument} recorded: {measure['total']} ({measure['band']})."
+        if measure.get("risk_flagged"):
+            said += (
+                " Item 9 was answered above 0: the urgent safety alert is raised for the MDT"
+                " today. Follow the risk protocol now."
+            )
+            return _back(here, error=said)  # said as an alert, not as a quiet success
+        return _back(here, done=said)
+
+    @post("/{episode_id:uuid}/appointments/{appointment_id:uuid}/{action:str}")
+    async def act(
+        self,
+        request: Request[Any, Any, Any],
+        episode_id: FromPath[UUID],
+        appointment_id: FromPath[UUID],
+        action: FromPath[str],
+        data: URLEncodedBody[dict[str, str]],
+    ) -> Redirect:
+        here = f"/episodes/{episode_id}#appointment-{appointment_id}"
+        if action not in APPOINTMENT_ACTIONS:
+            return _back(here, error="No such step for an appointment.")
+        body = None
+        if action == "cancel":
+            body = {"by": data.get("by", ""), "reason": (data.get("reason") or "").strip()}
+        path = f"/api/appointments/{appointment_id}/{action}"
+        _, refused = await _therapy(request, "POST", path, body, data)
+        if refused:
+            return _back(here, error=f"Not done: {refused}")
+        return _back(here, done=APPOINTMENT_ACTIONS[action])
+
+
+async def _free_slots(therapy: Any, clinician_id: str) -> list[str]:
+    try:
+        found = await therapy.get(f"/api/clinicians/{clinician_id}/slots", days=SLOT_DAYS)
+    except ApiProblem:
+        return []  # no diary yet: the caseload page says how to set one
+    slots: list[str] = found["slots"]
+    return slots
+
+
+THERAPY_PAGES = (CaseloadController, EpisodePageController)
