@@ -123,6 +123,27 @@ def _problem_text(problem: ApiProblem) -> str:
     return f"{detail}" + (f" ({fields})" if fields and fields not in detail else "")
 
 
+async def api_write(
+    request: Request[Any, Any, Any],
+    service: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None,
+    data: dict[str, str],
+) -> tuple[Any, str | None]:
+    """One write to a service's API as the signed-in person, the form's key as its
+    Idempotency-Key: the answer, or the refusal in the service's words."""
+    try:
+        async with service_client(request, service) as client:
+            if method == "PUT":
+                return await client.put(path, body or {}), None
+            return await client.post(path, body, idempotency_key=data.get(FORM_KEY) or None), None
+    except ApiProblem as refused:
+        return None, _problem_text(refused)
+    except httpx.HTTPError:
+        return None, f"The {service} service did not answer; try again."
+
+
 class _Pages(Controller):
     """Pages for people, not the API: kept out of the OpenAPI document, and their errors
     answered as pages."""

@@ -14,7 +14,6 @@ from datetime import datetime, time
 from typing import Any
 from uuid import UUID
 
-import httpx
 from litestar import Request, get, post
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Redirect, Template
@@ -27,12 +26,11 @@ from services.coordinator.dashboard import (
     _names,
     _page,
     _Pages,
-    _problem_text,
+    api_write,
 )
 from shared.auth import Role, User, requires
 from shared.client import ApiProblem
 from shared.web import service_client
-from shared.web.idempotency import FORM_KEY
 
 # What each instrument asks: its item count and the highest answer to an item.
 INSTRUMENTS = {"PHQ-9": (9, 3), "GAD-7": (7, 3), "PEG": (3, 10)}
@@ -56,16 +54,7 @@ async def _therapy(
     body: dict[str, Any] | None,
     data: dict[str, str],
 ) -> tuple[Any, str | None]:
-    """One write to the therapy API as this person; the refusal in words, or None."""
-    try:
-        async with service_client(request, "therapy") as therapy:
-            if method == "PUT":
-                return await therapy.put(path, body or {}), None
-            return await therapy.post(path, body, idempotency_key=data.get(FORM_KEY) or None), None
-    except ApiProblem as refused:
-        return None, _problem_text(refused)
-    except httpx.HTTPError:
-        return None, "The therapy service did not answer; try again."
+    return await api_write(request, "therapy", method, path, body, data)
 
 
 def _me(request: Request[Any, Any, Any]) -> User:
