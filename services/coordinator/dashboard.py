@@ -54,13 +54,14 @@ HOME_OF_ROLE = {
     Role.mdt: "/status",
     Role.psychologist: "/inbox",
     Role.infusion_clinician: "/clinic",
-    Role.referrer: "/signed-in",
+    Role.referrer: "/referrals/mine",
 }
 DEV_IDENTITIES = [
     ("admin-kim", Role.admin, "admin: pathway status and operations"),
     ("dr-mdt-lead", Role.mdt, "MDT: status, worklist, patient pathways, reviews"),
     ("psy-jones", Role.psychologist, "psychologist: inbox and waiting list"),
     ("nurse-okafor", Role.infusion_clinician, "infusion clinician: the clinic list"),
+    ("dr-gp-patel", Role.referrer, "referrer: write referrals, answer questions"),
 ]
 CLINICAL = (Role.mdt, Role.psychologist, Role.infusion_clinician)
 # The clinic's words for each kind of alert, for the pages (the rule's source says why).
