@@ -16,6 +16,7 @@ from services.coordinator.clock_api import ClockController
 from services.coordinator.dashboard import PAGES
 from services.coordinator.handlers import handle_event
 from services.coordinator.infusion_pages import INFUSION_PAGES
+from services.coordinator.mdt_pages import MDT_PAGES
 from services.coordinator.referral_pages import REFERRAL_PAGES
 from services.coordinator.therapy_pages import THERAPY_PAGES
 from shared.runtime import ServiceRuntime, ServiceSpec, TaskGroup
@@ -39,6 +40,6 @@ SPEC = ServiceSpec(
     handle_event=handle_event,
     accept_unknown_events=True,
     background=background,
-    pages=(*PAGES, *THERAPY_PAGES, *INFUSION_PAGES, *REFERRAL_PAGES),
+    pages=(*PAGES, *THERAPY_PAGES, *INFUSION_PAGES, *REFERRAL_PAGES, *MDT_PAGES),
     web_dir=Path(__file__).parent,
 )

@@ -81,6 +81,7 @@ ALERT_LABELS: dict[str, str] = {
     "no-psychology-referral": "Infusions with no psychology referral",
 }
 MY_ALERTS_SHOWN = 50
+MEETING_PATH = "/worklist/meeting"
 DECISIONS = ["continue", "stop-infusions", "start-maintenance", "refer-psychology", "discharge"]
 
 
@@ -109,7 +110,7 @@ def _local(moment: datetime) -> str:
 
 def _back(path: str, **flash: str) -> Redirect:
     path, _, anchor = path.partition("#")
-    query = f"?{urlencode(flash)}" if flash else ""
+    query = ("&" if "?" in path else "?") + urlencode(flash) if flash else ""
     return Redirect(path=f"{path}{query}" + (f"#{anchor}" if anchor else ""), status_code=303)
 
 
@@ -418,6 +419,7 @@ class PatientController(_Pages):
         patient_id: FromPath[UUID],
         uow: NamedDependency[UnitOfWork],
         user: NamedDependency[User],
+        meeting: FromQuery[str | None] = None,
     ) -> Template:
         document, reviews = await sync_to_thread(_patient_page_data, uow, user, patient_id)
         pathway = msgspec.convert(document, Pathway, strict=False)
@@ -436,6 +438,7 @@ class PatientController(_Pages):
             charts=charts,
             reviews=reviews,
             decisions=DECISIONS,
+            meeting=_meeting_step(meeting) if user.role is Role.mdt else None,
             **_flash(request),
         )
 
@@ -486,6 +489,8 @@ async def _record_review(
     patient_id: UUID, uow: UnitOfWork, user: User, data: dict[str, str]
 ) -> Redirect:
     here = f"/patients/{patient_id}"
+    if meeting := _meeting_step(data.get("then")):  # a refusal keeps the meeting going
+        here += "?" + urlencode({"meeting": meeting})
     attendees = [a.strip() for a in (data.get("attendees") or "").split(",") if a.strip()]
     decision = data.get("decision", "")
     referral = None
@@ -512,9 +517,16 @@ async def _record_review(
     except msgspec.ValidationError as invalid:
         return _back(here, error=f"The review was not recorded: {invalid}")
     recorded = await sync_to_thread(services.record_review, patient_id, review, uow, user)
+    # In a review meeting, recording the review moves on to the next patient.
+    onward = _meeting_step(data.get("then")) or here
     if recorded.referral_id is not None:
-        return _back(here, done="Review recorded; the psychology referral is on its way.")
-    return _back(here, done="Review recorded.")
+        return _back(onward, done="Review recorded; the psychology referral is on its way.")
+    return _back(onward, done="Review recorded.")
+
+
+def _meeting_step(link: str | None) -> str | None:
+    """The review meeting's next step, only ever a link to it on this site."""
+    return link if link and link.startswith(MEETING_PATH + "?") else None
 
 
 def _patient_page_data(
