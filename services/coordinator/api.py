@@ -22,6 +22,7 @@ from services.coordinator.schemas import (
     AlertHandling,
     AlertPage,
     AlertRow,
+    PathwayCounts,
     PathwayPage,
     PathwayRead,
     ReviewRead,
@@ -63,16 +64,38 @@ class PathwayController(Controller):
         alert_kind: FromQuery[str | None] = None,
         severity: FromQuery[Severity | None] = None,
         waiting_over_days: Annotated[int | None, QueryParameter(ge=0, le=MAX_WAIT_DAYS)] = None,
+        breached: FromQuery[bool] = False,
         cursor: FromQuery[str | None] = None,
         limit: PageSize = 50,
     ) -> PathwayPage:
         filters = services.PathwayQuery(
-            stage, team, alert_kind, severity, waiting_over_days, cursor, limit
+            stage, team, alert_kind, severity, waiting_over_days, cursor, limit, breached
         )
-        rows, counts, next_cursor = services.list_pathways(filters, uow, user)
+        rows, open_alerts, next_cursor = services.list_pathways(filters, uow, user)
         now = clinic_now()
-        items = [views.summary(row, counts, now) for row in rows]
+        items = [views.summary(row, open_alerts, now) for row in rows]
         return PathwayPage(items=items, next_cursor=next_cursor)
+
+    @query(
+        "/counts",
+        operation_id="countPathways",
+        summary="Pathway status in figures: patients by stage, open alerts, breached waits",
+    )
+    def count_pathways(
+        self,
+        uow: UowDep,
+        user: UserDep,
+        stage: FromQuery[Stage | None] = None,
+        team: FromQuery[ReferralTarget | None] = None,
+        alert_kind: FromQuery[str | None] = None,
+        severity: FromQuery[Severity | None] = None,
+        waiting_over_days: Annotated[int | None, QueryParameter(ge=0, le=MAX_WAIT_DAYS)] = None,
+        breached: FromQuery[bool] = False,
+    ) -> PathwayCounts:
+        filters = services.PathwayQuery(
+            stage, team, alert_kind, severity, waiting_over_days, breached=breached
+        )
+        return services.count_pathways(filters, uow, user)
 
     @get(
         "/stream",

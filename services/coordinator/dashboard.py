@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import Counter
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -26,15 +25,13 @@ from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
-from sqlmodel import Session, col, select
 
 from services.coordinator import repository, services
 from services.coordinator.charts import specs, svg
 from services.coordinator.domain import SEVERITY_RANK, MeasurePoint, Pathway
-from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
+from services.coordinator.models import MdtReview
 from services.coordinator.rules import ALERT_RULES
 from services.coordinator.schemas import ReviewRequest
-from shared.audit import AccessTrail, AuditAction
 from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
 from shared.calendar import working_calendar
 from shared.client import ApiProblem
@@ -81,6 +78,7 @@ ALERT_LABELS: dict[str, str] = {
     "no-psychology-referral": "Infusions with no psychology referral",
 }
 MY_ALERTS_SHOWN = 50
+STATUS_PAGE = 50
 MEETING_PATH = "/worklist/meeting"
 DECISIONS = ["continue", "stop-infusions", "start-maintenance", "refer-psychology", "discharge"]
 
@@ -279,6 +277,9 @@ async def _my_alerts(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 class StatusController(_Pages):
+    """Every pathway's status, filtered and paged on the server (the coordinator's API as
+    the reader), with the whole filtered population's figures above the page."""
+
     path = "/status"
     guards = [requires(Role.admin, Role.mdt)]
 
@@ -286,23 +287,27 @@ class StatusController(_Pages):
     async def status(
         self,
         request: Request[Any, Any, Any],
-        db: NamedDependency[Session],
         user: NamedDependency[User],
-        audit: NamedDependency[AccessTrail],
         stage: FromQuery[str | None] = None,
         team: FromQuery[str | None] = None,
         alert_kind: FromQuery[str | None] = None,
         breached: FromQuery[bool] = False,
+        cursor: FromQuery[str | None] = None,
         fragment: FromQuery[str | None] = None,
     ) -> Template:
-        filters = {"stage": stage, "team": team, "alert_kind": alert_kind}
-        rows, counts = await sync_to_thread(
-            _status_rows, db, audit, stage or None, team or None, alert_kind or None, breached
-        )
+        filters = {"stage": stage or None, "team": team or None, "alert_kind": alert_kind or None}
+        wanted = {k: v for k, v in filters.items() if v} | _flag(breached)
+        async with service_client(request, "coordinator") as coordinator:
+            page = await coordinator.get(
+                "/api/pathways", **wanted, cursor=cursor, limit=STATUS_PAGE
+            )
+            counts = await coordinator.get("/api/pathways/counts", **wanted)
+        rows = [_status_row(item) for item in page["items"]]
         if user.role is Role.mdt:  # names for a clinical role, as the referrals service allows
             names = await _names(request, [row["patient_id"] for row in rows])
             for row in rows:
                 row["name"] = names.get(row["patient_id"])
+        query = urlencode(wanted)
         mine = await _my_alerts(request) if fragment != "rows" else None
         return _page(
             request,
@@ -315,7 +320,11 @@ class StatusController(_Pages):
             stages=services.STAGES,
             teams=services.TEAMS,
             alert_kinds=sorted(ALERT_RULES),
-            query=urlencode({k: v for k, v in filters.items() if v} | _flag(breached)),
+            query=urlencode(wanted | ({"cursor": cursor} if cursor else {})),
+            first_page=f"/status?{query}" if cursor else None,
+            next_page=f"/status?{urlencode(wanted | {'cursor': page['next_cursor']})}"
+            if page["next_cursor"]
+            else None,
         )
 
 
@@ -323,70 +332,20 @@ def _flag(breached: bool) -> dict[str, str]:
     return {"breached": "true"} if breached else {}
 
 
-def _status_rows(
-    db: Session,
-    audit: AccessTrail,
-    stage: str | None,
-    team: str | None,
-    alert_kind: str | None,
-    breached: bool,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    statement = select(PathwayRow)
-    if stage:
-        statement = statement.where(PathwayRow.stage == stage)
-    if team:
-        statement = statement.where(col(PathwayRow.teams).contains(f",{team},"))
-    rows = db.exec(statement.order_by(col(PathwayRow.stage_since)).limit(500)).all()
-    patients = [row.patient_id for row in rows]
-    open_alerts = db.exec(
-        select(PathwayAlert).where(
-            col(PathwayAlert.patient_id).in_(patients), PathwayAlert.status != "resolved"
-        )
-    ).all()
-    by_patient: dict[UUID, list[PathwayAlert]] = {}
-    for alert in open_alerts:
-        by_patient.setdefault(alert.patient_id, []).append(alert)
-    now = _now()
-    items: list[dict[str, Any]] = []
-    for row in rows:
-        alerts = by_patient.get(row.patient_id, [])
-        kinds = {a.kind for a in alerts}
-        waiting = (
-            "breached"
-            if "waiting-breach" in kinds
-            else "at risk"
-            if "waiting-time" in kinds or "triage-overdue" in kinds
-            else "within"
-        )
-        if alert_kind and alert_kind not in kinds:
-            continue
-        if breached and waiting != "breached":
-            continue
-        severities = Counter(a.severity for a in alerts)
-        items.append(
-            {
-                "patient_id": row.patient_id,
-                "short_id": str(row.patient_id)[:8],
-                "stage": row.stage,
-                "days_in_stage": (now - row.stage_since).days,
-                "teams": [t for t in row.teams.split(",") if t],
-                "waiting": waiting,
-                "urgent": severities.get("urgent", 0) + severities.get("critical", 0),
-                "warning": severities.get("warning", 0),
-                "info": severities.get("info", 0),
-                "name": None,
-            }
-        )
-    counts = {
-        "patients": len(items),
-        "by_stage": Counter(item["stage"] for item in items),
-        "urgent": sum(int(item["urgent"]) for item in items),
-        "warning": sum(int(item["warning"]) for item in items),
-        "breached": sum(1 for item in items if item["waiting"] == "breached"),
+def _status_row(item: dict[str, Any]) -> dict[str, Any]:
+    severities = item["alerts_by_severity"]
+    return {
+        "patient_id": UUID(item["patient_id"]),
+        "short_id": item["patient_id"][:8],
+        "stage": item["stage"],
+        "days_in_stage": item["days_in_stage"],
+        "teams": item["teams"],
+        "waiting": item["waiting"],
+        "urgent": severities.get("urgent", 0) + severities.get("critical", 0),
+        "warning": severities.get("warning", 0),
+        "info": severities.get("info", 0),
+        "name": None,
     }
-    audit.record(db, AuditAction.read, "CarePlan", None, None, detail=f"status of {len(items)}")
-    db.commit()
-    return items, counts
 
 
 async def _names(request: Request[Any, Any, Any], patients: list[UUID]) -> dict[UUID, str]:

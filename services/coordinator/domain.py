@@ -25,6 +25,19 @@ OwnerRole = Literal["referrer", "psychologist", "infusion-clinician", "mdt", "ad
 AlertStatus = Literal["open", "acknowledged", "resolved"]
 
 SEVERITY_RANK: dict[str, int] = {"critical": -1, "urgent": 0, "warning": 1, "info": 2}
+WaitingState = Literal["within", "at-risk", "breached"]
+
+
+def waiting_state(open_kinds: set[str]) -> WaitingState:
+    """A pathway's wait as its open alerts say: a breach, a wait near its standard or an
+    urgent triage overdue (at risk), or within."""
+    if "waiting-breach" in open_kinds:
+        return "breached"
+    if open_kinds & {"waiting-time", "triage-overdue"}:
+        return "at-risk"
+    return "within"
+
+
 ROUTINE_RANK = 3  # a routine MDT review, after every alert's severity
 URGENT: tuple[str, ...] = ("urgent", "critical")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -69,18 +70,60 @@ def open_alerts_with_kind_or_severity(kind: str | None, severity: str | None) ->
     return wanted
 
 
-def severity_counts(session: Session, patients: list[UUID]) -> dict[UUID, dict[str, int]]:
-    """Unresolved alerts per patient and severity."""
+@dataclass
+class OpenAlerts:
+    """One patient's unresolved alerts: how many of each severity, and of which kinds."""
+
+    by_severity: dict[str, int] = field(default_factory=dict)
+    kinds: set[str] = field(default_factory=set)
+
+
+def open_alerts_of(session: Session, patients: list[UUID]) -> dict[UUID, OpenAlerts]:
+    """Unresolved alerts per patient, in one query for a page of pathways."""
     if not patients:
         return {}
-    counts: dict[UUID, dict[str, int]] = {}
-    for patient_id, severity, count in session.exec(
-        select(PathwayAlert.patient_id, PathwayAlert.severity, func.count())
+    found: dict[UUID, OpenAlerts] = {}
+    for patient_id, severity, kind, count in session.exec(
+        select(PathwayAlert.patient_id, PathwayAlert.severity, PathwayAlert.kind, func.count())
         .where(col(PathwayAlert.patient_id).in_(patients), PathwayAlert.status != "resolved")
-        .group_by(col(PathwayAlert.patient_id), col(PathwayAlert.severity))
+        .group_by(col(PathwayAlert.patient_id), col(PathwayAlert.severity), col(PathwayAlert.kind))
     ).all():
-        counts.setdefault(patient_id, {})[severity] = int(count)
-    return counts
+        alerts = found.setdefault(patient_id, OpenAlerts())
+        alerts.by_severity[severity] = alerts.by_severity.get(severity, 0) + int(count)
+        alerts.kinds.add(kind)
+    return found
+
+
+def stage_counts(session: Session, pathways: Any) -> dict[str, int]:
+    """How many of these pathways are at each stage."""
+    wanted = pathways.with_only_columns(col(PathwayRow.stage)).subquery()
+    return {
+        stage: int(count)
+        for stage, count in session.exec(
+            select(wanted.c.stage, func.count()).group_by(wanted.c.stage)
+        ).all()
+    }
+
+
+def open_alert_counts(session: Session, pathways: Any) -> tuple[dict[str, int], int]:
+    """Unresolved alerts of these pathways by severity, and the patients among them with
+    a breached wait."""
+    patients = pathways.with_only_columns(col(PathwayRow.patient_id))
+    unresolved = (col(PathwayAlert.patient_id).in_(patients), PathwayAlert.status != "resolved")
+    by_severity = {
+        severity: int(count)
+        for severity, count in session.exec(
+            select(PathwayAlert.severity, func.count())
+            .where(*unresolved)
+            .group_by(col(PathwayAlert.severity))
+        ).all()
+    }
+    breached = session.exec(
+        select(func.count(func.distinct(PathwayAlert.patient_id))).where(
+            *unresolved, PathwayAlert.kind == "waiting-breach"
+        )
+    ).one()
+    return by_severity, int(breached)
 
 
 def reviews_of(session: Session, patient_id: UUID) -> Sequence[MdtReview]:

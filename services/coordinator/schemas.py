@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 
-from services.coordinator.domain import MdtReviewStream, Pathway
+from services.coordinator.domain import MdtReviewStream, Pathway, WaitingState
 from shared.events.catalogue import Condition, MdtDecision, ReferralPriority
 
 NameStatus = Literal["shown", "not-asked", "not-permitted", "unavailable"]
@@ -34,6 +34,16 @@ class PathwaySummary(msgspec.Struct, kw_only=True):
     teams: list[str]
     open_alerts: int
     alerts_by_severity: dict[str, int]
+    waiting: WaitingState
+
+
+class PathwayCounts(msgspec.Struct, kw_only=True):
+    """The whole filtered pathway status at once (the list is paged; these are not)."""
+
+    patients: int
+    by_stage: dict[str, int]
+    open_alerts_by_severity: dict[str, int]
+    waits_breached: int
 
 
 class PathwayPage(msgspec.Struct, kw_only=True):

@@ -26,7 +26,12 @@ from services.coordinator.fhir import pathway_bundle
 from services.coordinator.handlers import fold_own_event, stored_events
 from services.coordinator.models import AlertAction, MdtReview, PathwayAlert, PathwayRow
 from services.coordinator.redaction import bundle_for_admin, for_admin
-from services.coordinator.schemas import NameStatus, ReviewReferralRead, ReviewRequest
+from services.coordinator.schemas import (
+    NameStatus,
+    PathwayCounts,
+    ReviewReferralRead,
+    ReviewRequest,
+)
 from shared.audit import AuditAction
 from shared.auth import Role, User
 from shared.client import ApiProblem
@@ -86,12 +91,10 @@ class PathwayQuery:
     waiting_over_days: int | None = None
     cursor: str | None = None
     limit: int = 50
+    breached: bool = False
 
 
-def list_pathways(
-    query: PathwayQuery, uow: UnitOfWork, user: User
-) -> tuple[list[PathwayRow], dict[UUID, dict[str, int]], str | None]:
-    """Pathways longest in their stage first, with their open alerts by severity."""
+def _pathways_matching(query: PathwayQuery, user: User) -> Any:
     statement = repository.pathways(team_of(user))
     if query.stage is not None:
         statement = statement.where(PathwayRow.stage == query.stage)
@@ -103,15 +106,43 @@ def list_pathways(
     if query.alert_kind is not None or query.severity is not None:
         wanted = repository.open_alerts_with_kind_or_severity(query.alert_kind, query.severity)
         statement = statement.where(col(PathwayRow.patient_id).in_(wanted))
+    if query.breached:
+        breached = repository.open_alerts_with_kind_or_severity("waiting-breach", None)
+        statement = statement.where(col(PathwayRow.patient_id).in_(breached))
+    return statement
+
+
+def list_pathways(
+    query: PathwayQuery, uow: UnitOfWork, user: User
+) -> tuple[list[PathwayRow], dict[UUID, repository.OpenAlerts], str | None]:
+    """Pathways longest in their stage first, with their open alerts."""
+    statement = _pathways_matching(query, user)
     with uow:
         rows, next_cursor = repository.PATHWAY_ORDER.page(
             uow.session, statement, query.cursor, query.limit
         )
-        counts = repository.severity_counts(uow.session, [row.patient_id for row in rows])
+        open_alerts = repository.open_alerts_of(uow.session, [row.patient_id for row in rows])
         detail = f"pathway list of {len(rows)}"
         uow.audit(AuditAction.read, "CarePlan", None, None, detail=detail)
         uow.commit()
-    return rows, counts, next_cursor
+    return rows, open_alerts, next_cursor
+
+
+def count_pathways(query: PathwayQuery, uow: UnitOfWork, user: User) -> PathwayCounts:
+    """The whole filtered status at once: patients by stage, open alerts by severity and
+    breached waits (figures, no patient: audited as a read of the list)."""
+    statement = _pathways_matching(query, user)
+    with uow:
+        by_stage = repository.stage_counts(uow.session, statement)
+        by_severity, breached = repository.open_alert_counts(uow.session, statement)
+        uow.audit(AuditAction.read, "CarePlan", None, None, detail="pathway counts")
+        uow.commit()
+    return PathwayCounts(
+        patients=sum(by_stage.values()),
+        by_stage=by_stage,
+        open_alerts_by_severity=by_severity,
+        waits_breached=breached,
+    )
 
 
 def pathway_document(patient_id: UUID, uow: UnitOfWork, user: User) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from litestar.concurrency import sync_to_thread
 from litestar.response import ServerSentEventMessage
 from sqlmodel import col
 
-from services.coordinator import repository
+from services.coordinator import domain, repository
 from services.coordinator.domain import ReviewDue
 from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
 from services.coordinator.schemas import AlertRow, PathwaySummary, ReviewRead, WorklistItem
@@ -23,7 +23,10 @@ from shared.tables import as_utc, utcnow
 MAX_PAGE = 200
 
 
-def summary(row: PathwayRow, counts: dict[UUID, dict[str, int]], now: datetime) -> PathwaySummary:
+def summary(
+    row: PathwayRow, open_alerts: dict[UUID, repository.OpenAlerts], now: datetime
+) -> PathwaySummary:
+    alerts = open_alerts.get(row.patient_id) or repository.OpenAlerts()
     return PathwaySummary(
         patient_id=row.patient_id,
         stage=row.stage,
@@ -31,7 +34,8 @@ def summary(row: PathwayRow, counts: dict[UUID, dict[str, int]], now: datetime) 
         days_in_stage=(now - row.stage_since).days,
         teams=[t for t in row.teams.split(",") if t],
         open_alerts=row.open_alerts,
-        alerts_by_severity=counts.get(row.patient_id, {}),
+        alerts_by_severity=alerts.by_severity,
+        waiting=domain.waiting_state(alerts.kinds),
     )
 
 
@@ -123,6 +127,6 @@ def changed_since(
 ) -> list[tuple[PathwaySummary, datetime]]:
     with runtime.sessions() as session:
         rows = repository.changed_since(session, since, team, MAX_PAGE)
-        counts = repository.severity_counts(session, [row.patient_id for row in rows])
+        open_alerts = repository.open_alerts_of(session, [row.patient_id for row in rows])
         now = utcnow()
-        return [(summary(row, counts, now), row.updated_at) for row in rows]
+        return [(summary(row, open_alerts, now), row.updated_at) for row in rows]

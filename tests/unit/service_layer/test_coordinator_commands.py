@@ -169,7 +169,8 @@ def test_pathway_pages_follow_on_without_overlap_or_gap(coordinator: Store) -> N
         query = services.PathwayQuery(cursor=cursor, limit=2)
         rows, counts, cursor = services.list_pathways(query, coordinator.uow(MDT), MDT)
         seen += [row.patient_id for row in rows]
-        assert all(counts[row.patient_id] == {"urgent": 1} for row in rows)
+        assert all(counts[row.patient_id].by_severity == {"urgent": 1} for row in rows)
+        assert all(counts[row.patient_id].kinds == {"phq9-item9"} for row in rows)
         if cursor is None:
             break
     assert len(seen) == len(set(seen)) == 5
