@@ -18,6 +18,7 @@ from litestar.response import ServerSentEvent
 
 from services.coordinator import services, views
 from services.coordinator.domain import Severity, Stage
+from services.coordinator.reports import WaitsWeek
 from services.coordinator.schemas import (
     AlertHandling,
     AlertPage,
@@ -42,7 +43,36 @@ CLINICAL_TEAMS = (Role.mdt, Role.psychologist, Role.infusion_clinician)
 READERS = (*CLINICAL_TEAMS, Role.admin)
 # Longer than any wait a pathway has had (ten years); a larger number is a typing slip.
 MAX_WAIT_DAYS = 3650
+MAX_REPORT_WEEKS = 104
 AlertStatus = Literal["open", "acknowledged", "resolved"]
+
+
+class WaitsReport(msgspec.Struct, kw_only=True):
+    weeks: list[WaitsWeek]
+
+
+class ReportController(Controller):
+    path = "/api/reports"
+    tags = ["reports"]
+    opt = {"resource": "CarePlan"}
+    guards = [requires(*READERS)]
+
+    @query(
+        "/waits",
+        operation_id="waitingTimesReport",
+        summary="Waiting times by team and week of referral, against the CLINICAL.md standards",
+        description=(
+            "Per team and week: referrals received, treated within the alert and the breach "
+            "standard, treated later, still waiting (and past the breach). Figures only."
+        ),
+    )
+    def waits(
+        self,
+        uow: UowDep,
+        user: UserDep,
+        weeks: Annotated[int, QueryParameter(ge=1, le=MAX_REPORT_WEEKS)] = 12,
+    ) -> WaitsReport:
+        return WaitsReport(weeks=services.waits_report(weeks, uow, user))
 
 
 class PathwayController(Controller):

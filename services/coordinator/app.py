@@ -8,6 +8,7 @@ from services.coordinator import models  # noqa: F401 - registers the tables
 from services.coordinator.api import (
     AlertController,
     PathwayController,
+    ReportController,
     ReviewReferralController,
     WorklistController,
 )
@@ -18,6 +19,7 @@ from services.coordinator.handlers import handle_event
 from services.coordinator.infusion_pages import INFUSION_PAGES
 from services.coordinator.mdt_pages import MDT_PAGES
 from services.coordinator.referral_pages import REFERRAL_PAGES
+from services.coordinator.report_pages import REPORT_PAGES
 from services.coordinator.therapy_pages import THERAPY_PAGES
 from shared.runtime import ServiceRuntime, ServiceSpec, TaskGroup
 
@@ -35,11 +37,12 @@ SPEC = ServiceSpec(
         WorklistController,
         ReviewReferralController,
         ClockController,
+        ReportController,
     ),
     migrations_dir=Path(__file__).parent / "migrations",
     handle_event=handle_event,
     accept_unknown_events=True,
     background=background,
-    pages=(*PAGES, *THERAPY_PAGES, *INFUSION_PAGES, *REFERRAL_PAGES, *MDT_PAGES),
+    pages=(*PAGES, *THERAPY_PAGES, *INFUSION_PAGES, *REFERRAL_PAGES, *MDT_PAGES, *REPORT_PAGES),
     web_dir=Path(__file__).parent,
 )

@@ -137,6 +137,8 @@ class TherapyEpisodeStream(msgspec.Struct, frozen=True, kw_only=True):
     attended_treatment: int = 0
     dna_count: int = 0
     discharge_reason: str | None = None
+    # The first attended treatment appointment: psychology's wait ends there.
+    first_treatment_at: datetime | None = None
 
 
 class MeasureOutcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

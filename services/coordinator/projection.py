@@ -483,11 +483,14 @@ class _Fold:
                 self.move_to("follow-up", at, only_from=(*early, "assessment"))
         # A booking counts nothing yet; a status change carries the episode's counts.
         counts = event if isinstance(event, AppointmentStatusChanged) else episode
+        treated = counts.attended_treatment > 0
         self.episode = msgspec.structs.replace(
             episode,
             status="active" if episode.status == "waitlist" else episode.status,
             attended_treatment=counts.attended_treatment,
             dna_count=counts.dna_count,
+            # A correction back to no treatment attended puts the wait back too.
+            first_treatment_at=(episode.first_treatment_at or at) if treated else None,
         )
 
     def measure_recorded(self, event: MeasureRecorded, at: datetime) -> None:

@@ -152,12 +152,12 @@ def triage_due(
     return shared_triage_due(received_at, priority, policy)
 
 
-def _alert_weeks(target: str, policy: ClinicalPolicy) -> int:
+def alert_weeks(target: str, policy: ClinicalPolicy) -> int:
     waits = policy.waits
     return waits.psychology_alert_weeks if target == "psychology" else waits.consultant_alert_weeks
 
 
-def _breach_weeks(target: str, policy: ClinicalPolicy) -> int:
+def breach_weeks(target: str, policy: ClinicalPolicy) -> int:
     waits = policy.waits
     return (
         waits.psychology_breach_weeks if target == "psychology" else waits.consultant_breach_weeks
@@ -169,7 +169,7 @@ def treatment_due(
 ) -> datetime:
     """CLINICAL.md, Waiting times: psychology's first treatment alert at 6 weeks (NHS
     Talking Therapies); consultant-led treatment alert at 12 weeks (local policy)."""
-    return received_at + timedelta(weeks=_alert_weeks(target, policy or clinical_policy()))
+    return received_at + timedelta(weeks=alert_weeks(target, policy or clinical_policy()))
 
 
 def dna_review_alert(
@@ -355,6 +355,18 @@ def treatment_started(streams: Streams, referral: ReferralStream) -> bool:
     return any(review.reviewed_at >= referral.received_at for review in streams.mdt_reviews)
 
 
+def treatment_started_at(streams: Streams, referral: ReferralStream) -> datetime | None:
+    """When the referral's treatment began (as `treatment_started` judges it), if it has."""
+    if referral.target == "psychology":
+        episode = streams.therapy_episode
+        return episode.first_treatment_at if episode is not None else None
+    if referral.target == "ketamine-infusion":
+        course = streams.infusion_course
+        return course.first_session_at if course is not None else None
+    reviews = [r.reviewed_at for r in streams.mdt_reviews if r.reviewed_at >= referral.received_at]
+    return min(reviews, default=None)
+
+
 def has_psychology(streams: Streams) -> bool:
     """Psychology is part of the pathway: a psychology referral waiting or accepted, or a
     therapy episode the patient did not decline (CLINICAL.md: suggest one when none
@@ -383,8 +395,8 @@ def crossed(
         if referral.status in _ENDED_REFERRAL or treatment_started(streams, referral):
             continue
         for kind, weeks in (
-            ("waiting-time", _alert_weeks(referral.target, policy)),
-            ("waiting-breach", _breach_weeks(referral.target, policy)),
+            ("waiting-time", alert_weeks(referral.target, policy)),
+            ("waiting-breach", breach_weeks(referral.target, policy)),
         ):
             due = referral.received_at + timedelta(weeks=weeks)
             if now >= due:
@@ -444,13 +456,13 @@ def time_alert(
             alert = msgspec.structs.replace(alert, severity="urgent", due=_end_of_day(seen))
     elif kind in ("waiting-time", "waiting-breach"):
         weeks = round((at - referral.received_at).days / 7) if referral else 0
-        breach_weeks = _breach_weeks(target, policy)
+        standard = breach_weeks(target, policy)
         reason = f"{target} referral waiting {weeks} weeks without treatment"
         if kind == "waiting-breach":
-            reason += f" ({breach_weeks}-week standard breached)"
+            reason += f" ({standard}-week standard breached)"
             due = _end_of_day(seen)  # urgent: by the end of the clinic's working day
         else:
-            due = (referral.received_at if referral else at) + timedelta(weeks=breach_weeks)
+            due = (referral.received_at if referral else at) + timedelta(weeks=standard)
         alert = _alert(kind, at, reason, due, waits=waits)
     elif kind == "maintenance-overdue":
         reason = "planned maintenance infusion overdue"

@@ -20,7 +20,7 @@ from litestar import Request
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from sqlmodel import col
 
-from services.coordinator import repository
+from services.coordinator import reports, repository
 from services.coordinator.domain import URGENT, Pathway, Stage
 from services.coordinator.fhir import pathway_bundle
 from services.coordinator.handlers import fold_own_event, stored_events
@@ -48,6 +48,7 @@ from shared.events.catalogue import (
     PathwayAlertResolved,
     ReferralTarget,
 )
+from shared.policy import clinical_policy
 from shared.uow import UnitOfWork
 from shared.web import service_client
 
@@ -277,6 +278,23 @@ def worklist(
         uow.audit(AuditAction.read, "CarePlan", None, None, detail=f"worklist of {len(rows)}")
         uow.commit()
     return rows, next_cursor
+
+
+# --- reports -----------------------------------------------------------------------------
+
+
+def waits_report(weeks: int, uow: UnitOfWork, user: User) -> list[reports.WaitsWeek]:
+    """Waiting times by team and week of referral over the last `weeks` weeks: figures
+    only, read from the pathways the user may see (every one of them, at read time)."""
+    now = clinic_now()
+    first_week = reports.week_of(now) - timedelta(weeks=weeks - 1)
+    with uow:
+        rows = uow.session.exec(repository.pathways(team_of(user))).all()
+        pathways = [msgspec.convert(row.document, Pathway, strict=False) for row in rows]
+        detail = f"waits report over {len(rows)} pathways"
+        uow.audit(AuditAction.read, "CarePlan", None, None, detail=detail)
+        uow.commit()
+    return reports.waits_by_week(pathways, first_week, now, clinical_policy())
 
 
 # --- alerts ------------------------------------------------------------------------------

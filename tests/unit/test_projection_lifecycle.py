@@ -436,6 +436,11 @@ def test_psychology_moves_the_stage_through_assessment_to_follow_up() -> None:
     treated = [*assessed, attended(30, 2, "cbt", 1)]
     pathway = project(PATIENT, treated)
     assert (pathway.stage, pathway.stage_since) == ("follow-up", T0 + timedelta(hours=30))
+    # The wait to first treatment ends at the first treatment attended (issue 13's report),
+    # not at the assessment.
+    episode = pathway.streams.therapy_episode
+    assert episode is not None and episode.first_treatment_at == T0 + timedelta(hours=30)
+    assert project(PATIENT, assessed).streams.therapy_episode.first_treatment_at is None  # type: ignore[union-attr]
     # However the events arrive.
     for order in itertools.permutations(treated):
         assert project(PATIENT, list(order)).stage == "follow-up"

@@ -85,3 +85,32 @@ def test_the_wait_follows_the_open_alerts() -> None:
     assert waiting_state({"triage-overdue"}) == "at-risk"
     assert waiting_state({"waiting-time", "phq9-item9"}) == "at-risk"
     assert waiting_state({"waiting-time", "waiting-breach"}) == "breached"
+
+
+def test_the_waits_report_as_a_page_and_as_csv(embedded: Embedded) -> None:
+    """Issue 13: the admin's waiting-times report per team and week, chart and CSV."""
+    referred(embedded, target="psychology")
+    report = embedded.client.get(
+        "/api/reports/waits", params={"weeks": 4}, headers=embedded.headers(Role.admin)
+    )
+    assert report.status_code == 200, report.text
+    rows = report.json()["weeks"]
+    assert {row["team"] for row in rows} == {"psychology", "ketamine-infusion", "pain-mdt"}
+    this_week = [row for row in rows if row["team"] == "psychology"][-1]
+    assert this_week["referred"] >= 1 and this_week["waiting"] == this_week["referred"]
+    too_many = embedded.client.get(
+        "/api/reports/waits", params={"weeks": 1000}, headers=embedded.headers(Role.admin)
+    )
+    assert too_many.status_code == 422
+    assert "weeks" in too_many.text
+
+    sign_in(embedded, "admin-kim", Role.admin)
+    html = page(embedded, "/reports/waits?weeks=4")
+    assert html.count("<svg") == 3 and "Download CSV" in html
+    download = embedded.client.get("/reports/waits.csv?weeks=4")
+    assert download.status_code == 200
+    assert download.headers["content-type"].startswith("text/csv")
+    assert "attachment" in download.headers["content-disposition"]
+    lines = download.text.strip().splitlines()
+    assert lines[0].startswith("team,week_starting,referred,treated_within_alert")
+    assert len(lines) == 1 + len(rows)
