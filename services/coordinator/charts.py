@@ -122,3 +122,126 @@ def svg(spec: ChartSpec, points: list[MeasurePoint]) -> str:
 
 def _number(value: float) -> str:
     return f"{value:g}"
+
+
+# --- the combined trajectory (issue 13): every measure and every treatment, one time axis
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    label: str
+    maximum: float
+    thresholds: tuple[Threshold, ...] = ()
+
+
+# Where each treatment shows on the time axis: its timeline event, its mark and its words.
+TREATMENTS = {
+    "infusion.session.completed": ("infusion", "infusion given"),
+    "appointment.attended": ("therapy", "therapy session attended"),
+}
+MARK_ROW = 14  # the strip under the plot where treatments are marked
+LABEL_STEP = 150
+
+
+def trajectory_series(mme: list[MeasurePoint]) -> list[Series]:
+    """PHQ-9, GAD-7, pain NRS and MME, each on its own full scale, with the policy's lines."""
+    policy = clinical_policy()
+    change, opioids = policy.change, policy.opioids
+    # Room above the very-high line, or above the highest dose recorded.
+    mme_top = max([opioids.very_high_mme_per_day * 2, *(p.score * 1.1 for p in mme)])
+    return [
+        Series("phq9", "PHQ-9", 27, (Threshold(change.phq9_caseness, "PHQ-9 caseness"),)),
+        Series("gad7", "GAD-7", 21, (Threshold(change.gad7_caseness, "GAD-7 caseness"),)),
+        Series("pain_nrs", "pain NRS", 10),
+        Series(
+            "opioid_mme",
+            "MME/day",
+            mme_top,
+            (Threshold(opioids.high_mme_per_day, f"{opioids.high_mme_per_day:g} MME/day"),),
+        ),
+    ]
+
+
+def trajectory_svg(
+    measures: dict[str, list[MeasurePoint]], treatments: list[tuple[datetime, str]]
+) -> str:
+    """One chart of the whole pathway: each measure as a share of its own scale on one
+    time axis, the policy's thresholds drawn on the scale they belong to, and each
+    infusion and therapy session marked under it. Its text alternative lists it all."""
+    series = trajectory_series(measures.get("opioid_mme", []))
+    points = {s.name: measures.get(s.name, []) for s in series}
+    times = [p.at for found in points.values() for p in found] + [at for at, _ in treatments]
+    start, end = (min(times), max(times)) if times else (None, None)
+    plot_bottom = HEIGHT - BOTTOM - MARK_ROW
+
+    def x(at: datetime) -> float:
+        if start is None or end is None or end == start:
+            return LEFT + (WIDTH - LEFT - RIGHT) / 2
+        return LEFT + (at - start).total_seconds() / (end - start).total_seconds() * (
+            WIDTH - LEFT - RIGHT
+        )
+
+    def y(value: float, top: float) -> float:
+        return TOP + (1 - value / top) * (plot_bottom - TOP)
+
+    described = [
+        f"{s.label}: "
+        + (", ".join(f"{_number(p.score)} on {p.at:%d %b %Y}" for p in points[s.name]) or "none")
+        for s in series
+    ]
+    counts = {kind: sum(1 for _, k in treatments if k == kind) for kind, _ in TREATMENTS.values()}
+    described.append(
+        f"infusions given: {counts['infusion']}; therapy sessions attended: {counts['therapy']}"
+    )
+    parts = [
+        f'<svg class="chart trajectory" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        'aria-labelledby="trajectory-title trajectory-desc">',
+        '<title id="trajectory-title">The whole pathway on one time axis</title>',
+        f'<desc id="trajectory-desc">{escape("; ".join(described))}</desc>',
+        f'<line class="axis" x1="{LEFT}" y1="{plot_bottom}" '
+        f'x2="{WIDTH - RIGHT}" y2="{plot_bottom}"/>',
+        f'<text class="tick" x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">max</text>',
+        f'<text class="tick" x="{LEFT - 6}" y="{plot_bottom + 4}" text-anchor="end">0</text>',
+    ]
+    for index, s in enumerate(series):
+        # Lines of different scales can fall at one height: each label has its own place.
+        label_x = WIDTH - RIGHT - 4 - index * LABEL_STEP
+        for line in s.thresholds:
+            level = y(line.value, s.maximum)
+            parts.append(
+                f'<line class="threshold line-{s.name}" x1="{LEFT}" y1="{level:.1f}" '
+                f'x2="{WIDTH - RIGHT}" y2="{level:.1f}"/>'
+                f'<text class="threshold-label line-{s.name}" x="{label_x}" '
+                f'y="{level - 4:.1f}" text-anchor="end">{escape(line.label)}</text>'
+            )
+        found = points[s.name]
+        if len(found) > 1:
+            path = " ".join(f"{x(p.at):.1f},{y(p.score, s.maximum):.1f}" for p in found)
+            parts.append(f'<polyline class="series line-{s.name}" points="{path}"/>')
+        for p in found:
+            parts.append(
+                f'<circle class="point line-{s.name}" cx="{x(p.at):.1f}" '
+                f'cy="{y(p.score, s.maximum):.1f}" r="3.5"><title>{escape(s.label)} '
+                f"{_number(p.score)} — {p.at:%d %b %Y}</title></circle>"
+            )
+    for at, kind in treatments:
+        mark_y = plot_bottom + 4
+        words = dict(TREATMENTS.values()).get(kind, kind)
+        parts.append(
+            f'<rect class="mark mark-{kind}" x="{x(at) - 3:.1f}" y="{mark_y}" width="6" '
+            f'height="{MARK_ROW - 6}"><title>{escape(words)} — {at:%d %b %Y}</title></rect>'
+        )
+    if start is not None and end is not None:
+        parts.append(
+            f'<text class="tick" x="{LEFT}" y="{HEIGHT - 10}">{start:%d %b %Y}</text>'
+            f'<text class="tick" x="{WIDTH - RIGHT}" y="{HEIGHT - 10}" text-anchor="end">'
+            f"{end:%d %b %Y}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def treatments_of(timeline: list[tuple[datetime, str]]) -> list[tuple[datetime, str]]:
+    """The infusions and therapy sessions among a pathway's timeline (time, event type)."""
+    return [(at, TREATMENTS[kind][0]) for at, kind in timeline if kind in TREATMENTS]

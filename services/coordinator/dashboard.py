@@ -27,7 +27,7 @@ from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 
 from services.coordinator import repository, services
-from services.coordinator.charts import specs, svg
+from services.coordinator.charts import specs, svg, trajectory_svg, treatments_of
 from services.coordinator.domain import SEVERITY_RANK, MeasurePoint, Pathway
 from services.coordinator.models import MdtReview
 from services.coordinator.rules import ALERT_RULES
@@ -388,9 +388,12 @@ class PatientController(_Pages):
             {"title": spec.title, "svg": svg(spec, _points(pathway.measures[spec.name]))}
             for spec in specs(pain[0].score if pain else None)
         ]
+        measures = {name: _points(found) for name, found in pathway.measures.items()}
+        moments = [(as_utc(entry.occurred_at), entry.type) for entry in pathway.timeline]
         return _page(
             request,
             "patient.html",
+            trajectory=trajectory_svg(measures, treatments_of(moments)),
             pathway=pathway,
             name=name,
             name_status=name_status,

@@ -118,7 +118,8 @@ def test_the_patient_page_charts_the_measures_with_thresholds(embedded: Embedded
     patient_id = referred(embedded, item9=1)
     sign_in(embedded, "dr-mdt-lead", Role.mdt)
     html = page(embedded, f"/patients/{patient_id}")
-    assert html.count("<svg") == 5
+    assert html.count("<svg") == 6  # the whole trajectory, then each measure (issue 13)
+    assert 'aria-labelledby="trajectory-title trajectory-desc"' in html
     assert "caseness (PHQ-9 ≥ 10)" in html and "caseness (GAD-7 ≥ 8)" in html
     assert "meaningful relief (30% below baseline)" in html  # pain baseline 8 → 5.6
     assert 'role="img"' in html and "<desc" in html  # readable without the picture
