@@ -10,40 +10,34 @@ script only makes the status page live.
 from __future__ import annotations
 
 import asyncio
-import functools
 from datetime import date, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 from uuid import UUID, uuid4
 
 import httpx
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.concurrency import sync_to_thread
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 
-from services.coordinator import repository, services
+from services.coordinator import services
 from services.coordinator.charts import specs, svg, trajectory_svg, treatments_of
 from services.coordinator.domain import SEVERITY_RANK, MeasurePoint, Pathway
-from services.coordinator.models import MdtReview
 from services.coordinator.rules import ALERT_RULES
-from services.coordinator.schemas import ReviewRequest
+from services.coordinator.schemas import ReviewRead
 from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
 from shared.calendar import working_calendar
 from shared.client import ApiProblem
 from shared.clock import now as clinic_now
-from shared.domain import RuleBroken
-from shared.errors import Conflict
 from shared.runtime import ServiceRuntime
 from shared.settings import RunMode
 from shared.tables import as_utc
-from shared.uow import UnitOfWork
 from shared.web import service_client
-from shared.web.idempotency import FORM_KEY, redirect_once
+from shared.web.idempotency import FORM_KEY
 
 SERVICES = ("referrals", "infusions", "therapy", "coordinator")
 HOME_OF_ROLE = {
@@ -92,6 +86,8 @@ def _page(request: Request[Any, Any, Any], template: str, **context: Any) -> Tem
             "now": _now(),
             # Each form's own key (issue 16): a double click or a resubmit acts once.
             "form_key": lambda: uuid4().hex,
+            # Times as the clinic's wall clock shows them (issue 13).
+            "local": _clinic_time,
             **context,
         },
     )
@@ -99,6 +95,10 @@ def _page(request: Request[Any, Any, Any], template: str, **context: Any) -> Tem
 
 def _now() -> datetime:
     return clinic_now()
+
+
+def _clinic_time(moment: datetime, fmt: str = "%d %b %Y %H:%M") -> str:
+    return working_calendar().local(as_utc(moment)).strftime(fmt)
 
 
 def _local(moment: datetime) -> str:
@@ -368,6 +368,10 @@ async def _names(request: Request[Any, Any, Any], patients: list[UUID]) -> dict[
 
 
 class PatientController(_Pages):
+    """One patient's pathway, read from the coordinator's API as the reader; alert actions
+    and reviews written through it with the form's key as the Idempotency-Key, so a
+    double-submitted form acts once and the person sees the first answer."""
+
     path = "/patients"
     guards = [requires(*CLINICAL)]
 
@@ -376,12 +380,17 @@ class PatientController(_Pages):
         self,
         request: Request[Any, Any, Any],
         patient_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
         user: NamedDependency[User],
         meeting: FromQuery[str | None] = None,
     ) -> Template:
-        document, reviews = await sync_to_thread(_patient_page_data, uow, user, patient_id)
+        try:
+            async with service_client(request, "coordinator") as coordinator:
+                document = await coordinator.get(f"/api/pathways/{patient_id}")
+                listed = await coordinator.get(f"/api/pathways/{patient_id}/reviews")
+        except ApiProblem as refused:
+            raise _as_page_problem(refused) from None
         pathway = msgspec.convert(document, Pathway, strict=False)
+        reviews = msgspec.convert(listed, list[ReviewRead], strict=False)
         name, name_status = await services.patient_name(request, user, patient_id)
         pain = pathway.measures["pain_nrs"]
         charts = [
@@ -407,95 +416,71 @@ class PatientController(_Pages):
     @post("/{patient_id:uuid}/alerts/{alert_id:str}")
     async def act_on_alert(
         self,
+        request: Request[Any, Any, Any],
         patient_id: FromPath[UUID],
         alert_id: FromPath[str],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
         data: URLEncodedBody[dict[str, str]],
-        request: Request[Any, Any, Any],
     ) -> Redirect:
-        act = functools.partial(_act_on_alert, patient_id, alert_id, uow, user, data)
-        return await redirect_once(request, uow.session, user, data.get(FORM_KEY), act)
+        here = f"/patients/{patient_id}"
+        action = data.get("action")
+        if action not in ("acknowledge", "resolve"):
+            return _back(here, error="Choose acknowledge or resolve.")
+        note = (data.get("note") or "").strip() or None
+        path = f"/api/alerts/{quote(alert_id, safe='')}/{action}"
+        _, refused = await api_write(request, "coordinator", "POST", path, {"note": note}, data)
+        if refused:
+            return _back(here, error=refused)
+        return _back(
+            here, done="Alert acknowledged." if action == "acknowledge" else "Alert resolved."
+        )
 
     @post("/{patient_id:uuid}/reviews", guards=[requires(Role.mdt)])
     async def record_review(
         self,
         request: Request[Any, Any, Any],
         patient_id: FromPath[UUID],
-        uow: NamedDependency[UnitOfWork],
-        user: NamedDependency[User],
         data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
-        act = functools.partial(_record_review, patient_id, uow, user, data)
-        return await redirect_once(request, uow.session, user, data.get(FORM_KEY), act)
-
-
-async def _act_on_alert(
-    patient_id: UUID, alert_id: str, uow: UnitOfWork, user: User, data: dict[str, str]
-) -> Redirect:
-    action = data.get("action")
-    if action not in ("acknowledge", "resolve"):
-        return _back(f"/patients/{patient_id}", error="Choose acknowledge or resolve.")
-    status = "acknowledged" if action == "acknowledge" else "resolved"
-    note = (data.get("note") or "").strip()[:2000] or None
-    try:
-        await sync_to_thread(services.handle_alert, alert_id, status, note, uow, user)
-    except Conflict as conflict:
-        return _back(f"/patients/{patient_id}", error=str(conflict.detail))
-    except RuleBroken as refused:  # an urgent alert: a note, and the owning role
-        return _back(f"/patients/{patient_id}", error=f"{refused.field}: {refused.message}")
-    return _back(f"/patients/{patient_id}", done=f"Alert {status}.")
-
-
-async def _record_review(
-    patient_id: UUID, uow: UnitOfWork, user: User, data: dict[str, str]
-) -> Redirect:
-    here = f"/patients/{patient_id}"
-    if meeting := _meeting_step(data.get("then")):  # a refusal keeps the meeting going
-        here += "?" + urlencode({"meeting": meeting})
-    attendees = [a.strip() for a in (data.get("attendees") or "").split(",") if a.strip()]
-    decision = data.get("decision", "")
-    referral = None
-    if decision == "refer-psychology":
-        referral = {
-            "reason": (data.get("referral_reason") or "").strip(),
-            "conditions": ["depression"],
-            "priority": data.get("referral_priority") or "routine",
+        here = f"/patients/{patient_id}"
+        meeting = _meeting_step(data.get("then"))
+        if meeting:  # a refusal keeps the meeting going
+            here += "?" + urlencode({"meeting": meeting})
+        decision = data.get("decision", "")
+        body: dict[str, Any] = {
+            "attendees": [a.strip() for a in (data.get("attendees") or "").split(",") if a.strip()],
+            "decision": decision,
+            "notes": (data.get("notes") or "").strip() or None,
         }
-    try:
-        review = msgspec.convert(
-            {
-                "attendees": attendees,
-                "decision": decision,
-                "notes": (data.get("notes") or "").strip() or None,
-                "referral": referral,
-            },
-            ReviewRequest,
-        )
-        if review.decision == "refer-psychology" and not (
-            review.referral and review.referral.reason
-        ):
-            raise msgspec.ValidationError("a referral needs its reason")
-    except msgspec.ValidationError as invalid:
-        return _back(here, error=f"The review was not recorded: {invalid}")
-    recorded = await sync_to_thread(services.record_review, patient_id, review, uow, user)
-    # In a review meeting, recording the review moves on to the next patient.
-    onward = _meeting_step(data.get("then")) or here
-    if recorded.referral_id is not None:
-        return _back(onward, done="Review recorded; the psychology referral is on its way.")
-    return _back(onward, done="Review recorded.")
+        if decision == "refer-psychology":
+            body["referral"] = {
+                "reason": (data.get("referral_reason") or "").strip(),
+                "conditions": ["depression"],
+                "priority": data.get("referral_priority") or "routine",
+            }
+        path = f"/api/pathways/{patient_id}/reviews"
+        recorded, refused = await api_write(request, "coordinator", "POST", path, body, data)
+        if refused:
+            return _back(here, error=f"The review was not recorded: {refused}")
+        # In a review meeting, recording the review moves on to the next patient.
+        onward = meeting or f"/patients/{patient_id}"
+        if recorded.get("referral_id"):
+            return _back(onward, done="Review recorded; the psychology referral is on its way.")
+        return _back(onward, done="Review recorded.")
+
+
+def _as_page_problem(refused: ApiProblem) -> HTTPException:
+    """The coordinator's refusal as this page's own (a page, not the API's body)."""
+    detail = str(refused.body.get("detail") or "")
+    if refused.status == 404:
+        return NotFoundException(detail)
+    if refused.status == 403:
+        return PermissionDeniedException(detail)
+    return HTTPException(status_code=refused.status, detail=detail)
 
 
 def _meeting_step(link: str | None) -> str | None:
     """The review meeting's next step, only ever a link to it on this site."""
     return link if link and link.startswith(MEETING_PATH + "?") else None
-
-
-def _patient_page_data(
-    uow: UnitOfWork, user: User, patient_id: UUID
-) -> tuple[dict[str, Any], list[MdtReview]]:
-    document = services.pathway_document(patient_id, uow, user)
-    return document, list(repository.reviews_of(uow.session, patient_id))
 
 
 def _points(points: list[MeasurePoint]) -> list[MeasurePoint]:

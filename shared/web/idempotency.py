@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
@@ -20,7 +20,6 @@ from litestar import Request, Response
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter
-from litestar.response import Redirect
 from litestar.serialization import encode_json
 from sqlmodel import Session
 
@@ -213,39 +212,3 @@ def _replayed(answer: StoredAnswer) -> Response[bytes]:
 # The hidden field every rendered form carries: its own key (issue 16), so a double click
 # or a resubmitted page makes one change and shows the first answer.
 FORM_KEY = "form_key"
-
-
-async def redirect_once(
-    request: Request[Any, Any, Any],
-    db: Session,
-    user: User,
-    key: str | None,
-    act: Callable[[], Awaitable[Redirect]],
-) -> Redirect:
-    """A page form's post, acted on once per form key: a repeat redirects where the first
-    did (post/redirect/get), so the person sees the first result. A refusal (a redirect
-    with an error) keeps nothing, so the corrected form may be sent again."""
-    if not key:
-        return await act()
-    keyed = idempotency.idempotent_request(
-        key,
-        user_id=user.id,
-        role=user.role.value,
-        method=request.method,
-        path=request.url.path,
-        body=await request.body(),
-    )
-    claimed = await sync_to_thread(idempotency.claim, db, keyed)
-    if isinstance(claimed, StoredAnswer):
-        return Redirect(path=claimed.body.decode(), status_code=303)
-    try:
-        redirect = await act()
-    except BaseException:
-        await sync_to_thread(_abandon, db)
-        raise
-    if "error=" in redirect.url:
-        await sync_to_thread(_abandon, db)
-    else:
-        answer = StoredAnswer(status=303, media_type="text/uri-list", body=redirect.url.encode())
-        await sync_to_thread(idempotency.keep, db, claimed, answer)
-    return redirect
