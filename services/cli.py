@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from shared.settings import PlatformSettings
 
 service_choice = click.Choice(SERVICES)
+# The web service serves pages and keeps nothing: it runs, but has no database or worker.
+WEB = "web"
 
 
 def _platform(**overrides: object) -> PlatformSettings:
@@ -63,8 +65,9 @@ def main() -> None:
     "(not again if the data folder already has patients)",
 )
 def up(host: str, port: int, data_dir: Path | None, demo: bool) -> None:
-    """Run every service in this one process on the embedded default."""
+    """Run every service, and the web pages, in this one process on the embedded default."""
     from services.registry import all_specs
+    from services.web.app import WEB as WEB_PAGES
     from shared.messaging import InProcessWorkers, make_broker
     from shared.runtime import ServiceRuntime
     from shared.settings import load_service_settings
@@ -85,7 +88,13 @@ def up(host: str, port: int, data_dir: Path | None, demo: bool) -> None:
     ]
     workers = InProcessWorkers(broker, platform.worker_threads, platform.worker_poll_ms)
     app = build_app(
-        runtimes, broker, platform, embedded=True, migrate_on_start=True, workers=workers
+        runtimes,
+        broker,
+        platform,
+        embedded=True,
+        migrate_on_start=True,
+        workers=workers,
+        web=WEB_PAGES,
     )
     click.echo(f"carepath is starting on {base} (data in {platform.data_dir.resolve()})", err=True)
     if demo:
@@ -130,13 +139,17 @@ def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime
 
 
 @main.command()
-@click.argument("service", type=service_choice)
+@click.argument("service", type=click.Choice([*SERVICES, WEB]))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 def serve(service: str, host: str, port: int) -> None:
-    """Run one service's API against its database and Redis (distributed mode)."""
+    """Run one service's API against its database and Redis, or the web pages against the
+    services' APIs (`serve web`, at each CAREPATH_<SERVICE>_URL): the distributed mode."""
     from shared.web import build_app
 
+    if service == WEB:
+        _run(_web_app(), host, port, _platform())
+        return
     platform, runtime = _distributed_runtime(service)
     app = build_app(
         [runtime],
@@ -147,6 +160,26 @@ def serve(service: str, host: str, port: int) -> None:
         title=f"carepath {service}",
     )
     _run(app, host, port, platform)
+
+
+def _web_app() -> Litestar:
+    """The pages alone: no database, no broker of its own, no worker."""
+    from dramatiq.brokers.stub import StubBroker
+
+    from services.web.app import WEB as WEB_PAGES
+    from shared.settings import peer_urls
+    from shared.web import build_app
+
+    return build_app(
+        [],
+        StubBroker(),
+        _platform(),
+        embedded=False,
+        migrate_on_start=False,
+        title="carepath web",
+        web=WEB_PAGES,
+        peer_urls=peer_urls(),
+    )
 
 
 def _run(app: Litestar, host: str, port: int, platform: PlatformSettings) -> None:

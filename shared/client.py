@@ -7,7 +7,7 @@ server's root, where every resource answers.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from functools import cache
 from types import TracebackType
@@ -288,6 +288,17 @@ class AsyncCarepathClient:
     ) -> Any:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return await self._call("POST", path, Any, json=body or {}, headers=headers)
+
+    async def stream(self, path: str, *, last_event_id: str | None = None) -> AsyncIterator[bytes]:
+        """A server-sent event stream as it arrives (no read timeout: it is long-lived)."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else None
+        timeout = httpx.Timeout(10.0, read=None)
+        async with self._http.stream("GET", path, headers=headers, timeout=timeout) as answer:
+            if answer.status_code >= 400:
+                await answer.aread()
+                _decoded(answer, Any)  # raises the problem
+            async for chunk in answer.aiter_raw():
+                yield chunk
 
     async def put(self, path: str, body: dict[str, Any]) -> Any:
         """A whole resource replaced (a diary's working hours): the same body twice is the

@@ -99,10 +99,16 @@ class ServiceSpec:
     accept_unknown_events: bool = False
     # Work a service's worker does besides consuming (the coordinator's clock).
     background: Callable[[ServiceRuntime], BackgroundTask] | None = None
-    # Server-rendered pages (the coordinator's dashboard), mounted once at the root, with
-    # the folder holding their `templates/` and `static/`.
-    pages: Sequence[Any] = ()
-    web_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class WebSpec:
+    """A service of pages for people (services/web): it holds no data and has no database;
+    every page reads and writes through the other services' APIs as the signed-in person.
+    `web_dir` holds its `templates/` and `static/`."""
+
+    pages: Sequence[Any]
+    web_dir: Path
 
 
 class ServiceRuntime:

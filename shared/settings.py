@@ -7,6 +7,7 @@ Every variable is prefixed ``CAREPATH_``; a service's own ones add its name
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -112,6 +113,17 @@ def service_env(service: str, name: str) -> str:
     return f"CAREPATH_{service.upper()}_{name}"
 
 
+def peer_urls(
+    environ: Mapping[str, str] | None = None, default_base_url: str = "http://127.0.0.1:8000"
+) -> dict[str, str]:
+    """Where each service answers (`CAREPATH_<SERVICE>_URL`), else the embedded layout."""
+    env = os.environ if environ is None else environ
+    return {
+        peer: env.get(service_env(peer, "URL"), f"{default_base_url}/{peer}").rstrip("/")
+        for peer in SERVICES
+    }
+
+
 def load_service_settings(
     service: str,
     platform: PlatformSettings | None = None,
@@ -124,13 +136,9 @@ def load_service_settings(
     env = os.environ if environ is None else environ
     platform = platform or PlatformSettings()
     default_db = f"sqlite:///{platform.data_dir / service}.sqlite3"
-    urls = {
-        peer: env.get(service_env(peer, "URL"), f"{default_base_url}/{peer}").rstrip("/")
-        for peer in SERVICES
-    }
     return ServiceSettings(
         service=service,
         platform=platform,
         database_url=env.get(service_env(service, "DATABASE_URL"), default_db),
-        service_urls=urls,
+        service_urls=peer_urls(env, default_base_url),
     )

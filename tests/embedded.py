@@ -17,6 +17,7 @@ from litestar.testing import TestClient
 from sqlmodel import col, func, select
 
 from services.registry import all_specs
+from services.web.app import WEB
 from shared.auth import Role, issue_token
 from shared.messaging import InProcessWorkers, make_broker
 from shared.runtime import ServiceRuntime
@@ -74,6 +75,7 @@ def embedded_app(data_dir: Path, **settings: Any) -> Iterator[Embedded]:
         embedded=True,
         migrate_on_start=True,
         workers=InProcessWorkers(broker, 2),
+        web=WEB,
     )
     with TestClient(app) as client:
         yield Embedded(client=client, app=app, platform=platform)

@@ -14,13 +14,7 @@ from services.coordinator.api import (
 )
 from services.coordinator.clock import pathway_clock
 from services.coordinator.clock_api import ClockController
-from services.coordinator.dashboard import PAGES
 from services.coordinator.handlers import handle_event
-from services.coordinator.infusion_pages import INFUSION_PAGES
-from services.coordinator.mdt_pages import MDT_PAGES
-from services.coordinator.referral_pages import REFERRAL_PAGES
-from services.coordinator.report_pages import REPORT_PAGES
-from services.coordinator.therapy_pages import THERAPY_PAGES
 from shared.runtime import ServiceRuntime, ServiceSpec, TaskGroup
 
 
@@ -43,6 +37,4 @@ SPEC = ServiceSpec(
     handle_event=handle_event,
     accept_unknown_events=True,
     background=background,
-    pages=(*PAGES, *THERAPY_PAGES, *INFUSION_PAGES, *REFERRAL_PAGES, *MDT_PAGES, *REPORT_PAGES),
-    web_dir=Path(__file__).parent,
 )

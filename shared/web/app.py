@@ -6,7 +6,7 @@ service's base URL (its event feed is ``/<service>/api/events``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -30,7 +30,7 @@ from shared.messaging import InProcessWorkers
 from shared.observability import CORRELATION_HEADER, get_logger
 from shared.peers import peer_in_process
 from shared.policy import clinical_policy
-from shared.runtime import ServiceRuntime
+from shared.runtime import ServiceRuntime, WebSpec
 from shared.settings import PlatformSettings, RunMode
 from shared.web.body import API_PATHS, MAX_BODY_BYTES, check_api_request
 from shared.web.correlation import correlation_middleware
@@ -83,7 +83,12 @@ def build_app(
     migrate_on_start: bool,
     workers: InProcessWorkers | None = None,
     title: str = "carepath",
+    web: WebSpec | None = None,
+    peer_urls: Mapping[str, str] | None = None,
 ) -> Litestar:
+    """The app of these services, and of the web pages when `web` is given (the embedded
+    app has all of them; `carepath serve web` has only the pages, calling the services at
+    `peer_urls`)."""
     platform.check_production()
     clinical_policy()  # a bad policy stops the service here, with the key it names
     route_handlers: list[Any] = [health, ready, read_policy]
@@ -101,15 +106,18 @@ def build_app(
             )
         else:
             route_handlers.append(service_router(runtime, [*own, *PLATFORM_CONTROLLERS]))
-        if runtime.spec.pages:
-            route_handlers.append(
-                service_router(runtime, runtime.spec.pages, include_in_schema=False)
+    if web is not None:
+        route_handlers.append(
+            Router(
+                path="/",
+                route_handlers=list(web.pages),
+                opt={"service": "web"},
+                include_in_schema=False,
             )
-    web_dirs = [r.spec.web_dir for r in runtimes if r.spec.web_dir is not None]
-    if web_dirs:
+        )
         route_handlers.append(
             create_static_files_router(
-                path="/static", directories=[d / "static" for d in web_dirs], opt={"public": True}
+                path="/static", directories=[web.web_dir / "static"], opt={"public": True}
             )
         )
     prometheus = PrometheusConfig(
@@ -187,11 +195,19 @@ def build_app(
         on_startup=[start],
         on_shutdown=[stop],
         logging_config=None,  # not Litestar's root handler: configure_logging's renders all
-        state=State({"runtimes": by_name, "broker": broker, "embedded": embedded}),
+        state=State(
+            {
+                "runtimes": by_name,
+                "broker": broker,
+                "embedded": embedded,
+                "platform": platform,
+                "peer_urls": dict(peer_urls or {}),
+            }
+        ),
         template_config=TemplateConfig(
-            directory=[d / "templates" for d in web_dirs], engine=JinjaTemplateEngine
+            directory=web.web_dir / "templates", engine=JinjaTemplateEngine
         )
-        if web_dirs
+        if web is not None
         else None,
         openapi_config=OpenAPIConfig(
             title=title,

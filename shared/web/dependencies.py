@@ -69,10 +69,10 @@ def service_client(request: Request[Any, Any, Any], service: str) -> AsyncCarepa
             correlation_id=correlation_id,
             transport=transport,
         )
-    runtime = provide_runtime(request)
-    return AsyncCarepathClient(
-        runtime.settings.url_of(service), token, correlation_id=correlation_id
-    )
+    # The web service has no runtime: it knows each service's address (`peer_urls`).
+    peer_urls: dict[str, str] = request.app.state.peer_urls
+    url = peer_urls.get(service) or provide_runtime(request).settings.url_of(service)
+    return AsyncCarepathClient(url, token, correlation_id=correlation_id)
 
 
 def provide_user(request: Request[Any, Any, Any]) -> User:

@@ -120,7 +120,8 @@ def test_an_admin_sees_every_pathway_without_names(clinic: str, page: Page) -> N
     patients = int(page.locator("#count-patients").inner_text())
     assert patients >= 45
     cells = first_cells(page)
-    assert len(cells) == patients and all(SHORT_ID.match(cell) for cell in cells)
+    # Paged on the server (issue 13): the first page, the figures for everyone.
+    assert len(cells) == min(patients, 50) and all(SHORT_ID.match(cell) for cell in cells)
     assert page.locator("#pathway-rows a").count() == 0  # no way into a patient's record
     page.get_by_label("Breached waits only").check()
     page.get_by_label("Stage").select_option("referred")
@@ -137,6 +138,7 @@ def test_an_admin_sees_every_pathway_without_names(clinic: str, page: Page) -> N
 
 def test_the_status_page_updates_live_when_an_event_arrives(clinic: str, page: Page) -> None:
     sign_in(page, clinic, "admin-kim", "admin")
+    page.goto(f"{clinic}/status?stage=referred")  # one page: the new referral joins it
     before = len(first_cells(page))
     with httpx.Client(
         base_url=clinic, headers={"Authorization": f"Bearer {token('referrer')}"}
@@ -165,7 +167,7 @@ def test_the_mdt_sees_names_opens_a_pathway_and_acknowledges_an_alert(
     assert not SHORT_ID.match(name) and " " in name  # a name, from the referrals service
     links.first.click()
     expect(page.get_by_role("heading", level=1)).to_have_text(name)
-    expect(page.locator("svg.chart")).to_have_count(5)
+    expect(page.locator("svg.chart")).to_have_count(6)  # the trajectory, then each measure
     expect(page.locator("svg.chart .threshold").first).to_be_attached()
     alert = page.locator("article.alert", has_text="phq9-item9").first
     alert.get_by_label("Note").fill("Phoned the patient; crisis plan reviewed.")

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from shared.auth import SESSION_COOKIE
 from shared.client import ApiProblem, CarepathClient
 from tests.support import (
     JWT_SECRET,
@@ -152,6 +153,34 @@ def test_each_service_as_its_own_processes_carries_the_slice(
     targets = [(r["id"], r["target"]) for r in after["streams"]["referrals"]]
     assert targets == [(str(referral.id), "psychology"), (referral_id, "psychology")]
     assert [r["decision"] for r in after["streams"]["mdt_reviews"]] == ["refer-psychology"]
+
+    # The web service on its own (issue 13): pages only, no database; every page reads and
+    # every form writes through the services' APIs as the signed-in person.
+    web = f"http://127.0.0.1:{free_port()}"
+    processes.start("web", carepath("serve", "web", "--port", web.rsplit(":", 1)[1]), env)
+    wait_for_http(f"{web}/health")
+    session = f"{SESSION_COOKIE}={token('mdt', 'dr-mdt-lead')}"
+    with httpx.Client(base_url=web, timeout=30.0) as browser:
+        page = browser.get(f"/patients/{patient.id}", headers={"Cookie": session})
+        assert page.status_code == 200, page.text[:500]
+        assert "Test Patient" in page.text and "phq9-item9" in page.text
+        csrf = page.cookies["csrftoken"]  # Secure in production: sent by hand over http
+        (alert,) = [a for a in after["alerts"] if a["kind"] == "phq9-item9"]  # type: ignore[index]
+        acted = browser.post(
+            f"/patients/{patient.id}/alerts/{alert['id']}",
+            data={"action": "acknowledge", "note": "Called; safe.", "_csrf_token": csrf},
+            headers={"Cookie": f"{session}; csrftoken={csrf}", "Origin": web},
+        )
+        assert acted.status_code == 303 and "done=" in acted.headers["location"], acted.text
+        status = browser.get("/status", headers={"Cookie": session})
+        assert status.status_code == 200 and 'data-stream="/live/pathways"' in status.text
+        with browser.stream("GET", "/live/pathways", headers={"Cookie": session}) as live:
+            assert live.status_code == 200
+            assert live.headers["content-type"].startswith("text/event-stream")
+    acknowledged = httpx.get(f"{coordinator}/api/pathways/{patient.id}", headers=mdt_headers)
+    assert [a["status"] for a in acknowledged.json()["alerts"] if a["id"] == alert["id"]] == [
+        "acknowledged"
+    ]
 
     # The production clock is the system's: `carepath clock` cannot move it (issue 12).
     moved = subprocess.run(

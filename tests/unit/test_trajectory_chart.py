@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from services.coordinator.charts import (
+from services.coordinator.domain import MeasurePoint
+from services.web.charts import (
     BOTTOM,
     HEIGHT,
     MARK_ROW,
@@ -15,7 +16,6 @@ from services.coordinator.charts import (
     trajectory_svg,
     treatments_of,
 )
-from services.coordinator.domain import MeasurePoint
 from shared.policy import clinical_policy
 
 T0 = datetime(2026, 6, 1, 10, tzinfo=UTC)

@@ -9,7 +9,7 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from services.coordinator import mdt_pages
+from services.web import mdt_pages
 from shared.auth import Role
 from tests.embedded import Embedded
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.coordinator import dashboard
 from services.coordinator.domain import waiting_state
+from services.web import pages as dashboard
 from shared.auth import Role
 from shared.clock import clinic_clock
 from tests.embedded import Embedded

@@ -12,7 +12,7 @@ from litestar import Request, Response, get
 from litestar.params import FromQuery
 from litestar.response import Template
 
-from services.coordinator.dashboard import _page, _Pages
+from services.web.pages import _page, _Pages
 from shared.auth import Role, requires
 from shared.web import service_client
 

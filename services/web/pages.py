@@ -1,8 +1,8 @@
-"""The web dashboard: server-rendered pages over the coordinator and the services' APIs.
+"""The web service's pages (issue 13): server-rendered, over the services' APIs.
 
-Pages read the coordinator's own tables directly and every other service through its
-API as the signed-in person (their token travels in the session cookie), so each
-service still decides, and audits, what this person may see or do. Forms post back
+Every page reads every service through its API as the signed-in person (their token
+travels in the session cookie), so each service still decides, and audits, what this
+person may see or do. Forms post back
 here and redirect (post/redirect/get), so the pages work without JavaScript; a little
 script only makes the status page live.
 """
@@ -10,8 +10,9 @@ script only makes the status page live.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote, urlencode
 from uuid import UUID, uuid4
 
@@ -22,24 +23,25 @@ from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery, URLEncodedBody
-from litestar.response import Redirect, Template
+from litestar.response import Redirect, Stream, Template
 
-from services.coordinator import services
-from services.coordinator.charts import specs, svg, trajectory_svg, treatments_of
-from services.coordinator.domain import SEVERITY_RANK, MeasurePoint, Pathway
+from services.coordinator.domain import SEVERITY_RANK, MeasurePoint, Pathway, Stage
 from services.coordinator.rules import ALERT_RULES
 from services.coordinator.schemas import ReviewRead
+from services.web.charts import specs, svg, trajectory_svg, treatments_of
 from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
 from shared.calendar import working_calendar
 from shared.client import ApiProblem
 from shared.clock import now as clinic_now
-from shared.runtime import ServiceRuntime
-from shared.settings import RunMode
+from shared.events.catalogue import ReferralTarget
+from shared.settings import PlatformSettings, RunMode
 from shared.tables import as_utc
 from shared.web import service_client
 from shared.web.idempotency import FORM_KEY
 
 SERVICES = ("referrals", "infusions", "therapy", "coordinator")
+STAGES: tuple[str, ...] = get_args(Stage)
+TEAMS: tuple[str, ...] = get_args(ReferralTarget)
 HOME_OF_ROLE = {
     Role.admin: "/status",
     Role.mdt: "/status",
@@ -73,6 +75,7 @@ ALERT_LABELS: dict[str, str] = {
 }
 MY_ALERTS_SHOWN = 50
 STATUS_PAGE = 50
+LIVE = "/live/pathways"
 MEETING_PATH = "/worklist/meeting"
 DECISIONS = ["continue", "stop-infusions", "start-maintenance", "refer-psychology", "discharge"]
 
@@ -220,9 +223,9 @@ class SignInController(_Pages):
         return _page(request, "signed_in.html")
 
 
-def _platform(request: Request[Any, Any, Any]) -> Any:
-    runtimes: dict[str, ServiceRuntime] = request.app.state.runtimes
-    return next(iter(runtimes.values())).settings.platform
+def _platform(request: Request[Any, Any, Any]) -> PlatformSettings:
+    platform: PlatformSettings = request.app.state.platform
+    return platform
 
 
 def _dev_sign_in(request: Request[Any, Any, Any]) -> bool:
@@ -317,14 +320,39 @@ class StatusController(_Pages):
             counts=counts,
             filters=filters,
             breached=breached,
-            stages=services.STAGES,
-            teams=services.TEAMS,
+            stages=STAGES,
+            teams=TEAMS,
             alert_kinds=sorted(ALERT_RULES),
             query=urlencode(wanted | ({"cursor": cursor} if cursor else {})),
+            # Embedded, the coordinator's stream is on this origin; alone, this service
+            # relays it (the browser talks to the web service only).
+            stream="/api/pathways/stream" if request.app.state.embedded else LIVE,
             first_page=f"/status?{query}" if cursor else None,
             next_page=f"/status?{urlencode(wanted | {'cursor': page['next_cursor']})}"
             if page["next_cursor"]
             else None,
+        )
+
+
+class LiveController(_Pages):
+    """The coordinator's stream of pathway changes, relayed as the reader (distributed
+    mode: the browser reaches the web service only)."""
+
+    path = LIVE
+    guards = [requires(Role.admin, Role.mdt)]
+
+    @get()
+    async def live(self, request: Request[Any, Any, Any]) -> Stream:
+        source = service_client(request, "coordinator")
+        last = request.headers.get("last-event-id")
+
+        async def relay() -> AsyncIterator[bytes]:
+            async with source as coordinator:
+                async for chunk in coordinator.stream("/api/pathways/stream", last_event_id=last):
+                    yield chunk
+
+        return Stream(
+            relay(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
 
@@ -357,8 +385,12 @@ async def _names(request: Request[Any, Any, Any], patients: list[UUID]) -> dict[
 
     async def one(patient_id: UUID) -> tuple[UUID, str | None]:
         async with limit:
-            name, _status = await services.patient_name(request, request.user, patient_id)
-            return patient_id, name
+            try:
+                async with service_client(request, "referrals") as referrals:
+                    patient = await referrals.patient_name(patient_id)
+            except (ApiProblem, httpx.HTTPError):
+                return patient_id, None  # not this reader's to see, or not answering now
+            return patient_id, f"{patient.given_name} {patient.family_name}"
 
     found = await asyncio.gather(*(one(p) for p in patients))
     return {patient_id: name for patient_id, name in found if name}
@@ -391,7 +423,8 @@ class PatientController(_Pages):
             raise _as_page_problem(refused) from None
         pathway = msgspec.convert(document, Pathway, strict=False)
         reviews = msgspec.convert(listed, list[ReviewRead], strict=False)
-        name, name_status = await services.patient_name(request, user, patient_id)
+        # The coordinator asked the referrals service for the name, as this reader.
+        name, name_status = document.get("patient_name"), document.get("name_status")
         pain = pathway.measures["pain_nrs"]
         charts = [
             {"title": spec.title, "svg": svg(spec, _points(pathway.measures[spec.name]))}
@@ -677,6 +710,7 @@ async def _readiness(request: Request[Any, Any, Any], service: str) -> str:
 PAGES = (
     SignInController,
     StatusController,
+    LiveController,
     PatientController,
     InboxController,
     ClinicController,

@@ -18,7 +18,7 @@ from litestar import Request, get, post
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Redirect, Template
 
-from services.coordinator.dashboard import (
+from services.web.pages import (
     _back,
     _flash,
     _local,

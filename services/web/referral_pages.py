@@ -17,7 +17,7 @@ from litestar import Request, get, post
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 
-from services.coordinator.dashboard import _back, _flash, _page, _Pages, api_write
+from services.web.pages import _back, _flash, _page, _Pages, api_write
 from shared.auth import Role, requires
 from shared.client import ApiProblem
 from shared.events.catalogue import Condition, ReferralTarget

@@ -17,7 +17,7 @@ from litestar import Request, get
 from litestar.params import FromQuery
 from litestar.response import Redirect, Template
 
-from services.coordinator.dashboard import (
+from services.web.pages import (
     ALERT_LABELS,
     MEETING_PATH,
     _flash,

@@ -23,7 +23,7 @@
     });
   }
   var changed = [];
-  var stream = new EventSource("/api/pathways/stream");
+  var stream = new EventSource(table.getAttribute("data-stream") || "/api/pathways/stream");
   stream.addEventListener("pathway", function (event) {
     try { changed.push(JSON.parse(event.data).patient_id); } catch (e) { return; }
     if (pending) return;
