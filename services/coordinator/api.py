@@ -6,13 +6,14 @@ dashboard's pages call the same commands.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get
 from litestar.concurrency import sync_to_thread
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
 
@@ -75,11 +76,26 @@ class ReportController(Controller):
         return WaitsReport(weeks=services.waits_report(weeks, uow, user))
 
 
+def pathway_filters(
+    stage: FromQuery[Stage | None] = None,
+    team: FromQuery[ReferralTarget | None] = None,
+    alert_kind: FromQuery[str | None] = None,
+    severity: FromQuery[Severity | None] = None,
+    waiting_over_days: Annotated[int | None, QueryParameter(ge=0, le=MAX_WAIT_DAYS)] = None,
+    breached: FromQuery[bool] = False,
+) -> services.PathwayQuery:
+    """The pathway status filters: the list and its figures take the same ones."""
+    return services.PathwayQuery(
+        stage, team, alert_kind, severity, waiting_over_days, breached=breached
+    )
+
+
 class PathwayController(Controller):
     path = "/api/pathways"
     tags = ["pathways"]
     opt = {"resource": "CarePlan"}
     guards = [requires(*READERS)]
+    dependencies = {"filters": Provide(pathway_filters, sync_to_thread=False)}
 
     @query(
         operation_id="listPathways",
@@ -89,19 +105,12 @@ class PathwayController(Controller):
         self,
         uow: UowDep,
         user: UserDep,
-        stage: FromQuery[Stage | None] = None,
-        team: FromQuery[ReferralTarget | None] = None,
-        alert_kind: FromQuery[str | None] = None,
-        severity: FromQuery[Severity | None] = None,
-        waiting_over_days: Annotated[int | None, QueryParameter(ge=0, le=MAX_WAIT_DAYS)] = None,
-        breached: FromQuery[bool] = False,
+        filters: NamedDependency[services.PathwayQuery],
         cursor: FromQuery[str | None] = None,
         limit: PageSize = 50,
     ) -> PathwayPage:
-        filters = services.PathwayQuery(
-            stage, team, alert_kind, severity, waiting_over_days, cursor, limit, breached
-        )
-        rows, open_alerts, next_cursor = services.list_pathways(filters, uow, user)
+        page = dataclasses.replace(filters, cursor=cursor, limit=limit)
+        rows, open_alerts, next_cursor = services.list_pathways(page, uow, user)
         now = clinic_now()
         items = [views.summary(row, open_alerts, now) for row in rows]
         return PathwayPage(items=items, next_cursor=next_cursor)
@@ -112,19 +121,8 @@ class PathwayController(Controller):
         summary="Pathway status in figures: patients by stage, open alerts, breached waits",
     )
     def count_pathways(
-        self,
-        uow: UowDep,
-        user: UserDep,
-        stage: FromQuery[Stage | None] = None,
-        team: FromQuery[ReferralTarget | None] = None,
-        alert_kind: FromQuery[str | None] = None,
-        severity: FromQuery[Severity | None] = None,
-        waiting_over_days: Annotated[int | None, QueryParameter(ge=0, le=MAX_WAIT_DAYS)] = None,
-        breached: FromQuery[bool] = False,
+        self, uow: UowDep, user: UserDep, filters: NamedDependency[services.PathwayQuery]
     ) -> PathwayCounts:
-        filters = services.PathwayQuery(
-            stage, team, alert_kind, severity, waiting_over_days, breached=breached
-        )
         return services.count_pathways(filters, uow, user)
 
     @get(

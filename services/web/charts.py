@@ -6,6 +6,7 @@ of CLINICAL.md drawn in as labelled dashed lines.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
@@ -101,15 +102,14 @@ def svg(spec: ChartSpec, points: list[MeasurePoint]) -> str:
             f'<text class="threshold-label" x="{WIDTH - RIGHT - 4}" y="{y(line.value) - 4:.1f}" '
             f'text-anchor="end">{escape(line.label)}</text>'
         )
-    if len(points) > 1:
-        path = " ".join(f"{x(p.at):.1f},{y(p.score):.1f}" for p in points)
-        parts.append(f'<polyline class="series" points="{path}"/>')
-    for p in points:
-        parts.append(
-            f'<circle class="point" cx="{x(p.at):.1f}" cy="{y(p.score):.1f}" r="4">'
-            f"<title>{_number(p.score)} — {p.at:%d %b %Y %H:%M} ({escape(p.source)})</title>"
-            "</circle>"
-        )
+    parts += _line(
+        points,
+        x,
+        y,
+        "",
+        4,
+        lambda p: f"{_number(p.score)} — {p.at:%d %b %Y %H:%M} ({escape(p.source)})",
+    )
     if start is not None and end is not None:
         parts.append(
             f'<text class="tick" x="{LEFT}" y="{HEIGHT - 10}">{start:%d %b}</text>'
@@ -118,6 +118,35 @@ def svg(spec: ChartSpec, points: list[MeasurePoint]) -> str:
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _titled(label: str) -> Callable[[MeasurePoint], str]:
+    return lambda p: f"{escape(label)} {_number(p.score)} — {p.at:%d %b %Y}"
+
+
+def _on_scale(y: Callable[[float, float], float], top: float) -> Callable[[float], float]:
+    return lambda value: y(value, top)
+
+
+def _line(
+    points: list[MeasurePoint],
+    x: Callable[[datetime], float],
+    y: Callable[[float], float],
+    css: str,
+    radius: float,
+    title: Callable[[MeasurePoint], str],
+) -> list[str]:
+    """One series: its line (two points or more) and each point with its own words."""
+    parts = []
+    if len(points) > 1:
+        path = " ".join(f"{x(p.at):.1f},{y(p.score):.1f}" for p in points)
+        parts.append(f'<polyline class="series{css}" points="{path}"/>')
+    for p in points:
+        parts.append(
+            f'<circle class="point{css}" cx="{x(p.at):.1f}" cy="{y(p.score):.1f}" '
+            f'r="{radius:g}"><title>{title(p)}</title></circle>'
+        )
+    return parts
 
 
 def _number(value: float) -> str:
@@ -215,16 +244,14 @@ def trajectory_svg(
                 f'<text class="threshold-label line-{s.name}" x="{label_x}" '
                 f'y="{level - 4:.1f}" text-anchor="end">{escape(line.label)}</text>'
             )
-        found = points[s.name]
-        if len(found) > 1:
-            path = " ".join(f"{x(p.at):.1f},{y(p.score, s.maximum):.1f}" for p in found)
-            parts.append(f'<polyline class="series line-{s.name}" points="{path}"/>')
-        for p in found:
-            parts.append(
-                f'<circle class="point line-{s.name}" cx="{x(p.at):.1f}" '
-                f'cy="{y(p.score, s.maximum):.1f}" r="3.5"><title>{escape(s.label)} '
-                f"{_number(p.score)} — {p.at:%d %b %Y}</title></circle>"
-            )
+        parts += _line(
+            points[s.name],
+            x,
+            _on_scale(y, s.maximum),
+            f" line-{s.name}",
+            3.5,
+            _titled(s.label),
+        )
     for at, kind in treatments:
         mark_y = plot_bottom + 4
         words = dict(TREATMENTS.values()).get(kind, kind)

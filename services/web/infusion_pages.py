@@ -28,6 +28,7 @@ from services.web.pages import (
     _page,
     _Pages,
     api_write,
+    form_write,
 )
 from shared.auth import Role, requires
 from shared.calendar import working_calendar
@@ -126,10 +127,16 @@ class CoursePageController(_Pages):
             return _back(here, error="Give the day and the start and end times of the infusion.")
         body = {"start": start.isoformat(), "end": end.isoformat(), "kind": data.get("kind")}
         path = f"/api/infusion-courses/{course_id}/sessions"
-        _, refused = await api_write(request, "infusions", "POST", path, _filled(**body), data)
-        if refused:
-            return _back(here, error=f"Not booked: {refused}")
-        return _back(here, done="Infusion booked.")
+        return await form_write(
+            request,
+            "infusions",
+            path,
+            _filled(**body),
+            data,
+            back=here,
+            failed="Not booked",
+            done="Infusion booked.",
+        )
 
     @post("/{course_id:uuid}/{action:str}")
     async def hold_or_resume(
@@ -144,10 +151,16 @@ class CoursePageController(_Pages):
             return _back(here, error="Hold or resume the course.")
         body = {"reason": (data.get("reason") or "").strip()}
         path = f"/api/infusion-courses/{course_id}/{action}"
-        _, refused = await api_write(request, "infusions", "POST", path, body, data)
-        if refused:
-            return _back(here, error=f"Not done: {refused}")
-        return _back(here, done="Course on hold." if action == "hold" else "Course resumed.")
+        return await form_write(
+            request,
+            "infusions",
+            path,
+            body,
+            data,
+            back=here,
+            failed="Not done",
+            done="Course on hold." if action == "hold" else "Course resumed.",
+        )
 
 
 class RunSheetController(_Pages):

@@ -147,6 +147,25 @@ async def api_write(
         return None, f"The {service} service did not answer; try again."
 
 
+async def form_write(
+    request: Request[Any, Any, Any],
+    service: str,
+    path: str,
+    body: dict[str, Any] | None,
+    data: dict[str, str],
+    *,
+    back: str,
+    failed: str,
+    done: str,
+) -> Redirect:
+    """A form's one write, then back to the page saying what happened (post/redirect/get):
+    `done`, or `failed` with the service's own words for the refusal."""
+    _, refused = await api_write(request, service, "POST", path, body, data)
+    if refused:
+        return _back(back, error=f"{failed}: {refused}")
+    return _back(back, done=done)
+
+
 class _Pages(Controller):
     """Pages for people, not the API: kept out of the OpenAPI document, and their errors
     answered as pages."""

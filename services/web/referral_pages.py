@@ -17,7 +17,7 @@ from litestar import Request, get, post
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 
-from services.web.pages import _back, _flash, _page, _Pages, api_write
+from services.web.pages import _back, _flash, _page, _Pages, api_write, form_write
 from shared.auth import Role, requires
 from shared.client import ApiProblem
 from shared.events.catalogue import Condition, ReferralTarget
@@ -134,10 +134,16 @@ class ReferralPagesController(_Pages):
     ) -> Redirect:
         body = {"answer": (data.get("answer") or "").strip()}
         path = f"/api/referrals/{referral_id}/info"
-        _, refused = await api_write(request, "referrals", "POST", path, body, data)
-        if refused:
-            return _back("/referrals/mine", error=f"Not answered: {refused}")
-        return _back("/referrals/mine", done="Answer sent: the referral is back with the team.")
+        return await form_write(
+            request,
+            "referrals",
+            path,
+            body,
+            data,
+            back="/referrals/mine",
+            failed="Not answered",
+            done="Answer sent: the referral is back with the team.",
+        )
 
 
 def _referral_body(data: dict[str, str]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from services.web.pages import (
     _page,
     _Pages,
     api_write,
+    form_write,
 )
 from shared.auth import Role, User, requires
 from shared.client import ApiProblem
@@ -120,10 +121,16 @@ class CaseloadController(_Pages):
     ) -> Redirect:
         me = _me(request)
         body = {"first_day": data.get("first_day", ""), "last_day": data.get("last_day", "")}
-        _, refused = await _therapy(request, "POST", f"/api/clinicians/{me.id}/leave", body, data)
-        if refused:
-            return _back("/caseload", error=f"Leave not added: {refused}")
-        return _back("/caseload", done="Leave added: no slots are offered on those days.")
+        return await form_write(
+            request,
+            "therapy",
+            f"/api/clinicians/{me.id}/leave",
+            body,
+            data,
+            back="/caseload",
+            failed="Leave not added",
+            done="Leave added: no slots are offered on those days.",
+        )
 
 
 async def _diary_of(therapy: Any, clinician_id: str) -> dict[str, Any] | None:
@@ -178,12 +185,16 @@ class EpisodePageController(_Pages):
     ) -> Redirect:
         here = f"/episodes/{episode_id}"
         body = {"clinician_id": _me(request).id}
-        _, refused = await _therapy(
-            request, "POST", f"/api/therapy-episodes/{episode_id}/assign", body, data
+        return await form_write(
+            request,
+            "therapy",
+            f"/api/therapy-episodes/{episode_id}/assign",
+            body,
+            data,
+            back=here,
+            failed="Not taken on",
+            done="Taken on to your caseload: book the first appointment.",
         )
-        if refused:
-            return _back(here, error=f"Not taken on: {refused}")
-        return _back(here, done="Taken on to your caseload: book the first appointment.")
 
     @post("/{episode_id:uuid}/appointments", guards=[requires(Role.psychologist)])
     async def book(
@@ -200,12 +211,16 @@ class EpisodePageController(_Pages):
         }
         if (data.get("location") or "").strip():
             body["location"] = data["location"].strip()
-        _, refused = await _therapy(
-            request, "POST", f"/api/therapy-episodes/{episode_id}/appointments", body, data
+        return await form_write(
+            request,
+            "therapy",
+            f"/api/therapy-episodes/{episode_id}/appointments",
+            body,
+            data,
+            back=here,
+            failed="Not booked",
+            done="Appointment booked.",
         )
-        if refused:
-            return _back(here, error=f"Not booked: {refused}")
-        return _back(here, done="Appointment booked.")
 
     @post("/{episode_id:uuid}/discharge")
     async def discharge(
@@ -216,12 +231,16 @@ class EpisodePageController(_Pages):
     ) -> Redirect:
         here = f"/episodes/{episode_id}"
         body = {"reason": data.get("reason", ""), "note": (data.get("note") or "").strip() or None}
-        _, refused = await _therapy(
-            request, "POST", f"/api/therapy-episodes/{episode_id}/discharge", body, data
+        return await form_write(
+            request,
+            "therapy",
+            f"/api/therapy-episodes/{episode_id}/discharge",
+            body,
+            data,
+            back=here,
+            failed="Not discharged",
+            done="Discharged; the referral is closed.",
         )
-        if refused:
-            return _back(here, error=f"Not discharged: {refused}")
-        return _back(here, done="Discharged; the referral is closed.")
 
     @post("/{episode_id:uuid}/appointments/{appointment_id:uuid}/measures")
     async def record_measure(
@@ -270,10 +289,16 @@ class EpisodePageController(_Pages):
         if action == "cancel":
             body = {"by": data.get("by", ""), "reason": (data.get("reason") or "").strip()}
         path = f"/api/appointments/{appointment_id}/{action}"
-        _, refused = await _therapy(request, "POST", path, body, data)
-        if refused:
-            return _back(here, error=f"Not done: {refused}")
-        return _back(here, done=APPOINTMENT_ACTIONS[action])
+        return await form_write(
+            request,
+            "therapy",
+            path,
+            body,
+            data,
+            back=here,
+            failed="Not done",
+            done=APPOINTMENT_ACTIONS[action],
+        )
 
 
 async def _free_slots(therapy: Any, clinician_id: str) -> list[str]:
