@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.support import (
     JWT_SECRET,
@@ -191,11 +191,26 @@ def test_a_psychologist_triages_a_referral_from_the_inbox(clinic: str, page: Pag
     referral_id = (referral.get_attribute("id") or "").removeprefix("referral-")
     assert referral_id
     referral.get_by_label("Accept").check()
+    # The form sent twice (issue 16: a double click, a resubmitted page, a retry on a slow
+    # connection): the browser's request goes out once more before it is let through. The
+    # form's key makes one triage, and the person sees the first answer, not "already
+    # accepted".
+    sent: list[int] = []
+
+    def twice(route: Route) -> None:
+        sent.append(route.fetch(max_redirects=0).status)  # the same form, sent again
+        route.continue_()
+
+    page.route(f"**/inbox/{referral_id}/triage", twice)
     referral.get_by_role("button", name="Record triage").click()
     expect(page.get_by_role("status").filter(has_text="Referral accepted.")).to_be_visible()
+    expect(page.get_by_role("alert")).to_have_count(0)
     expect(page.locator(f"#referral-{referral_id}")).to_have_count(0)
+    assert sent == [303]
     with httpx.Client(base_url=clinic, headers={"Authorization": f"Bearer {token('mdt')}"}) as api:
-        assert api.get(f"/api/referrals/{referral_id}").json()["status"] == "accepted"
+        read = api.get(f"/api/referrals/{referral_id}").json()
+    assert read["status"] == "accepted"
+    assert [t["action"] for t in read["history"]].count("accept") == 1
     # Not this role's pages.
     page.goto(f"{clinic}/operations")
     expect(page.get_by_role("heading", name="Not for this role")).to_be_visible()
