@@ -344,7 +344,7 @@ def therapy_episode(
     assert post(f"{cbt}/attend")["status"] == "fulfilled"
     assert post(f"{cbt}/measures", {"instrument": "PHQ-9", "items": CBT_PHQ9})["total"] == 7
     assert post(f"{cbt}/measures", {"instrument": "GAD-7", "items": CBT_GAD7})["total"] == 11
-    return {"referral": referral, "episode": episode}
+    return {"referral": referral, "episode": episode, "cbt_start": at(booked[1]["start"])}
 
 
 def test_a_whole_journey_gives_the_expected_pathway_and_rebuild_equals_live(
@@ -446,6 +446,9 @@ def test_a_whole_journey_gives_the_expected_pathway_and_rebuild_equals_live(
     }
     episode = dict(streams["therapy_episode"])
     assert at(episode.pop("referred_at")) == at(psychology["referral"]["received_at"])
+    # The wait to treatment ends at the CBT session, attended on its day (issue 13).
+    treated = at(episode.pop("first_treatment_at")) - psychology["cbt_start"]
+    assert timedelta(0) <= treated < timedelta(minutes=5)
     assert episode == {
         "id": psychology["episode"]["id"],
         "status": "active",
