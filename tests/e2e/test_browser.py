@@ -140,6 +140,7 @@ def test_the_status_page_updates_live_when_an_event_arrives(clinic: str, page: P
     sign_in(page, clinic, "admin-kim", "admin")
     page.goto(f"{clinic}/status?stage=referred")  # one page: the new referral joins it
     before = len(first_cells(page))
+    counted = int(page.locator("#count-patients").inner_text())
     with httpx.Client(
         base_url=clinic, headers={"Authorization": f"Bearer {token('referrer')}"}
     ) as api:
@@ -148,6 +149,7 @@ def test_the_status_page_updates_live_when_an_event_arrives(clinic: str, page: P
     # No reload: the stream of pathway changes brings the new row in.
     expect(page.locator(f"#p-{patient}")).to_be_visible(timeout=20_000)
     assert len(first_cells(page)) == before + 1
+    expect(page.locator("#count-patients")).to_have_text(str(counted + 1))  # figures follow
     expect(page.locator("#live-note")).to_contain_text("Updated")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "status.png"), full_page=False)

@@ -9,11 +9,17 @@
   var query = table.getAttribute("data-query");
   var pending = null;
   function refresh(changed) {
-    var url = "/status?" + (query ? query + "&" : "") + "fragment=rows";
+    // The whole page again, so the figures above the rows follow the rows.
+    var url = "/status" + (query ? "?" + query : "");
     fetch(url, { credentials: "same-origin" }).then(function (response) {
       if (!response.ok) return;
       return response.text().then(function (html) {
-        rows.innerHTML = html;
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        var freshRows = fresh.getElementById("pathway-rows");
+        var freshCounts = fresh.querySelector(".counts dl");
+        var counts = document.querySelector(".counts dl");
+        if (freshRows) rows.innerHTML = freshRows.innerHTML;
+        if (freshCounts && counts) counts.innerHTML = freshCounts.innerHTML;
         changed.forEach(function (id) {
           var row = document.getElementById("p-" + id);
           if (row) row.classList.add("updated");
