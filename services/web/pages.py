@@ -34,12 +34,12 @@ from shared.calendar import working_calendar
 from shared.client import ApiProblem
 from shared.clock import now as clinic_now
 from shared.events.catalogue import ReferralTarget
+from shared.names import SERVICES
 from shared.settings import PlatformSettings, RunMode
 from shared.tables import as_utc
 from shared.web import service_client
 from shared.web.idempotency import FORM_KEY
 
-SERVICES = ("referrals", "infusions", "therapy", "coordinator")
 STAGES: tuple[str, ...] = get_args(Stage)
 TEAMS: tuple[str, ...] = get_args(ReferralTarget)
 HOME_OF_ROLE = {

@@ -35,7 +35,13 @@ CSV_COLUMNS = (
     "alert_weeks",
     "breach_weeks",
 )
+MAX_WEEKS = 104
 CHART = {"width": 640, "height": 160, "left": 30, "bottom": 20}
+
+
+def _within_range(weeks: int) -> int:
+    """A typed-in number of weeks, kept to what the report answers (1 to 104)."""
+    return min(max(weeks, 1), MAX_WEEKS)
 
 
 async def _report(request: Request[Any, Any, Any], weeks: int) -> list[dict[str, Any]]:
@@ -70,7 +76,7 @@ class ReportPagesController(_Pages):
 
     @get("/waits")
     async def waits(self, request: Request[Any, Any, Any], weeks: FromQuery[int] = 12) -> Template:
-        weeks = min(max(weeks, 1), 104)
+        weeks = _within_range(weeks)
         rows = await _report(request, weeks)
         teams: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
@@ -90,7 +96,8 @@ class ReportPagesController(_Pages):
     async def waits_csv(
         self, request: Request[Any, Any, Any], weeks: FromQuery[int] = 12
     ) -> Response[str]:
-        rows = await _report(request, min(max(weeks, 1), 104))
+        weeks = _within_range(weeks)
+        rows = await _report(request, weeks)
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
