@@ -5,7 +5,9 @@ the names of the tables it owns to ``run_env`` so autogenerate never touches ano
 service's tables (all of them share SQLModel's one metadata object in this process).
 
 Before the first release each history was squashed into one baseline migration that
-keeps the old head's revision id. The DDL in a migration is frozen text, never read
+keeps the old head's revision id, so a database already at that revision stays valid; a
+database at an older one (only a developer's, nothing was ever deployed) must be
+recreated. The DDL in a migration is frozen text, never read
 from the models: the column and table helpers below are part of that text, so once a
 release has run them they must not change (a change to the schema is a new migration).
 """

@@ -1,15 +1,4 @@
-"""coordinator baseline: the whole schema as one migration
-
-A squash of coor_0001 to coor_0006 before the first release: it keeps the head's
-revision id, so a database already at coor_0006 stays valid. A database at an older
-revision (only a developer's, nothing was ever deployed) must be recreated.
-
-Revision ID: coor_0006
-Revises:
-Create Date: 2026-12-03 09:00:00.000000
-"""
-
-from collections.abc import Sequence
+"""coordinator baseline: coor_0001 to coor_0006 squashed into one (see shared.migrations)"""
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,10 +14,8 @@ from shared.migrations import (
     uuid,
 )
 
-revision: str = "coor_0006"
+revision = "coor_0006"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -1,23 +1,8 @@
-"""coordinator: idempotency keys, the stored answers to requests sent with an Idempotency-Key
-
-Revision ID: coor_0007
-Revises: coor_0006
-Create Date: 2026-12-03 10:00:00.000000
-"""
-
-from collections.abc import Sequence
+"""coordinator: idempotency keys, the stored answers to requests sent with an Idempotency-Key"""
 
 from shared.migrations import create_idempotency_table, drop_idempotency_table
 
-revision: str = "coor_0007"
-down_revision: str | None = "coor_0006"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "coor_0007"
+down_revision = "coor_0006"
 
-
-def upgrade() -> None:
-    create_idempotency_table()
-
-
-def downgrade() -> None:
-    drop_idempotency_table()
+upgrade, downgrade = create_idempotency_table, drop_idempotency_table

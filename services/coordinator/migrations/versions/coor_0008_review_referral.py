@@ -2,22 +2,14 @@
 
 The referrals service makes the referral by consuming the review's event and reads its
 reason here, so the review and its decision are one write.
-
-Revision ID: coor_0008
-Revises: coor_0007
-Create Date: 2026-12-03 17:30:00.000000
 """
-
-from collections.abc import Sequence
 
 from alembic import op
 
 from shared.migrations import json
 
-revision: str = "coor_0008"
-down_revision: str | None = "coor_0007"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "coor_0008"
+down_revision = "coor_0007"
 
 
 def upgrade() -> None:

@@ -1,15 +1,4 @@
-"""infusions baseline: the whole schema as one migration
-
-A squash of infu_0001 to infu_0003 before the first release: it keeps the head's
-revision id, so a database already at infu_0003 stays valid. A database at an older
-revision (only a developer's, nothing was ever deployed) must be recreated.
-
-Revision ID: infu_0003
-Revises:
-Create Date: 2026-12-03 09:00:00.000000
-"""
-
-from collections.abc import Sequence
+"""infusions baseline: infu_0001 to infu_0003 squashed into one (see shared.migrations)"""
 
 import sqlalchemy as sa
 from alembic import op
@@ -26,10 +15,8 @@ from shared.migrations import (
     uuid,
 )
 
-revision: str = "infu_0003"
+revision = "infu_0003"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

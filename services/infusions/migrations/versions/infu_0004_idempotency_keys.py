@@ -1,23 +1,8 @@
-"""infusions: idempotency keys, the stored answers to requests sent with an Idempotency-Key
-
-Revision ID: infu_0004
-Revises: infu_0003
-Create Date: 2026-12-03 10:00:00.000000
-"""
-
-from collections.abc import Sequence
+"""infusions: idempotency keys, the stored answers to requests sent with an Idempotency-Key"""
 
 from shared.migrations import create_idempotency_table, drop_idempotency_table
 
-revision: str = "infu_0004"
-down_revision: str | None = "infu_0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "infu_0004"
+down_revision = "infu_0003"
 
-
-def upgrade() -> None:
-    create_idempotency_table()
-
-
-def downgrade() -> None:
-    drop_idempotency_table()
+upgrade, downgrade = create_idempotency_table, drop_idempotency_table

@@ -2,22 +2,14 @@
 
 A course held until an MDT review resumes it; a start over a high pre-infusion reading
 overridden by a named clinician; the reason a dose given differs from the plan.
-
-Revision ID: infu_0005
-Revises: infu_0004
-Create Date: 2026-12-03 10:00:00.000000
 """
-
-from collections.abc import Sequence
 
 from alembic import op
 
 from shared.migrations import boolean, json, string
 
-revision: str = "infu_0005"
-down_revision: str | None = "infu_0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "infu_0005"
+down_revision = "infu_0004"
 
 
 def upgrade() -> None:

@@ -2,23 +2,15 @@
 
 Recorded at an assessment and at each follow-up, with its MME per day under the
 policy's table at the time.
-
-Revision ID: infu_0006
-Revises: infu_0005
-Create Date: 2026-12-03 17:00:00.000000
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 from shared.migrations import boolean, index_columns, json, number, string, timestamp, uuid
 
-revision: str = "infu_0006"
-down_revision: str | None = "infu_0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "infu_0006"
+down_revision = "infu_0005"
 
 
 def upgrade() -> None:

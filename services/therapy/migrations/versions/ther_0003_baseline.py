@@ -1,15 +1,4 @@
-"""therapy baseline: the whole schema as one migration
-
-A squash of ther_0001 to ther_0003 before the first release: it keeps the head's
-revision id, so a database already at ther_0003 stays valid. A database at an older
-revision (only a developer's, nothing was ever deployed) must be recreated.
-
-Revision ID: ther_0003
-Revises:
-Create Date: 2026-12-03 09:00:00.000000
-"""
-
-from collections.abc import Sequence
+"""therapy baseline: ther_0001 to ther_0003 squashed into one (see shared.migrations)"""
 
 import sqlalchemy as sa
 from alembic import op
@@ -28,10 +17,8 @@ from shared.migrations import (
     uuid,
 )
 
-revision: str = "ther_0003"
+revision = "ther_0003"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
