@@ -10,7 +10,6 @@ import ssl
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from functools import cache
-from types import TracebackType
 from typing import Any, Self, TypeVar
 from uuid import UUID
 
@@ -170,12 +169,7 @@ class CarepathClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -261,12 +255,7 @@ class AsyncCarepathClient:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, into: type[T], **kwargs: Any) -> T:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -111,11 +111,7 @@ def claim(
     now = now or clinic_now()
     for _ in range(_CLAIM_ATTEMPTS):
         row = IdempotencyKey(
-            caller=request.caller,
-            key=request.key,
-            method=request.method,
-            path=request.path,
-            body_sha256=request.body_sha256,
+            **asdict(request),
             status=_PENDING,
             media_type="",
             response=b"",
