@@ -41,6 +41,7 @@ from shared.web.dependencies import (
     provide_uow,
     provide_user,
 )
+from shared.web.openapi import document_problems_on_start
 from shared.web.problems import (
     broken_rule,
     failure_with_audit,
@@ -192,7 +193,7 @@ def build_app(
         before_request=check_api_request,
         before_send=[security_headers(production=platform.env is RunMode.production)],
         request_max_body_size=MAX_BODY_BYTES,
-        on_startup=[start],
+        on_startup=[start, document_problems_on_start],
         on_shutdown=[stop],
         logging_config=None,  # not Litestar's root handler: configure_logging's renders all
         state=State(

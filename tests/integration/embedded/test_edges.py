@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from services.referrals.models import Patient
@@ -118,3 +119,47 @@ def test_every_response_carries_the_safety_headers(embedded: Embedded, path: str
     policy = response.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in policy
     assert "script-src 'self'" in policy
+
+
+# --- the schema documents the errors it sends -------------------------------------------
+
+
+def test_every_operation_documents_its_errors_as_problem_json(embedded: Embedded) -> None:
+    schema = embedded.client.get("/schema/openapi.json").json()
+    problem = {"$ref": "#/components/schemas/Problem"}
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            documented = operation["responses"]
+            expected = {"400", "422"}
+            if path not in {"/health", "/ready", "/metrics"}:
+                expected |= {"401", "403"}
+            if "{" in path:
+                expected.add("404")
+            if method in {"post", "put", "patch"}:
+                expected.add("409")
+            assert expected <= set(documented), (method, path, sorted(documented))
+            for status in expected:
+                content = documented[status]["content"]
+                assert content == {"application/problem+json": {"schema": problem}}
+    assert schema["paths"]["/health"]["get"]["security"] == []
+
+
+def test_the_errors_sent_match_the_documented_problem(embedded: Embedded) -> None:
+    schema = embedded.client.get("/schema/openapi.json").json()
+    validator = jsonschema.Draft202012Validator(schema["components"]["schemas"]["Problem"])
+    unknown = "/api/referrals/00000000-0000-0000-0000-000000000000"
+    answers = {
+        401: embedded.client.get("/api/referrals"),
+        403: embedded.client.post(
+            "/api/patients", json=patient_body(), headers=embedded.headers(Role.admin)
+        ),
+        404: embedded.client.get(unknown, headers=embedded.headers(Role.mdt)),
+        415: post_patient(embedded, json.dumps(patient_body()), "text/plain"),
+        422: embedded.client.get(
+            "/api/referrals?status=lost", headers=embedded.headers(Role.psychologist)
+        ),
+    }
+    for status, response in answers.items():
+        body = assert_problem(response, status)
+        assert not list(validator.iter_errors(body)), (status, body)
+    assert answers[422].json()["errors"][0]["field"] == "status"
