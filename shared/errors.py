@@ -76,7 +76,12 @@ class UpstreamProblem(HTTPException):
 
 
 def problem(
-    status: int, detail: str, *, errors: list[dict[str, str]] | None = None, **extra: Any
+    status: int,
+    detail: str,
+    *,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
         "type": "about:blank",
@@ -88,7 +93,7 @@ def problem(
     if errors:
         body["errors"] = errors
     body.update(extra)
-    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 # msgspec names a missing or unknown field in its message and the enclosing object in
@@ -181,7 +186,9 @@ def http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> Respons
         return validation_problem(request, exc)
     errors = getattr(exc, "errors", None) or _named_fields(exc.extra)
     extra = getattr(exc, "problem_extra", {})
-    return problem(exc.status_code, str(exc.detail), errors=errors, **extra)
+    # The exception's headers are part of the answer (405's Allow, 401's WWW-Authenticate).
+    headers = dict(exc.headers) if exc.headers else None
+    return problem(exc.status_code, str(exc.detail), errors=errors, headers=headers, **extra)
 
 
 def unexpected_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -518,8 +518,9 @@ def _describe(error: str, values: dict[str, Any]) -> str:
 
 
 class PolicySetting(msgspec.Struct, frozen=True, kw_only=True):
-    value: int | float | str
-    default: int | float | str
+    # A count is a number too: `int | float` would make the schema's oneOf match both.
+    value: float | str
+    default: float | str
     source: str
 
 

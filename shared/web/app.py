@@ -75,6 +75,12 @@ def service_router(
 # --- assembly ------------------------------------------------------------------------
 
 
+class MetricsController(PrometheusController):
+    """Prometheus's text format for the scraper, not an API operation: out of the schema."""
+
+    include_in_schema = False
+
+
 def build_app(
     runtimes: Sequence[ServiceRuntime],
     broker: Broker,
@@ -127,7 +133,7 @@ def build_app(
         group_path=True,
         exclude=["/metrics", "/health"],
     )
-    route_handlers.append(PrometheusController)
+    route_handlers.append(MetricsController)
     jwt_auth = make_jwt_auth(platform)
     by_name = {runtime.name: runtime for runtime in runtimes}
 

@@ -62,7 +62,7 @@ _WHY = {
     "bytes that are not UTF-8, JSON nested too deep",
     401: "No valid token (or session) was given",
     403: "The caller's role or team may not do this, or may not see this patient",
-    404: "Nothing with that id, or nothing the caller may see",
+    404: "Nothing with an id the request names, or nothing the caller may see",
     409: "The change conflicts with the current state: the status does not allow it, "
     "an open urgent alert holds it, or its Idempotency-Key is still in use",
     413: "The body is larger than the limit",
@@ -75,9 +75,8 @@ def error_statuses(path: str, method: str, operation: Operation) -> list[int]:
     """The error statuses one operation can answer."""
     statuses = [400, 422]
     if not is_public(path):
-        statuses += [401, 403]
-    if "{" in path:
-        statuses.append(404)
+        # 404 also where the id is in the body or the query (a referral's patient).
+        statuses += [401, 403, 404]
     if method in _CHANGES:
         statuses.append(409)
     if operation.request_body is not None:
