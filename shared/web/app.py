@@ -49,7 +49,7 @@ from shared.web.problems import (
     problem_with_audit,
 )
 from shared.web.routes import PLATFORM_CONTROLLERS, health, read_policy, ready
-from shared.web.security import security_headers
+from shared.web.security import allow_every_method, security_headers
 
 log = get_logger(__name__)
 
@@ -197,7 +197,10 @@ def build_app(
             exclude=API_PATHS,
         ),
         before_request=check_api_request,
-        before_send=[security_headers(production=platform.env is RunMode.production)],
+        before_send=[
+            security_headers(production=platform.env is RunMode.production),
+            allow_every_method,
+        ],
         request_max_body_size=MAX_BODY_BYTES,
         on_startup=[start, document_problems_on_start],
         on_shutdown=[stop],

@@ -8,6 +8,7 @@ so it keeps the other headers but not the content policy.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from litestar.datastructures import MutableScopeHeaders
@@ -54,3 +55,32 @@ def security_headers(production: bool) -> Callable[[Message, Scope], Awaitable[N
             headers.setdefault("Strict-Transport-Security", HSTS)
 
     return add
+
+
+# A route's path in Litestar's map names its parameters' types; the scope's template not.
+_PARAMETER_TYPE = re.compile(r":[a-z]+\}")
+
+
+async def allow_every_method(message: Message, scope: Scope) -> None:
+    """Litestar `before_send` hook: an OPTIONS answer lists every method of its path.
+
+    Litestar writes the Allow header when it first builds a route; a path whose handlers
+    are merged later (a service's router mounted twice in the embedded app) keeps the
+    first list, so a client would be told GET is not allowed where it is.
+    """
+    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS":
+        return
+    headers = MutableScopeHeaders.from_message(message)
+    if "allow" not in headers:
+        return
+    app = scope["app"]
+    allowed = app.state.get("allowed_methods")
+    if allowed is None:
+        allowed = {
+            _PARAMETER_TYPE.sub("}", path): ", ".join(sorted(m for m in methods if m.isupper()))
+            for path, methods in app.route_handler_method_map.items()
+        }
+        app.state["allowed_methods"] = allowed
+    methods = allowed.get(scope.get("path_template", ""))
+    if methods:
+        headers["Allow"] = methods

@@ -169,3 +169,18 @@ def test_a_method_the_route_lacks_is_405_with_the_allowed_ones(embedded: Embedde
     )
     assert_problem(response, 405)
     assert "POST" in response.headers["allow"]
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/api/referrals", "GET, OPTIONS, POST"),
+        ("/api/patients/e3e70682-c209-1cac-a29f-6fbed82c07cd", "GET, OPTIONS, PATCH"),
+    ],
+)
+def test_options_lists_every_method_of_the_path(
+    embedded: Embedded, path: str, methods: str
+) -> None:
+    response = embedded.client.options(path)
+    assert response.status_code == 204
+    assert response.headers["allow"] == methods
