@@ -36,7 +36,7 @@ PUBLIC_PATHS = [
     "^/metrics",
     "^/schema",
     "^/[a-z]+/(health|ready)$",
-    "^/sign-in$",
+    "^/sign-in(/oidc|/callback)?$",
     "^/static/",
 ]
 # The dashboard's session: the same JWT as the API's bearer token, in a cookie that is

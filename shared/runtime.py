@@ -20,7 +20,7 @@ from shared.messaging import EventHandler, consume, declare_consumer, queue_send
 from shared.observability import get_logger
 from shared.outbox import Relay
 from shared.peers import Peers, peer_over_http
-from shared.settings import ServiceSettings
+from shared.settings import PlatformSettings, ServiceSettings
 
 log = get_logger(__name__)
 
@@ -109,6 +109,8 @@ class WebSpec:
 
     pages: Sequence[Any]
     web_dir: Path
+    # Middleware the pages need, made from the platform settings (the sign-in limit).
+    middleware: Callable[[PlatformSettings], Sequence[Any]] | None = None
 
 
 class ServiceRuntime:

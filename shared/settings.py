@@ -16,6 +16,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.names import SERVICES as SERVICES  # re-exported: settings name the services
+from shared.names import Role
 
 DEFAULT_JWT_SECRET = "carepath-development-secret-change-me"  # noqa: S105 - refused in production
 
@@ -79,6 +80,17 @@ class PlatformSettings(BaseSettings):
     # How often expired idempotency keys and their stored answers (patient data) are
     # deleted (0 turns it off; an expired key still acts as new when it is reused).
     idempotency_sweep_interval_s: float = Field(default=600.0, ge=0)
+    # OpenID Connect sign-in for the pages (services/web/oidc.py): unset issuer, none.
+    oidc_issuer: str | None = None
+    oidc_client_id: str = "carepath"
+    oidc_client_secret: str | None = None
+    # The claim naming a person's carepath role (a string, or a list such as `groups`),
+    # and how its values map to roles (JSON); empty: the values are the role names.
+    oidc_role_claim: str = "carepath_role"
+    oidc_roles: dict[str, str] = Field(default_factory=dict)
+    # Requests to the sign-in pages one address may make a minute, before 429 (a clinic
+    # behind one NAT address signs in through it at nine in the morning).
+    sign_in_per_minute: int = Field(default=30, ge=1)
     log_level: str = "INFO"
     # JSON lines; unset, JSON in production and readable console lines in development.
     log_json: bool | None = None
@@ -94,6 +106,14 @@ class PlatformSettings(BaseSettings):
             )
         if self.env is RunMode.production and len(self.jwt_secret) < 32:
             raise InsecureConfiguration("CAREPATH_JWT_SECRET must be at least 32 characters")
+        roles = {role.value for role in Role} - {Role.service.value}
+        unknown = sorted(set(self.oidc_roles.values()) - roles)
+        if unknown:
+            raise InsecureConfiguration(
+                f"CAREPATH_OIDC_ROLES maps to {', '.join(unknown)}, which are not carepath roles"
+            )
+        if self.env is RunMode.production and (self.oidc_issuer or "").startswith("http://"):
+            raise InsecureConfiguration("CAREPATH_OIDC_ISSUER must be https in production")
 
 
 @dataclass(frozen=True)

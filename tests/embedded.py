@@ -60,7 +60,7 @@ def embedded_app(data_dir: Path, **settings: Any) -> Iterator[Embedded]:
         broker=BrokerKind.memory,
         data_dir=data_dir,
         relay_interval_s=0.05,
-        **settings,
+        **{"sign_in_per_minute": 10_000, **settings},  # one test address signs in often
     )
     broker = make_broker(platform)
     runtimes = [

@@ -13,10 +13,20 @@ from services.web.mdt_pages import MDT_PAGES
 from services.web.pages import PAGES
 from services.web.referral_pages import REFERRAL_PAGES
 from services.web.report_pages import REPORT_PAGES
+from services.web.sign_in import OidcSignInController, sign_in_limit
 from services.web.therapy_pages import THERAPY_PAGES
 from shared.runtime import WebSpec
 
 WEB = WebSpec(
-    pages=(*PAGES, *THERAPY_PAGES, *INFUSION_PAGES, *REFERRAL_PAGES, *MDT_PAGES, *REPORT_PAGES),
+    pages=(
+        *PAGES,
+        OidcSignInController,
+        *THERAPY_PAGES,
+        *INFUSION_PAGES,
+        *REFERRAL_PAGES,
+        *MDT_PAGES,
+        *REPORT_PAGES,
+    ),
     web_dir=Path(__file__).parent,
+    middleware=lambda platform: [sign_in_limit(platform).middleware],
 )

@@ -173,7 +173,12 @@ def build_app(
             "db": Provide(provide_db),
             "uow": Provide(provide_uow, sync_to_thread=False),
         },
-        middleware=[correlation_middleware, jwt_auth.middleware, prometheus.middleware],
+        middleware=[
+            correlation_middleware,
+            jwt_auth.middleware,
+            prometheus.middleware,
+            *(web.middleware(platform) if web is not None and web.middleware else ()),
+        ],
         on_app_init=[jwt_auth.on_app_init],
         exception_handlers={
             HTTPException: problem_with_audit,
