@@ -25,6 +25,9 @@ from shared.runtime import ServiceRuntime
 from shared.web.handlers import command, query
 
 STAFF = tuple(role for role in Role if role is not Role.service)
+# A move runs the time rules at once, in transactions of their own, which an idempotency
+# claim held open around the route would block (SQLite has one writer). Setting or
+# resetting twice lands on the same time; advancing is a trainer's tool, not a clinic's.
 ADMIN = (Role.admin,)
 
 
@@ -48,6 +51,7 @@ class ClockController(Controller):
         "/set",
         operation_id="setClock",
         roles=ADMIN,
+        idempotent=False,
         summary="Set the clinic's time (not in production); the time rules run at once",
     )
     def set(self, data: JSONBody[ClockSet], state: State) -> ClockReading:
@@ -57,6 +61,7 @@ class ClockController(Controller):
         "/advance",
         operation_id="advanceClock",
         roles=ADMIN,
+        idempotent=False,
         summary="Move the clinic's time on by a duration such as 3d or 36h (not in production)",
     )
     def advance(self, data: JSONBody[ClockAdvance], state: State) -> ClockReading:
@@ -66,6 +71,7 @@ class ClockController(Controller):
         "/reset",
         operation_id="resetClock",
         roles=ADMIN,
+        idempotent=False,
         summary="Back to the system's time (not in production)",
     )
     def reset(self, state: State) -> ClockReading:

@@ -110,3 +110,25 @@ def _alert_kinds(embedded: Embedded, patient_id: str) -> set[str]:
             return {alert["kind"] for alert in response.json()["alerts"]}
         time.sleep(0.05)
     raise AssertionError("the pathway never appeared")
+
+
+def test_a_move_sent_with_an_idempotency_key_runs_the_rules_without_waiting(
+    embedded: Embedded,
+) -> None:
+    """A client that sends a key with every POST (schemathesis does) must not hold the
+    coordinator's database while the time rules write to it (it waited 30 s, then 500)."""
+    patient_id = register(embedded)
+    embedded.client.post(
+        "/api/referrals",
+        json=referral_body(patient_id, priority="urgent"),
+        headers=embedded.headers(Role.referrer),
+    )
+    _alert_kinds(embedded, patient_id)
+    headers = {**embedded.headers(Role.admin), "Idempotency-Key": "move-1"}
+    started = time.monotonic()
+    moved = embedded.client.post("/api/clock/advance", json={"by": "7d"}, headers=headers)
+    assert moved.status_code == 200, moved.text
+    assert time.monotonic() - started < 10
+    assert "triage-overdue" in _alert_kinds(embedded, patient_id)
+    reset = embedded.client.post("/api/clock/reset", headers=headers)
+    assert reset.status_code == 200, reset.text
