@@ -128,6 +128,7 @@ class PathwayController(Controller):
     @get(
         "/stream",
         operation_id="streamPathwayChanges",
+        media_type="text/event-stream",
         summary="Server-sent events: each pathway's new summary as it changes",
         description=(
             "Each `pathway` event's data is a pathway summary (as in the list; no names) and "
