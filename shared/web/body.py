@@ -15,8 +15,14 @@ import json
 import re
 from typing import Any
 
+import msgspec
 from litestar import Request
-from litestar.exceptions import ClientException, HTTPException, PermissionDeniedException
+from litestar.exceptions import (
+    ClientException,
+    HTTPException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 
 from shared.auth import SESSION_COOKIE
@@ -81,6 +87,32 @@ async def _check_body(request: Request[Any, Any, Any]) -> None:
         raise FieldProblem(
             field, "contains a control character (such as NUL); remove it and send again"
         )
+    _check_types(request, body)
+
+
+# msgspec's own words for where a value is wrong: "... - at `$.baseline.pain_nrs`".
+_WHERE = re.compile(r"^(?P<message>.*?)(?: - at `\$\.?(?P<key>[^`]*)`)?$")
+
+
+def _check_types(request: Request[Any, Any, Any], body: bytes) -> None:
+    """The body as the route declares it, read strictly: Litestar converts a body
+    leniently (the number 0 becomes 1970-01-01, the string "5" a count), so a value of
+    the wrong JSON type would pass where the schema says it must not. A refusal is the
+    validation problem Litestar's own would be (shared.errors names the field)."""
+    declared = request.route_handler.parsed_fn_signature.parameters.get("data")
+    if declared is None:
+        return
+    try:
+        msgspec.json.decode(body, type=declared.annotation, strict=True)
+    except msgspec.ValidationError as error:
+        where = _WHERE.match(str(error))
+        key = (where and where.group("key")) or "data"
+        message = where.group("message") if where else str(error)
+        raise ValidationException(
+            detail=message, extra=[{"key": key, "message": message, "source": "body"}]
+        ) from None
+    except (msgspec.DecodeError, TypeError):
+        return  # not JSON, or a type msgspec cannot read strictly: Litestar's decoder answers
 
 
 def _depth(text: str) -> int:

@@ -184,3 +184,32 @@ def test_options_lists_every_method_of_the_path(
     response = embedded.client.options(path)
     assert response.status_code == 204
     assert response.headers["allow"] == methods
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"at": 0}, "at"), ({"at": True}, "at"), ({"at": ["2027-01-04T09:00:00Z"]}, "at")],
+)
+def test_a_body_value_of_the_wrong_json_type_is_refused_not_converted(
+    embedded: Embedded, body: dict[str, object], field: str
+) -> None:
+    """Litestar reads bodies leniently: `{"at": 0}` set the clinic clock to 1970."""
+    response = embedded.client.post(
+        "/api/clock/set", json=body, headers=embedded.headers(Role.admin)
+    )
+    assert_problem(response, 422, field)
+    assert embedded.client.get("/api/clock", headers=embedded.headers(Role.admin)).json()[
+        "offset_seconds"
+    ] == pytest.approx(0, abs=1)
+
+
+def test_a_count_sent_as_text_is_refused_naming_its_path(embedded: Embedded) -> None:
+    patient = embedded.client.post(
+        "/api/patients", json=patient_body(), headers=embedded.headers(Role.referrer)
+    ).json()
+    body = referral_body(patient["id"])
+    body["baseline"] = {"phq9_items": ["1"] * 9, "pain_nrs": 5}
+    response = embedded.client.post(
+        "/api/referrals", json=body, headers=embedded.headers(Role.referrer)
+    )
+    assert_problem(response, 422, "baseline.phq9_items[0]")
