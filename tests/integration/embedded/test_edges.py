@@ -213,3 +213,15 @@ def test_a_count_sent_as_text_is_refused_naming_its_path(embedded: Embedded) -> 
         "/api/referrals", json=body, headers=embedded.headers(Role.referrer)
     )
     assert_problem(response, 422, "baseline.phq9_items[0]")
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000", "tomorrow"])
+def test_a_time_in_the_query_must_be_rfc_3339(embedded: Embedded, value: str) -> None:
+    response = embedded.client.get(
+        f"/api/infusion-courses?due_before={value}", headers=embedded.headers(Role.mdt)
+    )
+    assert_problem(response, 422, "due_before")
+    fine = embedded.client.get(
+        "/api/infusion-courses?due_before=2027-01-04T09:00:00Z", headers=embedded.headers(Role.mdt)
+    )
+    assert fine.status_code == 200, fine.text
