@@ -19,7 +19,6 @@ from uuid import UUID, uuid4
 import httpx
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, FromQuery, URLEncodedBody
@@ -28,8 +27,10 @@ from litestar.response import Redirect, Stream, Template
 from services.coordinator.domain import SEVERITY_RANK, MeasurePoint, Pathway, Stage
 from services.coordinator.rules import ALERT_RULES
 from services.coordinator.schemas import ReviewRead
+from services.web import oidc
 from services.web.charts import specs, svg, trajectory_svg, treatments_of
-from shared.auth import SESSION_COOKIE, Role, User, issue_token, requires
+from services.web.sign_in import HOME_OF_ROLE, audit_sign_in, signed_in
+from shared.auth import SESSION_COOKIE, Role, User, requires
 from shared.calendar import working_calendar
 from shared.client import ApiProblem
 from shared.clock import now as clinic_now
@@ -42,13 +43,6 @@ from shared.web.idempotency import FORM_KEY
 
 STAGES: tuple[str, ...] = get_args(Stage)
 TEAMS: tuple[str, ...] = get_args(ReferralTarget)
-HOME_OF_ROLE = {
-    Role.admin: "/status",
-    Role.mdt: "/status",
-    Role.psychologist: "/inbox",
-    Role.infusion_clinician: "/clinic",
-    Role.referrer: "/referrals/mine",
-}
 DEV_IDENTITIES = [
     ("admin-kim", Role.admin, "admin: pathway status and operations"),
     ("dr-mdt-lead", Role.mdt, "MDT: status, worklist, patient pathways, reviews"),
@@ -187,6 +181,7 @@ class SignInController(_Pages):
             identities=DEV_IDENTITIES,
             roles=[r for r in Role if r is not Role.service],
             enabled=_dev_sign_in(request),
+            oidc=oidc.configured(_platform(request)),
         )
 
     @post("/sign-in")
@@ -201,6 +196,7 @@ class SignInController(_Pages):
         except ValueError:
             role = Role.service
         if not user_id or len(user_id) > 100 or role is Role.service:
+            audit_sign_in(request, "development", "refused", reason="no user or role")
             page = _page(
                 request,
                 "sign_in.html",
@@ -211,21 +207,8 @@ class SignInController(_Pages):
             )
             page.status_code = 422
             return page
-        platform = _platform(request)
-        token = issue_token(platform, user_id, role)
-        response: Response[Any] = Redirect(path=HOME_OF_ROLE[role], status_code=303)
-        response.cookies.append(
-            Cookie(
-                key=SESSION_COOKIE,
-                value=token,
-                httponly=True,
-                samesite="strict",
-                secure=platform.env is RunMode.production,
-                max_age=platform.token_hours * 3600,
-                path="/",
-            )
-        )
-        return response
+        audit_sign_in(request, "development", "success", user=user_id, role=role)
+        return signed_in(_platform(request), user_id, role)
 
     @post("/sign-out")
     async def sign_out(self) -> Response[Any]:

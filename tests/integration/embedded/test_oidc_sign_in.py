@@ -124,3 +124,16 @@ def test_the_role_claim_names_the_role_without_a_mapping(claim: object, role: Ro
 def test_no_role_a_service_or_two_roles_is_refused(claim: object) -> None:
     with pytest.raises(SignInRefused):
         role_of({"carepath_role": claim}, PlatformSettings())
+
+
+def test_the_sign_in_page_offers_the_clinics_account_when_set_up(clinic: Embedded) -> None:
+    clinic.client.cookies.clear()
+    page = clinic.client.get("/sign-in")
+    assert 'href="/sign-in/oidc"' in page.text
+    assert "development identities" in page.text  # the embedded mode keeps them too
+
+
+def test_without_a_provider_there_is_no_clinic_account_sign_in(embedded: Embedded) -> None:
+    embedded.client.cookies.clear()
+    assert 'href="/sign-in/oidc"' not in embedded.client.get("/sign-in").text
+    assert embedded.client.get("/sign-in/oidc", follow_redirects=False).status_code == 404
