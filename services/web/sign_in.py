@@ -55,9 +55,18 @@ def audit_sign_in(
     log.info("auth.sign_in", method=method, outcome=outcome, address=address, **detail)
 
 
-def signed_in(platform: PlatformSettings, user_id: str, role: Role) -> Response[Any]:
-    """The session cookie holding the same token the API reads, and the role's home page."""
-    response: Response[Any] = Redirect(path=HOME_OF_ROLE.get(role, "/signed-in"), status_code=303)
+def signed_in(
+    platform: PlatformSettings, user_id: str, role: Role, *, from_elsewhere: bool = False
+) -> Response[Any]:
+    """The session cookie holding the same token the API reads, and the role's home page:
+    a redirect, or, coming back from the provider's site, a page that moves on from here
+    (a cross-site redirect chain would not carry the SameSite=Strict cookie)."""
+    home = HOME_OF_ROLE.get(role, "/signed-in")
+    response: Response[Any] = (
+        Template(template_name="signed_in_continue.html", context={"home": home, "user": None})
+        if from_elsewhere
+        else Redirect(path=home, status_code=303)
+    )
     response.cookies.append(
         Cookie(
             key=SESSION_COOKIE,
@@ -140,7 +149,7 @@ class OidcSignInController(Controller):
             page.delete_cookie(oidc.PENDING_COOKIE, path="/sign-in")
             return page
         audit_sign_in(request, "oidc", "success", user=identity.user_id, role=identity.role)
-        response = signed_in(platform, identity.user_id, identity.role)
+        response = signed_in(platform, identity.user_id, identity.role, from_elsewhere=True)
         response.delete_cookie(oidc.PENDING_COOKIE, path="/sign-in")
         return response
 

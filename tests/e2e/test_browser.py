@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from oidc_provider_mock import run_server_in_thread
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.support import (
@@ -38,11 +39,20 @@ SHORT_ID = re.compile(r"^[0-9a-f]{8}$")
 
 
 @pytest.fixture(scope="module")
-def clinic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def provider() -> Iterator[str]:
+    """The clinic's OpenID Connect provider: oidc-provider-mock, a real one, in a thread."""
+    with run_server_in_thread() as server:
+        yield f"http://localhost:{server.server_port}"
+
+
+@pytest.fixture(scope="module")
+def clinic(tmp_path_factory: pytest.TempPathFactory, provider: str) -> Iterator[str]:
     """`carepath up --demo` on a fresh data folder, once for the module."""
     workdir = tmp_path_factory.mktemp("browser")
     env = {key: value for key, value in os.environ.items() if not key.startswith("CAREPATH_")}
     env["CAREPATH_JWT_SECRET"] = JWT_SECRET
+    env["CAREPATH_OIDC_ISSUER"] = provider
+    env["CAREPATH_OIDC_CLIENT_SECRET"] = "carepath-web-secret"
     env["CAREPATH_SIGN_IN_PER_MINUTE"] = "10000"  # every role signs in from one address
     port = free_port()
     log = (workdir / "up.log").open("wb")
@@ -247,3 +257,19 @@ def test_pages_work_by_keyboard_and_at_phone_width(clinic: str, browser: Browser
         assert unlabelled == 0
     finally:
         context.close()
+
+
+def test_a_clinician_signs_in_through_the_clinics_identity_provider(
+    clinic: str, provider: str, page: Page
+) -> None:
+    """Production's sign-in, in the browser: carepath sends the person to the provider,
+    they sign in there, and come back signed in with the role their account names."""
+    account = {"carepath_role": "mdt", "preferred_username": "dr-oidc-lead"}
+    httpx.put(f"{provider}/users/oidc-7781", json=account).raise_for_status()
+    page.goto(f"{clinic}/sign-in")
+    page.get_by_role("link", name="Sign in with your clinic account").click()
+    page.wait_for_url(f"{provider}/oauth2/authorize*")
+    page.fill("input[name=sub]", "oidc-7781")
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(f"{clinic}/status*")  # the callback's page moves on from our site
+    assert "dr-oidc-lead" in page.content()
