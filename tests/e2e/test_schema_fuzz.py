@@ -1,0 +1,93 @@
+"""schemathesis against `carepath up`'s OpenAPI schema, as each role that uses the API.
+
+Every check schemathesis has (server errors, status codes, content types, response
+bodies against the documented schema, Allow headers, schema-violating input rejected,
+schema-valid input accepted or refused with a documented 4xx), a fixed seed and a
+bounded number of cases an operation, so a failure reproduces with the command it
+prints. The embedded app serves every service's operations in one schema.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    JWT_SECRET,
+    Processes,
+    carepath,
+    free_port,
+    token,
+    wait_for_http,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
+
+CONFIG = Path(__file__).with_name("schemathesis.toml")
+SEED = "20261203"
+EXAMPLES_AN_OPERATION = "5"
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    workdir = tmp_path_factory.mktemp("fuzz")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CAREPATH_")}
+    env["CAREPATH_JWT_SECRET"] = JWT_SECRET
+    processes = Processes(workdir)
+    port = free_port()
+    processes.start(
+        "up", carepath("up", "--port", str(port), "--data-dir", str(workdir / "data")), env
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health")
+        yield base
+    finally:
+        processes.stop_all()
+
+
+def _schemathesis() -> str:
+    beside_python = Path(sys.executable).with_name("schemathesis")
+    found = str(beside_python) if beside_python.exists() else shutil.which("schemathesis")
+    assert found, "schemathesis is a dev dependency: uv sync installs it"
+    return found
+
+
+@pytest.mark.parametrize("role", ["referrer", "psychologist", "infusion-clinician", "mdt", "admin"])
+def test_the_api_keeps_its_schema_under_fuzzing(base_url: str, role: str, tmp_path: Path) -> None:
+    run = subprocess.run(
+        [
+            _schemathesis(),
+            "--config-file",
+            str(CONFIG),
+            "run",
+            f"{base_url}/schema/openapi.json",
+            "--header",
+            f"Authorization: Bearer {token(role, f'fuzz-{role}')}",
+            "--checks",
+            "all",
+            "--seed",
+            SEED,
+            "--max-examples",
+            EXAMPLES_AN_OPERATION,
+            "--workers",
+            "1",
+            "--request-timeout",
+            "20",
+            # A server-sent event stream stays open by design: every case would wait out
+            # the timeout. tests/integration/embedded/test_pathway_stream.py tests it.
+            "--exclude-operation-id",
+            "streamPathwayChanges",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
