@@ -14,7 +14,6 @@ in a short-lived cookie signed with the platform secret.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +27,7 @@ from joserfc import jwt as jose_jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from shared.auth import User
 from shared.names import Role
 from shared.settings import PlatformSettings
 
@@ -50,14 +50,9 @@ class Provider(msgspec.Struct, kw_only=True):
     jwks_uri: str
 
 
-@dataclass(frozen=True)
-class Identity:
-    user_id: str
-    role: Role
+class PendingSignIn(msgspec.Struct, frozen=True, kw_only=True):
+    """What the callback checks the provider's answer against, and proves the code with."""
 
-
-@dataclass(frozen=True)
-class PendingSignIn:
     state: str
     nonce: str
     verifier: str
@@ -124,7 +119,7 @@ async def finish(
     pending: PendingSignIn,
     code: str,
     redirect_uri: str,
-) -> Identity:
+) -> User:
     """Exchange the code (with the PKCE verifier), verify the ID token, map the role."""
     form = {
         "grant_type": "authorization_code",
@@ -146,7 +141,7 @@ async def finish(
     if not isinstance(id_token, str):
         raise SignInRefused("the provider sent no ID token")
     claims = await _verified_claims(http, platform, provider, id_token, pending.nonce)
-    return Identity(user_id=_user_id(claims), role=role_of(claims, platform))
+    return User(id=_user_id(claims), role=role_of(claims, platform))
 
 
 async def _verified_claims(

@@ -148,8 +148,8 @@ class OidcSignInController(Controller):
             page = _refused_page(request, reason)
             page.delete_cookie(oidc.PENDING_COOKIE, path="/sign-in")
             return page
-        audit_sign_in(request, "oidc", "success", user=identity.user_id, role=identity.role)
-        response = signed_in(platform, identity.user_id, identity.role, from_elsewhere=True)
+        audit_sign_in(request, "oidc", "success", user=identity.id, role=identity.role)
+        response = signed_in(platform, identity.id, identity.role, from_elsewhere=True)
         response.delete_cookie(oidc.PENDING_COOKIE, path="/sign-in")
         return response
 
