@@ -5,10 +5,11 @@ Each route parses, calls one command (services.py) and returns a view (views.py)
 
 from __future__ import annotations
 
+from typing import Annotated
 from uuid import UUID
 
 from litestar import Controller
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from services.referrals import services, views
 from services.referrals.models import Referral
@@ -18,6 +19,7 @@ from services.referrals.schemas import (
     InfoResponse,
     PatientCorrection,
     PatientCreate,
+    PatientPage,
     PatientRead,
     PatientTrace,
     PatientTraced,
@@ -56,6 +58,21 @@ class PatientController(Controller):
     )
     def trace(self, data: JSONBody[PatientTrace], uow: UowDep, user: UserDep) -> PatientTraced:
         return PatientTraced(id=services.trace_patient(data, uow, user).id)
+
+    @query(
+        operation_id="searchPatients",
+        summary="Patients by name (the start of a given or family name) or NHS number, "
+        "among those the caller may see",
+    )
+    def search(
+        self,
+        uow: UowDep,
+        user: UserDep,
+        q: Annotated[str, QueryParameter(min_length=2, max_length=100)],
+        limit: Annotated[int, QueryParameter(ge=1, le=50)] = 20,
+    ) -> PatientPage:
+        found = services.search_patients(q, limit, uow, user)
+        return PatientPage(items=[views.patient_read(p) for p in found])
 
     @query("/{patient_id:uuid}", operation_id="readPatient")
     def read(self, patient_id: FromPath[UUID], uow: UowDep, user: UserDep) -> PatientRead:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import or_
+from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from services.referrals import domain
@@ -23,6 +23,24 @@ def patient(session: Session, patient_id: UUID) -> Patient | None:
 
 def patient_with_nhs_number(session: Session, nhs_number: str) -> Patient | None:
     return session.exec(select(Patient).where(Patient.nhs_number == nhs_number)).first()
+
+
+def patients_matching(session: Session, text: str, limit: int) -> Sequence[Patient]:
+    """Patients whose NHS number is these digits, or whose family or given name begins
+    with this text (any case), family name first."""
+    digits = domain.normalise_nhs_number(text)
+    if digits.isdigit():
+        query = select(Patient).where(Patient.nhs_number == digits)
+    else:
+        # The text is matched as written: LIKE's own wildcards in it are escaped.
+        literal = text.strip().lower().replace("\\", "\\\\")
+        start = literal.replace("%", "\\%").replace("_", "\\_") + "%"
+        family, given = func.lower(Patient.family_name), func.lower(Patient.given_name)
+        query = select(Patient).where(
+            or_(family.like(start, escape="\\"), given.like(start, escape="\\"))
+        )
+    ordered = query.order_by(col(Patient.family_name), col(Patient.given_name), col(Patient.id))
+    return session.exec(ordered.limit(limit)).all()
 
 
 def referrals_of(session: Session, patient_id: UUID) -> Sequence[Referral]:

@@ -41,6 +41,10 @@ class PatientTraced(msgspec.Struct, kw_only=True):
     id: UUID
 
 
+class PatientPage(msgspec.Struct, kw_only=True):
+    items: list[PatientRead]
+
+
 class PatientRead(msgspec.Struct, kw_only=True):
     id: UUID
     given_name: str

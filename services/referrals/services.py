@@ -71,6 +71,24 @@ def register_patient(data: PatientCreate, uow: UnitOfWork, user: User) -> Patien
     return patient
 
 
+# Names are matched in a wider window than a page: some matches are not the caller's to see.
+_SEARCH_WINDOW = 200
+
+
+def search_patients(text: str, limit: int, uow: UnitOfWork, user: User) -> list[Patient]:
+    """The patients matching a name or an NHS number that this person may see (the MDT
+    everyone; others those they registered or whose referrals they see). The search and
+    every patient it shows are audited; the text searched for is not (it is a name)."""
+    with uow:
+        candidates = repository.patients_matching(uow.session, text, _SEARCH_WINDOW)
+        found = [p for p in candidates if _may_see_patient(uow, user, p)][:limit]
+        uow.audit(AuditAction.read, "Patient", None, None, detail=f"search: {len(found)} shown")
+        for patient in found:
+            uow.audit(AuditAction.read, "Patient", str(patient.id), patient.id, detail="search")
+        uow.commit()
+    return found
+
+
 def read_patient(patient_id: UUID, uow: UnitOfWork, user: User) -> Patient:
     with uow:
         patient = _patient_for(uow, user, patient_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 from urllib.parse import quote, urlencode
 from uuid import UUID, uuid4
 
@@ -21,7 +21,7 @@ import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
-from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.params import FromPath, FromQuery, QueryParameter, URLEncodedBody
 from litestar.response import Redirect, Stream, Template
 
 from services.coordinator.domain import SEVERITY_RANK, MeasurePoint, Pathway, Stage
@@ -408,6 +408,24 @@ class PatientController(_Pages):
 
     path = "/patients"
     guards = [requires(*CLINICAL)]
+
+    @get()
+    async def search(
+        self,
+        request: Request[Any, Any, Any],
+        q: Annotated[str, QueryParameter(max_length=100)] = "",
+    ) -> Template:
+        """Find a patient by name or NHS number, among those this reader may see."""
+        text, found, problem = q.strip(), [], None
+        if len(text) >= 2:
+            try:
+                async with service_client(request, "referrals") as referrals:
+                    found = (await referrals.get("/api/patients", q=text, limit=50))["items"]
+            except ApiProblem as refused:
+                problem = str(refused.body.get("detail", "the search could not be made"))
+        elif text:
+            problem = "Type at least two letters of a name, or an NHS number."
+        return _page(request, "patient_search.html", q=text, found=found, problem=problem)
 
     @get("/{patient_id:uuid}")
     async def pathway(
