@@ -27,6 +27,7 @@ from services.infusions.schemas import (
     OpioidUseCreate,
     OpioidUseRead,
     PlanCreate,
+    PlanPreview,
     PlanRead,
     Reason,
     ScoresBefore,
@@ -135,6 +136,18 @@ class CourseController(Controller):
         self, course_id: FromPath[UUID], data: JSONBody[PlanCreate], uow: UowDep, user: UserDep
     ) -> PlanRead:
         return views.plan_read(services.agree_plan(course_id, data, uow, user))
+
+    @command(
+        "/{course_id:uuid}/plan/preview",
+        operation_id="previewDosingPlan",
+        roles=CLINICIAN,
+        idempotent=False,  # saves nothing: a repeat only computes again
+        summary="The dose a plan would give, checked as agreeing it checks it; nothing saved",
+    )
+    def preview_plan(
+        self, course_id: FromPath[UUID], data: JSONBody[PlanCreate], uow: UowDep, user: UserDep
+    ) -> PlanPreview:
+        return services.preview_plan(course_id, data, uow, user)
 
     @command(
         "/{course_id:uuid}/sessions",

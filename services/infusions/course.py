@@ -255,6 +255,34 @@ def _agreed_mme(stated: float | None, computed: float) -> float:
     return computed
 
 
+def preview_plan(
+    course: InfusionCourse,
+    latest: EligibilityAssessment | None,
+    data: PlanCreate,
+    policy: DosePolicy,
+) -> domain.DoseCheck:
+    """What agreeing this plan would give, checked as agreeing checks it (a refusal is
+    raised the same way), with nothing saved: the clinician sees the dose first."""
+    require_open(course, "agree a plan")
+    require_eligible(latest)
+    assert latest is not None  # require_eligible
+    dose = _checked_dose(data, policy)
+    domain.check_plan_weight(data.weight_kg, latest.weight_kg, policy)
+    return dose
+
+
+def _checked_dose(data: PlanCreate, policy: DosePolicy) -> domain.DoseCheck:
+    return domain.check_dose(
+        indication=data.indication,
+        weight_kg=data.weight_kg,
+        dose_mg_per_kg=data.dose_mg_per_kg,
+        infusion_minutes=data.infusion_minutes,
+        rate_mg_per_kg_per_h=data.rate_mg_per_kg_per_h,
+        duration_hours=data.duration_hours,
+        policy=policy,
+    )
+
+
 def agree_plan(
     course: InfusionCourse,
     latest: EligibilityAssessment | None,
@@ -268,19 +296,7 @@ def agree_plan(
     above the hard ceiling never. The first plan makes a planned course active; every
     session of the course not yet started (``sessions`` are all of them) is re-dosed
     from it, so a dose is always checked against the current plan."""
-    require_open(course, "agree a plan")
-    require_eligible(latest)
-    assert latest is not None  # require_eligible
-    dose = domain.check_dose(
-        indication=data.indication,
-        weight_kg=data.weight_kg,
-        dose_mg_per_kg=data.dose_mg_per_kg,
-        infusion_minutes=data.infusion_minutes,
-        rate_mg_per_kg_per_h=data.rate_mg_per_kg_per_h,
-        duration_hours=data.duration_hours,
-        policy=policy,
-    )
-    domain.check_plan_weight(data.weight_kg, latest.weight_kg, policy)
+    dose = preview_plan(course, latest, data, policy)
     if dose.outside_band and data.override is None:
         raise domain.InfusionRuleBroken(
             dose.outside_band[0],

@@ -127,6 +127,17 @@ class PlanCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     override: DoseOverride | None = None
 
 
+class PlanPreview(msgspec.Struct, kw_only=True):
+    """The dose a plan would give, from its weight, before it is agreed."""
+
+    total_mg: float
+    rate_mg_per_h: float
+    # The values outside their band (each would need an override with a reason), and for
+    # each what would bring it inside.
+    outside_band: list[str]
+    why: list[str]
+
+
 class PlanRead(msgspec.Struct, kw_only=True):
     id: UUID
     indication: str

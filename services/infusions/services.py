@@ -33,6 +33,7 @@ from services.infusions.schemas import (
     DoseGiven,
     OpioidUseCreate,
     PlanCreate,
+    PlanPreview,
     Reason,
     ScoresBefore,
     SessionCompletion,
@@ -110,6 +111,20 @@ def record_opioid_use(
         uow.audit(AuditAction.create, "MedicationStatement", str(use.id), found.patient_id)
         uow.commit()
     return use
+
+
+def preview_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -> PlanPreview:
+    with uow:
+        found = repository.course(uow.session, course_id)
+        latest = repository.latest_assessment(uow.session, found.id)
+        dose = course.preview_plan(found, latest, data, clinical_policy().dose)
+        uow.commit_read("InfusionCourse", str(found.id), found.patient_id, detail="plan preview")
+    return PlanPreview(
+        total_mg=dose.total_mg,
+        rate_mg_per_h=dose.rate_mg_per_h,
+        outside_band=list(dose.outside_band),
+        why=list(dose.why),
+    )
 
 
 def agree_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -> DosingPlan:

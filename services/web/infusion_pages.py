@@ -86,30 +86,97 @@ def _clinic_moment(day: str, at: str) -> datetime:
     return local.replace(tzinfo=working_calendar().zone).astimezone(UTC)
 
 
+PLAN_NUMBERS = (
+    "weight_kg",
+    "dose_mg_per_kg",
+    "infusion_minutes",
+    "rate_mg_per_kg_per_h",
+    "duration_hours",
+    "induction_count",
+    "induction_spacing_days",
+    "maintenance_interval_days",
+)
+
+
+def _plan_body(data: dict[str, str]) -> dict[str, Any]:
+    """The plan form as the API's PlanCreate: the regimen's own fields only (a depression
+    plan in mg/kg over minutes, a pain plan in mg/kg/h over hours), an override only with
+    its reason."""
+    indication = data.get("indication", "")
+    foreign = (
+        ("rate_mg_per_kg_per_h", "duration_hours")
+        if indication == "depression"
+        else ("dose_mg_per_kg", "infusion_minutes")
+    )
+    numbers = {name: _number(data.get(name)) for name in PLAN_NUMBERS if name not in foreign}
+    body = _filled(indication=indication, **numbers)
+    reason = (data.get("override_reason") or "").strip()
+    if reason:
+        body["override"] = {"reason": reason}
+    return body
+
+
+async def _course_page(request: Request[Any, Any, Any], course_id: UUID, **extra: Any) -> Template:
+    async with service_client(request, "infusions") as infusions:
+        course = await infusions.get(f"/api/infusion-courses/{course_id}")
+    names = await _names(request, [UUID(course["patient_id"])])
+    sessions = sorted(
+        (_with_gaps(s) for s in course.get("sessions") or []),
+        key=lambda s: s["scheduled_start"],
+    )
+    for session in sessions:
+        session["when"] = _local(datetime.fromisoformat(session["scheduled_start"]))
+    today = working_calendar().day_of(_now())
+    assessed = course.get("assessment") or {}
+    return _page(
+        request,
+        "course.html",
+        course=course,
+        name=names.get(UUID(course["patient_id"])),
+        sessions=sessions,
+        today=today.isoformat(),
+        plan_form=extra.pop("plan_form", None) or {"weight_kg": assessed.get("weight_kg", "")},
+        **extra,
+        **_flash(request),
+    )
+
+
 class CoursePageController(_Pages):
     path = "/courses"
     guards = [requires(Role.infusion_clinician, Role.mdt)]
 
     @get("/{course_id:uuid}")
     async def course(self, request: Request[Any, Any, Any], course_id: FromPath[UUID]) -> Template:
-        async with service_client(request, "infusions") as infusions:
-            course = await infusions.get(f"/api/infusion-courses/{course_id}")
-        names = await _names(request, [UUID(course["patient_id"])])
-        sessions = sorted(
-            (_with_gaps(s) for s in course.get("sessions") or []),
-            key=lambda s: s["scheduled_start"],
-        )
-        for session in sessions:
-            session["when"] = _local(datetime.fromisoformat(session["scheduled_start"]))
-        today = working_calendar().day_of(_now())
-        return _page(
+        return await _course_page(request, course_id)
+
+    @post("/{course_id:uuid}/plan", guards=[requires(Role.infusion_clinician)])
+    async def plan(
+        self,
+        request: Request[Any, Any, Any],
+        course_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+    ) -> Template | Redirect:
+        """Show the dose this plan gives (the infusions service computes and checks it,
+        saving nothing); agree it only from that page, so nobody saves a dose unseen."""
+        body = _plan_body(data)
+        path = f"/api/infusion-courses/{course_id}/plan"
+        if data.get("step") != "agree":
+            preview, refused = await api_write(
+                request, "infusions", "POST", f"{path}/preview", body, {}
+            )
+            return await _course_page(
+                request, course_id, plan_form=data, preview=preview, plan_refused=refused
+            )
+        here = f"/courses/{course_id}"
+        return await form_write(
             request,
-            "course.html",
-            course=course,
-            name=names.get(UUID(course["patient_id"])),
-            sessions=sessions,
-            today=today.isoformat(),
-            **_flash(request),
+            "infusions",
+            path,
+            body,
+            data,
+            back=here,
+            failed="Plan not agreed",
+            done="Dosing plan agreed.",
         )
 
     @post("/{course_id:uuid}/sessions", guards=[requires(Role.infusion_clinician)])

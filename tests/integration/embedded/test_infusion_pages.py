@@ -16,9 +16,9 @@ from shared.calendar import working_calendar
 from shared.clock import clinic_clock
 from tests.embedded import Embedded
 
-from .test_dashboard import page, post_form, sign_in
+from .test_dashboard import page, post_form, sign_in, with_csrf
 from .test_infusions_api import Embedded as InfusionClinic
-from .test_infusions_api import planned_course
+from .test_infusions_api import assess, open_course, planned_course
 
 NURSE = "nurse-pages"
 
@@ -73,7 +73,7 @@ def test_an_infusion_is_booked_and_run_from_the_pages(embedded: Embedded) -> Non
     flagged = said(post_form(embedded, f"{sheet}/vitals", high | {"form_key": "v-1"}))
     assert "error=Vitals recorded, out of range: systolic 165" in flagged
     html = page(embedded, sheet)
-    assert "Next reading due at" in html and "165/95" in html and "1a5" not in html
+    assert "Next reading due at" in html and "165/95" in html and '"1a5"' not in html
     before = {"pain_nrs": "8", "mood": "3", "form_key": "s-1"}
     assert "done=Scores before" in said(post_form(embedded, f"{sheet}/scores-before", before))
 
@@ -106,3 +106,46 @@ def test_the_mdt_reads_the_run_sheet_but_does_not_run_it(embedded: Embedded) -> 
     assert "Dosing plan" in html and "Book the next infusion" not in html
     sign_in(embedded, "psy-jones", Role.psychologist)
     page(embedded, f"/courses/{course.course_id}", 403)
+
+
+def test_the_dosing_plan_shows_its_dose_before_it_is_agreed(embedded: Embedded) -> None:
+    """CLINICAL.md, Dosing plan: every dose is computed from the plan's weight. The page
+    shows the dose the infusions service computes, agrees only from that preview, needs a
+    reason outside the band and refuses a weight far from the assessment's."""
+    infusions = InfusionClinic(embedded.client, embedded.app, embedded.platform, cast(Any, None))
+    opened = open_course(infusions)
+    assess(infusions, opened.course_id)
+    sign_in(embedded, NURSE, Role.infusion_clinician)
+    course_page = f"/courses/{opened.course_id}"
+    assert 'value="70' in page(embedded, course_page)  # the assessed weight, ready
+
+    plan = {"indication": "depression", "weight_kg": "70", "dose_mg_per_kg": "0.5"}
+    plan |= {"infusion_minutes": "40", "induction_count": "6", "induction_spacing_days": "3"}
+    shown = embedded.client.post(
+        f"{course_page}/plan", data=with_csrf(embedded, plan | {"step": "preview"})
+    )
+    assert shown.status_code == 200, shown.text[:500]
+    assert "<strong>35 mg</strong> at 52.5 mg/h, computed from 70 kg" in shown.text
+    assert 'value="agree"' in shown.text
+    assert sessions_of(embedded, opened.course_id) == []
+    unplanned = embedded.client.get(
+        f"/api/infusion-courses/{opened.course_id}", headers=embedded.headers(Role.mdt)
+    ).json()
+    assert unplanned.get("plan") is None  # a preview saves nothing
+
+    pounds = embedded.client.post(
+        f"{course_page}/plan", data=with_csrf(embedded, plan | {"weight_kg": "154"})
+    )
+    assert "Not possible" in pounds.text and "differs from the latest assessment" in pounds.text
+    assert 'value="agree"' not in pounds.text
+
+    high = plan | {"dose_mg_per_kg": "0.9"}  # above the band (0.75), under the ceiling (1.0)
+    outside = embedded.client.post(f"{course_page}/plan", data=with_csrf(embedded, high))
+    section = outside.text[outside.text.index('id="plan-h"') :]
+    assert "Outside the policy's band: dose_mg_per_kg" in section, section[:3000]
+    assert 'name="override_reason"' in outside.text
+
+    agreed = said(post_form(embedded, f"{course_page}/plan", plan | {"step": "agree"}))
+    assert "done=Dosing plan agreed" in agreed, agreed
+    html = page(embedded, course_page)
+    assert "depression: 35" in html and "agreed by nurse-pages" in html
