@@ -19,6 +19,7 @@ from litestar import Request, get, post
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Redirect, Template
 
+from services.infusions.domain import BLOCKING, CAUTIONS, CHECKLIST
 from services.web.pages import (
     _back,
     _flash,
@@ -38,6 +39,15 @@ from shared.web import service_client
 ADVERSE_EVENTS = ["hypertension", "dissociation", "nausea", "sedation", "other"]
 SEVERITIES = ["mild", "moderate", "severe", "serious"]
 PHQ9_ITEMS = range(1, 10)
+ASSESSMENT_NUMBERS = (
+    "weight_kg",
+    "systolic",
+    "diastolic",
+    "heart_rate",
+    "opioid_mme_per_day",
+    "pain_nrs",
+)
+PRIOR_ROWS = range(1, 4)
 # What each step on the run sheet says once the infusions service has taken it.
 SESSION_STEPS = {
     "check-in": "Checked in: take the pre-infusion vitals.",
@@ -84,6 +94,43 @@ def _clinic_moment(day: str, at: str) -> datetime:
     """A date and a wall-clock time in the clinic's time zone, as a UTC moment."""
     local = datetime.combine(date.fromisoformat(day), time.fromisoformat(at))
     return local.replace(tzinfo=working_calendar().zone).astimezone(UTC)
+
+
+def _assessment_body(data: dict[str, str]) -> dict[str, Any]:
+    """The eligibility form as the API's AssessmentCreate: each checklist item present
+    or not with its note, a caution's override only with a reason, PHQ-9 item by item,
+    the prior treatments written in."""
+    checklist = {
+        item: {
+            "present": data.get(f"present-{item}") == "yes",
+            "note": data.get(f"note-{item}") or "",
+        }
+        for item in CHECKLIST
+    }
+    overrides = [
+        {"caution": item, "reason": data[f"override-{item}"].strip()}
+        for item in CAUTIONS
+        if data.get(f"override-{item}", "").strip()
+    ]
+    prior = [
+        {
+            "name": name,
+            "kind": data.get(f"prior-kind-{n}") or "medicine",
+            "outcome": data.get(f"prior-outcome-{n}", ""),
+        }
+        for n in PRIOR_ROWS
+        if (name := data.get(f"prior-name-{n}", "").strip())
+    ]
+    body = _filled(
+        **{name: _number(data.get(name)) for name in ASSESSMENT_NUMBERS},
+    )
+    body |= {
+        "phq9_items": [_number(data.get(f"phq9-{n}")) for n in PHQ9_ITEMS],
+        "prior_treatments": prior,
+        "checklist": checklist,
+        "overrides": overrides,
+    }
+    return body
 
 
 PLAN_NUMBERS = (
@@ -136,6 +183,10 @@ async def _course_page(request: Request[Any, Any, Any], course_id: UUID, **extra
         sessions=sessions,
         today=today.isoformat(),
         plan_form=extra.pop("plan_form", None) or {"weight_kg": assessed.get("weight_kg", "")},
+        blocking=BLOCKING,
+        cautions=CAUTIONS,
+        phq9_items=PHQ9_ITEMS,
+        prior_rows=PRIOR_ROWS,
         **extra,
         **_flash(request),
     )
@@ -148,6 +199,29 @@ class CoursePageController(_Pages):
     @get("/{course_id:uuid}")
     async def course(self, request: Request[Any, Any, Any], course_id: FromPath[UUID]) -> Template:
         return await _course_page(request, course_id)
+
+    @post("/{course_id:uuid}/assessment", guards=[requires(Role.infusion_clinician)])
+    async def assess(
+        self,
+        request: Request[Any, Any, Any],
+        course_id: FromPath[UUID],
+        data: URLEncodedBody[dict[str, str]],
+    ) -> Redirect:
+        """The eligibility checklist as the clinic fills it in; the infusions service
+        decides the outcome, and the page says it in its words."""
+        here = f"/courses/{course_id}"
+        path = f"/api/infusion-courses/{course_id}/assessments"
+        answer, refused = await api_write(
+            request, "infusions", "POST", path, _assessment_body(data), data
+        )
+        if refused:
+            return _back(here, error=f"Not recorded: {refused}")
+        blocked = ", ".join(answer["blocked_by"])
+        outcome = {
+            "eligible": "Assessed: eligible for infusions.",
+            "needs-override": "Assessed: a caution needs a clinician's override with a reason.",
+        }.get(answer["outcome"], f"Assessed: not eligible ({blocked}).")
+        return _back(here, done=outcome)
 
     @post("/{course_id:uuid}/plan", guards=[requires(Role.infusion_clinician)])
     async def plan(

@@ -149,3 +149,39 @@ def test_the_dosing_plan_shows_its_dose_before_it_is_agreed(embedded: Embedded) 
     assert "done=Dosing plan agreed" in agreed, agreed
     html = page(embedded, course_page)
     assert "depression: 35" in html and "agreed by nurse-pages" in html
+
+
+def test_the_eligibility_checklist_is_filled_in_on_the_course_page(embedded: Embedded) -> None:
+    """CLINICAL.md, Eligibility assessment: a contraindication present makes the patient
+    not eligible; a caution needs an override with a reason; the service decides."""
+    infusions = InfusionClinic(embedded.client, embedded.app, embedded.platform, cast(Any, None))
+    opened = open_course(infusions)
+    sign_in(embedded, NURSE, Role.infusion_clinician)
+    course_page = f"/courses/{opened.course_id}"
+    assert "Record the eligibility assessment" in page(embedded, course_page)
+    form = {"weight_kg": "72", "systolic": "128", "diastolic": "82", "heart_rate": "70"}
+    form |= {"opioid_mme_per_day": "30", "pain_nrs": "7"}
+    form |= {f"phq9-{n}": "2" for n in range(1, 10)}
+    form |= {"prior-name-1": "pregabalin", "prior-kind-1": "medicine", "prior-outcome-1": "none"}
+
+    slip = said(post_form(embedded, f"{course_page}/assessment", form | {"pain_nrs": "11"}))
+    assert "error=Not recorded" in slip and "pain_nrs" in slip
+
+    caution = form | {"present-controlled-hypertension": "yes", "form_key": "a-1"}
+    held = said(post_form(embedded, f"{course_page}/assessment", caution))
+    assert "done=Assessed: a caution needs a clinician's override" in held, held
+    overridden = caution | {"override-controlled-hypertension": "BP 128/82 on amlodipine"}
+    eligible = said(
+        post_form(embedded, f"{course_page}/assessment", overridden | {"form_key": "a-2"})
+    )
+    assert "done=Assessed: eligible" in eligible, eligible
+    html = page(embedded, course_page)
+    assert "<strong>eligible</strong>" in html and "weight 72" in html
+
+    blocked = form | {
+        "present-psychosis": "yes",
+        "note-psychosis": "2019 episode",
+        "form_key": "a-3",
+    }
+    refused = said(post_form(embedded, f"{course_page}/assessment", blocked))
+    assert "done=Assessed: not eligible (psychosis)" in refused, refused
