@@ -13,7 +13,7 @@ from litestar import Controller
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from services.infusions import services, views
-from services.infusions.models import InfusionSession
+from services.infusions.models import InfusionCourse, InfusionSession
 from services.infusions.schemas import (
     Abandonment,
     AdverseEventCreate,
@@ -38,7 +38,7 @@ from services.infusions.schemas import (
     VitalsCreate,
     VitalsRead,
 )
-from shared.auth import Role
+from shared.auth import Role, User
 from shared.uow import UnitOfWork
 from shared.web.dependencies import UowDep, UserDep
 from shared.web.handlers import command, query
@@ -74,8 +74,7 @@ class CourseController(Controller):
 
     @query("/{course_id:uuid}", operation_id="readInfusionCourse", roles=READERS)
     def read(self, course_id: FromPath[UUID], uow: UowDep, user: UserDep) -> CourseRead:
-        course = services.read_course(course_id, uow, user)
-        return views.course_read(uow.session, course, user, detail=True)
+        return _course(uow, user, services.read_course(course_id, uow, user))
 
     @command(
         "/{course_id:uuid}/assessments",
@@ -164,8 +163,7 @@ class CourseController(Controller):
     def hold(
         self, course_id: FromPath[UUID], data: JSONBody[Reason], uow: UowDep, user: UserDep
     ) -> CourseRead:
-        course = services.hold(course_id, data, uow, user)
-        return views.course_read(uow.session, course, user, detail=True)
+        return _course(uow, user, services.hold(course_id, data, uow, user))
 
     @command(
         "/{course_id:uuid}/resume", operation_id="resumeInfusionCourse", roles=CLINICIAN_OR_MDT
@@ -173,15 +171,13 @@ class CourseController(Controller):
     def resume(
         self, course_id: FromPath[UUID], data: JSONBody[Reason], uow: UowDep, user: UserDep
     ) -> CourseRead:
-        course = services.resume(course_id, data, uow, user)
-        return views.course_read(uow.session, course, user, detail=True)
+        return _course(uow, user, services.resume(course_id, data, uow, user))
 
     @command("/{course_id:uuid}/close", operation_id="closeInfusionCourse", roles=CLINICIAN)
     def close(
         self, course_id: FromPath[UUID], data: JSONBody[CourseClosure], uow: UowDep, user: UserDep
     ) -> CourseRead:
-        course = services.close(course_id, data, uow, user)
-        return views.course_read(uow.session, course, user, detail=True)
+        return _course(uow, user, services.close(course_id, data, uow, user))
 
 
 # --- sessions ----------------------------------------------------------------------------
@@ -295,6 +291,10 @@ class SessionController(Controller):
         self, session_id: FromPath[UUID], data: JSONBody[Abandonment], uow: UowDep, user: UserDep
     ) -> SessionRead:
         return _session(uow, services.abandon(session_id, data, uow, user))
+
+
+def _course(uow: UnitOfWork, user: User, course: InfusionCourse) -> CourseRead:
+    return views.course_read(uow.session, course, user, detail=True)
 
 
 def _session(uow: UnitOfWork, infusion: InfusionSession) -> SessionRead:

@@ -83,16 +83,15 @@ def assess(
         assessment, recorded, opioids = course.assess(
             found, data, user.id, now(), clinical_policy()
         )
-        uow.session.add(assessment)
-        _publish(uow, found, [recorded])
+        rows: list[SQLModel] = []
+        events: list[Event] = [recorded]
         if opioids is not None:
-            uow.session.add(opioids[0])
-            _publish(uow, found, [opioids[1]])
-        overridden = recorded.cautions_overridden
-        detail = ("caution override: " + ", ".join(overridden)) if overridden else None
-        entity = "EligibilityAssessment"
-        uow.audit(AuditAction.create, entity, str(assessment.id), found.patient_id, detail=detail)
-        uow.commit()
+            rows.append(opioids[0])
+            events.append(opioids[1])
+        detail = _overrides("caution", recorded.cautions_overridden)
+        _store_created(
+            uow, found, assessment, "EligibilityAssessment", events, rows=rows, detail=detail
+        )
     return assessment, opioids[0] if opioids else None
 
 
@@ -106,10 +105,7 @@ def record_opioid_use(
         use, recorded = course.record_opioid_use(
             found, data.medicines, "follow-up", user.id, now(), clinical_policy().opioids
         )
-        uow.session.add(use)
-        _publish(uow, found, [recorded])
-        uow.audit(AuditAction.create, "MedicationStatement", str(use.id), found.patient_id)
-        uow.commit()
+        _store_created(uow, found, use, "MedicationStatement", [recorded])
     return use
 
 
@@ -135,12 +131,11 @@ def agree_plan(course_id: UUID, data: PlanCreate, uow: UnitOfWork, user: User) -
         plan, events = course.agree_plan(
             found, latest, data, user.id, now(), clinical_policy().dose, sessions
         )
-        uow.session.add_all([plan, found, *sessions])
-        _publish(uow, found, events)
-        overridden = plan.override["fields"] if plan.override else []
-        detail = ("dose override: " + ", ".join(overridden)) if overridden else None
-        uow.audit(AuditAction.create, "DosingPlan", str(plan.id), found.patient_id, detail=detail)
-        uow.commit()
+        # The course and its sessions are kept too: the plan may activate and re-dose them.
+        detail = _overrides("dose", plan.override["fields"] if plan.override else [])
+        _store_created(
+            uow, found, plan, "DosingPlan", events, rows=[found, *sessions], detail=detail
+        )
     return plan
 
 
@@ -160,10 +155,7 @@ def schedule(course_id: UUID, data: SessionCreate, uow: UnitOfWork, user: User) 
             now(),
             clinical_policy().dose,
         )
-        uow.session.add(new)
-        _publish(uow, found, [scheduled])
-        uow.audit(AuditAction.create, "Appointment", str(new.id), found.patient_id)
-        uow.commit()
+        _store_created(uow, found, new, "Appointment", [scheduled])
     return new
 
 
@@ -175,10 +167,7 @@ def resume(course_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infusi
     with uow:
         found = repository.course(uow.session, course_id, lock=True)
         events = course.resume(found, data.reason, user.role == Role.mdt, now())
-        uow.session.add(found)
-        _publish(uow, found, events)
-        _audit_course(uow, found, f"status {found.status}")
-        uow.commit()
+        _store_course(uow, found, events, f"status {found.status}")
     return found
 
 
@@ -188,10 +177,7 @@ def close(course_id: UUID, data: CourseClosure, uow: UnitOfWork, user: User) -> 
         urgent_alerts.refuse_while_open(uow.session, found.patient_id, "close the course")
         open_sessions = repository.sessions(uow.session, found.id, domain.OPEN_SESSION)
         events = course.close(found, open_sessions, data, now())
-        uow.session.add_all([found, *open_sessions])
-        _publish(uow, found, events)
-        _audit_course(uow, found, f"closed: {data.reason}")
-        uow.commit()
+        _store_course(uow, found, events, f"closed: {data.reason}", rows=open_sessions)
     return found
 
 
@@ -199,15 +185,46 @@ def _change_status(course_id: UUID, action: str, reason: str, uow: UnitOfWork) -
     with uow:
         found = repository.course(uow.session, course_id, lock=True)
         changed = course.change_status(found, action, reason, now())
-        uow.session.add(found)
-        _publish(uow, found, [changed])
-        _audit_course(uow, found, f"status {found.status}")
-        uow.commit()
+        _store_course(uow, found, [changed], f"status {found.status}")
     return found
 
 
-def _audit_course(uow: UnitOfWork, found: InfusionCourse, detail: str) -> None:
+def _store_created(
+    uow: UnitOfWork,
+    found: InfusionCourse,
+    created: EligibilityAssessment | OpioidUse | DosingPlan | InfusionSession,
+    entity: str,
+    events: Iterable[Event],
+    *,
+    rows: Iterable[SQLModel] = (),
+    detail: str | None = None,
+) -> None:
+    """Keep what a step made on the course: the new row (audited as created), any other
+    rows it touched and its events."""
+    uow.session.add_all([created, *rows])
+    _publish(uow, found, events)
+    uow.audit(AuditAction.create, entity, str(created.id), found.patient_id, detail=detail)
+    uow.commit()
+
+
+def _overrides(kind: str, overridden: Sequence[str]) -> str | None:
+    return f"{kind} override: {', '.join(overridden)}" if overridden else None
+
+
+def _store_course(
+    uow: UnitOfWork,
+    found: InfusionCourse,
+    events: Iterable[Event],
+    detail: str,
+    *,
+    rows: Iterable[SQLModel] = (),
+) -> None:
+    """Keep what a step did to the course: its rows, its events and the audit of the
+    course changed (as _store does at a session)."""
+    uow.session.add_all([found, *rows])
+    _publish(uow, found, events)
     uow.audit(AuditAction.update, "EpisodeOfCare", str(found.id), found.patient_id, detail=detail)
+    uow.commit()
 
 
 # --- sessions --------------------------------------------------------------------------

@@ -155,24 +155,14 @@ def record_vitals(
         session_id=infusion.id,
         at=at,
         phase=phase,
-        systolic=data.systolic,
-        diastolic=data.diastolic,
-        heart_rate=data.heart_rate,
-        spo2=data.spo2,
+        **values,
         out_of_range=crossed,
         recorded_by=by,
     )
     if not crossed:
         return reading, None
     out_of_range = InfusionVitalsOutOfRange(
-        **about(infusion),
-        phase=_valid_phase(phase),
-        systolic=data.systolic,
-        diastolic=data.diastolic,
-        heart_rate=data.heart_rate,
-        spo2=data.spo2,
-        crossed=crossed,
-        measured_at=at,
+        **about(infusion), phase=_valid_phase(phase), **values, crossed=crossed, measured_at=at
     )
     return reading, out_of_range
 

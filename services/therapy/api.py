@@ -13,6 +13,7 @@ from litestar import Controller
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from services.therapy import services, views
+from services.therapy.models import TherapyEpisode
 from services.therapy.schemas import (
     AppointmentCancellation,
     AppointmentCreate,
@@ -32,7 +33,8 @@ from services.therapy.schemas import (
     SlotsRead,
     WorkingHoursSet,
 )
-from shared.auth import Role, requires
+from shared.auth import Role, User, requires
+from shared.uow import UnitOfWork
 from shared.web.dependencies import UowDep, UserDep
 from shared.web.handlers import command, query
 
@@ -126,15 +128,13 @@ class EpisodeController(Controller):
 
     @query("/{episode_id:uuid}", operation_id="readTherapyEpisode", roles=READERS)
     def read(self, episode_id: FromPath[UUID], uow: UowDep, user: UserDep) -> EpisodeRead:
-        episode = services.read_episode(episode_id, uow, user)
-        return views.episode_read(uow.session, episode, user, detail=True)
+        return _episode(uow, user, services.read_episode(episode_id, uow, user))
 
     @command("/{episode_id:uuid}/assign", operation_id="assignTherapist", roles=PSY_OR_MDT)
     def assign(
         self, episode_id: FromPath[UUID], data: JSONBody[Assignment], uow: UowDep, user: UserDep
     ) -> EpisodeRead:
-        episode = services.assign(episode_id, data, uow, user)
-        return views.episode_read(uow.session, episode, user, detail=True)
+        return _episode(uow, user, services.assign(episode_id, data, uow, user))
 
     @command(
         "/{episode_id:uuid}/appointments",
@@ -160,8 +160,7 @@ class EpisodeController(Controller):
     def discharge(
         self, episode_id: FromPath[UUID], data: JSONBody[Discharge], uow: UowDep, user: UserDep
     ) -> EpisodeRead:
-        episode = services.discharge(episode_id, data, uow, user)
-        return views.episode_read(uow.session, episode, user, detail=True)
+        return _episode(uow, user, services.discharge(episode_id, data, uow, user))
 
 
 # --- appointments ----------------------------------------------------------------------------
@@ -229,6 +228,10 @@ class AppointmentController(Controller):
         user: UserDep,
     ) -> MeasureRead:
         return views.measure_read(services.record_measure(appointment_id, data, uow, user), user)
+
+
+def _episode(uow: UnitOfWork, user: User, episode: TherapyEpisode) -> EpisodeRead:
+    return views.episode_read(uow.session, episode, user, detail=True)
 
 
 CONTROLLERS: tuple[Any, ...] = (ClinicianController, EpisodeController, AppointmentController)
