@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -311,20 +311,14 @@ def agree_plan(
             "fields": list(dose.outside_band),
             "at": now.isoformat(),
         }
+    # The plan keeps every value asked for (its fields are the request's), the override
+    # as recorded, and the dose they come to.
+    asked: dict[str, Any] = {**msgspec.structs.asdict(data), "override": override}
     plan = DosingPlan(
+        **asked,
         course_id=course.id,
-        indication=data.indication,
-        weight_kg=data.weight_kg,
-        dose_mg_per_kg=data.dose_mg_per_kg,
-        infusion_minutes=data.infusion_minutes,
-        rate_mg_per_kg_per_h=data.rate_mg_per_kg_per_h,
-        duration_hours=data.duration_hours,
         total_mg=dose.total_mg,
         rate_mg_per_h=dose.rate_mg_per_h,
-        induction_count=data.induction_count,
-        induction_spacing_days=data.induction_spacing_days,
-        maintenance_interval_days=data.maintenance_interval_days,
-        override=override,
         agreed_by=by,
         agreed_at=now,
     )
@@ -570,18 +564,11 @@ def close(
     if any(s.status == domain.IN_PROGRESS for s in open_sessions):
         # An infusion running now is ended by its clinician, never by a closing course.
         raise IllegalTransition("infusion", domain.IN_PROGRESS, "close the course")
-    events: list[Event] = [
-        session.end(booked, "cancel", "course closed", now) for booked in open_sessions
-    ]
+    cancelled = [session.end(booked, "cancel", "course closed", now) for booked in open_sessions]
     action = domain.close_action(closure.reason)
-    events.append(change_status(course, action, closure.note or closure.reason, now))
+    changed = change_status(course, action, closure.note or closure.reason, now)
     course.closed_at, course.close_reason, course.maintenance_due_at = now, closure.reason, None
-    events.append(
-        InfusionCourseClosed(
-            course_id=course.id,
-            referral_id=course.referral_id,
-            reason=closure.reason,
-            closed_at=now,
-        )
+    closed = InfusionCourseClosed(
+        course_id=course.id, referral_id=course.referral_id, reason=closure.reason, closed_at=now
     )
-    return events
+    return [*cancelled, changed, closed]

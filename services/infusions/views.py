@@ -6,15 +6,7 @@ from __future__ import annotations
 import msgspec
 from sqlmodel import Session
 
-from services.infusions import domain, repository
-from services.infusions.models import (
-    DosingPlan,
-    EligibilityAssessment,
-    InfusionCourse,
-    InfusionSession,
-    OpioidUse,
-    VitalsReading,
-)
+from services.infusions import domain, models, repository
 from services.infusions.schemas import (
     AdverseEventRead,
     AssessmentRead,
@@ -33,7 +25,7 @@ SEES_CLINICAL_DETAIL = (Role.infusion_clinician, Role.mdt)
 
 
 def course_read(
-    db: Session, course: InfusionCourse, user: User, *, detail: bool = False
+    db: Session, course: models.InfusionCourse, user: User, *, detail: bool = False
 ) -> CourseRead:
     sessions = repository.sessions(db, course.id)
     completed = sum(1 for s in sessions if s.status == domain.COMPLETED)
@@ -50,12 +42,12 @@ def course_read(
     return read
 
 
-def opioid_use_read(use: OpioidUse) -> OpioidUseRead:
+def opioid_use_read(use: models.OpioidUse) -> OpioidUseRead:
     return msgspec.convert(use, OpioidUseRead, from_attributes=True)
 
 
 def assessment_read(
-    assessment: EligibilityAssessment, opioid_use: OpioidUse | None = None
+    assessment: models.EligibilityAssessment, opioid_use: models.OpioidUse | None = None
 ) -> AssessmentRead:
     # What blocks and what still waits for an override is derived again from the stored
     # answers, so the answer shows the rule as it stands.
@@ -86,15 +78,17 @@ def assessment_read(
     )
 
 
-def plan_read(plan: DosingPlan) -> PlanRead:
+def plan_read(plan: models.DosingPlan) -> PlanRead:
     return msgspec.convert(plan, PlanRead, from_attributes=True)
 
 
-def vitals_read(reading: VitalsReading) -> VitalsRead:
+def vitals_read(reading: models.VitalsReading) -> VitalsRead:
     return msgspec.convert(reading, VitalsRead, from_attributes=True)
 
 
-def session_read(db: Session, infusion: InfusionSession, *, detail: bool = False) -> SessionRead:
+def session_read(
+    db: Session, infusion: models.InfusionSession, *, detail: bool = False
+) -> SessionRead:
     read = msgspec.convert(infusion, SessionRead, from_attributes=True)
     if detail:
         read.vitals = [vitals_read(v) for v in repository.vitals(db, infusion.id)]
