@@ -10,11 +10,9 @@ from services.infusions import domain, models, repository
 from services.infusions.schemas import (
     AdverseEventRead,
     AssessmentRead,
-    ChecklistItem,
     CourseRead,
     OpioidUseRead,
     PlanRead,
-    PriorTreatment,
     SessionRead,
     VitalsRead,
 )
@@ -57,25 +55,12 @@ def assessment_read(
         [o["caution"] for o in assessment.overrides],
         len(assessment.prior_treatments),
     )
-    return AssessmentRead(
-        id=assessment.id,
-        assessed_by=assessment.assessed_by,
-        assessed_at=assessment.assessed_at,
-        outcome=assessment.outcome,
-        blocked_by=list(eligibility.blocked_by),
-        cautions_without_override=list(eligibility.cautions_without_override),
-        weight_kg=assessment.weight_kg,
-        systolic=assessment.systolic,
-        diastolic=assessment.diastolic,
-        heart_rate=assessment.heart_rate,
-        opioid_mme_per_day=assessment.opioid_mme_per_day,
-        pain_nrs=assessment.pain_nrs,
-        phq9_total=assessment.phq9_total,
-        checklist=msgspec.convert(assessment.checklist, dict[str, ChecklistItem]),
-        overrides=assessment.overrides,
-        prior_treatments=msgspec.convert(assessment.prior_treatments, list[PriorTreatment]),
-        opioid_use=opioid_use_read(opioid_use) if opioid_use else None,
-    )
+    derived = {
+        "blocked_by": list(eligibility.blocked_by),
+        "cautions_without_override": list(eligibility.cautions_without_override),
+        "opioid_use": opioid_use_read(opioid_use) if opioid_use else None,
+    }
+    return msgspec.convert({**assessment.model_dump(), **derived}, AssessmentRead)
 
 
 def plan_read(plan: models.DosingPlan) -> PlanRead:
