@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from axe_playwright_python.sync_playwright import Axe
 from oidc_provider_mock import run_server_in_thread
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
@@ -273,3 +274,41 @@ def test_a_clinician_signs_in_through_the_clinics_identity_provider(
     page.get_by_role("button", name="Authorize").click()
     page.wait_for_url(f"{clinic}/status*")  # the callback's page moves on from our site
     assert "dr-oidc-lead" in page.content()
+
+
+# Each role's pages, as that role sees them on the demo clinic.
+PAGES_OF_ROLE = {
+    ("admin-kim", "admin"): ["/status", "/reports/waits", "/operations"],
+    ("dr-mdt-lead", "mdt"): ["/status", "/worklist", "/patients?q=a", "/reports/waits"],
+    ("psy-jones", "psychologist"): ["/inbox", "/caseload"],
+    ("nurse-okafor", "infusion-clinician"): ["/clinic"],
+    ("dr-gp-patel", "referrer"): ["/referrals/mine", "/referrals/new"],
+}
+
+
+@pytest.mark.parametrize(("who", "paths"), PAGES_OF_ROLE.items(), ids=lambda v: str(v))
+def test_every_roles_pages_pass_axe_without_a_serious_violation(
+    clinic: str, page: Page, who: tuple[str, str], paths: list[str]
+) -> None:
+    """axe-core (WCAG 2.1 A and AA rules) on each page a role works in: no violation of
+    serious or critical impact."""
+    user, role = who
+    axe = Axe()
+    # The control: axe run this way does find a critical violation where there is one.
+    page.set_content('<html lang="en"><title>t</title><main><img src="x.png"></main></html>')
+    control = axe.run(page, options={"runOnly": ["wcag2a", "wcag2aa", "wcag21aa"]})
+    assert "image-alt" in {v["id"] for v in control.response["violations"]}
+    sign_in(page, clinic, user, role)
+    found: dict[str, list[str]] = {}
+    for path in paths:
+        page.goto(f"{clinic}{path}")
+        page.wait_for_load_state("load")
+        results = axe.run(page, options={"runOnly": ["wcag2a", "wcag2aa", "wcag21aa"]})
+        serious = [
+            f"{v['id']}: {v['help']} ({len(v['nodes'])})"
+            for v in results.response["violations"]
+            if v.get("impact") in ("serious", "critical")
+        ]
+        if serious:
+            found[path] = serious
+    assert not found, found
