@@ -189,7 +189,7 @@ class SignInController(_Pages):
         self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
     ) -> Response[Any]:
         if not _dev_sign_in(request):
-            raise PermissionDeniedException("development sign-in is off in production")
+            raise PermissionDeniedException("development sign-in is only for the embedded mode")
         user_id = (data.get("user") or "").strip()
         try:
             role = Role(data.get("role", ""))
@@ -231,7 +231,9 @@ def _platform(request: Request[Any, Any, Any]) -> PlatformSettings:
 
 
 def _dev_sign_in(request: Request[Any, Any, Any]) -> bool:
-    return bool(_platform(request).env is not RunMode.production)
+    """The development identities: the embedded mode only, and never in production (a
+    distributed deployment signs people in through the clinic's provider)."""
+    return bool(request.app.state.embedded) and _platform(request).env is not RunMode.production
 
 
 # --- my alerts (issue 13: every home page starts with them) -----------------------------

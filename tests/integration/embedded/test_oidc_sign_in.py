@@ -10,12 +10,16 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from litestar.testing import TestClient
 from oidc_provider_mock import run_server_in_thread
 
+from services.web.app import WEB
 from services.web.oidc import SignInRefused, role_of
 from shared.auth import SESSION_COOKIE
+from shared.messaging import make_broker
 from shared.names import Role
 from shared.settings import PlatformSettings
+from shared.web.app import build_app
 from tests.embedded import Embedded, embedded_app
 
 
@@ -137,3 +141,22 @@ def test_without_a_provider_there_is_no_clinic_account_sign_in(embedded: Embedde
     embedded.client.cookies.clear()
     assert 'href="/sign-in/oidc"' not in embedded.client.get("/sign-in").text
     assert embedded.client.get("/sign-in/oidc", follow_redirects=False).status_code == 404
+
+
+def test_the_development_identities_are_for_the_embedded_mode_only(tmp_path: Path) -> None:
+    """`carepath serve web` (distributed) signs people in through the provider only."""
+    platform = PlatformSettings(data_dir=tmp_path, jwt_secret="x" * 40)
+    app = build_app(
+        [], make_broker(platform), platform, embedded=False, migrate_on_start=False, web=WEB
+    )
+    with TestClient(app) as client:
+        form = client.get("/sign-in")
+        assert "development identities" not in form.text
+        assert "no identity provider is set up" in form.text
+        refused = client.post(
+            "/sign-in",
+            data={"user": "anyone", "role": "mdt", "_csrf_token": client.cookies["csrftoken"]},
+            follow_redirects=False,
+        )
+        assert refused.status_code == 403
+        assert SESSION_COOKIE not in refused.cookies
