@@ -312,3 +312,39 @@ def test_every_roles_pages_pass_axe_without_a_serious_violation(
         if serious:
             found[path] = serious
     assert not found, found
+
+
+def test_a_referrer_registers_a_patient_and_writes_a_referral(clinic: str, page: Page) -> None:
+    sign_in(page, clinic, "dr-gp-browser", "referrer")
+    page.goto(f"{clinic}/referrals/new")
+    page.get_by_text("Not registered yet? Register the patient").click()
+    page.get_by_label("Given name").fill("Imogen")
+    page.locator("#family").fill("Browserworth")
+    page.locator("#born").fill("1968-05-14")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Register").click()
+    expect(page.locator(".notice strong")).to_have_text("Imogen Browserworth")
+    page.get_by_label("To", exact=True).select_option("psychology")
+    page.get_by_label("Reason for referral").fill("Fibromyalgia with low mood; wants CBT")
+    page.get_by_label("fibromyalgia", exact=True).check()
+    for item in range(1, 10):
+        page.locator(f"#phq9-{item}").select_option("1")
+    page.get_by_label("Pain", exact=True).fill("7")
+    page.get_by_label("Your name").fill("Dr Browser")
+    page.get_by_label("Organisation").fill("Test Surgery")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Send the referral").click()
+    page.wait_for_load_state("load")
+    assert "/referrals/mine" in page.url
+    expect(page.get_by_role("main")).to_contain_text("Imogen Browserworth")
+
+
+def test_an_admin_downloads_the_waiting_times_as_csv(clinic: str, page: Page) -> None:
+    sign_in(page, clinic, "admin-kim", "admin")
+    page.goto(f"{clinic}/reports/waits")
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    path = download.value.path()
+    rows = path.read_text().splitlines()
+    assert rows[0].startswith("team,")
+    assert len(rows) > 1
