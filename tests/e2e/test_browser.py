@@ -348,3 +348,13 @@ def test_an_admin_downloads_the_waiting_times_as_csv(clinic: str, page: Page) ->
     rows = path.read_text().splitlines()
     assert rows[0].startswith("team,")
     assert len(rows) > 1
+
+
+def test_finding_a_patient_follows_the_typing(clinic: str, page: Page) -> None:
+    """htmx: the matches appear as the name is typed, without pressing Search."""
+    sign_in(page, clinic, "dr-mdt-lead", "mdt")
+    page.goto(f"{clinic}/patients")
+    page.get_by_label("Name or NHS number").press_sequentially("Ba", delay=50)
+    expect(page.locator("#found-h")).to_contain_text("found", timeout=5000)
+    assert page.locator("#results tbody tr td a").count() >= 1
+    assert "q=Ba" in page.url  # the address follows, so back and reload work
