@@ -68,6 +68,7 @@ _WHY = {
     413: "The body is larger than the limit",
     415: "The body is not application/json",
     422: "A parameter or field is invalid: each one is named in `errors`",
+    503: "A service this one needs did not answer; nothing was changed, try again later",
 }
 
 
@@ -75,8 +76,9 @@ def error_statuses(path: str, method: str, operation: Operation) -> list[int]:
     """The error statuses one operation can answer."""
     statuses = [400, 422]
     if not is_public(path):
-        # 404 also where the id is in the body or the query (a referral's patient).
-        statuses += [401, 403, 404]
+        # 404 also where the id is in the body or the query (a referral's patient); 503
+        # where a service this one asks does not answer now.
+        statuses += [401, 403, 404, 503]
     if method in _CHANGES:
         statuses.append(409)
     if operation.request_body is not None:

@@ -7,20 +7,21 @@ from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 
+import httpx
 import msgspec
 from dramatiq import Message
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.exceptions import NotFoundException, ServiceUnavailableException
+from litestar.params import FromQuery, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 from sqlmodel import Session, col, func, select
 
 from shared.audit import AccessTrail, AuditAction
 from shared.auth import Role, requires
 from shared.catchup import FeedLag, FeedReport, feed_lags
-from shared.client import DeadLetterView
+from shared.client import ApiProblem, DeadLetterView
 from shared.errors import problem
 from shared.feed import CURSOR_PATTERN, FeedCursor, read_feed
 from shared.messaging import queue_depth
@@ -79,6 +80,10 @@ class EventFeedController(Controller):
         return FeedPage(items=items, next_after=str(feed.next_after), remaining=feed.remaining)
 
 
+# A row id as the databases keep it (BIGINT): a larger one cannot name a row.
+MAX_ROW_ID = 2**63 - 1
+
+
 class DeadLetterController(Controller):
     path = "/api/dead-letters"
     guards = [requires(Role.admin, Role.service)]
@@ -97,7 +102,7 @@ class DeadLetterController(Controller):
         self,
         db: NamedDependency[Session],
         runtime: NamedDependency[ServiceRuntime],
-        dead_letter_id: FromPath[int],
+        dead_letter_id: Annotated[int, PathParameter(ge=1, le=MAX_ROW_ID)],
     ) -> DeadLetterView:
         row = db.get(DeadLetter, dead_letter_id)
         if row is None:
@@ -162,7 +167,13 @@ class FeedController(Controller):
     ) -> ReconcileView:
         if not runtime.consumes:
             return ReconcileView(consumer=runtime.name, feeds=[], unresolved=0)
-        reports = runtime.follower().reconcile_all(repair=data.repair)
+        try:
+            reports = runtime.follower().reconcile_all(repair=data.repair)
+        except (httpx.HTTPError, ApiProblem) as error:
+            # A producer that does not answer now: say so, and try again later.
+            raise ServiceUnavailableException(
+                f"a producer's feed did not answer ({type(error).__name__}); try again later"
+            ) from None
         unresolved = sum(report.unresolved for report in reports)
         log.info(
             "feed.reconciled",

@@ -225,3 +225,17 @@ def test_a_time_in_the_query_must_be_rfc_3339(embedded: Embedded, value: str) ->
         "/api/infusion-courses?due_before=2027-01-04T09:00:00Z", headers=embedded.headers(Role.mdt)
     )
     assert fine.status_code == 200, fine.text
+
+
+def test_a_row_id_larger_than_the_database_keeps_is_refused(embedded: Embedded) -> None:
+    """schemathesis found a 500: an id past BIGINT overflowed the database driver."""
+    response = embedded.client.post(
+        "/referrals/api/dead-letters/8347996654170878511153152/replay",
+        headers=embedded.headers(Role.admin),
+    )
+    assert_problem(response, 422, "dead_letter_id")
+    missing = embedded.client.post(
+        "/referrals/api/dead-letters/9223372036854775807/replay",
+        headers=embedded.headers(Role.admin),
+    )
+    assert_problem(missing, 404)
