@@ -41,11 +41,14 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("fuzz")
     env = {key: value for key, value in os.environ.items() if not key.startswith("CAREPATH_")}
     env["CAREPATH_JWT_SECRET"] = JWT_SECRET
+    yield from _serving(workdir, env, "up", "--data-dir", str(workdir / "data"))
+
+
+def _serving(workdir: Path, env: dict[str, str], *command: str) -> Iterator[str]:
+    """`carepath <command> --port P` until the module's tests are done, at its URL."""
     processes = Processes(workdir)
     port = free_port()
-    processes.start(
-        "up", carepath("up", "--port", str(port), "--data-dir", str(workdir / "data")), env
-    )
+    processes.start(command[0], carepath(*command, "--port", str(port)), env)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_http(f"{base}/health")
@@ -87,15 +90,9 @@ def one_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             carepath("migrate", "referrals"), env=env, capture_output=True, text=True, timeout=120
         )
         assert migrated.returncode == 0, migrated.stderr[-2000:]
-        processes = Processes(workdir)
-        port = free_port()
-        processes.start("referrals", carepath("serve", "referrals", "--port", str(port)), env)
         try:
-            base = f"http://127.0.0.1:{port}"
-            wait_for_http(f"{base}/health")
-            yield base
+            yield from _serving(workdir, env, "serve", "referrals")
         finally:
-            processes.stop_all()
             client = redis.Redis.from_url(REDIS_TEST_URL)
             keys = list(client.scan_iter(f"{namespace}*"))
             if keys:
