@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime, time
+from functools import cache
 from typing import Any
 
 import msgspec
@@ -24,6 +25,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.handlers import BaseRouteHandler
 from litestar.status_codes import HTTP_415_UNSUPPORTED_MEDIA_TYPE
 from litestar.typing import FieldDefinition
 
@@ -173,11 +175,9 @@ _TIMES = (datetime, date, time)
 def _check_query_times(request: Request[Any, Any, Any]) -> None:
     """A date or time in the query is RFC 3339 text, as the schema says: Litestar's
     lenient reading would take `due_before=0.5` as half a second after 1970."""
-    for field in request.route_handler.parsed_fn_signature.parameters.values():
-        kind = next((k for k in _TIMES if _holds(field, k)), None)
-        name = getattr(field.kwarg_definition, "query", None) or field.name
+    for name, kind in _query_times(request.route_handler):
         value = request.query_params.get(name)
-        if kind is None or value is None:
+        if value is None:
             continue
         try:
             msgspec.convert(value, kind, strict=True)
@@ -186,6 +186,18 @@ def _check_query_times(request: Request[Any, Any, Any]) -> None:
             raise ValidationException(
                 detail=message, extra=[{"key": name, "message": message, "source": "query"}]
             ) from None
+
+
+@cache
+def _query_times(handler: BaseRouteHandler) -> tuple[tuple[str, type], ...]:
+    """A route's date and time parameters, by their query name: read once a route, not on
+    every request."""
+    found = []
+    for field in handler.parsed_fn_signature.parameters.values():
+        kind = next((k for k in _TIMES if _holds(field, k)), None)
+        if kind is not None:
+            found.append((getattr(field.kwarg_definition, "query", None) or field.name, kind))
+    return tuple(found)
 
 
 def _holds(field: FieldDefinition, kind: type) -> bool:
