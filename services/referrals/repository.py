@@ -47,6 +47,18 @@ def referrals_of(session: Session, patient_id: UUID) -> Sequence[Referral]:
     return session.exec(select(Referral).where(Referral.patient_id == patient_id)).all()
 
 
+def referrals_of_patients(
+    session: Session, patient_ids: Iterable[UUID]
+) -> dict[UUID, list[Referral]]:
+    """Every referral of these patients, by patient: one query for a page of them."""
+    by_patient: dict[UUID, list[Referral]] = {patient_id: [] for patient_id in patient_ids}
+    if by_patient:
+        query = select(Referral).where(col(Referral.patient_id).in_(list(by_patient)))
+        for found in session.exec(query).all():
+            by_patient[found.patient_id].append(found)
+    return by_patient
+
+
 def referral(session: Session, referral_id: UUID, *, lock: bool = False) -> Referral | None:
     # Locked, two triagers of one referral take turns.
     return load(session, Referral, referral_id, lock=lock)

@@ -8,7 +8,7 @@ has written nothing. Controllers (api.py) only parse, call one of these and retu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TypeVar
@@ -81,7 +81,8 @@ def search_patients(text: str, limit: int, uow: UnitOfWork, user: User) -> list[
     every patient it shows are audited; the text searched for is not (it is a name)."""
     with uow:
         candidates = repository.patients_matching(uow.session, text, _SEARCH_WINDOW)
-        found = [p for p in candidates if _may_see_patient(uow, user, p)][:limit]
+        referrals = repository.referrals_of_patients(uow.session, (p.id for p in candidates))
+        found = [p for p in candidates if _may_see(user, p, referrals[p.id])][:limit]
         uow.audit(AuditAction.read, "Patient", None, None, detail=f"search: {len(found)} shown")
         for patient in found:
             uow.audit(AuditAction.read, "Patient", str(patient.id), patient.id, detail="search")
@@ -209,9 +210,16 @@ def _patient_for(uow: UnitOfWork, user: User, patient_id: UUID) -> Patient:
 def _may_see_patient(uow: UnitOfWork, user: User, patient: Patient) -> bool:
     if user.role is Role.mdt or patient.registered_by == user.id:
         return True
+    return _may_see(user, patient, repository.referrals_of(uow.session, patient.id))
+
+
+def _may_see(user: User, patient: Patient, referrals: Sequence[Referral]) -> bool:
+    """The MDT sees everyone; others the patients they registered or whose referrals
+    they see."""
+    if user.role is Role.mdt or patient.registered_by == user.id:
+        return True
     return any(
-        domain.can_see_referral(user.role, user.id, r.target, r.created_by)
-        for r in repository.referrals_of(uow.session, patient.id)
+        domain.can_see_referral(user.role, user.id, r.target, r.created_by) for r in referrals
     )
 
 
