@@ -174,7 +174,10 @@ async def _course_page(request: Request[Any, Any, Any], course_id: UUID, **extra
     for session in sessions:
         session["when"] = _local(datetime.fromisoformat(session["scheduled_start"]))
     today = working_calendar().day_of(_now())
-    assessed = course.get("assessment") or {}
+    # The form starts from the plan agreed (to change one value), else the assessed weight.
+    agreed = course.get("plan") or {}
+    weight = agreed.get("weight_kg") or (course.get("assessment") or {}).get("weight_kg", "")
+    starting = {name: agreed.get(name) for name in ("indication", *PLAN_NUMBERS)}
     return _page(
         request,
         "course.html",
@@ -182,7 +185,7 @@ async def _course_page(request: Request[Any, Any, Any], course_id: UUID, **extra
         name=names.get(UUID(course["patient_id"])),
         sessions=sessions,
         today=today.isoformat(),
-        plan_form=extra.pop("plan_form", None) or {"weight_kg": assessed.get("weight_kg", "")},
+        plan_form=extra.pop("plan_form", None) or starting | {"weight_kg": weight},
         blocking=BLOCKING,
         cautions=CAUTIONS,
         phq9_items=PHQ9_ITEMS,

@@ -149,6 +149,9 @@ def test_the_dosing_plan_shows_its_dose_before_it_is_agreed(embedded: Embedded) 
     assert "done=Dosing plan agreed" in agreed, agreed
     html = page(embedded, course_page)
     assert "depression: 35" in html and "agreed by nurse-pages" in html
+    # Changing the plan starts from the one agreed.
+    assert 'name="dose_mg_per_kg" inputmode="decimal" value="0.5"' in html
+    assert '<option value="depression" selected>' in html
 
 
 def test_the_eligibility_checklist_is_filled_in_on_the_course_page(embedded: Embedded) -> None:
