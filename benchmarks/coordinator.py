@@ -23,7 +23,6 @@ See benchmarks/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import random
 import secrets
@@ -351,7 +350,7 @@ class History:
                 pain_after=pain_after,
                 phq9_total=phq9.total,
                 phq9_item9=phq9.items[8],
-                response=c.InfusionResponse(**dataclasses.asdict(result)),
+                response=result,
                 completed_sessions=number,
                 maintenance_due_at=maintenance_due(at, number, INDUCTION, MAINTENANCE_DAYS),
             ),
