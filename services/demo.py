@@ -1,33 +1,31 @@
-"""`carepath up --demo`: a synthetic cohort, made through the services' own APIs.
+"""`carepath up --demo`: a synthetic clinic six months in, made through the services' APIs.
 
 About fifty patients at different points of the pathway, so a newcomer opens a clinic
-that is already running: referrals waiting for triage, questions asked, infusion courses
-at every step, psychology episodes on the waiting list and in treatment, and the alerts
-those raise. Everything goes through the HTTP APIs as a named (development) clinician, so
-every event is a real one and every rule is applied; nothing is written to a database.
+that has been running for months: referrals waiting for triage (some past their due
+time), questions asked, infusion courses at every step, psychology episodes on the
+waiting list (some past the 6-week wait) and in treatment, and the alerts those raise.
+Everything goes through the HTTP APIs as a named (development) clinician, so every event
+is a real one and every rule is applied; nothing is written to a database.
+
+Nothing can be back-dated, so the demo lives the months instead: the clinic clock is set
+to the day the clinic opened, and every patient's steps run in time order, the clock
+moved forward to each (`Timeline`), with the coordinator's time rules run at every move.
+An appointment or infusion is booked ahead and carried out on its day, as issue 12 asks.
+At the end the clock is put back to the system's time.
 
 The names are invented and the NHS numbers come from the 999 range NHS England keeps
 for test patients. Logs carry counts and scenario names only, never a patient's details.
-
-What the APIs do not allow, and how the cohort lives with it (every refusal is a rule):
-- nothing can be back-dated: every event happens now, so waits are all short and no
-  time-based alert (triage overdue, 6-week wait, maintenance overdue) fires;
-- an infusion session and a therapy appointment can only be booked in the future, and
-  started, attended or missed on their day (issue 12): the sessions a patient has "had"
-  are booked on the next days (at the plan's spacing, on the psychologist's slots) and
-  carried out with the embedded clinic clock moved to their day for the moment it takes
-  (`on_the_day`, under a lock every seeding call holds).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -35,7 +33,6 @@ from typing import Any
 import httpx
 
 from shared.auth import Role, issue_token
-from shared.clock import clinic_clock
 from shared.observability import get_logger
 from shared.settings import PlatformSettings
 from shared.tables import utcnow
@@ -61,7 +58,9 @@ DEV_IDENTITIES: tuple[tuple[str, Role], ...] = (
 PSYCHOLOGIST_NAMES = {"psy-jones": "Dr R. Jones", "psy-khan": "Dr S. Khan"}
 WEEKDAYS_9_TO_5 = [{"weekday": day, "start": "09:00:00", "end": "17:00:00"} for day in range(5)]
 
-THREADS = 4
+MONTHS_AGO_DAYS = 183  # the clinic opened this long before today
+SPACING_DAYS = 3  # between induction infusions
+MAINTENANCE_DAYS = 28  # from the last induction infusion to the first maintenance one
 OPEN_TIMEOUT_S = 30.0  # an accepted referral's course or episode is opened by a worker
 POLL_S = 0.05
 
@@ -142,22 +141,6 @@ class DemoStepRefused(RuntimeError):
         self.status = status
 
 
-# An infusion is given on the day it was booked for (issue 12), so the demo moves the
-# embedded system's clinic clock to that day for the infusion and back at once. Every
-# seeding call holds this lock, so no other thread's call sees the moved clock.
-CLINIC_TIME = threading.RLock()
-
-
-@contextmanager
-def on_the_day(start: datetime) -> Iterator[None]:
-    with CLINIC_TIME:
-        clinic_clock().set(start + timedelta(minutes=5))
-        try:
-            yield
-        finally:
-            clinic_clock().reset()
-
-
 class _Api:
     """Plain httpx against the running server, each call as one of the dev identities."""
 
@@ -174,10 +157,9 @@ class _Api:
     def call(
         self, method: str, as_user: str, path: str, body: Any = None, **params: Any
     ) -> dict[str, Any]:
-        with CLINIC_TIME:  # no call lands while another thread has moved the clock
-            response = self._http.request(
-                method, path, json=body, params=params or None, headers=self._auth[as_user]
-            )
+        response = self._http.request(
+            method, path, json=body, params=params or None, headers=self._auth[as_user]
+        )
         if response.status_code >= 400:
             try:
                 title = str(response.json().get("title", ""))
@@ -205,20 +187,61 @@ class _Api:
                 raise TimeoutError(f"nothing at {path} after {OPEN_TIMEOUT_S:.0f}s")
             time.sleep(POLL_S)
 
+    def set_clock(self, moment: datetime) -> None:
+        # Through the clock API, not the clock itself: the coordinator runs its time rules
+        # on every move, so a wait breached in March raises its alert in March.
+        self.post(ADMIN[0], "/api/clock/set", {"at": moment.isoformat()})
 
-class _Diary:
-    """The psychologists' free slots, handed out once each across the seeding threads."""
+    def reset_clock(self) -> None:
+        self.post(ADMIN[0], "/api/clock/reset")
 
-    def __init__(self, slots: Mapping[str, list[str]]) -> None:
-        self._free = {clinician: deque(starts) for clinician, starts in slots.items()}
-        self._lock = threading.Lock()
 
-    def take(self, clinician: str, count: int) -> list[str]:
-        with self._lock:
-            free = self._free[clinician]
-            if len(free) < count:
-                raise RuntimeError(f"{clinician} has no {count} free slots left")
-            return [free.popleft() for _ in range(count)]
+class Timeline:
+    """The cohort's months, lived once in time order on the one clinic clock.
+
+    Every patient's journey runs in a thread of its own and asks, before each step, for
+    the moment it happens (`at`). One journey runs at a time: once every journey still
+    going is waiting, the one with the earliest moment goes on, with the clinic clock
+    moved forward to that moment. The clock never goes back, so every rule sees the
+    order a clinic would and nothing needs back-dating.
+    """
+
+    def __init__(
+        self, move_clock: Callable[[datetime], None], journeys: int, now: datetime
+    ) -> None:
+        self._move_clock = move_clock
+        self._going = journeys  # journeys not yet finished
+        self._waiting: list[tuple[datetime, int, int]] = []  # (moment, arrival, thread)
+        self._arrivals = itertools.count()
+        self._turn: int | None = None  # the thread whose step runs now
+        self._now = now
+        self._changed = threading.Condition()
+
+    def at(self, moment: datetime) -> None:
+        """Wait until it is this journey's turn, at ``moment`` (or now, if that has passed)."""
+        me = threading.get_ident()
+        with self._changed:
+            heapq.heappush(self._waiting, (moment, next(self._arrivals), me))
+            if self._turn == me:
+                self._turn = None
+            self._hand_on()
+            self._changed.wait_for(lambda: self._turn == me)
+            if moment > self._now:
+                self._move_clock(moment)
+                self._now = moment
+
+    def finish(self) -> None:
+        with self._changed:
+            self._going -= 1
+            if self._turn == threading.get_ident():
+                self._turn = None
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        if self._turn is None and self._waiting and len(self._waiting) == self._going:
+            _moment, _arrival, thread = heapq.heappop(self._waiting)
+            self._turn = thread
+            self._changed.notify_all()
 
 
 # --- scores -------------------------------------------------------------------------------
@@ -310,10 +333,12 @@ PRIOR_TREATMENTS = (
 
 @dataclass
 class _Visit:
-    """One patient moved through the clinic, step by step, as the staff would."""
+    """One patient moved through the clinic, step by step, as the staff would, each step at
+    its moment on the timeline (`at`), counted back from the demo's today."""
 
     api: _Api
-    diary: _Diary
+    timeline: Timeline
+    today: datetime  # when the seeding began: the months end here
     person: Person
     rng: random.Random
     psychologist: str
@@ -322,12 +347,34 @@ class _Visit:
     mood: int = 16  # the latest PHQ-9 total before treatment (the course baseline)
     weight: float = 70.0
     indication: str = "pain"
-    next_session_day: int = 1
-    spacing_days: int = 3
     session_hours: float = 4.0
     targets: dict[str, str] = field(default_factory=dict)  # referral id → its team
-    # appointment id → its start: it is attended or missed on that day (issue 12)
-    appointment_starts: dict[str, str] = field(default_factory=dict)
+
+    # time
+
+    def at(self, moment: datetime) -> None:
+        """The next step happens at ``moment``; the patient is registered at their first."""
+        self.timeline.at(moment)
+        if not self.patient_id:
+            self.register()
+
+    def days_ago(self, days: int, hour: float = 10.0) -> datetime:
+        """Office hours ``days`` before today (a weekend's step moves to the Friday before),
+        never later than today's real time."""
+        day = self.today.date() - timedelta(days=days)
+        while day.weekday() >= 5:
+            day -= timedelta(days=1)
+        moment = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=hour)
+        return min(moment, self.today - timedelta(minutes=5))
+
+    def has_come(self, moment: datetime) -> bool:
+        """Whether a booked moment is before today's real time (the months end there)."""
+        return moment < self.today - timedelta(minutes=5)
+
+    def clinic_day(self, days_ago: int) -> datetime:
+        """09:00 on a day counted back from today (forward when negative)."""
+        day = self.today.date() - timedelta(days=days_ago)
+        return datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=9)
 
     # referrals
 
@@ -437,8 +484,8 @@ class _Visit:
             "indication": indication,
             "weight_kg": self.weight,
             "induction_count": induction_count,
-            "induction_spacing_days": self.spacing_days,
-            "maintenance_interval_days": 28,
+            "induction_spacing_days": SPACING_DAYS,
+            "maintenance_interval_days": MAINTENANCE_DAYS,
         }
         if indication == "depression":
             plan |= {"dose_mg_per_kg": 0.5, "infusion_minutes": 40}
@@ -449,19 +496,9 @@ class _Visit:
         self.indication = indication
         self.api.post(INFUSION_CLINICIAN[0], f"/api/infusion-courses/{course_id}/plan", plan)
 
-    def schedule(
-        self, course_id: str, *, kind: str = "induction", day: int | None = None
+    def book_session(
+        self, course_id: str, start: datetime, kind: str = "induction"
     ) -> dict[str, Any]:
-        """The next session, at 09:00 on a coming day (a session cannot be booked in the
-        past, so the ones given today are booked on the next days at the plan's spacing)."""
-        if day is None:
-            day, self.next_session_day = (
-                self.next_session_day,
-                self.next_session_day + self.spacing_days,
-            )
-        start = datetime.combine(
-            utcnow().date() + timedelta(days=day), datetime.min.time(), UTC
-        ) + timedelta(hours=9)
         end = start + timedelta(hours=self.session_hours)
         return self.api.post(
             INFUSION_CLINICIAN[0],
@@ -472,23 +509,20 @@ class _Visit:
     def infuse(
         self,
         course_id: str,
+        booked: dict[str, Any],
         *,
         responds: bool,
         high_bp: bool = False,
         serious: str | None = None,
         reassess: bool = False,
-    ) -> None:
+    ) -> bool:
         """Check in, vitals, scores, start, dose and complete one infusion, on its day
-        (and the reassessment after it, that day, where the plan needs one)."""
-        booked = self.schedule(course_id)
-        with on_the_day(datetime.fromisoformat(booked["scheduled_start"])):
-            self._infuse(booked, responds=responds, high_bp=high_bp, serious=serious)
-            if reassess and serious is None:
-                self.assess(course_id)
-
-    def _infuse(
-        self, booked: dict[str, Any], *, responds: bool, high_bp: bool, serious: str | None
-    ) -> None:
+        (and the reassessment after it, that day, where the plan needs one); False when
+        its day has not come yet."""
+        moment = datetime.fromisoformat(booked["scheduled_start"]) + timedelta(minutes=5)
+        if not self.has_come(moment):
+            return False
+        self.at(moment)
         path = f"/api/infusion-sessions/{booked['id']}"
         clinician = INFUSION_CLINICIAN[0]
         self.api.post(clinician, f"{path}/check-in")
@@ -514,7 +548,7 @@ class _Visit:
                 f"{path}/adverse-events",
                 {"code": serious, "severity": "serious", "note": "infusion stopped; observed"},
             )
-            return
+            return True
         if self.rng.random() < 0.3:
             self.api.post(
                 clinician,
@@ -540,6 +574,9 @@ class _Visit:
         )
         # Observed after the infusion: the session, now completed, names the phase.
         self.api.post(clinician, f"{path}/vitals", self._vitals("after"))
+        if reassess:
+            self.assess(course_id)
+        return True
 
     def _vitals(self, phase: str, *, high: bool = False) -> dict[str, Any]:
         if high:  # at or above 180/110 during an infusion (CLINICAL.md, local policy)
@@ -560,35 +597,36 @@ class _Visit:
         )
         return str(episode["id"])
 
-    def take_on(self, episode_id: str, appointments: int) -> list[str]:
-        """Assign to the psychologist and book the assessment and CBT sessions, in order."""
+    def take_on(self, episode_id: str) -> None:
         psy = self.psychologist
         self.api.post(psy, f"/api/therapy-episodes/{episode_id}/assign", {"clinician_id": psy})
-        booked: list[str] = []
-        for number, start in enumerate(self.diary.take(psy, appointments)):
-            mode = self.rng.choice(("video", "in-person"))
-            body: dict[str, Any] = {
-                "kind": "assessment" if number == 0 else "cbt",
-                "start": start,
-                "mode": mode,
-            }
-            if mode == "in-person":
-                body["location"] = "Psychology suite, room 2"
-            made = self.api.post(psy, f"/api/therapy-episodes/{episode_id}/appointments", body)
-            self.appointment_starts[made["id"]] = start
-            booked.append(made["id"])
-        return booked
 
-    def _its_day(self, appointment_id: str) -> Any:
-        return on_the_day(datetime.fromisoformat(self.appointment_starts[appointment_id]))
-
-    def attend(self, appointment_id: str, phq9_total: int, gad7_total: int, item9: int = 0) -> None:
-        path = f"/api/appointments/{appointment_id}"
+    def book(self, episode_id: str, kind: str, on_or_after: date) -> Booked:
+        """The psychologist's first free slot from that day, as their diary gives it now."""
         psy = self.psychologist
-        with self._its_day(appointment_id):
-            if self.rng.random() < 0.5:
-                self.api.post(psy, f"{path}/check-in")
-            self.api.post(psy, f"{path}/attend")
+        slots = self.api.get(
+            psy, f"/api/clinicians/{psy}/slots", from_day=on_or_after.isoformat(), days=14
+        )["slots"]
+        if not slots:
+            raise RuntimeError("no free slot in the psychologist's diary")
+        mode = self.rng.choice(("video", "in-person"))
+        body: dict[str, Any] = {"kind": kind, "start": slots[0], "mode": mode}
+        if mode == "in-person":
+            body["location"] = "Psychology suite, room 2"
+        made = self.api.post(psy, f"/api/therapy-episodes/{episode_id}/appointments", body)
+        return Booked(made["id"], datetime.fromisoformat(slots[0]))
+
+    def attend(self, booked: Booked, phq9_total: int, gad7_total: int, item9: int = 0) -> bool:
+        """On the appointment's day (issue 12): attended, then the measures item by item;
+        False when its day has not come yet."""
+        if not self.has_come(booked.start + timedelta(minutes=10)):
+            return False
+        self.at(booked.start + timedelta(minutes=10))
+        path = f"/api/appointments/{booked.id}"
+        psy = self.psychologist
+        if self.rng.random() < 0.5:
+            self.api.post(psy, f"{path}/check-in")
+        self.api.post(psy, f"{path}/attend")
         # PEG (pain, enjoyment, activity) follows the mood a little: people in pain clinics.
         peg_item = min(10, max(0, round(phq9_total / 3) + self.rng.randint(0, 2)))
         measures = (
@@ -598,42 +636,70 @@ class _Visit:
         )
         for instrument, items in measures:
             self.api.post(psy, f"{path}/measures", {"instrument": instrument, "items": items})
+        return True
 
-    def miss(self, appointment_id: str) -> None:
-        with self._its_day(appointment_id):
-            self.api.post(self.psychologist, f"/api/appointments/{appointment_id}/noshow")
+    def miss(self, booked: Booked) -> None:
+        if not self.has_come(booked.start + timedelta(minutes=20)):
+            return
+        self.at(booked.start + timedelta(minutes=20))
+        self.api.post(self.psychologist, f"/api/appointments/{booked.id}/noshow")
 
-    def treat(self, episode_id: str, scores: list[tuple[int, int]], booked_after: int = 1) -> None:
-        """Attended appointments with these (PHQ-9, GAD-7) totals, and more booked."""
-        appointments = self.take_on(episode_id, len(scores) + booked_after)
-        for appointment_id, (phq9_total, gad7_total) in zip(appointments, scores, strict=False):
-            self.attend(appointment_id, phq9_total, gad7_total)
+    def treat(
+        self, episode_id: str, scores: list[tuple[int, int]], first_on: date, booked_after: bool
+    ) -> None:
+        """Weekly appointments attended with these (PHQ-9, GAD-7) totals, each booking the
+        next at the end of the last, as a psychologist does."""
+        booked = self.book(episode_id, "assessment", first_on)
+        for number, (phq9_total, gad7_total) in enumerate(scores, start=1):
+            if not self.attend(booked, phq9_total, gad7_total):
+                return  # its day is still to come: it stays booked
+            if number < len(scores) or booked_after:
+                booked = self.book(episode_id, "cbt", booked.start.date() + timedelta(days=7))
+
+
+@dataclass(frozen=True)
+class Booked:
+    id: str
+    start: datetime
 
 
 # --- the scenarios ----------------------------------------------------------------------------
+# Each counts back from today: how long ago the referral came, the first appointment or the
+# last infusion was, so that today finds each patient at their point of the pathway.
+
+
+def _referrer_for(target: str) -> str:
+    return PAIN_REFERRER[0] if target == "ketamine-infusion" else REFERRER[0]
 
 
 def just_referred(
     target: str, priority: str = "routine", item9: int = 0
 ) -> Callable[[_Visit], None]:
+    """Waiting for triage; some past the triage due time (2 or 5 working days)."""
+
     def run(visit: _Visit) -> None:
-        by = PAIN_REFERRER[0] if target == "ketamine-infusion" else REFERRER[0]
-        visit.refer(target, priority=priority, item9=item9, by=by)
+        days = visit.rng.randint(1, 4) if priority == "urgent" else visit.rng.randint(0, 10)
+        visit.at(visit.days_ago(days, hour=visit.rng.uniform(9, 16)))
+        visit.refer(target, priority=priority, item9=item9, by=_referrer_for(target))
 
     return run
 
 
 def question_asked(target: str, *, answered: bool) -> Callable[[_Visit], None]:
     def run(visit: _Visit) -> None:
-        by = PAIN_REFERRER[0] if target == "ketamine-infusion" else REFERRER[0]
+        referred = visit.rng.randint(8, 20)
+        by = _referrer_for(target)
+        visit.at(visit.days_ago(referred))
         referral = visit.refer(target, by=by)
         question = (
             "Please confirm current opioid doses and any history of psychosis"
             if target == "ketamine-infusion"
             else "Is there any current risk to self? Please attach the latest GP review"
         )
+        visit.at(visit.days_ago(referred - 2))
         visit.triage(referral, "request-info", question=question)
         if answered:
+            visit.at(visit.days_ago(referred - 4))
             visit.api.post(
                 by,
                 f"/api/referrals/{referral}/info",
@@ -645,14 +711,20 @@ def question_asked(target: str, *, answered: bool) -> Callable[[_Visit], None]:
 
 def rejected(target: str, reason: str) -> Callable[[_Visit], None]:
     def run(visit: _Visit) -> None:
-        by = PAIN_REFERRER[0] if target == "ketamine-infusion" else REFERRER[0]
-        visit.triage(visit.refer(target, by=by), "reject", reason=reason)
+        referred = visit.rng.randint(14, 120)
+        visit.at(visit.days_ago(referred))
+        referral = visit.refer(target, by=_referrer_for(target))
+        visit.at(visit.days_ago(referred - 2))
+        visit.triage(referral, "reject", reason=reason)
 
     return run
 
 
 def withdrawn(visit: _Visit) -> None:
+    referred = visit.rng.randint(20, 60)
+    visit.at(visit.days_ago(referred))
     referral = visit.refer("ketamine-infusion", by=PAIN_REFERRER[0])
+    visit.at(visit.days_ago(referred - 7))
     visit.api.post(
         PAIN_REFERRER[0],
         f"/api/referrals/{referral}/cancel",
@@ -661,39 +733,65 @@ def withdrawn(visit: _Visit) -> None:
 
 
 def accepted_pain_mdt(visit: _Visit) -> None:
-    visit.triage(visit.refer("pain-mdt"), "accept")
+    referred = visit.rng.randint(10, 40)
+    visit.at(visit.days_ago(referred))
+    referral = visit.refer("pain-mdt")
+    visit.at(visit.days_ago(referred - 3))
+    visit.triage(referral, "accept")
 
 
 def psychology(stage: str, priority: str = "routine") -> Callable[[_Visit], None]:
     """A psychology episode at one point: waitlist, booked, in treatment, discharged."""
 
     def run(visit: _Visit) -> None:
+        rng = visit.rng
         # The referral's PHQ-9 is the series' first score; the assessment's agrees with it.
-        start = 12 if stage == "deteriorating" else visit.rng.randint(14, 20)
-        visit.triage(visit.refer("psychology", priority=priority, phq9_total=start), "accept")
+        start = 12 if stage == "deteriorating" else rng.randint(14, 20)
+        # Days ago of the first appointment (negative: still to come).
+        seen = {
+            "booked": -rng.randint(2, 9),
+            "item9": rng.randint(1, 3),
+            "dna": rng.randint(17, 19),
+            "discharged": rng.randint(50, 90),
+        }.get(stage, rng.randint(1, 6) + 14)
+        if stage == "waitlist":  # some past the 6-week wait, one past 18 weeks
+            referred = rng.randint(8, 14) if priority == "urgent" else rng.choice((20, 35, 48, 130))
+        else:
+            # the first patients discharged waited longest: the clinic was new
+            waited = rng.randint(56, 90) if stage == "discharged" else rng.randint(28, 70)
+            referred = max(seen, 0) + 10 + waited
+        visit.at(visit.days_ago(referred))
+        referral = visit.refer("psychology", priority=priority, phq9_total=start)
+        visit.at(visit.days_ago(referred - rng.randint(2, 4)))
+        visit.triage(referral, "accept")
         episode = visit.episode()
         if stage == "waitlist":
             return
+        visit.at(visit.days_ago(max(seen, 0) + 10))
+        visit.take_on(episode)
+        first_on = visit.today.date() - timedelta(days=seen)
         if stage == "booked":
-            visit.take_on(episode, 1)
+            visit.book(episode, "assessment", first_on)
         elif stage == "improving":
-            visit.treat(episode, [(start, 13), (start - 4, 10), (start - 8, 7)])
+            visit.treat(episode, [(start, 13), (start - 4, 10), (start - 8, 7)], first_on, True)
         elif stage == "not-improving":
-            visit.treat(episode, [(start, 12), (start, 12), (start - 1, 11)])
+            visit.treat(episode, [(start, 12), (start, 12), (start - 1, 11)], first_on, True)
         elif stage == "deteriorating":  # PHQ-9 up 6 or more: reliable deterioration
-            visit.treat(episode, [(12, 9), (15, 11), (19, 14)])
+            visit.treat(episode, [(12, 9), (15, 11), (19, 14)], first_on, True)
         elif stage == "item9":  # PHQ-9 item 9 above 0 at the assessment: same-day alert
-            (assessment, _cbt) = visit.take_on(episode, 2)
+            assessment = visit.book(episode, "assessment", first_on)
             visit.attend(assessment, start, 12, item9=1)
+            visit.book(episode, "cbt", assessment.start.date() + timedelta(days=7))
         elif stage == "dna":  # two missed CBT sessions: the discharge review alert
-            assessment, first, second, _third = visit.take_on(episode, 4)
-            visit.attend(assessment, start, 11)
-            visit.miss(first)
-            visit.miss(second)
+            booked = visit.book(episode, "assessment", first_on)
+            visit.attend(booked, start, 11)
+            for _missed in range(2):
+                booked = visit.book(episode, "cbt", booked.start.date() + timedelta(days=7))
+                visit.miss(booked)
+            visit.book(episode, "cbt", visit.today.date() + timedelta(days=2))
         elif stage == "discharged":
-            visit.treat(
-                episode, [(start, 12), (start - 5, 8), (start - 9, 5), (max(start - 12, 3), 4)], 0
-            )
+            scores = [(start, 12), (start - 5, 8), (start - 9, 5), (max(start - 12, 3), 4)]
+            visit.treat(episode, scores, first_on, False)
             visit.api.post(
                 visit.psychologist,
                 f"/api/therapy-episodes/{episode}/discharge",
@@ -703,32 +801,57 @@ def psychology(stage: str, priority: str = "routine") -> Callable[[_Visit], None
     return run
 
 
+def psychology_referral(visit: _Visit) -> None:
+    """Referred to psychology in the last days, alongside an infusion course."""
+    visit.at(visit.days_ago(visit.rng.randint(0, 2), hour=15))
+    visit.refer("psychology")
+
+
+INFUSIONS_GIVEN = {"induction-1": 1, "induction-2": 2, "vitals": 2, "serious": 2}
+
+
 def ketamine(
-    stage: str, *, responds: bool = True, psychology_too: str | None = None
+    stage: str, *, responds: bool = True, overdue: bool = False
 ) -> Callable[[_Visit], None]:
-    """An infusion course at one point; optionally a psychology referral alongside."""
+    """An infusion course at one point of its months."""
 
     def run(visit: _Visit) -> None:
+        rng = visit.rng
+        given = 0 if stage in ("opened", "assessed", "ineligible", "planned") else 3
+        given = INFUSIONS_GIVEN.get(stage, given)
+        maintenance = stage == "maintenance"
+        # Days ago of the last infusion: the next is booked at the plan's spacing, so it
+        # falls in the coming days; a maintenance one 28 days on, overdue when missed.
+        last = rng.randint(33, 38) if overdue else rng.randint(8, 20) if maintenance else 1
+        first = last + SPACING_DAYS * (given - 1)
+        assessed = {
+            "opened": None,
+            "assessed": rng.randint(1, 5),
+            "ineligible": rng.randint(30, 60),
+            "planned": rng.randint(3, 6),
+        }.get(stage, first + rng.randint(5, 9))
+        referred = (assessed if assessed is not None else 0) + rng.randint(10, 25)
+        visit.at(visit.days_ago(referred))
         referral = visit.refer(
             "ketamine-infusion",
             by=PAIN_REFERRER[0],
-            priority=visit.rng.choice(("routine",) * 3 + ("urgent",)),
+            priority=rng.choice(("routine",) * 3 + ("urgent",)),
         )
+        visit.at(visit.days_ago(referred - rng.randint(2, 4)))
         visit.triage(referral, "accept")
         course = visit.course()
-        _course_to(visit, course, stage, responds)
-        if psychology_too == "referred":
-            visit.refer("psychology")
-        elif psychology_too is not None:
-            psychology(psychology_too)(visit)
+        if assessed is None:
+            return
+        visit.at(visit.days_ago(assessed, hour=11))
+        _course_to(visit, course, stage, responds=responds, given=given, first=first)
 
     return run
 
 
-def _course_to(visit: _Visit, course: str, stage: str, responds: bool) -> None:
+def _course_to(
+    visit: _Visit, course: str, stage: str, *, responds: bool, given: int, first: int
+) -> None:
     api, clinician = visit.api, INFUSION_CLINICIAN[0]
-    if stage == "opened":
-        return
     if stage == "ineligible":
         visit.assess(course, blocked_by="psychosis")
         api.post(
@@ -742,14 +865,16 @@ def _course_to(visit: _Visit, course: str, stage: str, responds: bool) -> None:
         return
     maintenance = stage == "maintenance"
     visit.agree_plan(course, induction_count=3 if maintenance else 6)
-    if stage == "planned":
-        visit.schedule(course)  # a pain series waits for the first infusion's reassessment
+    if stage == "planned":  # on today's list; a pain series waits for its reassessment
+        later_today = visit.today.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+        visit.book_session(course, later_today)
         return
-    given = {"induction-1": 1, "induction-2": 2, "vitals": 2, "serious": 2}.get(stage, 3)
+    booked = visit.book_session(course, visit.clinic_day(first))
     for number in range(1, given + 1):
         last = number == given
-        visit.infuse(
+        given_now = visit.infuse(
             course,
+            booked,
             # A responder feels the benefit from the second infusion (or the only one).
             responds=responds and (number >= 2 or given == 1),
             high_bp=stage == "vitals" and last,
@@ -757,13 +882,17 @@ def _course_to(visit: _Visit, course: str, stage: str, responds: bool) -> None:
             # Chronic pain (Cohen 2018): reassess after the first infusion, before a series.
             reassess=number == 1 and visit.indication != "depression",
         )
-    if stage == "serious":
-        return
-    if maintenance:  # the first maintenance infusion, due at the plan's interval
-        visit.schedule(course, kind="maintenance", day=28)
-    else:
-        visit.schedule(course)
+        if not given_now:
+            return  # its day is still to come: it stays booked
+        if stage == "serious" and last:
+            return
+        start = datetime.fromisoformat(booked["scheduled_start"])
+        if last and maintenance:  # the first maintenance infusion, at the plan's interval
+            visit.book_session(course, start + timedelta(days=MAINTENANCE_DAYS), "maintenance")
+        else:
+            booked = visit.book_session(course, start + timedelta(days=SPACING_DAYS))
     if stage == "on-hold":
+        visit.at(visit.days_ago(0, hour=8))
         api.post(
             MDT[0],
             f"/api/infusion-courses/{course}/hold",
@@ -776,6 +905,9 @@ class Scenario:
     name: str
     stage: str  # the pathway stage the coordinator should show
     run: Callable[[_Visit], None]
+    # What happens to the same patient meanwhile, on the same timeline (psychology
+    # alongside an infusion course).
+    alongside: Callable[[_Visit], None] | None = None
 
 
 # Fifty patients across the pathway; a smaller or larger cohort takes an even spread.
@@ -833,7 +965,8 @@ COHORT: tuple[Scenario, ...] = (
     Scenario(
         "ketamine-induction",
         "induction",
-        ketamine("induction-1", psychology_too="referred"),
+        ketamine("induction-1"),
+        alongside=psychology_referral,
     ),
     Scenario("ketamine-induction", "induction", ketamine("induction-1", responds=False)),
     Scenario("ketamine-induction", "induction", ketamine("induction-2")),
@@ -841,7 +974,8 @@ COHORT: tuple[Scenario, ...] = (
     Scenario(
         "ketamine-no-response",
         "induction",
-        ketamine("induction-3", responds=False, psychology_too="waitlist"),
+        ketamine("induction-3", responds=False),
+        alongside=psychology("waitlist"),
     ),
     Scenario("ketamine-no-response", "induction", ketamine("induction-3", responds=False)),
     Scenario("ketamine-responding", "induction", ketamine("induction-3")),
@@ -849,13 +983,15 @@ COHORT: tuple[Scenario, ...] = (
     Scenario(
         "ketamine-maintenance",
         "maintenance",
-        ketamine("maintenance", psychology_too="improving"),
+        ketamine("maintenance"),
+        alongside=psychology("improving"),
     ),
     Scenario("ketamine-maintenance", "maintenance", ketamine("maintenance")),
     Scenario(
-        "ketamine-maintenance",
+        "ketamine-maintenance-overdue",
         "maintenance",
-        ketamine("maintenance", psychology_too="waitlist"),
+        ketamine("maintenance", overdue=True),
+        alongside=psychology("waitlist"),
     ),
     Scenario("ketamine-maintenance", "maintenance", ketamine("maintenance")),
     Scenario("ketamine-on-hold", "induction", ketamine("on-hold", responds=False)),
@@ -902,10 +1038,8 @@ def count_pathways(api: _Api) -> int:
             return count
 
 
-def _open_diaries(api: _Api) -> _Diary:
-    """Each psychologist's own record and working hours, and their free slots ahead."""
-    soon = utcnow() + timedelta(minutes=15)
-    free: dict[str, list[str]] = {}
+def _open_diaries(api: _Api) -> None:
+    """Each psychologist's own record and working hours, on the clinic's first day."""
     for clinician, _role in PSYCHOLOGISTS:
         try:
             api.post(
@@ -922,9 +1056,6 @@ def _open_diaries(api: _Api) -> _Diary:
             f"/api/clinicians/{clinician}/working-hours",
             {"hours": WEEKDAYS_9_TO_5},
         )
-        slots = api.get(clinician, f"/api/clinicians/{clinician}/slots", days=28)["slots"]
-        free[clinician] = [s for s in slots if datetime.fromisoformat(s) > soon]
-    return _Diary(free)
 
 
 def wait_for_server(base_url: str, timeout: float = 120.0) -> None:
@@ -942,17 +1073,14 @@ def wait_for_server(base_url: str, timeout: float = 120.0) -> None:
 
 
 def seed_cohort(
-    base_url: str,
-    platform: PlatformSettings,
-    patients: int = 50,
-    seed: int = 7,
-    *,
-    threads: int = THREADS,
+    base_url: str, platform: PlatformSettings, patients: int = 50, seed: int = 7
 ) -> DemoSummary:
     """Make the synthetic cohort through the running server's APIs, unless it has patients.
 
-    Each patient's journey runs in one thread, a few journeys at once. A journey an API
-    refuses part-way is logged (scenario and error type) and counted; the rest go on.
+    The clinic opens MONTHS_AGO_DAYS before today, and the cohort's steps are lived in time
+    order on the clinic clock (`Timeline`), which is put back to the system's time at the
+    end, whatever happened. A journey an API refuses part-way is logged (scenario and error
+    type) and counted; the rest go on.
     """
     began = time.monotonic()
     setup = _Api(base_url, platform)
@@ -966,50 +1094,19 @@ def seed_cohort(
                 seconds=time.monotonic() - began,
                 stages={},
             )
-        diary = _open_diaries(setup)
+        today = utcnow()
+        opened = today - timedelta(days=MONTHS_AGO_DAYS)
+        setup.set_clock(opened)
+        try:
+            _open_diaries(setup)
+            made = _live_the_months(base_url, platform, cohort(patients), seed, today, opened)
+        finally:
+            setup.reset_clock()
     finally:
         setup.close()
-    plan = cohort(patients)
-    people = invent_people(len(plan), seed)
-    log.info("demo.seeding", patients=len(plan), threads=threads)
-
-    def journey(index: int) -> bool:
-        scenario = plan[index]
-        api = _Api(base_url, platform)
-        visit = _Visit(
-            api=api,
-            diary=diary,
-            person=people[index],
-            rng=random.Random(f"{seed}-{index}"),  # noqa: S311 - invented scores, not secrets
-            psychologist=PSYCHOLOGISTS[index % len(PSYCHOLOGISTS)][0],
-        )
-        try:
-            visit.register()
-            scenario.run(visit)
-            return True
-        except (DemoStepRefused, httpx.HTTPError, TimeoutError, RuntimeError) as error:
-            status = error.status if isinstance(error, DemoStepRefused) else None
-            log.warning(
-                "demo.patient_failed",
-                scenario=scenario.name,
-                error=type(error).__name__,
-                status=status,
-            )
-            return False
-        finally:
-            api.close()
-
-    made: list[Scenario] = []
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="demo") as pool:
-        futures = {pool.submit(journey, index): plan[index] for index in range(len(plan))}
-        for done, future in enumerate(as_completed(futures), start=1):
-            if future.result():
-                made.append(futures[future])
-            if done % 10 == 0 or done == len(plan):
-                log.info("demo.progress", done=done, total=len(plan), failed=done - len(made))
     _wait_for_pathways(base_url, platform, len(made))
     seconds = round(time.monotonic() - began, 1)
-    failed = len(plan) - len(made)
+    failed = patients - len(made)
     log.info("demo.seeded", patients=len(made), failed=failed, seconds=seconds)
     return DemoSummary(
         seeded=True,
@@ -1018,6 +1115,67 @@ def seed_cohort(
         seconds=seconds,
         stages=dict(Counter(scenario.stage for scenario in made)),
     )
+
+
+def _live_the_months(
+    base_url: str,
+    platform: PlatformSettings,
+    plan: list[Scenario],
+    seed: int,
+    today: datetime,
+    opened: datetime,
+) -> list[Scenario]:
+    """Every journey's strands, one thread each, taking turns on the timeline; the
+    scenarios whose every strand ran to its end."""
+    people = invent_people(len(plan), seed)
+    api = _Api(base_url, platform)
+    strands = [
+        (index, run)
+        for index, scenario in enumerate(plan)
+        for run in (scenario.run, scenario.alongside)
+        if run is not None
+    ]
+    timeline = Timeline(api.set_clock, len(strands), opened)
+    visits = [
+        _Visit(
+            api=api,
+            timeline=timeline,
+            today=today,
+            person=people[index],
+            rng=random.Random(f"{seed}-{index}"),  # noqa: S311 - invented scores, not secrets
+            psychologist=PSYCHOLOGISTS[index % len(PSYCHOLOGISTS)][0],
+        )
+        for index in range(len(plan))
+    ]
+    failed: set[int] = set()
+    log.info("demo.seeding", patients=len(plan), days=MONTHS_AGO_DAYS)
+
+    def live(index: int, run: Callable[[_Visit], None]) -> None:
+        try:
+            run(visits[index])
+        except (DemoStepRefused, httpx.HTTPError, TimeoutError, RuntimeError) as error:
+            failed.add(index)
+            log.warning(
+                "demo.patient_failed",
+                scenario=plan[index].name,
+                error=type(error).__name__,
+                status=error.status if isinstance(error, DemoStepRefused) else None,
+            )
+        finally:
+            timeline.finish()
+
+    threads = [
+        threading.Thread(target=live, args=strand, name=f"demo-{number}", daemon=True)
+        for number, strand in enumerate(strands)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        api.close()
+    return [scenario for index, scenario in enumerate(plan) if index not in failed]
 
 
 def _wait_for_pathways(base_url: str, platform: PlatformSettings, expected: int) -> None:

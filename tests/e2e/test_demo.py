@@ -7,6 +7,7 @@ import re
 import signal
 import sqlite3
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
 
 READY = re.compile(r"demo cohort ready: (\d+) patients in (\d+)s")
 NOT_AGAIN = "demo cohort not seeded again"
-# Seeding takes about 10 s on a 2-core laptop; CI machines can be several times slower.
+# Seeding takes about 20 s on a 2-core laptop; CI machines can be several times slower.
 SEEDING_TIMEOUT = 90.0
 ALERT_KINDS = {
     "phq9-item9",
@@ -129,6 +130,18 @@ def test_carepath_up_demo_seeds_a_living_clinic_once(tmp_path: Path, processes: 
     assert len(pathways) >= 45
     assert len(stages) >= 5, stages
     assert len(kinds) >= 3, kinds
+
+    # Six months in: waits have passed their due times, so the time rules have spoken,
+    # and the waits report goes back months.
+    open_kinds = _open_alert_kinds(base)
+    assert {"triage-overdue", "waiting-time", "maintenance-overdue"} <= open_kinds, open_kinds
+    weeks = _get(base, "/api/reports/waits", "admin", "admin-kim", weeks=30)["weeks"]
+    referred_weeks = sorted({week["week_starting"] for week in weeks if week["referred"]})
+    first_week = datetime.fromisoformat(referred_weeks[0]).replace(tzinfo=UTC)
+    assert datetime.now(UTC) - first_week > timedelta(weeks=16), referred_weeks
+    # ... and the clinic clock is back on the system's time.
+    clock = _get(base, "/api/clock", "admin", "admin-kim")
+    assert abs(clock["offset_seconds"]) < 1, clock
 
     # The psychologist's inbox has referrals to triage, and a waiting list.
     inbox = _get(
