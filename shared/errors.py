@@ -129,6 +129,8 @@ def _named_fields(extra: Any) -> list[dict[str, str]]:
     ]
 
 
+# Litestar's words for a required query, path or header parameter that was not sent.
+_MISSING_PARAMETER = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 # A value outside an enum or Literal: msgspec names the value, not the choices.
 _NOT_A_CHOICE = "Invalid enum value"
 _PATH_PART = re.compile(r"[^.\[\]]+|\[\d+\]")
@@ -177,6 +179,11 @@ def validation_problem(request: Request[Any, Any, Any], exc: ValidationException
     if errors:
         fields = ", ".join(error["field"] for error in errors)
         return problem(HTTP_422_UNPROCESSABLE_ENTITY, f"invalid fields: {fields}", errors=errors)
+    missing = _MISSING_PARAMETER.match(str(exc.detail))
+    if missing:
+        where, name = missing.groups()
+        required = [{"field": name, "message": f"a required {where} parameter"}]
+        return problem(HTTP_400_BAD_REQUEST, f"{name} is missing", errors=required)
     # No field named: the body did not parse at all.
     return problem(HTTP_400_BAD_REQUEST, "the request body is not valid JSON of the expected shape")
 

@@ -19,6 +19,7 @@ from services.referrals.schemas import (
     InfoResponse,
     PatientCorrection,
     PatientCreate,
+    PatientNames,
     PatientPage,
     PatientRead,
     PatientTrace,
@@ -38,6 +39,7 @@ from shared.web.handlers import command, query
 
 CLINICAL_ROLES = (Role.referrer, Role.psychologist, Role.infusion_clinician, Role.mdt)
 READERS = (*CLINICAL_ROLES, Role.admin)
+MAX_NAMES = 200  # a page of the status list, which pages at 200
 TRIAGING_TEAMS = (Role.psychologist, Role.infusion_clinician, Role.mdt)
 
 
@@ -73,6 +75,21 @@ class PatientController(Controller):
     ) -> PatientPage:
         found = services.search_patients(q, limit, uow, user)
         return PatientPage(items=[views.patient_read(p) for p in found])
+
+    @query(
+        "/names",
+        operation_id="namePatients",
+        summary="The names of patients by id, up to a page of them, among those the caller "
+        "may see (the others are left out)",
+    )
+    def names(
+        self,
+        uow: UowDep,
+        user: UserDep,
+        id: Annotated[list[UUID], QueryParameter(min_items=1, max_items=MAX_NAMES)],
+    ) -> PatientNames:
+        # `id`, repeated, as in the query string: a problem names the field as sent.
+        return views.patient_names(services.name_patients(id, uow, user))
 
     @query("/{patient_id:uuid}", operation_id="readPatient")
     def read(self, patient_id: FromPath[UUID], uow: UowDep, user: UserDep) -> PatientRead:

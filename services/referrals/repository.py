@@ -43,6 +43,10 @@ def patients_matching(session: Session, text: str, limit: int) -> Sequence[Patie
     return session.exec(ordered.limit(limit)).all()
 
 
+def patients_of_ids(session: Session, patient_ids: Iterable[UUID]) -> Sequence[Patient]:
+    return session.exec(select(Patient).where(col(Patient.id).in_(list(patient_ids)))).all()
+
+
 def referrals_of(session: Session, patient_id: UUID) -> Sequence[Referral]:
     return session.exec(select(Referral).where(Referral.patient_id == patient_id)).all()
 

@@ -45,6 +45,16 @@ class PatientPage(msgspec.Struct, kw_only=True):
     items: list[PatientRead]
 
 
+class PatientName(msgspec.Struct, kw_only=True):
+    id: UUID
+    given_name: str
+    family_name: str
+
+
+class PatientNames(msgspec.Struct, kw_only=True):
+    items: list[PatientName]
+
+
 class PatientRead(msgspec.Struct, kw_only=True):
     id: UUID
     given_name: str

@@ -16,6 +16,8 @@ from services.referrals.schemas import (
     AttachmentRead,
     BaselineRead,
     DuplicateLink,
+    PatientName,
+    PatientNames,
     PatientRead,
     PatientSummary,
     PriorTreatment,
@@ -32,6 +34,12 @@ from shared.tables import utcnow
 
 def patient_read(patient: Patient) -> PatientRead:
     return msgspec.convert(patient, PatientRead, from_attributes=True)
+
+
+def patient_names(patients: Sequence[Patient]) -> PatientNames:
+    return PatientNames(
+        items=[msgspec.convert(p, PatientName, from_attributes=True) for p in patients]
+    )
 
 
 def possible_duplicates(session: Session, referrals: Sequence[Referral]) -> dict[UUID, Referral]:

@@ -51,6 +51,7 @@ DEV_IDENTITIES = [
     ("dr-gp-patel", Role.referrer, "referrer: write referrals, answer questions"),
 ]
 CLINICAL = (Role.mdt, Role.psychologist, Role.infusion_clinician)
+NAMES_A_CALL = 200  # the referrals service names up to this many patients a call
 # The clinic's words for each kind of alert, for the pages (the rule's source says why).
 ALERT_LABELS: dict[str, str] = {
     "phq9-item9": "PHQ-9 item 9: thoughts of self-harm",
@@ -381,23 +382,21 @@ def _status_row(item: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _names(request: Request[Any, Any, Any], patients: list[UUID]) -> dict[UUID, str]:
-    """Names from the referrals service, asked as this reader (a few at a time); none for
-    a role that sees no names."""
-    if request.user.role not in CLINICAL:
+    """Names from the referrals service, asked as this reader, a page of them in one call;
+    none for a role that sees no names, or while the referrals service does not answer."""
+    if request.user.role not in CLINICAL or not patients:
         return {}
-    limit = asyncio.Semaphore(8)
-
-    async def one(patient_id: UUID) -> tuple[UUID, str | None]:
-        async with limit:
-            try:
-                async with service_client(request, "referrals") as referrals:
-                    patient = await referrals.patient_name(patient_id)
-            except (ApiProblem, httpx.HTTPError):
-                return patient_id, None  # not this reader's to see, or not answering now
-            return patient_id, f"{patient.given_name} {patient.family_name}"
-
-    found = await asyncio.gather(*(one(p) for p in patients))
-    return {patient_id: name for patient_id, name in found if name}
+    wanted = list(dict.fromkeys(patients))
+    names: dict[UUID, str] = {}
+    try:
+        async with service_client(request, "referrals") as referrals:
+            for start in range(0, len(wanted), NAMES_A_CALL):
+                batch = wanted[start : start + NAMES_A_CALL]
+                for found in await referrals.patient_names(batch):
+                    names[found.id] = f"{found.given_name} {found.family_name}"
+    except (ApiProblem, httpx.HTTPError):
+        return names  # the page shows ids where it has no name
+    return names
 
 
 # --- one patient's pathway --------------------------------------------------------------

@@ -64,6 +64,8 @@ def test_an_admin_cannot_search_and_the_text_must_say_enough(clinic: Embedded) -
     assert_problem(refused, 403)
     short = clinic.client.get("/api/patients", params={"q": "a"}, headers=clinic.headers(Role.mdt))
     assert_problem(short, 422, "q")
+    missing = clinic.client.get("/api/patients", headers=clinic.headers(Role.mdt))
+    assert assert_problem(missing, 400, "q")["detail"] == "q is missing"
     for wildcard in ("%%", "__"):
         assert _search(clinic, wildcard, Role.mdt) == []
 
@@ -93,3 +95,56 @@ def test_the_find_a_patient_page_lists_and_links_the_matches(clinic: Embedded) -
     assert "0 patients found" in page(clinic, "/patients?q=ad")  # none on her list yet
     sign_in(clinic, "admin-kim", Role.admin)
     page(clinic, "/patients?q=ad", status=403)
+
+
+def _names(app: Embedded, ids: list[str], role: Role, user: str = "unit-user") -> list[str]:
+    response = app.client.get(
+        "/api/patients/names", params={"id": ids}, headers=app.headers(role, user)
+    )
+    assert response.status_code == 200, response.text
+    return sorted(f"{p['given_name']} {p['family_name']}" for p in response.json()["items"])
+
+
+def test_a_page_of_names_comes_in_one_call_with_only_the_patients_the_caller_may_see(
+    tmp_path: Path,
+) -> None:
+    with embedded_app(tmp_path) as app:
+        hopper = _register(app, "dr-gp-one", given_name="Grace", family_name="Hopper")
+        hermann = _register(app, "dr-gp-two", given_name="Grete", family_name="Hermann")
+        unknown = "00000000-0000-4000-8000-000000000000"
+        both = [hopper, hermann, unknown]
+        assert _names(app, both, Role.mdt, "dr-mdt-lead") == ["Grace Hopper", "Grete Hermann"]
+        assert _names(app, both, Role.referrer, "dr-gp-one") == ["Grace Hopper"]
+        assert _names(app, both, Role.psychologist, "psy-jones") == []
+        response = app.client.get(
+            "/api/patients/names", params={"id": [hopper]}, headers=app.headers(Role.mdt)
+        )
+        assert set(response.json()["items"][0]) == {"id", "given_name", "family_name"}
+        with app.runtime("referrals").sessions() as session:
+            rows = session.query(AuditRecord).filter(AuditRecord.detail == "names").all()
+        # Each patient shown once to the MDT, once to their referrer; nobody else.
+        assert sorted((r.agent_user, str(r.patient_id)) for r in rows) == sorted(
+            [
+                ("dr-mdt-lead", hopper),
+                ("dr-mdt-lead", hermann),
+                ("dr-gp-one", hopper),
+                ("unit-user", hopper),
+            ]
+        )
+
+
+def test_names_are_asked_for_by_valid_ids_and_at_most_a_page_at_once(clinic: Embedded) -> None:
+    headers = clinic.headers(Role.mdt)
+    none = clinic.client.get("/api/patients/names", headers=headers)
+    assert_problem(none, 400, "id")
+    bad = clinic.client.get("/api/patients/names", params={"id": ["not-a-uuid"]}, headers=headers)
+    assert_problem(bad, 422, "id")
+    ids = [f"00000000-0000-4000-8000-{n:012d}" for n in range(201)]
+    too_many = clinic.client.get("/api/patients/names", params={"id": ids}, headers=headers)
+    assert_problem(too_many, 422, "id")
+    assert_problem(
+        clinic.client.get(
+            "/api/patients/names", params={"id": ids[:1]}, headers=clinic.headers(Role.admin)
+        ),
+        403,
+    )
