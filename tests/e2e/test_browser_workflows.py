@@ -195,10 +195,10 @@ def test_a_psychologist_takes_a_patient_on_books_runs_the_appointment_and_scores
     page.reload()
     appointment.get_by_role("button", name="Check in").click()
     expect(said(page, "Checked in.")).to_be_visible()
-    expect(appointment.locator(".status")).to_have_text("arrived")
+    expect(appointment.get_by_role("heading")).to_have_text(re.compile(r" arrived$"))
     appointment.get_by_role("button", name="Attended", exact=True).click()
     expect(said(page, "Marked attended.")).to_be_visible()
-    expect(appointment.locator(".status")).to_have_text("fulfilled")
+    expect(appointment.get_by_role("heading")).to_have_text(re.compile(r" fulfilled$"))
 
     # PHQ-9 item by item: the total shown is the therapy service's.
     record_phq9(appointment, PHQ9_WELL)
