@@ -866,8 +866,9 @@ def _course_to(
     maintenance = stage == "maintenance"
     visit.agree_plan(course, induction_count=3 if maintenance else 6)
     if stage == "planned":  # on today's list; a pain series waits for its reassessment
-        later_today = visit.today.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
-        visit.book_session(course, later_today)
+        clinic_opens = visit.clinic_day(0)
+        soon = visit.today.replace(minute=0, second=0, microsecond=0) + timedelta(hours=2)
+        visit.book_session(course, clinic_opens if clinic_opens > visit.today else soon)
         return
     booked = visit.book_session(course, visit.clinic_day(first))
     for number in range(1, given + 1):
