@@ -1,15 +1,24 @@
-"""The coordinator consumes every event: store it, then re-fold that patient's pathway."""
+"""The coordinator consumes every event: store it, then fold it into the patient's
+pathway (applied to the fold of the events before it when it comes after them all,
+re-folded from the store when it arrived late: DESIGN.md, order-insensitive projection).
+"""
 
 from __future__ import annotations
 
-from uuid import UUID
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, cast
+from uuid import UUID, uuid4
 
 import msgspec
+from sqlalchemy.orm import QueryableAttribute, defer
+from sqlalchemy.orm.attributes import flag_modified
 from sqlmodel import Session, select
 
-from services.coordinator.domain import SEVERITY_RANK, Alert
+from services.coordinator.domain import SEVERITY_RANK, Alert, Pathway
 from services.coordinator.models import PathwayAlert, PathwayRow, StoredEvent
-from services.coordinator.projection import active_teams, project
+from services.coordinator.projection import Fold, active_teams, finish, fold_history, project
 from shared.db import lock_for_transaction
 from shared.events import Actor, Envelope, Subject, decode_envelope, encode_envelope, new_event
 from shared.events.catalogue import PathwayUrgentAlertOpened
@@ -22,6 +31,60 @@ log = get_logger(__name__)
 URGENT = ("urgent", "critical")
 
 
+@dataclass
+class KeptFold:
+    """A pathway's fold as this process last wrote it, and the id of that write."""
+
+    fold_id: UUID
+    fold: Fold
+
+
+class FoldCache:
+    """The folds this process wrote last, so an event that comes after a patient's
+    others costs the same however long the history (issue 15). Bounded by the events
+    the folds hold, least recently used out first. A fold is only ever a short cut: one
+    whose id is not the stored pathway's is folded again from the store."""
+
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self._folds: OrderedDict[UUID, KeptFold] = OrderedDict()
+        self._events = 0
+        # Worker threads share it (the patient's lock keeps one patient to one thread).
+        self._lock = threading.Lock()
+
+    def take(self, patient_id: UUID) -> KeptFold | None:
+        with self._lock:
+            kept = self._folds.pop(patient_id, None)
+            if kept is not None:
+                self._events -= kept.fold.event_count
+            return kept
+
+    def keep(self, patient_id: UUID, fold_id: UUID, fold: Fold) -> None:
+        with self._lock:
+            earlier = self._folds.pop(patient_id, None)
+            if earlier is not None:
+                self._events -= earlier.fold.event_count
+            if fold.event_count > self.max_events:
+                return
+            self._folds[patient_id] = KeptFold(fold_id, fold)
+            self._events += fold.event_count
+            while self._events > self.max_events:
+                _, oldest = self._folds.popitem(last=False)
+                self._events -= oldest.fold.event_count
+
+    def clear(self) -> None:
+        with self._lock:
+            self._folds.clear()
+            self._events = 0
+
+    def __len__(self) -> int:
+        return len(self._folds)
+
+
+# About 2,000 patients of 100 events each (a folded event holds well under a kilobyte).
+FOLDS = FoldCache(max_events=200_000)
+
+
 def handle_event(session: Session, envelope: Envelope) -> None:
     # Two workers folding one patient's events at once would each miss the other's
     # uncommitted event and the later commit would win with a pathway missing one.
@@ -30,7 +93,7 @@ def handle_event(session: Session, envelope: Envelope) -> None:
     session.add(_stored(envelope))
     session.flush()
     _note_gap(session, envelope)
-    refresh_pathway(session, envelope.patient_id)
+    refresh_pathway(session, envelope.patient_id, envelope)
 
 
 def record_own_event(session: Session, event: Envelope) -> Envelope:
@@ -90,15 +153,66 @@ def stored_events(session: Session, patient_id: UUID) -> list[Envelope]:
     return [decode_envelope(row.envelope, allow_unknown=True) for row in rows]
 
 
-def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
-    pathway = project(patient_id, stored_events(session, patient_id))
-    row = session.get(PathwayRow, patient_id) or PathwayRow(
-        patient_id=patient_id,
-        stage=pathway.stage,
-        stage_since=pathway.stage_since,
-        event_count=0,
-        document={},
+def refresh_pathway(
+    session: Session, patient_id: UUID, arrived: Envelope | None = None
+) -> PathwayRow:
+    """Fold the patient's pathway and write it. ``arrived``, the event just stored, is
+    applied to this process's fold of the events before it when that fold is what the
+    stored pathway was written from and the event comes after all of them; otherwise the
+    whole history is folded again from the store."""
+    fold = _fold_with(session, patient_id, arrived)
+    pathway = finish(fold)
+    fold_id = uuid4()
+    row = _write_pathway(session, pathway, fold_id)
+    _write_alerts(session, patient_id, pathway.alerts)
+    FOLDS.keep(patient_id, fold_id, fold)
+    return row
+
+
+def _fold_with(session: Session, patient_id: UUID, arrived: Envelope | None) -> Fold:
+    # Taken out of the cache while it is carried on: a fold that fails half way (or a
+    # transaction that rolls back) is never found again.
+    kept = FOLDS.take(patient_id)
+    if (
+        arrived is not None
+        and kept is not None
+        and kept.fold.follows(arrived)
+        # Another process (or a rebuild) may have folded this pathway since.
+        and kept.fold_id == _folded_by(session, patient_id)
+    ):
+        kept.fold.apply(arrived)
+        return kept.fold
+    return fold_history(patient_id, stored_events(session, patient_id))
+
+
+def _folded_by(session: Session, patient_id: UUID) -> UUID | None:
+    """The fold the stored pathway was last written from, read from the database itself
+    (under the patient's lock: the last committed fold, or this transaction's)."""
+    statement = select(PathwayRow.fold_id).where(PathwayRow.patient_id == patient_id)
+    return session.exec(statement).first()
+
+
+# The document column as SQLAlchemy's loader options take it (SQLModel types it as a dict).
+DOCUMENT = cast("QueryableAttribute[Any]", PathwayRow.document)
+
+
+def _write_pathway(session: Session, pathway: Pathway, fold_id: UUID) -> PathwayRow:
+    # The stored columns, read again (the session may hold an older copy), without the
+    # document: only the columns whose value changed are written, and the document is.
+    row = session.get(
+        PathwayRow,
+        pathway.patient_id,
+        populate_existing=True,
+        options=[defer(DOCUMENT)],
     )
+    if row is None:
+        row = PathwayRow(
+            patient_id=pathway.patient_id,
+            stage=pathway.stage,
+            stage_since=pathway.stage_since,
+            event_count=0,
+            document={},
+        )
     row.teams = "," + "".join(f"{team}," for team in active_teams(pathway))
     row.stage = pathway.stage
     row.stage_since = pathway.stage_since
@@ -107,30 +221,48 @@ def refresh_pathway(session: Session, patient_id: UUID) -> PathwayRow:
     row.review_due = pathway.review_due.due if pathway.review_due else None
     row.review_rank = pathway.review_due.rank if pathway.review_due else None
     row.document = msgspec.to_builtins(pathway)
+    # Written whatever the session's copy held (a stale copy may equal the new one).
+    flag_modified(row, "document")
+    row.fold_id = fold_id
     row.updated_at = utcnow()
     session.add(row)
-    known = set()
-    for stale in session.exec(select(PathwayAlert).where(PathwayAlert.patient_id == patient_id)):
-        known.add(stale.id)
-        session.delete(stale)
-    session.flush()
-    for alert in pathway.alerts:
-        session.add(
-            PathwayAlert(
-                id=alert.id,
-                patient_id=patient_id,
-                kind=alert.kind,
-                severity=alert.severity,
-                severity_rank=SEVERITY_RANK[alert.severity],
-                status=alert.status,
-                owner_role=alert.owner_role,
-                raised_at=alert.raised_at,
-                due=alert.due,
-            )
-        )
-        if alert.id not in known and alert.severity in URGENT and alert.status != "resolved":
-            _announce_urgent(session, patient_id, alert)
     return row
+
+
+def _write_alerts(session: Session, patient_id: UUID, alerts: list[Alert]) -> None:
+    """The pathway's alerts as rows: new ones inserted, changed ones updated, ones the
+    fold no longer has deleted; an unchanged row is not written."""
+    stored = {
+        row.id: row
+        for row in session.exec(
+            select(PathwayAlert)
+            .where(PathwayAlert.patient_id == patient_id)
+            .execution_options(populate_existing=True)
+        )
+    }
+    for alert in alerts:
+        row = stored.pop(alert.id, None)
+        if row is None:
+            session.add(PathwayAlert(id=alert.id, patient_id=patient_id, **_alert_columns(alert)))
+            if alert.severity in URGENT and alert.status != "resolved":
+                _announce_urgent(session, patient_id, alert)
+            continue
+        for name, value in _alert_columns(alert).items():
+            setattr(row, name, value)  # the same value again leaves the column unwritten
+    for gone in stored.values():
+        session.delete(gone)
+
+
+def _alert_columns(alert: Alert) -> dict[str, Any]:
+    return {
+        "kind": alert.kind,
+        "severity": alert.severity,
+        "severity_rank": SEVERITY_RANK[alert.severity],
+        "status": alert.status,
+        "owner_role": alert.owner_role,
+        "raised_at": alert.raised_at,
+        "due": alert.due,
+    }
 
 
 def _announce_urgent(session: Session, patient_id: UUID, alert: Alert) -> None:

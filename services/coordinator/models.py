@@ -60,6 +60,9 @@ class PathwayRow(SQLModel, table=True):
     # of the reason; 3 for a routine review), for the MDT's worklist.
     review_due: datetime | None = Field(default=None, sa_type=UTCDateTime(), index=True)
     review_rank: int | None = None
+    # A new id each time the pathway is written: a worker keeps its fold of the pathway
+    # under the id it wrote, and carries that fold on only while the id is still this.
+    fold_id: UUID | None = None
 
 
 class PathwayAlert(SQLModel, table=True):

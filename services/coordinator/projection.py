@@ -118,7 +118,12 @@ TEAM_OF_TARGET = {
 
 def ordered(events: Iterable[Envelope]) -> list[Envelope]:
     unique = {event.event_id: event for event in events}
-    return sorted(unique.values(), key=lambda e: (e.occurred_at, e.sequence, str(e.event_id)))
+    return sorted(unique.values(), key=place)
+
+
+def place(envelope: Envelope) -> tuple[datetime, int, str]:
+    """Where an event stands in the fold: by when it happened, then its sequence."""
+    return envelope.occurred_at, envelope.sequence, str(envelope.event_id)
 
 
 def known_event(envelope: Envelope) -> Event | None:
@@ -129,17 +134,25 @@ def known_event(envelope: Envelope) -> Event | None:
 
 
 def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
+    return finish(fold_history(patient_id, events))
+
+
+def fold_history(patient_id: UUID, events: Iterable[Envelope]) -> Fold:
+    """The fold of a whole history, in its order; ``Fold.apply`` carries it on."""
     history = ordered(events)
     if not history:
         raise ValueError("a pathway needs at least one event")
-    fold = _Fold(patient_id=patient_id, stage_since=history[0].occurred_at)
+    fold = Fold(patient_id=patient_id, stage_since=history[0].occurred_at)
     for envelope in history:
-        event = known_event(envelope)
-        fold.timeline.append(_timeline_entry(envelope, event))
-        fold_in = _FOLDS.get(type(event)) if event is not None else None
-        if fold_in is not None:
-            fold_in(fold, event, envelope.occurred_at)
-        fold.clear_time_alerts(envelope.occurred_at)
+        fold.apply(envelope)
+    return fold
+
+
+def finish(fold: Fold) -> Pathway:
+    """The pathway the fold so far gives. It reads the fold and never changes it, so a
+    fold carried on event by event finishes as the fold of all of them at once would."""
+    if fold.last is None:
+        raise ValueError("a pathway needs at least one event")
     streams = fold.streams()
     next_actions = [a for stream in streams.referrals if (a := _next_action(stream, streams))]
     if (suggestion := _psychology_suggestion(streams)) is not None:
@@ -152,16 +165,17 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
             NextAction(action=f"MDT review: {review.reason}", owner_role="mdt", due=review.due)
         )
     return Pathway(
-        patient_id=patient_id,
+        patient_id=fold.patient_id,
         stage=fold.stage,
         stage_since=fold.stage_since,
         streams=streams,
-        timeline=fold.timeline,
-        measures=fold.measures,
+        # Copies: the fold carries on after this pathway is made (handlers keep it).
+        timeline=list(fold.timeline),
+        measures={name: list(points) for name, points in fold.measures.items()},
         alerts=alerts,
         next_actions=sorted(next_actions, key=lambda action: action.due),
-        event_count=len(history),
-        last_event_at=history[-1].occurred_at,
+        event_count=fold.event_count,
+        last_event_at=fold.last[0],
         outcomes=outcomes,
         review_due=review,
         opioid_use=fold.opioid_use,
@@ -169,7 +183,7 @@ def project(patient_id: UUID, events: Iterable[Envelope]) -> Pathway:
 
 
 @dataclass
-class _Fold:
+class Fold:
     """What the fold knows so far; a method per kind of event, each given the event and
     when it happened (_FOLDS says which method folds which event)."""
 
@@ -208,6 +222,26 @@ class _Fold:
     vitals_readings: dict[str, int] = field(default_factory=dict)
     # When the induction series ended: the MDT decides on maintenance after it.
     induction_done_at: datetime | None = None
+    # How many events are folded in, and the place of the last (projection.place).
+    event_count: int = 0
+    last: tuple[datetime, int, str] | None = None
+
+    def follows(self, envelope: Envelope) -> bool:
+        """Whether the event comes after every event folded so far: then applying it
+        gives what folding the whole history again would. A late event does not."""
+        return self.last is not None and place(envelope) > self.last
+
+    def apply(self, envelope: Envelope) -> None:
+        """Fold in the next event in order (``follows``; a whole history through
+        ``fold_history``)."""
+        event = known_event(envelope)
+        self.timeline.append(_timeline_entry(envelope, event))
+        fold_in = _FOLDS.get(type(event)) if event is not None else None
+        if fold_in is not None:
+            fold_in(self, event, envelope.occurred_at)
+        self.clear_time_alerts(envelope.occurred_at)
+        self.event_count += 1
+        self.last = place(envelope)
 
     def streams(self) -> Streams:
         return Streams(
@@ -582,11 +616,11 @@ def _new_episode(episode_id: UUID, referred_at: datetime) -> TherapyEpisodeStrea
     return TherapyEpisodeStream(id=str(episode_id), status="waitlist", referred_at=referred_at)
 
 
-_Folding = Callable[[_Fold, Any, datetime], None]
+_Folding = Callable[[Fold, Any, datetime], None]
 
 
 def _on(
-    kind: type[E], fold_in: Callable[[_Fold, E, datetime], None]
+    kind: type[E], fold_in: Callable[[Fold, E, datetime], None]
 ) -> tuple[type[Event], _Folding]:
     """A row of _FOLDS; mypy checks that the method takes this kind of event."""
     return kind, fold_in
@@ -595,44 +629,44 @@ def _on(
 # The method that folds in each kind of event; the others are only on the timeline.
 _FOLDS: dict[type[Event], _Folding] = dict(
     [
-        _on(ReferralReceived, _Fold.referral_received),
-        _on(ReferralInfoRequested, _Fold.referral_status),
-        _on(ReferralInfoProvided, _Fold.referral_status),
-        _on(ReferralAccepted, _Fold.referral_status),
-        _on(ReferralRejected, _Fold.referral_status),
-        _on(ReferralCancelled, _Fold.referral_status),
-        _on(ReferralClosed, _Fold.referral_status),
-        _on(InfusionCourseOpened, _Fold.course_opened),
-        _on(InfusionAssessmentRecorded, _Fold.assessment_recorded),
-        _on(InfusionOpioidUseRecorded, _Fold.opioid_use_recorded),
-        _on(InfusionPlanAgreed, _Fold.plan_agreed),
-        _on(InfusionCourseStatusChanged, _Fold.course_status),
-        _on(InfusionSessionStarted, _Fold.session_started),
-        _on(InfusionSessionCompleted, _Fold.session_completed),
-        _on(InfusionCourseClosed, _Fold.course_closed),
-        _on(InfusionVitalsOutOfRange, _Fold.vitals_out_of_range),
-        _on(InfusionAdverseEventRecorded, _Fold.adverse_event),
-        _on(TherapyEpisodeOpened, _Fold.episode_opened),
-        _on(TherapyEpisodeAssigned, _Fold.episode_assigned),
-        _on(AppointmentBooked, _Fold.appointment_changed),
-        _on(AppointmentAttended, _Fold.appointment_changed),
-        _on(AppointmentMissed, _Fold.appointment_changed),
-        _on(AppointmentCancelled, _Fold.appointment_changed),
-        _on(AppointmentCorrected, _Fold.appointment_changed),
-        _on(MeasureRecorded, _Fold.measure_recorded),
-        _on(TherapyDnaThresholdReached, _Fold.dna_threshold),
-        _on(TherapyEpisodeDischarged, _Fold.episode_discharged),
-        _on(PathwayAlertAcknowledged, _Fold.alert_handled),
-        _on(PathwayAlertResolved, _Fold.alert_handled),
-        _on(PathwayAlertRaised, _Fold.alert_raised),
-        _on(MdtReviewRecorded, _Fold.review_recorded),
+        _on(ReferralReceived, Fold.referral_received),
+        _on(ReferralInfoRequested, Fold.referral_status),
+        _on(ReferralInfoProvided, Fold.referral_status),
+        _on(ReferralAccepted, Fold.referral_status),
+        _on(ReferralRejected, Fold.referral_status),
+        _on(ReferralCancelled, Fold.referral_status),
+        _on(ReferralClosed, Fold.referral_status),
+        _on(InfusionCourseOpened, Fold.course_opened),
+        _on(InfusionAssessmentRecorded, Fold.assessment_recorded),
+        _on(InfusionOpioidUseRecorded, Fold.opioid_use_recorded),
+        _on(InfusionPlanAgreed, Fold.plan_agreed),
+        _on(InfusionCourseStatusChanged, Fold.course_status),
+        _on(InfusionSessionStarted, Fold.session_started),
+        _on(InfusionSessionCompleted, Fold.session_completed),
+        _on(InfusionCourseClosed, Fold.course_closed),
+        _on(InfusionVitalsOutOfRange, Fold.vitals_out_of_range),
+        _on(InfusionAdverseEventRecorded, Fold.adverse_event),
+        _on(TherapyEpisodeOpened, Fold.episode_opened),
+        _on(TherapyEpisodeAssigned, Fold.episode_assigned),
+        _on(AppointmentBooked, Fold.appointment_changed),
+        _on(AppointmentAttended, Fold.appointment_changed),
+        _on(AppointmentMissed, Fold.appointment_changed),
+        _on(AppointmentCancelled, Fold.appointment_changed),
+        _on(AppointmentCorrected, Fold.appointment_changed),
+        _on(MeasureRecorded, Fold.measure_recorded),
+        _on(TherapyDnaThresholdReached, Fold.dna_threshold),
+        _on(TherapyEpisodeDischarged, Fold.episode_discharged),
+        _on(PathwayAlertAcknowledged, Fold.alert_handled),
+        _on(PathwayAlertResolved, Fold.alert_handled),
+        _on(PathwayAlertRaised, Fold.alert_raised),
+        _on(MdtReviewRecorded, Fold.review_recorded),
     ]
 )
 
 
-def _outcomes(fold: _Fold) -> dict[str, MeasureOutcome]:
+def _outcomes(fold: Fold) -> dict[str, MeasureOutcome]:
     """First-to-last change of each series with two or more scores (a reliable
-    deterioration raised its alert when the score came: _Fold.judge_deterioration)."""
+    deterioration raised its alert when the score came: Fold.judge_deterioration)."""
     outcomes: dict[str, MeasureOutcome] = {}
     for name in ("phq9", "gad7", "pain_nrs"):
         points = fold.measures[name]
@@ -757,7 +791,7 @@ def _psychology_suggestion(streams: Streams) -> NextAction | None:
     )
 
 
-def _review_due(fold: _Fold, alerts: list[Alert]) -> ReviewDue | None:
+def _review_due(fold: Fold, alerts: list[Alert]) -> ReviewDue | None:
     """The MDT reviews a pathway when an alert it owns is open, or when the induction
     series has ended and nobody has decided on maintenance since."""
     last_review = max((r.reviewed_at for r in fold.reviews), default=None)
