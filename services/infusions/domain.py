@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from shared.domain import IllegalTransition as IllegalTransition
 from shared.domain import RuleBroken, StateMachine
@@ -132,8 +133,12 @@ def check_dose(
         if given[name] is not None:
             raise InfusionRuleBroken(name, f"does not belong to a {indication} plan")
     if indication == "depression":
-        return _depression_dose(weight_kg, dose_mg_per_kg, infusion_minutes, policy)
-    return _pain_dose(weight_kg, rate_mg_per_kg_per_h, duration_hours, policy)
+        dose = _needed(dose_mg_per_kg, "dose_mg_per_kg", "a dose in mg/kg", "depression")
+        minutes = _needed(infusion_minutes, "infusion_minutes", "its minutes", "depression")
+        return _depression_dose(weight_kg, dose, minutes, policy)
+    rate = _needed(rate_mg_per_kg_per_h, "rate_mg_per_kg_per_h", "a rate in mg/kg/h", "pain")
+    hours = _needed(duration_hours, "duration_hours", "its duration in hours", "pain")
+    return _pain_dose(weight_kg, rate, hours, policy)
 
 
 def check_weight(weight_kg: float, policy: DosePolicy) -> None:
@@ -165,18 +170,26 @@ def _ceiling(field: str, total_mg: float, policy: DosePolicy) -> None:
         )
 
 
+Amount = TypeVar("Amount", int, float)
+
+
+def _needed(value: Amount | None, field: str, what: str, regimen: str) -> Amount:
+    """A value the regimen is dosed from; a plan without it cannot be checked."""
+    if value is None:
+        raise InfusionRuleBroken(field, f"a {regimen} plan needs {what}")
+    return value
+
+
+def _at_most(field: str, value: float, ceiling: float, unit: str) -> None:
+    """A hard ceiling on what is given per kg: refused, override or not."""
+    if value > ceiling:
+        raise InfusionRuleBroken(field, f"above the hard ceiling of {ceiling} {unit}")
+
+
 def _depression_dose(
-    weight_kg: float, dose_mg_per_kg: float | None, minutes: int | None, policy: DosePolicy
+    weight_kg: float, dose_mg_per_kg: float, minutes: int, policy: DosePolicy
 ) -> DoseCheck:
-    if dose_mg_per_kg is None:
-        raise InfusionRuleBroken("dose_mg_per_kg", "a depression plan needs a dose in mg/kg")
-    if minutes is None:
-        raise InfusionRuleBroken("infusion_minutes", "a depression plan needs its minutes")
-    if dose_mg_per_kg > policy.depression_ceiling_mg_per_kg:
-        raise InfusionRuleBroken(
-            "dose_mg_per_kg",
-            f"above the hard ceiling of {policy.depression_ceiling_mg_per_kg} mg/kg",
-        )
+    _at_most("dose_mg_per_kg", dose_mg_per_kg, policy.depression_ceiling_mg_per_kg, "mg/kg")
     total = dose_mg_per_kg * weight_kg
     _ceiling("dose_mg_per_kg", round(total, 1), policy)
     outside: list[str] = []
@@ -199,18 +212,8 @@ def _depression_dose(
     return DoseCheck(round(total, 1), round(total * 60 / minutes, 1), tuple(outside), tuple(why))
 
 
-def _pain_dose(
-    weight_kg: float, rate_per_kg: float | None, hours: float | None, policy: DosePolicy
-) -> DoseCheck:
-    if rate_per_kg is None:
-        raise InfusionRuleBroken("rate_mg_per_kg_per_h", "a pain plan needs a rate in mg/kg/h")
-    if hours is None:
-        raise InfusionRuleBroken("duration_hours", "a pain plan needs its duration in hours")
-    if rate_per_kg > policy.pain_ceiling_mg_per_kg_per_h:
-        raise InfusionRuleBroken(
-            "rate_mg_per_kg_per_h",
-            f"above the hard ceiling of {policy.pain_ceiling_mg_per_kg_per_h} mg/kg/h",
-        )
+def _pain_dose(weight_kg: float, rate_per_kg: float, hours: float, policy: DosePolicy) -> DoseCheck:
+    _at_most("rate_mg_per_kg_per_h", rate_per_kg, policy.pain_ceiling_mg_per_kg_per_h, "mg/kg/h")
     if hours > policy.pain_ceiling_hours:
         raise InfusionRuleBroken(
             "duration_hours",
