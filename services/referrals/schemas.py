@@ -8,6 +8,10 @@ from uuid import UUID
 
 import msgspec
 
+# A page of names is what other services' pages read through the typed client: the
+# client's shape is the answer's, kept in one place so the two cannot drift apart.
+from shared.client import PatientName as PatientName
+from shared.client import PatientNames as PatientNames
 from shared.events.catalogue import Condition, ReferralPriority, ReferralTarget
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -43,16 +47,6 @@ class PatientTraced(msgspec.Struct, kw_only=True):
 
 class PatientPage(msgspec.Struct, kw_only=True):
     items: list[PatientRead]
-
-
-class PatientName(msgspec.Struct, kw_only=True):
-    id: UUID
-    given_name: str
-    family_name: str
-
-
-class PatientNames(msgspec.Struct, kw_only=True):
-    items: list[PatientName]
 
 
 class PatientRead(msgspec.Struct, kw_only=True):
