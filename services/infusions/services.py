@@ -9,7 +9,8 @@ these and return a view (views.py). Who may call which command is the routes' gu
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -238,8 +239,7 @@ def read_session(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSessi
 
 
 def check_in(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
-    with uow:
-        found, of = repository.session_and_course(uow.session, session_id)
+    with _at_session(uow, session_id) as (found, of):
         course.require_ready(of, repository.latest_assessment(uow.session, of.id), "check in")
         session.check_in(found)
         _store(uow, found, of, [], "checked in")
@@ -249,8 +249,7 @@ def check_in(session_id: UUID, uow: UnitOfWork, user: User) -> InfusionSession:
 def record_scores_before(
     session_id: UUID, data: ScoresBefore, uow: UnitOfWork, user: User
 ) -> InfusionSession:
-    with uow:
-        found, of = repository.session_and_course(uow.session, session_id)
+    with _at_session(uow, session_id) as (found, of):
         session.record_scores_before(found, data.pain_nrs, data.mood)
         _store(uow, found, of, [], "scores before")
     return found
@@ -259,8 +258,7 @@ def record_scores_before(
 def start(
     session_id: UUID, data: StartInfusion | None, uow: UnitOfWork, user: User
 ) -> InfusionSession:
-    with uow:
-        found, of = repository.session_and_course(uow.session, session_id)
+    with _at_session(uow, session_id) as (found, of):
         latest = repository.latest_assessment(uow.session, of.id)
         course.require_ready(of, latest, "start an infusion")
         started = session.start(
@@ -280,8 +278,7 @@ def start(
 def record_vitals(
     session_id: UUID, data: VitalsCreate, uow: UnitOfWork, user: User
 ) -> VitalsReading:
-    with uow:
-        found, of = repository.session_and_course(uow.session, session_id)
+    with _at_session(uow, session_id) as (found, of):
         at = as_utc(data.at) if data.at else now()  # from the request: as schedule()
         reading, out_of_range = session.record_vitals(
             found, data, at, user.id, clinical_policy().vitals
@@ -294,9 +291,8 @@ def record_vitals(
 
 
 def record_dose(session_id: UUID, data: DoseGiven, uow: UnitOfWork, user: User) -> InfusionSession:
-    with uow:
-        # The course is locked too (the lock order), though the dose concerns the session.
-        found, of = repository.session_and_course(uow.session, session_id)
+    # The course is locked too (the lock order), though the dose concerns the session.
+    with _at_session(uow, session_id) as (found, of):
         session.record_dose(found, data.given_mg, data.reason, clinical_policy().dose)
         administered = (AuditAction.update, "MedicationAdministration")
         detail = "dose given" + (" with a reason" if data.reason else "")
@@ -307,8 +303,7 @@ def record_dose(session_id: UUID, data: DoseGiven, uow: UnitOfWork, user: User) 
 def record_adverse_event(
     session_id: UUID, data: AdverseEventCreate, uow: UnitOfWork, user: User
 ) -> InfusionSession:
-    with uow:
-        found, of = repository.session_and_course(uow.session, session_id)
+    with _at_session(uow, session_id) as (found, of):
         at = now()
         adverse, events = session.record_adverse_event(found, data, user.id, at)
         if data.severity == "serious":
@@ -322,8 +317,7 @@ def record_adverse_event(
 def complete(
     session_id: UUID, data: SessionCompletion, uow: UnitOfWork, user: User
 ) -> InfusionSession:
-    with uow:
-        found, of = repository.session_and_course(uow.session, session_id)
+    with _at_session(uow, session_id) as (found, of):
         phq9 = None
         if data.phq9_items is not None:
             phq9 = course.score_phq9(data.phq9_items, "phq9_items")
@@ -348,8 +342,7 @@ def cancel(session_id: UUID, data: Reason, uow: UnitOfWork, user: User) -> Infus
 
 
 def abandon(session_id: UUID, data: Abandonment, uow: UnitOfWork, user: User) -> InfusionSession:
-    with uow:
-        found, of = repository.session_and_course(uow.session, session_id)
+    with _at_session(uow, session_id) as (found, of):
         ended = session.abandon(found, data.given_mg, data.reason, now())
         detail = "abandon" + (" with the dose given" if data.given_mg is not None else "")
         _store(uow, found, of, [ended], detail)
@@ -357,11 +350,20 @@ def abandon(session_id: UUID, data: Abandonment, uow: UnitOfWork, user: User) ->
 
 
 def _end(session_id: UUID, action: session.Ending, reason: str, uow: UnitOfWork) -> InfusionSession:
-    with uow:
-        found, of = repository.session_and_course(uow.session, session_id)
+    with _at_session(uow, session_id) as (found, of):
         ended = session.end(found, action, reason, now())
         _store(uow, found, of, [ended], action)
     return found
+
+
+@contextmanager
+def _at_session(
+    uow: UnitOfWork, session_id: UUID
+) -> Iterator[tuple[InfusionSession, InfusionCourse]]:
+    """A command at a session: its unit of work, with the session and its course loaded
+    and locked (the course first: repository.session_and_course)."""
+    with uow:
+        yield repository.session_and_course(uow.session, session_id)
 
 
 def _store(
