@@ -99,6 +99,10 @@ class ServiceSpec:
     accept_unknown_events: bool = False
     # Work a service's worker does besides consuming (the coordinator's clock).
     background: Callable[[ServiceRuntime], BackgroundTask] | None = None
+    # Wiring a service adds to every runtime of it, API or worker (the coordinator's
+    # live-stream notices), and Litestar plugins it adds to its app (their channel).
+    on_runtime: Callable[[ServiceRuntime], None] | None = None
+    plugins: Callable[[ServiceRuntime], Sequence[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,8 @@ class ServiceRuntime:
         self.read_feed_page: ReadPage = feed_reader(self.peers)
         if spec.handle_event is not None:
             FEED_LAG.watch(id(self), spec.name, self.sessions)
+        if spec.on_runtime is not None:
+            spec.on_runtime(self)
 
     @property
     def name(self) -> str:

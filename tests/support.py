@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -257,3 +259,32 @@ class PrivateRedis:
     def queue_lengths(self, namespace: str) -> dict[str, int]:
         client = self.client()
         return {s: int(client.llen(f"{namespace}:{s}.events")) for s in SERVICES}
+
+
+class LiveStream(threading.Thread):
+    """Reads a server-sent event stream in the background, keeping what it received."""
+
+    def __init__(self, url: str, bearer: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.bearer = url, bearer
+        self.events: list[dict[str, object]] = []
+        self.text = ""
+
+    def run(self) -> None:
+        headers = {"Authorization": f"Bearer {self.bearer}"}
+        with (
+            suppress(httpx.HTTPError),
+            httpx.stream(
+                "GET", self.url, headers=headers, timeout=httpx.Timeout(5, read=None)
+            ) as response,
+        ):
+            for line in response.iter_lines():
+                self.text += line + "\n"
+                if line.startswith("data: "):
+                    self.events.append(json.loads(line.removeprefix("data: ")))
+
+    def saw(self, patient_id: str, stage: str) -> bool:
+        return any(
+            (event.get("patient_id"), event.get("stage")) == (patient_id, stage)
+            for event in list(self.events)
+        )

@@ -12,6 +12,7 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.channels import ChannelsPlugin
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
@@ -140,13 +141,15 @@ class PathwayController(Controller):
     async def stream(
         self,
         runtime: NamedDependency[ServiceRuntime],
+        channels: NamedDependency[ChannelsPlugin],
         uow: UowDep,
         user: UserDep,
         last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
     ) -> ServerSentEvent:
         since = views.stream_start(last_event_id)
         await sync_to_thread(services.record_stream_opened, uow)
-        changes = views.pathway_changes(runtime, since, services.team_of(user))
+        team = services.team_of(user)
+        changes = views.live_pathway_changes(runtime, channels, since, team)
         return ServerSentEvent(changes, retry_duration=2000)
 
     @get(

@@ -15,6 +15,7 @@ from services.coordinator.api import (
 from services.coordinator.clock import pathway_clock
 from services.coordinator.clock_api import ClockController
 from services.coordinator.handlers import handle_event
+from services.coordinator.live import send_notices, stream_plugins
 from shared.runtime import ServiceRuntime, ServiceSpec, TaskGroup
 
 
@@ -37,4 +38,6 @@ SPEC = ServiceSpec(
     handle_event=handle_event,
     accept_unknown_events=True,
     background=background,
+    on_runtime=send_notices,
+    plugins=stream_plugins,
 )

@@ -8,12 +8,14 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 import msgspec
+from litestar.channels import ChannelsPlugin
 from litestar.concurrency import sync_to_thread
 from litestar.response import ServerSentEventMessage
 from sqlmodel import col
 
 from services.coordinator import domain, repository
 from services.coordinator.domain import ReviewDue
+from services.coordinator.live import WakeUps, channel_of, wake_ups
 from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
 from services.coordinator.schemas import AlertRow, PathwaySummary, ReviewRead, WorklistItem
 from shared.pagination import Keyset
@@ -71,8 +73,8 @@ def alert_row(alert: PathwayAlert) -> AlertRow:
 
 # --- the live stream -------------------------------------------------------------------
 
-# How often the stream looks for changes, how far back it looks again (a transaction
-# that stamped its row earlier may commit later), and how long one stream lasts.
+# How often a stream with no wake-ups looks for changes, how far back it looks again (a
+# transaction that stamped its row earlier may commit later), and how long one lasts.
 STREAM_POLL = timedelta(seconds=1)
 STREAM_OVERLAP = timedelta(seconds=10)
 STREAM_LIFETIME = timedelta(minutes=5)
@@ -90,8 +92,20 @@ def stream_start(last_event_id: str | None) -> datetime:
     return utcnow() - STREAM_OVERLAP
 
 
+async def live_pathway_changes(
+    runtime: ServiceRuntime, channels: ChannelsPlugin, since: datetime, team: str | None
+) -> AsyncGenerator[ServerSentEventMessage, None]:
+    """The stream an API serves: it looks when a pathway is written (services.coordinator.live)."""
+    async with wake_ups(channels, channel_of(runtime)) as wake:
+        async for message in pathway_changes(runtime, since, team, wake):
+            yield message
+
+
 async def pathway_changes(
-    runtime: ServiceRuntime, since: datetime, team: str | None = None
+    runtime: ServiceRuntime,
+    since: datetime,
+    team: str | None = None,
+    wake: WakeUps | None = None,
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     sent: dict[tuple[UUID, datetime], datetime] = {}  # (patient, stamp) → its stamp
     started = last_beat = utcnow()
@@ -119,7 +133,11 @@ async def pathway_changes(
         if utcnow() - last_beat >= HEARTBEAT:
             last_beat = utcnow()
             yield ServerSentEventMessage(comment="still here")
-        await asyncio.sleep(STREAM_POLL.total_seconds())
+        if wake is None:
+            await asyncio.sleep(STREAM_POLL.total_seconds())
+        else:
+            # Notice or not, it looks again by the next heartbeat: a notice can be lost.
+            await wake.wait(max(HEARTBEAT - (utcnow() - last_beat), STREAM_POLL))
 
 
 def changed_since(

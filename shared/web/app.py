@@ -180,6 +180,12 @@ def build_app(
             *(web.middleware(platform) if web is not None and web.middleware else ()),
         ],
         on_app_init=[jwt_auth.on_app_init],
+        plugins=[
+            plugin
+            for runtime in runtimes
+            if runtime.spec.plugins is not None
+            for plugin in runtime.spec.plugins(runtime)
+        ],
         exception_handlers={
             HTTPException: problem_with_audit,
             RuleBroken: broken_rule,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,12 +13,14 @@ import httpx
 import pytest
 import redis
 
+from services.coordinator.views import HEARTBEAT
 from shared.auth import SESSION_COOKIE
 from shared.client import ApiProblem, CarepathClient
 from tests.support import (
     JWT_SECRET,
     REDIS_TEST_URL,
     SERVICES,
+    LiveStream,
     Processes,
     carepath,
     free_port,
@@ -198,6 +201,18 @@ def test_each_service_as_its_own_processes_carries_the_slice(
     )
     assert shown_clock.returncode == 0, shown_clock.stderr
     assert "fixed: production" in shown_clock.stdout
+
+    # The live stream is woken through Redis pub/sub by the worker, another process, that
+    # folded the change: it arrives well before the stream's own look at its heartbeat.
+    stream = LiveStream(f"{coordinator}/api/pathways/stream", token("admin"))
+    stream.start()
+    time.sleep(1.0)  # subscribed, and past its first look
+    with CarepathClient(referrals_url, token("referrer")) as referrer:
+        newcomer = referrer.register_patient(**patient_body())
+        asked_at = time.monotonic()
+        referrer.create_referral(**referral_body(str(newcomer.id), target="psychology"))
+    wait_until(lambda: stream.saw(str(newcomer.id), "referred"), timeout=20, what="the stream")
+    assert time.monotonic() - asked_at < HEARTBEAT.total_seconds() / 3
 
 
 def test_a_moved_clock_moves_every_process_alike(

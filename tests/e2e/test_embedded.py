@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
 import subprocess
-import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from pathlib import Path
 
 import httpx
 import pytest
 
+from services.coordinator.views import HEARTBEAT
 from shared.client import ApiProblem, CarepathClient
 from tests.support import (
     JWT_SECRET,
+    LiveStream,
     Processes,
     carepath,
     free_port,
@@ -73,6 +73,14 @@ def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
     stream.start()
     wait_until(lambda: stream.saw(str(patient.id), "referred"), timeout=20, what="the stream")
     assert "Test" not in stream.text
+    # A change made now is woken into the open stream by the worker thread that folded
+    # it, well before the stream's own look at its next heartbeat.
+    with CarepathClient(base, token("referrer")) as referrer:
+        newcomer = referrer.register_patient(**patient_body())
+        asked_at = time.monotonic()
+        referrer.create_referral(**referral_body(str(newcomer.id), target="psychology"))
+    wait_until(lambda: stream.saw(str(newcomer.id), "referred"), timeout=20, what="the stream")
+    assert time.monotonic() - asked_at < HEARTBEAT.total_seconds() / 3
 
     # SQLite is written by the API and the worker threads at once: concurrent referrals
     # must all succeed (WAL, a busy timeout, BEGIN IMMEDIATE), none with a 500.
@@ -108,7 +116,7 @@ def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
     with CarepathClient(f"{base}/referrals", token("service", "coordinator")) as feed:
         page = feed.events(after=0)
     assert [item["type"] for item in page.items][:2] == ["patient.registered", "referral.received"]
-    assert len(page.items) == 26
+    assert len(page.items) == 26 + 2  # the first patient's events and the newcomer's two
 
     # Ctrl-C: the process ends by itself, leaving no unsent outbox row behind.
     assert stream.is_alive(), "the stream should still be open when the stop begins"
@@ -116,41 +124,14 @@ def test_carepath_up_carries_a_referral_to_the_pathway_and_stops_cleanly(
     assert up.wait(20) == 0
     stream.join(5)
     referrals_db = data_dir / "referrals.sqlite3"
-    assert _count(referrals_db, "SELECT count(*) FROM patient") == 1
+    assert (
+        _count(referrals_db, "SELECT count(*) FROM patient") == 2
+    )  # and the newcomer the live stream saw
     assert _count(referrals_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
     assert _count(referrals_db, "SELECT count(*) FROM audit_log WHERE outcome = '0'") >= 2
     coordinator_db = data_dir / "coordinator.sqlite3"
     assert _count(coordinator_db, "SELECT count(*) FROM audit_log WHERE outcome = '4'") == 1
     assert "Test" not in processes.log("up"), "a patient's name reached the log"
-
-
-class LiveStream(threading.Thread):
-    """Reads a server-sent event stream in the background, keeping what it received."""
-
-    def __init__(self, url: str, bearer: str) -> None:
-        super().__init__(daemon=True)
-        self.url, self.bearer = url, bearer
-        self.events: list[dict[str, object]] = []
-        self.text = ""
-
-    def run(self) -> None:
-        headers = {"Authorization": f"Bearer {self.bearer}"}
-        with (
-            suppress(httpx.HTTPError),
-            httpx.stream(
-                "GET", self.url, headers=headers, timeout=httpx.Timeout(5, read=None)
-            ) as response,
-        ):
-            for line in response.iter_lines():
-                self.text += line + "\n"
-                if line.startswith("data: "):
-                    self.events.append(json.loads(line.removeprefix("data: ")))
-
-    def saw(self, patient_id: str, stage: str) -> bool:
-        return any(
-            (event.get("patient_id"), event.get("stage")) == (patient_id, stage)
-            for event in list(self.events)
-        )
 
 
 def _pathway_if_complete(client: CarepathClient, patient_id: object) -> object:

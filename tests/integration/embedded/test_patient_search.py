@@ -7,6 +7,7 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from sqlmodel import select
 
 from shared.auth import Role
 from shared.tables import AuditRecord
@@ -76,7 +77,8 @@ def test_every_patient_shown_is_audited_and_the_search_text_is_not(tmp_path: Pat
         _register(app, "dr-gp-one", given_name="Grete", family_name="Hermann")
         assert _search(app, "gr", Role.mdt, "dr-mdt-lead") == ["Grete Hermann", "Grace Hopper"]
         with app.runtime("referrals").sessions() as session:
-            rows = session.query(AuditRecord).filter(AuditRecord.agent_user == "dr-mdt-lead").all()
+            mine = AuditRecord.agent_user == "dr-mdt-lead"
+            rows = session.exec(select(AuditRecord).where(mine)).all()
         shown = [r.patient_id for r in rows if r.patient_id]
         assert len(set(shown)) == len(shown) == 2
         assert UUID(first) in shown
@@ -121,7 +123,7 @@ def test_a_page_of_names_comes_in_one_call_with_only_the_patients_the_caller_may
         )
         assert set(response.json()["items"][0]) == {"id", "given_name", "family_name"}
         with app.runtime("referrals").sessions() as session:
-            rows = session.query(AuditRecord).filter(AuditRecord.detail == "names").all()
+            rows = session.exec(select(AuditRecord).where(AuditRecord.detail == "names")).all()
         # Each patient shown once to the MDT, once to their referrer; nobody else.
         assert sorted((r.agent_user, str(r.patient_id)) for r in rows) == sorted(
             [
