@@ -16,10 +16,11 @@ import msgspec
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
+from services.coordinator import rules
 from services.coordinator.domain import Alert, Streams
 from services.coordinator.handlers import record_own_event
 from services.coordinator.models import PathwayRow
-from services.coordinator.rules import ESCALATION, Crossing, crossed, escalation_due
+from services.coordinator.rules import Crossing
 from shared.clock import now as clinic_now
 from shared.db import lock_for_transaction
 from shared.events import Actor, Subject, new_event
@@ -36,19 +37,7 @@ def new_crossings(document: dict[str, object], now: datetime) -> list[Crossing]:
     """Thresholds a stored pathway has passed by `now` and not yet raised."""
     streams = msgspec.convert(document["streams"], Streams, strict=False)
     alerts = msgspec.convert(document["alerts"], list[Alert], strict=False)
-    raised = {(alert.kind, alert.subject, alert.raised_at) for alert in alerts}
-    found = crossed(streams, now) + overdue_urgent(alerts, now)
-    return [c for c in found if (c.kind, c.subject, c.crossed_at) not in raised]
-
-
-def overdue_urgent(alerts: list[Alert], now: datetime) -> list[Crossing]:
-    """Urgent alerts nobody has acknowledged by their due time: each escalates once."""
-    found = []
-    for alert in alerts:
-        due = escalation_due(alert)
-        if due is not None and now >= due:
-            found.append(Crossing(ESCALATION, alert.id, due))
-    return found
+    return rules.new_crossings(streams, alerts, now)
 
 
 def raise_crossed(session: Session, patient_id: UUID, now: datetime) -> int:
@@ -92,13 +81,18 @@ def tick(runtime: ServiceRuntime, now: datetime | None = None) -> int:
 
 
 def _due_patients(runtime: ServiceRuntime, now: datetime) -> Iterator[UUID]:
-    """Patients with a threshold to raise, read page by page so no lock is held long."""
+    """Patients with a threshold to raise, read page by page so no lock is held long.
+
+    Only pathways whose next threshold has come (the index on next_due), or whose next
+    one is not known yet (written before next_due was kept), are read and checked."""
     after: UUID | None = None
+    due_now = or_(col(PathwayRow.next_due) <= now, col(PathwayRow.next_due).is_(None))
     while True:
         with runtime.sessions() as session:
             # A discharged pathway can still hold an urgent alert that must escalate.
             query = select(PathwayRow).where(
-                or_(col(PathwayRow.stage) != "discharged", col(PathwayRow.open_alerts) > 0)
+                due_now,
+                or_(col(PathwayRow.stage) != "discharged", col(PathwayRow.open_alerts) > 0),
             )
             if after is not None:
                 query = query.where(col(PathwayRow.patient_id) > after)

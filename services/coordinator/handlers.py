@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from services.coordinator.domain import SEVERITY_RANK, Alert, Pathway
 from services.coordinator.models import PathwayAlert, PathwayRow, StoredEvent
 from services.coordinator.projection import Fold, active_teams, finish, fold_history, project
+from services.coordinator.rules import next_due
 from shared.db import lock_for_transaction
 from shared.events import Actor, Envelope, Subject, decode_envelope, encode_envelope, new_event
 from shared.events.catalogue import PathwayUrgentAlertOpened
@@ -220,6 +221,7 @@ def _write_pathway(session: Session, pathway: Pathway, fold_id: UUID) -> Pathway
     row.event_count = pathway.event_count
     row.review_due = pathway.review_due.due if pathway.review_due else None
     row.review_rank = pathway.review_due.rank if pathway.review_due else None
+    row.next_due = next_due(pathway.streams, pathway.alerts)
     row.document = msgspec.to_builtins(pathway)
     # Written whatever the session's copy held (a stale copy may equal the new one).
     flag_modified(row, "document")

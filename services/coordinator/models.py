@@ -63,6 +63,9 @@ class PathwayRow(SQLModel, table=True):
     # A new id each time the pathway is written: a worker keeps its fold of the pathway
     # under the id it wrote, and carries that fold on only while the id is still this.
     fold_id: UUID | None = None
+    # When the pathway's next time threshold falls due (rules.next_due), for the clock's
+    # scan at scale; None: not known yet (written before this column), so looked at.
+    next_due: datetime | None = Field(default=None, sa_type=UTCDateTime(), index=True)
 
 
 class PathwayAlert(SQLModel, table=True):

@@ -8,7 +8,7 @@ last argument, and without one uses the policy the service loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -287,6 +287,8 @@ def no_response_alert(
 # --- escalation ----------------------------------------------------------------------------
 
 ESCALATION = "urgent-overdue"
+# "Nothing ahead": the next-due time of a pathway with no threshold left to pass.
+NOTHING_DUE = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def escalation_due(alert: Alert, policy: ClinicalPolicy | None = None) -> datetime | None:
@@ -476,3 +478,27 @@ def time_alert(
     # The referral's own team acts on its waits.
     team = ROLE_OF_TARGET.get(target, "mdt") if kind in _REFERRAL_WAITS else alert.owner_role
     return msgspec.structs.replace(alert, owner_role=team, subject=crossing.subject)
+
+
+def overdue_urgent(alerts: list[Alert], now: datetime) -> list[Crossing]:
+    """Urgent alerts nobody has acknowledged by their due time: each escalates once."""
+    found = []
+    for alert in alerts:
+        due = escalation_due(alert)
+        if due is not None and now >= due:
+            found.append(Crossing(ESCALATION, alert.id, due))
+    return found
+
+
+def new_crossings(streams: Streams, alerts: list[Alert], now: datetime) -> list[Crossing]:
+    """Thresholds these streams and alerts have passed by `now` and not yet raised."""
+    raised = {(alert.kind, alert.subject, alert.raised_at) for alert in alerts}
+    found = crossed(streams, now) + overdue_urgent(alerts, now)
+    return [c for c in found if (c.kind, c.subject, c.crossed_at) not in raised]
+
+
+def next_due(streams: Streams, alerts: list[Alert]) -> datetime:
+    """When the next threshold not yet raised falls due (`NOTHING_DUE` if none): the
+    clock looks only at pathways whose time has come, not at every open one."""
+    ahead = new_crossings(streams, alerts, NOTHING_DUE)
+    return min((crossing.crossed_at for crossing in ahead), default=NOTHING_DUE)

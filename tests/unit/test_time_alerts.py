@@ -22,6 +22,7 @@ from sqlmodel import col, select
 from services.coordinator.app import SPEC
 from services.coordinator.clock import new_crossings, raise_crossed, tick
 from services.coordinator.domain import (
+    Alert,
     InfusionCourseStream,
     MdtReviewStream,
     Pathway,
@@ -33,8 +34,10 @@ from services.coordinator.handlers import handle_event, rebuild_pathways
 from services.coordinator.models import PathwayAlert, PathwayRow
 from services.coordinator.projection import project
 from services.coordinator.rules import (
+    NOTHING_DUE,
     Crossing,
     crossed,
+    escalation_due,
     time_alert,
     triage_due,
 )
@@ -1118,3 +1121,53 @@ def test_the_clock_escalates_an_overdue_urgent_alert_once(runtime: ServiceRuntim
     ]
     with runtime.sessions() as session:
         assert rebuild_pathways(session, repair=False) == []
+
+
+# --- the clock at scale: only pathways whose next threshold has come are read (issue 15)
+
+
+def _next_due(runtime: ServiceRuntime, patient: UUID = PATIENT) -> datetime | None:
+    with runtime.sessions() as session:
+        row = session.get(PathwayRow, patient)
+        assert row is not None
+        return as_utc(row.next_due) if row.next_due else None
+
+
+def test_each_pathway_keeps_when_its_next_threshold_falls_due(runtime: ServiceRuntime) -> None:
+    store(runtime, urgent_psychology())
+    assert _next_due(runtime) == TUESDAY  # the urgent referral's triage is due then
+
+    assert tick(runtime, TUESDAY + timedelta(hours=1)) == 1
+    # Raised: the next threshold is that alert's escalation, later on Tuesday.
+    with runtime.sessions() as session:
+        row = session.get(PathwayRow, PATIENT)
+        assert row is not None
+        alerts = msgspec.convert(row.document["alerts"], list[Alert], strict=False)
+    (alert,) = [a for a in alerts if a.kind == "triage-overdue"]
+    assert _next_due(runtime) == escalation_due(alert)
+
+
+def test_the_clock_reads_only_pathways_whose_time_has_come(runtime: ServiceRuntime) -> None:
+    store(runtime, urgent_psychology())
+    assert tick(runtime, TUESDAY - SECOND) == 0
+    with runtime.sessions() as session:
+        # A next-due time the clock trusts: a pathway not due by it is not looked at.
+        row = session.get(PathwayRow, PATIENT)
+        assert row is not None
+        row.next_due = TUESDAY + timedelta(days=1)
+        session.add(row)
+        session.commit()
+    assert tick(runtime, TUESDAY + timedelta(hours=1)) == 0
+    with runtime.sessions() as session:
+        # Written before the column was kept: unknown, so looked at.
+        row = session.get(PathwayRow, PATIENT)
+        assert row is not None
+        row.next_due = None
+        session.add(row)
+        session.commit()
+    assert tick(runtime, TUESDAY + timedelta(hours=1)) == 1
+
+
+def test_a_pathway_with_nothing_ahead_is_due_never(runtime: ServiceRuntime) -> None:
+    store(runtime, [patient_registered(PATIENT, occurred_at=FRIDAY)])
+    assert _next_due(runtime) == NOTHING_DUE
