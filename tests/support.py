@@ -21,6 +21,8 @@ import httpx
 import psycopg
 import redis
 
+from shared.client import CarepathClient
+
 T = TypeVar("T")
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -282,6 +284,15 @@ class LiveStream(threading.Thread):
                 self.text += line + "\n"
                 if line.startswith("data: "):
                     self.events.append(json.loads(line.removeprefix("data: ")))
+
+    def seconds_to_see_a_referral(self, referrals_url: str, referrer_token: str) -> float:
+        """From a new referral's POST until this stream carries its pathway."""
+        with CarepathClient(referrals_url, referrer_token) as referrer:
+            newcomer = referrer.register_patient(**patient_body())
+            asked_at = time.monotonic()
+            referrer.create_referral(**referral_body(str(newcomer.id), target="psychology"))
+        wait_until(lambda: self.saw(str(newcomer.id), "referred"), timeout=20, what="the stream")
+        return time.monotonic() - asked_at
 
     def saw(self, patient_id: str, stage: str) -> bool:
         return any(
