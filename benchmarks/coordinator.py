@@ -9,7 +9,8 @@ database and Redis DB 14, and measures:
    `carepath worker coordinator`: events folded into pathways per second,
 2. `carepath coordinator rebuild --check` over the same store: seconds, pathways/s, and
    what it reports (it should find no difference),
-3. what one re-fold of one patient's E-event history costs, in this process,
+3. what one re-fold of one patient's E-event history costs, in this process, and what
+   one event applied to the kept fold of the others costs,
 4. GET /api/pathways/{patient_id} on `carepath serve coordinator` under C concurrent
    clients for D seconds: requests/s, p50/p99,
 
@@ -703,7 +704,9 @@ def rebuild_check(env: dict[str, str], patients: int, total: int) -> dict[str, A
 
 def refold_cost(url: str, patient_ids: list[str], samples: int, seed: int) -> dict[str, Any]:
     """One patient's re-fold, in this process, split into its parts; the writes are
-    rolled back. This is the work the worker repeats for every event it consumes."""
+    rolled back. This is the work the worker does for an event that arrives late (or
+    when it has no fold of the pathway kept); then, for comparison, one event that
+    comes after the others, applied to the kept fold as the worker applies it."""
     engine = make_engine(url)
     sessions = make_session_factory(engine)
     chosen = [

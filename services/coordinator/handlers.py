@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 from uuid import UUID, uuid4
 
@@ -25,6 +25,7 @@ from shared.events import Actor, Envelope, Subject, decode_envelope, encode_enve
 from shared.events.catalogue import PathwayUrgentAlertOpened
 from shared.observability import current_correlation_id, get_logger
 from shared.outbox import add_event
+from shared.policy import ClinicalPolicy, clinical_policy
 from shared.tables import InboxEvent, utcnow
 
 log = get_logger(__name__)
@@ -34,10 +35,12 @@ URGENT = ("urgent", "critical")
 
 @dataclass
 class KeptFold:
-    """A pathway's fold as this process last wrote it, and the id of that write."""
+    """A pathway's fold as this process last wrote it, the id of that write, and the
+    clinical policy whose thresholds it was folded with."""
 
     fold_id: UUID
     fold: Fold
+    policy: ClinicalPolicy = field(default_factory=clinical_policy)
 
 
 class FoldCache:
@@ -82,7 +85,8 @@ class FoldCache:
         return len(self._folds)
 
 
-# About 2,000 patients of 100 events each (a folded event holds well under a kilobyte).
+# About 2,000 patients of 100 events each; a folded event holds about half a kilobyte
+# (benchmarks/README.md, incremental fold: 100,000 events kept cost the worker ~50 MiB).
 FOLDS = FoldCache(max_events=200_000)
 
 
@@ -178,6 +182,7 @@ def _fold_with(session: Session, patient_id: UUID, arrived: Envelope | None) -> 
         arrived is not None
         and kept is not None
         and kept.fold.follows(arrived)
+        and kept.policy is clinical_policy()  # its alerts were raised by the same rules
         # Another process (or a rebuild) may have folded this pathway since.
         and kept.fold_id == _folded_by(session, patient_id)
     ):

@@ -27,6 +27,7 @@ from services.coordinator.projection import Fold, finish, fold_history, project
 from shared.db import make_engine, make_session_factory
 from shared.events import Envelope
 from shared.migrations import upgrade
+from shared.policy import clinical_policy
 
 from .factories import T0, patient_registered, referral_received
 from .test_projection_properties import EVENTS, PATIENT, generated_history
@@ -280,6 +281,21 @@ def test_a_rebuild_makes_the_next_event_fold_again(
     consume(sessions, third)
     assert history_reads == [patient]
     assert stored_document(sessions, patient) == expected_document(patient, events)
+
+
+def test_a_fold_made_under_another_policy_is_folded_again(
+    database: tuple[Engine, Sessions], history_reads: list[UUID]
+) -> None:
+    """A policy read again (its thresholds may have changed) may raise other alerts."""
+    _, sessions = database
+    patient = uuid4()
+    registered, first, second, _ = journey(patient)
+    consume(sessions, registered)
+    consume(sessions, first)
+    history_reads.clear()
+    clinical_policy.cache_clear()
+    consume(sessions, second)
+    assert history_reads == [patient]
 
 
 def test_the_cache_keeps_the_most_recently_written_folds_up_to_its_events() -> None:
