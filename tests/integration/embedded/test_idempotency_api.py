@@ -5,6 +5,7 @@ are per caller; a failed request does not keep its key; keys expire with the pol
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -18,6 +19,7 @@ from shared.auth import Role
 from shared.clock import clinic_clock
 from shared.tables import AuditRecord, IdempotencyKey
 from tests.embedded import Embedded, assert_problem, patient_body, referral_body, register
+from tests.support import wait_until
 
 from .test_mdt_reviews import REFERRAL, REVIEW, referred
 
@@ -200,13 +202,20 @@ def test_an_mdt_review_repeated_with_its_key_is_recorded_once(embedded: Embedded
     assert second.content == first.content
     reviews = embedded.count("coordinator", MdtReview, MdtReview.patient_id == UUID(patient_id))
     assert reviews == 1
-    psychology = embedded.count(
-        "referrals",
-        Referral,
-        Referral.patient_id == UUID(patient_id),
-        Referral.target == "psychology",
-    )
-    assert psychology == 1
+
+    # The referrals service makes the referral when its worker consumes the review's
+    # event, a moment after the answer: wait for it, then see that no second one follows.
+    def psychology_referrals() -> int:
+        return embedded.count(
+            "referrals",
+            Referral,
+            Referral.patient_id == UUID(patient_id),
+            Referral.target == "psychology",
+        )
+
+    wait_until(lambda: psychology_referrals() >= 1, timeout=20, what="the MDT's referral")
+    time.sleep(0.5)
+    assert psychology_referrals() == 1
 
 
 # Routes that change something but take no key, and why: the feed repair commits in
