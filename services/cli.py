@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from shared.client import CarepathClient, ClockReading, FeedComparison
     from shared.runtime import ServiceRuntime
     from shared.settings import PlatformSettings
+    from shared.tokens import Signing
 
 service_choice = click.Choice(SERVICES)
 # The web service serves pages and keeps nothing: it runs, but has no database or worker.
@@ -255,11 +256,9 @@ def migrate(service: str) -> None:
 @click.option("--user", "user_id", required=True, help="The user id the token names")
 def token(role: str, user_id: str) -> None:
     """Print a bearer token signed with CAREPATH_JWT_SECRET."""
-    from shared.settings import PlatformSettings
     from shared.tokens import issue_token
 
-    platform = PlatformSettings()
-    click.echo(issue_token(platform, user_id, Role(role)))
+    click.echo(issue_token(_signing(), user_id, Role(role)))
 
 
 @main.group("dead-letters")
@@ -267,15 +266,23 @@ def dead_letters() -> None:
     """List and replay messages that failed every retry."""
 
 
+def _signing() -> Signing:
+    from shared.tokens import Signing
+
+    try:
+        return Signing.from_environment()
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+
+
 def _service_client(service: str) -> CarepathClient:
     from shared.client import CarepathClient
-    from shared.settings import PlatformSettings, load_service_settings
+    from shared.names import peer_urls
     from shared.tokens import issue_token
 
-    platform = PlatformSettings()
     base = os.environ.get("CAREPATH_BASE_URL", "http://127.0.0.1:8000")
-    url = load_service_settings(service, platform, default_base_url=base).url_of(service)
-    return CarepathClient(url, issue_token(platform, "carepath-cli", Role.admin))
+    url = peer_urls(default_base_url=base)[service]
+    return CarepathClient(url, issue_token(_signing(), "carepath-cli", Role.admin))
 
 
 @dead_letters.command("list")

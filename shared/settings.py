@@ -7,7 +7,6 @@ Every variable is prefixed ``CAREPATH_``; a service's own ones add its name
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -16,9 +15,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.names import SERVICES as SERVICES  # re-exported: settings name the services
-from shared.names import Role
-
-DEFAULT_JWT_SECRET = "carepath-development-secret-change-me"  # noqa: S105 - refused in production
+from shared.names import Role, service_env
+from shared.names import peer_urls as peer_urls  # re-exported: settings say where peers answer
+from shared.tokens import DEFAULT_JWT_SECRET, MAX_TOKEN_HOURS, TOKEN_HOURS
 
 
 class RunMode(StrEnum):
@@ -42,7 +41,7 @@ class PlatformSettings(BaseSettings):
 
     env: RunMode = RunMode.development
     jwt_secret: str = DEFAULT_JWT_SECRET
-    token_hours: int = Field(default=12, ge=1, le=24 * 7)
+    token_hours: int = Field(default=TOKEN_HOURS, ge=1, le=MAX_TOKEN_HOURS)
     data_dir: Path = Path("data")
     broker: BrokerKind = BrokerKind.memory
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -127,21 +126,6 @@ class ServiceSettings:
 
     def url_of(self, service: str) -> str:
         return self.service_urls[service]
-
-
-def service_env(service: str, name: str) -> str:
-    return f"CAREPATH_{service.upper()}_{name}"
-
-
-def peer_urls(
-    environ: Mapping[str, str] | None = None, default_base_url: str = "http://127.0.0.1:8000"
-) -> dict[str, str]:
-    """Where each service answers (`CAREPATH_<SERVICE>_URL`), else the embedded layout."""
-    env = os.environ if environ is None else environ
-    return {
-        peer: env.get(service_env(peer, "URL"), f"{default_base_url}/{peer}").rstrip("/")
-        for peer in SERVICES
-    }
 
 
 def load_service_settings(

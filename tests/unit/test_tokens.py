@@ -7,11 +7,13 @@ import subprocess
 import sys
 from datetime import timedelta
 
+import pytest
 from litestar.security.jwt import Token
+from pydantic import ValidationError
 
 from shared.names import Role
 from shared.settings import PlatformSettings
-from shared.tokens import ALGORITHM, issue_token
+from shared.tokens import ALGORITHM, MAX_TOKEN_HOURS, Signing, issue_token
 
 SECRET = "a-secret-long-enough-for-production-0123456789"
 
@@ -29,7 +31,8 @@ def test_the_token_command_imports_neither_the_web_framework_nor_the_orm() -> No
         "import sys\n"
         "from services.cli import main\n"
         "main(['token', '--role', 'admin', '--user', 'probe'], standalone_mode=False)\n"
-        "heavy = [m for m in ('litestar', 'sqlalchemy', 'dramatiq') if m in sys.modules]\n"
+        "heavy = ('litestar', 'sqlalchemy', 'dramatiq', 'pydantic_settings')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "print('heavy:', heavy, file=sys.stderr)\n"
         "sys.exit(1 if heavy else 0)\n"
     )
@@ -38,3 +41,36 @@ def test_the_token_command_imports_neither_the_web_framework_nor_the_orm() -> No
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(".") == 2  # the JWT itself: header.payload.signature
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"CAREPATH_JWT_SECRET": SECRET},
+        {"CAREPATH_JWT_SECRET": SECRET, "CAREPATH_TOKEN_HOURS": "1"},
+        {"CAREPATH_TOKEN_HOURS": str(MAX_TOKEN_HOURS)},
+        {"CAREPATH_TOKEN_HOURS": " 24 "},
+    ],
+)
+def test_the_command_line_signs_with_what_the_services_read(
+    environ: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("CAREPATH_JWT_SECRET", "CAREPATH_TOKEN_HOURS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    platform = PlatformSettings()
+    signing = Signing.from_environment()
+    assert (signing.jwt_secret, signing.token_hours) == (platform.jwt_secret, platform.token_hours)
+
+
+@pytest.mark.parametrize("hours", ["0", str(MAX_TOKEN_HOURS + 1), "-3", "twelve", "1.5", ""])
+def test_token_hours_the_services_refuse_are_refused_naming_the_variable(
+    hours: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAREPATH_TOKEN_HOURS", hours)
+    with pytest.raises(ValidationError):
+        PlatformSettings()
+    with pytest.raises(ValueError, match="CAREPATH_TOKEN_HOURS"):
+        Signing.from_environment()
