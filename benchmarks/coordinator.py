@@ -596,27 +596,32 @@ WHERE p.event_count = s.n
 """
 
 
-def fold(procs: Processes, url: str, total: int, patients: int) -> dict[str, Any]:
-    """`carepath worker coordinator` starts on a full queue; the clock runs from its
-    "consuming" line until every event is stored and every pathway counts them all."""
-    name = "worker-coordinator"
+def fold(
+    procs: Processes, url: str, total: int, patients: int, processes: int = 1
+) -> dict[str, Any]:
+    """`carepath worker coordinator` (one process or several, as a deployment scales out)
+    starts on a full queue; the clock runs from the last one's "consuming" line until
+    every event is stored and every pathway counts them all."""
+    names = [f"worker-coordinator-{n}" for n in range(1, processes + 1)]
     engine = make_engine(url)
     progress: list[tuple[float, int]] = []
     every = 0.02 if total <= 5_000 else 0.5  # count(*) over the store is not free
     try:
-        worker = procs.start(name, [CAREPATH, "worker", SERVICE])
-        started = procs.wait_for_log(name, "worker is consuming")
-        cpu_before, busy_before = process_cpu_s(worker.pid), machine_busy()
+        workers = [procs.start(name, [CAREPATH, "worker", SERVICE]) for name in names]
+        started = max(procs.wait_for_log(name, "worker is consuming") for name in names)
+        cpu_before = sum(process_cpu_s(worker.pid) for worker in workers)
+        busy_before = machine_busy()
 
         def all_stored() -> bool:
-            procs.check_running(name)
+            for name in names:
+                procs.check_running(name)
             stored, dead = row(
                 engine,
                 "SELECT (SELECT count(*) FROM stored_event), (SELECT count(*) FROM dead_letter)",
             )
             progress.append((time.monotonic() - started, int(stored)))
             if dead:
-                raise RuntimeError(f"{dead} dead letter(s); see {procs.log_dir / name}.log")
+                raise RuntimeError(f"{dead} dead letter(s); see the worker logs in {procs.log_dir}")
             return int(stored) >= total
 
         stored = wait_until(all_stored, max(300, total / 10), every, "every event stored")
@@ -626,7 +631,7 @@ def fold(procs: Processes, url: str, total: int, patients: int) -> dict[str, Any
             every,
             "every pathway to count its patient's events",
         )
-        cpu = process_cpu_s(worker.pid) - cpu_before
+        cpu = sum(process_cpu_s(worker.pid) for worker in workers) - cpu_before
         busy_after = machine_busy()
         pathways, full, dead, alerts = row(
             engine,
@@ -638,10 +643,10 @@ def fold(procs: Processes, url: str, total: int, patients: int) -> dict[str, Any
             "SELECT json_object_agg(stage, n) FROM "
             "(SELECT stage, count(*) AS n FROM pathway GROUP BY stage) s",
         )[0]
-        rss = procs.peak_rss(name)
-        gaps = procs.log(name).count("pathway.gap_detected")
+        rss = max((procs.peak_rss(name) or 0.0 for name in names), default=0.0)
+        gaps = sum(procs.log(name).count("pathway.gap_detected") for name in names)
     finally:
-        procs.stop(name)
+        procs.stop(*names)
         engine.dispose()
     seconds = complete - started
     first = next((t for t, n in progress if n > 0), None)
@@ -668,6 +673,7 @@ def fold(procs: Processes, url: str, total: int, patients: int) -> dict[str, Any
         "pathway_alerts": int(alerts),
         "stages": stages,
         "gap_logs": gaps,
+        "worker_processes": processes,
         "worker_peak_rss_mib": rss,
         "progress_samples": len(progress),
     }
@@ -897,7 +903,7 @@ def print_report(result: dict[str, Any]) -> None:
         ("raw dramatiq no-op, end to end", f"{raw['msgs_per_s']:.0f} msgs/s"),
         ("GET /health", f"{health['requests_per_s']:.0f} req/s"),
         (
-            "fold: events into pathways",
+            f"fold: events into pathways, {folded['worker_processes']} worker process(es)",
             f"{folded['events_per_s']:.0f} events/s "
             f"({folded['events']} in {folded['seconds']:.1f}s)",
         ),
@@ -968,7 +974,7 @@ def print_report(result: dict[str, Any]) -> None:
             f"{http['checks']['bytes']} bytes of JSON"
             + (f", name_status {name}" if (name := http["checks"].get("name_status")) else ""),
         ),
-        ("peak RSS worker-coordinator", mib(folded["worker_peak_rss_mib"])),
+        ("peak RSS worker-coordinator (the largest)", mib(folded["worker_peak_rss_mib"])),
         ("peak RSS api-coordinator", mib(http["server_peak_rss_mib"])),
     ]
     width = max(len(label) for label, _ in rows)
@@ -988,6 +994,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per HTTP phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not counted per phase")
     parser.add_argument("--threads", type=int, default=PlatformSettings().worker_threads)
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=1,
+        help="`carepath worker coordinator` processes folding at once (each with --threads)",
+    )
     parser.add_argument("--noop-messages", type=int, default=20_000)
     parser.add_argument("--refold-samples", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
@@ -1005,6 +1017,8 @@ def main() -> None:
     args = parser.parse_args()
     if not (args.patients >= 1 and args.events_per_patient >= 1 and 1 <= args.concurrency <= 64):
         parser.error("at least 1 patient and 1 event each; concurrency 1-64")
+    if not 1 <= args.worker_processes <= 16:
+        parser.error("--worker-processes: 1-16")
 
     suffix = secrets.token_hex(4)
     namespace = f"carepath-bench-{suffix}"
@@ -1019,6 +1033,7 @@ def main() -> None:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "worker_threads": args.threads,
+        "worker_processes": args.worker_processes,
         "noop_messages": args.noop_messages,
         "seed": args.seed,
         "reader_role": args.role,
@@ -1089,6 +1104,7 @@ def main() -> None:
             url,
             total,
             patients,
+            args.worker_processes,
         )
         result["rebuild"] = timed(
             f"rebuild: `carepath {SERVICE} rebuild --check`", rebuild_check, env, patients, total
