@@ -43,11 +43,17 @@ class InfusionCourse(ReferredCare, table=True):
     held_for_mdt: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
-class EligibilityAssessment(SQLModel, table=True):
-    __tablename__ = "eligibility_assessment"
+class _CourseRecord(SQLModel):
+    """The first columns of what is recorded for a course: its assessments, opioid use,
+    plans and sessions."""
 
     id: UUID = Field(default_factory=uuid4, primary_key=True)
     course_id: UUID = Field(foreign_key="infusion_course.id", index=True)
+
+
+class EligibilityAssessment(_CourseRecord, table=True):
+    __tablename__ = "eligibility_assessment"
+
     assessed_by: str = Field(max_length=100)
     assessed_at: datetime = Timestamp(default_factory=utcnow)
     weight_kg: float
@@ -64,14 +70,12 @@ class EligibilityAssessment(SQLModel, table=True):
     outcome: str = Field(max_length=20)
 
 
-class OpioidUse(SQLModel, table=True):
+class OpioidUse(_CourseRecord, table=True):
     """The opioids a patient takes, per medicine, at an assessment or a follow-up, with
     the MME per day computed under the policy's table at the time (CLINICAL.md)."""
 
     __tablename__ = "opioid_use"
 
-    id: UUID = Field(default_factory=uuid4, primary_key=True)
-    course_id: UUID = Field(foreign_key="infusion_course.id", index=True)
     context: str = Field(max_length=12)  # "assessment" or "follow-up"
     recorded_by: str = Field(max_length=100)
     recorded_at: datetime = Timestamp(default_factory=utcnow)
@@ -84,11 +88,9 @@ class OpioidUse(SQLModel, table=True):
     benzodiazepine: bool
 
 
-class DosingPlan(SQLModel, table=True):
+class DosingPlan(_CourseRecord, table=True):
     __tablename__ = "dosing_plan"
 
-    id: UUID = Field(default_factory=uuid4, primary_key=True)
-    course_id: UUID = Field(foreign_key="infusion_course.id", index=True)
     indication: str = Field(max_length=12)
     weight_kg: float
     dose_mg_per_kg: float | None = None
@@ -105,11 +107,9 @@ class DosingPlan(SQLModel, table=True):
     agreed_at: datetime = Timestamp(default_factory=utcnow)
 
 
-class InfusionSession(SQLModel, table=True):
+class InfusionSession(_CourseRecord, table=True):
     __tablename__ = "infusion_session"
 
-    id: UUID = Field(default_factory=uuid4, primary_key=True)
-    course_id: UUID = Field(foreign_key="infusion_course.id", index=True)
     patient_id: UUID = Field(index=True)
     plan_id: UUID = Field(foreign_key="dosing_plan.id")
     number: int
@@ -135,12 +135,18 @@ class InfusionSession(SQLModel, table=True):
     phq9_total: int | None = None
 
 
-class VitalsReading(SQLModel, table=True):
-    __tablename__ = "vitals_reading"
+class _SessionRecord(SQLModel):
+    """The first columns of what is recorded during a session: its vitals and adverse
+    events, each at a time."""
 
     id: int | None = Field(default=None, primary_key=True)
     session_id: UUID = Field(foreign_key="infusion_session.id", index=True)
     at: datetime = Timestamp(default_factory=utcnow)
+
+
+class VitalsReading(_SessionRecord, table=True):
+    __tablename__ = "vitals_reading"
+
     phase: str = Field(max_length=8)  # before | during | after
     systolic: int
     diastolic: int
@@ -150,12 +156,9 @@ class VitalsReading(SQLModel, table=True):
     recorded_by: str = Field(max_length=100)
 
 
-class AdverseEvent(SQLModel, table=True):
+class AdverseEvent(_SessionRecord, table=True):
     __tablename__ = "adverse_event"
 
-    id: int | None = Field(default=None, primary_key=True)
-    session_id: UUID = Field(foreign_key="infusion_session.id", index=True)
-    at: datetime = Timestamp(default_factory=utcnow)
     code: str = Field(max_length=20)
     severity: str = Field(max_length=10)
     note: str | None = Field(default=None, max_length=2000)
