@@ -38,6 +38,10 @@ Fraction = Annotated[float, Meta(gt=0, le=1)]
 MgPerKg = Annotated[float, Meta(gt=0, le=5)]
 Hours = Annotated[float, Meta(gt=0, le=24)]
 Pressure = Annotated[int, Meta(ge=40, le=300)]
+Spo2 = Annotated[int, Meta(ge=50, le=100)]
+# Points on a questionnaire's total: PHQ-9 totals run from 0 to 27, GAD-7 from 0 to 21.
+Phq9Points = Annotated[int, Meta(ge=1, le=27)]
+Gad7Points = Annotated[int, Meta(ge=1, le=21)]
 Milligrams = Annotated[float, Meta(gt=0, le=2000)]
 Kilograms = Annotated[float, Meta(gt=0, le=500)]
 # A reading's impossible limit: a value above it is a typo or a unit mix-up, not a patient.
@@ -107,18 +111,16 @@ class ChangePolicy(_Section, frozen=True):
     """CLINICAL.md, "Change that matters"."""
 
     phq9_caseness: Annotated[
-        int, Meta(ge=1, le=27, description="NHS Talking Therapies manual: PHQ-9 ≥ 10")
+        Phq9Points, Meta(description="NHS Talking Therapies manual: PHQ-9 ≥ 10")
     ]
     gad7_caseness: Annotated[
-        int, Meta(ge=1, le=21, description="NHS Talking Therapies manual: GAD-7 ≥ 8")
+        Gad7Points, Meta(description="NHS Talking Therapies manual: GAD-7 ≥ 8")
     ]
     phq9_reliable_change: Annotated[
-        int,
-        Meta(ge=1, le=27, description="NHS Talking Therapies manual: PHQ-9 change of 6 points"),
+        Phq9Points, Meta(description="NHS Talking Therapies manual: PHQ-9 change of 6 points")
     ]
     gad7_reliable_change: Annotated[
-        int,
-        Meta(ge=1, le=21, description="NHS Talking Therapies manual: GAD-7 change of 4 points"),
+        Gad7Points, Meta(description="NHS Talking Therapies manual: GAD-7 change of 4 points")
     ]
     pain_meaningful_fraction: Annotated[
         Fraction, Meta(description="IMMPACT, Dworkin et al. 2008: pain NRS falls ≥ 30%")
@@ -233,7 +235,7 @@ class VitalsPolicy(_Section, frozen=True):
     before_diastolic: Annotated[Pressure, Meta(description=f"{LOCAL}: diastolic ≥ 100 before")]
     during_systolic: Annotated[Pressure, Meta(description=f"{LOCAL}: systolic ≥ 180 during")]
     during_diastolic: Annotated[Pressure, Meta(description=f"{LOCAL}: diastolic ≥ 110 during")]
-    min_spo2: Annotated[int, Meta(ge=50, le=100, description=f"{LOCAL}: SpO2 < 92%")]
+    min_spo2: Annotated[Spo2, Meta(description=f"{LOCAL}: SpO2 < 92%")]
     interval_minutes: Annotated[
         int,
         Meta(
@@ -263,12 +265,10 @@ class VitalsPolicy(_Section, frozen=True):
         Meta(ge=60, le=250, description="NEWS2 (Royal College of Physicians 2017): pulse ≥ 131"),
     ]
     critical_low_spo2: Annotated[
-        int,
+        Spo2,
         Meta(
-            ge=50,
-            le=100,
             description=f"{LOCAL}: SpO2 < 88%, below every target range of the BTS guideline "
-            "for oxygen use in adults (O'Driscoll et al. 2017, Thorax 72:i1)",
+            "for oxygen use in adults (O'Driscoll et al. 2017, Thorax 72:i1)"
         ),
     ]
     critical_due_minutes: Annotated[
