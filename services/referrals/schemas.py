@@ -8,8 +8,9 @@ from uuid import UUID
 
 import msgspec
 
-# A page of names is what other services' pages read through the typed client: the
-# client's shape is the answer's, kept in one place so the two cannot drift apart.
+# What other services' pages read of a patient through the typed client, a name or a
+# page of names, is the answer's shape (a patient's record starts with the name), kept
+# in one place so the two cannot drift apart.
 from shared.client import PatientName as PatientName
 from shared.client import PatientNames as PatientNames
 from shared.events.catalogue import Condition, ReferralPriority, ReferralTarget
@@ -49,10 +50,9 @@ class PatientPage(msgspec.Struct, kw_only=True):
     items: list[PatientRead]
 
 
-class PatientRead(msgspec.Struct, kw_only=True):
-    id: UUID
-    given_name: str
-    family_name: str
+class PatientRead(PatientName, kw_only=True):
+    """The whole record; other services read its first part, the name, as PatientName."""
+
     birth_date: date
     sex: str
     nhs_number: str | None
