@@ -76,6 +76,18 @@ from shared.settings import BrokerKind, PlatformSettings
 
 SERVICE = "coordinator"
 PEERS = ("referrals", "infusions", "therapy")
+GRANIAN = str(Path(sys.executable).parent / "granian")
+# How each server is started on a port with N worker processes; both run `carepath serve`'s
+# own app (services.cli:service_app, for the service in CAREPATH_SERVE).
+SERVERS: dict[str, Callable[[int, str], list[str]]] = {
+    "uvicorn": lambda port, workers: [
+        *(CAREPATH, "serve", SERVICE, "--port", str(port), "--workers", workers)
+    ],
+    "granian": lambda port, workers: [
+        *(GRANIAN, "--interface", "asgi", "--factory", "--host", "127.0.0.1"),
+        *("--port", str(port), "--workers", workers, "services.cli:service_app"),
+    ],
+}
 PATHWAY = "/api/pathways/{patient_id}"  # each request's id is filled in by the client's hook
 CONDITIONS = ("fibromyalgia", "neuropathic-pain", "crps", "spinal-pain", "depression", "other")
 INDUCTION = 6  # infusions in the induction series, then maintenance
@@ -827,13 +839,19 @@ def reads(
     patient_ids: list[str],
     events: int,
     args: argparse.Namespace,
+    server: str = "uvicorn:1",
 ) -> dict[str, Any]:
-    """GET /health, then GET /api/pathways/{id}, each under the same closed loop."""
-    name = "api-coordinator"
+    """GET /health, then GET /api/pathways/{id}, each under the same closed loop, on one
+    server (`uvicorn:N`: `carepath serve --workers N`; `granian:N`: granian's N workers
+    running the same app)."""
+    kind, workers = server.split(":")
+    name = f"api-coordinator-{kind}-{workers}"
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    server = procs.start(name, [CAREPATH, "serve", SERVICE, "--port", str(port)])
+    server_process = procs.start(name, SERVERS[kind](port, workers))
     procs.wait_for_health(name, base_url)
+    # Every worker process up, not just the first to answer.
+    procs.wait_for_log(name, "carepath.started", timeout_s=60, times=int(workers))
     engine = make_engine(url)
     try:
         checks = check_answers(base_url, token, patient_ids[0], events)
@@ -841,7 +859,7 @@ def reads(
             "clients": args.concurrency,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
-            "server_pid": server.pid,
+            "server_pid": server_process.pid,
         }
         health = closed_loop(
             "health", pathway_client(base_url, None, [], args.seed), "/health", {}, **loop
@@ -859,7 +877,13 @@ def reads(
     finally:
         procs.stop(name)
         engine.dispose()
-    return {"checks": checks, "health": health, "pathway": pathways, "server_peak_rss_mib": rss}
+    return {
+        "server": server,
+        "checks": checks,
+        "health": health,
+        "pathway": pathways,
+        "server_peak_rss_mib": rss,
+    }
 
 
 def code_stamp() -> tuple[tuple[str, float], ...]:
@@ -982,8 +1006,22 @@ def print_report(result: dict[str, Any]) -> None:
     for label, value in rows:
         print(f"{label.ljust(width)}  {value}")
     print("\nfold events/s by tenth of the events: " + ", ".join(rate(r) for r in tenths))
+    print_servers(result["servers"])
     for sample in pathway["error_samples"] + health["error_samples"]:
         print(f"  error: {sample}")
+
+
+def print_servers(servers: list[dict[str, Any]]) -> None:
+    print("\nserver      health req/s  pathway req/s  ratio  p50 / p99 ms   server CPU s  RSS")
+    for run in servers:
+        health, pathway = run["health"], run["pathway"]
+        print(
+            f"{run['server']:11} {health['requests_per_s']:12.0f} "
+            f"{pathway['requests_per_s']:14.0f} "
+            f"{pathway['requests_per_s'] / health['requests_per_s']:6.3f}  "
+            f"{ms(pathway['latency_ms'], 'p50', 'p99'):13} "
+            f"{pathway['server_cpu_s']:12.1f}  {mib(run['server_peak_rss_mib'])}"
+        )
 
 
 def main() -> None:
@@ -994,6 +1032,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per HTTP phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not counted per phase")
     parser.add_argument("--threads", type=int, default=PlatformSettings().worker_threads)
+    parser.add_argument(
+        "--servers",
+        default="uvicorn:1",
+        help="servers to read pathways from, one after the other: uvicorn:N and granian:N "
+        "(N worker processes), comma-separated; the report's figures are the first's",
+    )
     parser.add_argument(
         "--worker-processes",
         type=int,
@@ -1019,6 +1063,10 @@ def main() -> None:
         parser.error("at least 1 patient and 1 event each; concurrency 1-64")
     if not 1 <= args.worker_processes <= 16:
         parser.error("--worker-processes: 1-16")
+    for server in args.servers.split(","):
+        kind, _, workers = server.partition(":")
+        if kind not in SERVERS or not workers.isdigit() or not 1 <= int(workers) <= 16:
+            parser.error(f"--servers: {server!r} is not uvicorn:N or granian:N (N 1-16)")
 
     suffix = secrets.token_hex(4)
     namespace = f"carepath-bench-{suffix}"
@@ -1060,6 +1108,7 @@ def main() -> None:
         "CAREPATH_CATCHUP_INTERVAL_S": "0",
         "CAREPATH_CLOCK_INTERVAL_S": "0",
         "CAREPATH_LOG_LEVEL": "INFO",
+        "CAREPATH_SERVE": SERVICE,  # for granian, which builds `carepath serve`'s app itself
     }
     # No other service runs: a call to one fails at once (a closed port), never reaching
     # whatever else might listen on carepath's default port.
@@ -1118,17 +1167,22 @@ def main() -> None:
             args.seed,
         )
         token = issue_token(PlatformSettings(jwt_secret=secret), "bench", Role(args.role))
-        result["http"] = timed(
-            f"http: {args.concurrency} clients x {args.duration:g}s (+{args.warmup:g}s warm-up), "
-            "/health then /api/pathways/{id}",
-            reads,
-            procs,
-            url,
-            token,
-            patient_ids,
-            per,
-            args,
-        )
+        result["servers"] = [
+            timed(
+                f"http on {server}: {args.concurrency} clients x {args.duration:g}s "
+                f"(+{args.warmup:g}s warm-up), /health then /api/pathways/{{id}}",
+                reads,
+                procs,
+                url,
+                token,
+                patient_ids,
+                per,
+                args,
+                server,
+            )
+            for server in args.servers.split(",")
+        ]
+        result["http"] = result["servers"][0]
     finally:
         procs.stop_all()
         drop_databases([database])

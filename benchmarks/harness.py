@@ -61,6 +61,13 @@ def peak_rss_mib(pid: int) -> float | None:
     return None
 
 
+def _session_of(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -130,10 +137,10 @@ class Processes:
         if self.running[name].poll() is not None:
             raise RuntimeError(f"{name} exited early:\n{self.log(name)[-3000:]}")
 
-    def wait_for_log(self, name: str, needle: str, timeout_s: float = 30) -> float:
+    def wait_for_log(self, name: str, needle: str, timeout_s: float = 30, times: int = 1) -> float:
         def seen() -> bool:
             self.check_running(name)
-            return needle in self.log(name)
+            return self.log(name).count(needle) >= times
 
         return wait_until(seen, timeout_s, 0.005, f"{name} to log {needle!r}")
 
@@ -148,7 +155,14 @@ class Processes:
         wait_until(healthy, timeout_s, 0.05, f"{name} /health")
 
     def peak_rss(self, name: str) -> float | None:
-        return peak_rss_mib(self.running[name].pid)
+        """VmHWM of the process, plus its session's (a server's worker processes)."""
+        leader = self.running[name].pid
+        peaks = [
+            peak_rss_mib(int(stat.parent.name))
+            for stat in Path("/proc").glob("[0-9]*/stat")
+            if stat.parent.name == str(leader) or _session_of(stat) == leader
+        ]
+        return sum(p for p in peaks if p is not None) if any(peaks) else None
 
     def stop(self, *names: str, timeout_s: float = 15) -> None:
         """SIGTERM each process group, then SIGKILL whatever outlives the timeout."""

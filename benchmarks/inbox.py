@@ -77,9 +77,17 @@ PSYCHOLOGY_RECEIVED = {"target": "psychology", "status": "received"}
 
 
 def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and of every process in the session it leads
+    (a server's own worker processes), from /proc/<pid>/stat."""
+    jiffies = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if stat.parent.name == str(pid) or fields[3] == str(pid):
+            jiffies += int(fields[11]) + int(fields[12])
+    return jiffies / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy() -> tuple[float, float]:

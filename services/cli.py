@@ -143,16 +143,37 @@ def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime
 @click.argument("service", type=click.Choice([*SERVICES, WEB]))
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-def serve(service: str, host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port, each with the whole app",
+)
+def serve(service: str, host: str, port: int, workers: int) -> None:
     """Run one service's API against its database and Redis, or the web pages against the
     services' APIs (`serve web`, at each CAREPATH_<SERVICE>_URL): the distributed mode."""
+    os.environ[SERVE_ENV] = service  # the worker processes build the same app
+    if workers == 1:
+        _run(service_app(), host, port, _platform())
+        return
+    _run(f"{__name__}:service_app", host, port, _platform(), workers=workers)
+
+
+# `carepath serve` names its service here for `service_app`, which a server that starts
+# its own worker processes (uvicorn --workers, granian) calls in each of them.
+SERVE_ENV = "CAREPATH_SERVE"
+
+
+def service_app() -> Litestar:
+    """The app `carepath serve` runs for the service named in CAREPATH_SERVE."""
     from shared.web import build_app
 
+    service = os.environ[SERVE_ENV]
     if service == WEB:
-        _run(_web_app(), host, port, _platform())
-        return
+        return _web_app()
     platform, runtime = _distributed_runtime(service)
-    app = build_app(
+    return build_app(
         [runtime],
         runtime.broker,
         platform,
@@ -160,7 +181,6 @@ def serve(service: str, host: str, port: int) -> None:
         migrate_on_start=False,
         title=f"carepath {service}",
     )
-    _run(app, host, port, platform)
 
 
 def _web_app() -> Litestar:
@@ -183,13 +203,18 @@ def _web_app() -> Litestar:
     )
 
 
-def _run(app: Litestar, host: str, port: int, platform: PlatformSettings) -> None:
+def _run(
+    app: Litestar | str, host: str, port: int, platform: PlatformSettings, workers: int = 1
+) -> None:
     import uvicorn
 
     # Open event streams (live dashboards) would otherwise hold a stop forever; the
     # browsers reconnect to the next process by themselves.
     uvicorn.run(
         app,
+        factory=isinstance(app, str),
+        workers=workers,
+        http="services.http_server:H11WithoutNagle",
         host=host,
         port=port,
         log_level=platform.log_level.lower(),
