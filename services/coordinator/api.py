@@ -164,11 +164,9 @@ class PathwayController(Controller):
         uow: UowDep,
         user: UserDep,
     ) -> PathwayRead:
-        document = await sync_to_thread(services.pathway_document, patient_id, uow, user)
+        pathway = await sync_to_thread(services.pathway_document, patient_id, uow, user)
         name, status = await services.patient_name(request, user, patient_id)
-        return msgspec.convert(
-            {**document, "patient_name": name, "name_status": status}, PathwayRead
-        )
+        return msgspec.structs.replace(pathway, patient_name=name, name_status=status)
 
     @query(
         "/{patient_id:uuid}/fhir",

@@ -8,13 +8,15 @@ so the one fold serves every reader and the redaction is tested on its own.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from services.coordinator.domain import Alert, NextAction, Pathway, TimelineEntry
 
 # FHIR resources that are scores and questionnaire answers: never in an admin's export.
+P = TypeVar("P", bound=Pathway)  # the stored pathway, or the answer that carries it
+
 CLINICAL_RESOURCES = frozenset({"Observation", "QuestionnaireResponse"})
 # Fields of the remaining resources that carry clinical words (doses, responses).
 CLINICAL_FIELDS = {"Procedure": ("note", "outcome")}
@@ -36,7 +38,7 @@ def _action(action: NextAction) -> NextAction:
     return action
 
 
-def for_admin(pathway: Pathway) -> Pathway:
+def for_admin(pathway: P) -> P:
     """The pathway without scores, outcomes, item-9 answers or alert wording: stage,
     streams' statuses and times, waits, alert kinds, severities, owners and dues."""
     course = pathway.streams.infusion_course

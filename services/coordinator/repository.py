@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, true
+from sqlalchemy import Text, cast, func, true
 from sqlmodel import Session, col, select
 
 from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
@@ -31,6 +31,16 @@ ALERT_ORDER = Keyset(
 
 def pathway(session: Session, patient_id: UUID) -> PathwayRow | None:
     return session.get(PathwayRow, patient_id)
+
+
+def pathway_json(session: Session, patient_id: UUID) -> tuple[str, str] | None:
+    """A pathway's teams and its document as the stored JSON text, for a read that
+    decodes it once into its answer instead of into dicts first."""
+    statement = select(PathwayRow.teams, cast(PathwayRow.document, Text)).where(
+        col(PathwayRow.patient_id) == patient_id
+    )
+    found = session.exec(statement).first()
+    return (found[0], found[1]) if found is not None else None
 
 
 def in_team(team: str | None) -> Any:

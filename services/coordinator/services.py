@@ -29,6 +29,7 @@ from services.coordinator.redaction import bundle_for_admin, for_admin
 from services.coordinator.schemas import (
     NameStatus,
     PathwayCounts,
+    PathwayRead,
     ReviewReferralRead,
     ReviewRequest,
 )
@@ -72,12 +73,18 @@ def team_of(user: User) -> str | None:
 
 def visible_pathway(uow: UnitOfWork, user: User, patient_id: UUID) -> PathwayRow:
     row = repository.pathway(uow.session, patient_id)
-    if row is None:
+    check_visible(user, row.teams if row is not None else None)
+    assert row is not None
+    return row
+
+
+def check_visible(user: User, teams: str | None) -> None:
+    """A pathway exists (it has `teams`) and has a referral to the reader's team."""
+    if teams is None:
         raise NotFoundException("the coordinator has no events for this patient")
     team = team_of(user)
-    if team is not None and f",{team}," not in row.teams:
+    if team is not None and f",{team}," not in teams:
         raise PermissionDeniedException("this pathway has no referral to your team")
-    return row
 
 
 # --- pathways ----------------------------------------------------------------------------
@@ -146,16 +153,17 @@ def count_pathways(query: PathwayQuery, uow: UnitOfWork, user: User) -> PathwayC
     )
 
 
-def pathway_document(patient_id: UUID, uow: UnitOfWork, user: User) -> dict[str, Any]:
-    """One patient's pathway as folded, audited as a read."""
+def pathway_document(patient_id: UUID, uow: UnitOfWork, user: User) -> PathwayRead:
+    """One patient's pathway as folded, audited as a read. The stored JSON is decoded
+    once, straight into the answer: a pathway of 100 events is about 33 KB."""
     with uow:
-        row = visible_pathway(uow, user, patient_id)
+        found = repository.pathway_json(uow.session, patient_id)
+        check_visible(user, found[0] if found is not None else None)
+        assert found is not None
         uow.audit(AuditAction.read, "CarePlan", str(patient_id), patient_id)
         uow.commit()
-    if user.role == Role.admin:
-        pathway = msgspec.convert(row.document, Pathway, strict=False)
-        return msgspec.to_builtins(for_admin(pathway))  # type: ignore[no-any-return]
-    return row.document
+    pathway = msgspec.json.decode(found[1], type=PathwayRead, strict=False)
+    return for_admin(pathway) if user.role == Role.admin else pathway
 
 
 def export_fhir(patient_id: UUID, uow: UnitOfWork, user: User) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, cast
 
+import httpx
 from dramatiq import Broker
 from dramatiq.brokers.stub import StubBroker
 from litestar import Litestar, Router
@@ -25,6 +26,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from shared.auth import make_jwt_auth
+from shared.client import connection_pool
 from shared.domain import IllegalTransition, RuleBroken
 from shared.messaging import InProcessWorkers
 from shared.observability import CORRELATION_HEADER, get_logger
@@ -164,6 +166,15 @@ def build_app(
         broker.close()
         log.info("carepath.stopped", services=list(by_name))
 
+    async def open_peer_pool(app: Litestar) -> None:
+        # Embedded, every service is in this app: calls go straight to it, still through
+        # its full middleware and guards, with no socket.
+        transport = httpx.ASGITransport(app=cast(Any, app)) if embedded else None
+        app.state.peer_pool = connection_pool(transport)
+
+    async def close_peer_pool(app: Litestar) -> None:
+        await app.state.peer_pool.aclose()
+
     app = Litestar(
         route_handlers=route_handlers,
         dependencies={
@@ -213,8 +224,8 @@ def build_app(
             allow_every_method,
         ],
         request_max_body_size=MAX_BODY_BYTES,
-        on_startup=[start, document_problems_on_start],
-        on_shutdown=[stop],
+        on_startup=[start, open_peer_pool, document_problems_on_start],
+        on_shutdown=[close_peer_pool, stop],
         logging_config=None,  # not Litestar's root handler: configure_logging's renders all
         state=State(
             {

@@ -4,7 +4,7 @@ unit of work, and a client for another service that acts as the caller."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from litestar import Request
@@ -61,18 +61,14 @@ def service_client(request: Request[Any, Any, Any], service: str) -> AsyncCarepa
     authorization = request.headers.get("Authorization", "")
     token = authorization.removeprefix("Bearer ").strip() or request.cookies.get(SESSION_COOKIE)
     correlation_id = current_correlation_id()
+    pool: httpx.AsyncClient = request.app.state.peer_pool
     if request.app.state.embedded:
-        transport = httpx.ASGITransport(app=cast(Any, request.app))
-        return AsyncCarepathClient(
-            f"http://carepath.embedded/{service}",
-            token,
-            correlation_id=correlation_id,
-            transport=transport,
-        )
-    # The web service has no runtime: it knows each service's address (`peer_urls`).
-    peer_urls: dict[str, str] = request.app.state.peer_urls
-    url = peer_urls.get(service) or provide_runtime(request).settings.url_of(service)
-    return AsyncCarepathClient(url, token, correlation_id=correlation_id)
+        url = f"http://carepath.embedded/{service}"
+    else:
+        # The web service has no runtime: it knows each service's address (`peer_urls`).
+        peer_urls: dict[str, str] = request.app.state.peer_urls
+        url = peer_urls.get(service) or provide_runtime(request).settings.url_of(service)
+    return AsyncCarepathClient(url, token, correlation_id=correlation_id, pool=pool)
 
 
 def provide_user(request: Request[Any, Any, Any]) -> User:
