@@ -165,16 +165,19 @@ def refresh_pathway(
     applied to this process's fold of the events before it when that fold is what the
     stored pathway was written from and the event comes after all of them; otherwise the
     whole history is folded again from the store."""
-    fold = _fold_with(session, patient_id, arrived)
+    stored = _stored_pathway(session, patient_id)
+    fold = _fold_with(session, patient_id, arrived, stored.fold_id if stored else None)
     pathway = finish(fold)
     fold_id = uuid4()
-    row = _write_pathway(session, pathway, fold_id)
+    row = _write_pathway(session, stored, pathway, fold_id)
     _write_alerts(session, patient_id, pathway.alerts)
     FOLDS.keep(patient_id, fold_id, fold)
     return row
 
 
-def _fold_with(session: Session, patient_id: UUID, arrived: Envelope | None) -> Fold:
+def _fold_with(
+    session: Session, patient_id: UUID, arrived: Envelope | None, folded_by: UUID | None
+) -> Fold:
     # Taken out of the cache while it is carried on: a fold that fails half way (or a
     # transaction that rolls back) is never found again.
     kept = FOLDS.take(patient_id)
@@ -184,33 +187,28 @@ def _fold_with(session: Session, patient_id: UUID, arrived: Envelope | None) -> 
         and kept.fold.follows(arrived)
         and kept.policy is clinical_policy()  # its alerts were raised by the same rules
         # Another process (or a rebuild) may have folded this pathway since.
-        and kept.fold_id == _folded_by(session, patient_id)
+        and kept.fold_id == folded_by
     ):
         kept.fold.apply(arrived)
         return kept.fold
     return fold_history(patient_id, stored_events(session, patient_id))
 
 
-def _folded_by(session: Session, patient_id: UUID) -> UUID | None:
-    """The fold the stored pathway was last written from, read from the database itself
-    (under the patient's lock: the last committed fold, or this transaction's)."""
-    statement = select(PathwayRow.fold_id).where(PathwayRow.patient_id == patient_id)
-    return session.exec(statement).first()
-
-
 # The document column as SQLAlchemy's loader options take it (SQLModel types it as a dict).
 DOCUMENT = cast("QueryableAttribute[Any]", PathwayRow.document)
 
 
-def _write_pathway(session: Session, pathway: Pathway, fold_id: UUID) -> PathwayRow:
-    # The stored columns, read again (the session may hold an older copy), without the
-    # document: only the columns whose value changed are written, and the document is.
-    row = session.get(
-        PathwayRow,
-        pathway.patient_id,
-        populate_existing=True,
-        options=[defer(DOCUMENT)],
-    )
+def _stored_pathway(session: Session, patient_id: UUID) -> PathwayRow | None:
+    """The stored pathway's columns without its document, read from the database itself
+    (the session may hold an older copy; under the patient's lock this is the last
+    committed write, or this transaction's): its `fold_id` says which fold wrote it."""
+    return session.get(PathwayRow, patient_id, populate_existing=True, options=[defer(DOCUMENT)])
+
+
+def _write_pathway(
+    session: Session, row: PathwayRow | None, pathway: Pathway, fold_id: UUID
+) -> PathwayRow:
+    # Only the columns whose value changed are written, and the document is.
     if row is None:
         row = PathwayRow(
             patient_id=pathway.patient_id,
