@@ -26,6 +26,9 @@ class Threshold:
 
 @dataclass(frozen=True)
 class ChartSpec:
+    """One measure as drawn: its name in the pathway, its words, the top of its scale (a
+    chart of its own, or a series on the combined trajectory) and the lines on it."""
+
     name: str
     title: str
     maximum: float
@@ -156,14 +159,6 @@ def _number(value: float) -> str:
 # --- the combined trajectory (issue 13): every measure and every treatment, one time axis
 
 
-@dataclass(frozen=True)
-class Series:
-    name: str
-    label: str
-    maximum: float
-    thresholds: tuple[Threshold, ...] = ()
-
-
 # Where each treatment shows on the time axis: its timeline event, its mark and its words.
 TREATMENTS = {
     "infusion.session.completed": ("infusion", "infusion given"),
@@ -173,17 +168,17 @@ MARK_ROW = 14  # the strip under the plot where treatments are marked
 LABEL_STEP = 150
 
 
-def trajectory_series(mme: list[MeasurePoint]) -> list[Series]:
+def trajectory_series(mme: list[MeasurePoint]) -> list[ChartSpec]:
     """PHQ-9, GAD-7, pain NRS and MME, each on its own full scale, with the policy's lines."""
     policy = clinical_policy()
     change, opioids = policy.change, policy.opioids
     # Room above the very-high line, or above the highest dose recorded.
     mme_top = max([opioids.very_high_mme_per_day * 2, *(p.score * 1.1 for p in mme)])
     return [
-        Series("phq9", "PHQ-9", 27, (Threshold(change.phq9_caseness, "PHQ-9 caseness"),)),
-        Series("gad7", "GAD-7", 21, (Threshold(change.gad7_caseness, "GAD-7 caseness"),)),
-        Series("pain_nrs", "pain NRS", 10),
-        Series(
+        ChartSpec("phq9", "PHQ-9", 27, (Threshold(change.phq9_caseness, "PHQ-9 caseness"),)),
+        ChartSpec("gad7", "GAD-7", 21, (Threshold(change.gad7_caseness, "GAD-7 caseness"),)),
+        ChartSpec("pain_nrs", "pain NRS", 10),
+        ChartSpec(
             "opioid_mme",
             "MME/day",
             mme_top,
@@ -215,7 +210,7 @@ def trajectory_svg(
         return TOP + (1 - value / top) * (plot_bottom - TOP)
 
     described = [
-        f"{s.label}: "
+        f"{s.title}: "
         + (", ".join(f"{_number(p.score)} on {p.at:%d %b %Y}" for p in points[s.name]) or "none")
         for s in series
     ]
@@ -250,7 +245,7 @@ def trajectory_svg(
             _on_scale(y, s.maximum),
             f" line-{s.name}",
             3.5,
-            _titled(s.label),
+            _titled(s.title),
         )
     for at, kind in treatments:
         mark_y = plot_bottom + 4
