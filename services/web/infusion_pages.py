@@ -21,6 +21,7 @@ from litestar.response import Redirect, Template
 
 from services.infusions.domain import BLOCKING, CAUTIONS, CHECKLIST
 from services.web.pages import (
+    StepForms,
     _back,
     _flash,
     _local,
@@ -29,7 +30,6 @@ from services.web.pages import (
     _page,
     _Pages,
     api_write,
-    form_write,
 )
 from shared.auth import Role, requires
 from shared.calendar import working_calendar
@@ -60,6 +60,14 @@ SESSION_STEPS = {
     "cancel": "Session cancelled.",
     "abandon": "Infusion stopped early; recorded with its reason.",
 }
+# What a course page's form says when the infusions service refuses it, and once it is done.
+COURSE_STEPS = {
+    "plan": ("Plan not agreed", "Dosing plan agreed."),
+    "sessions": ("Not booked", "Infusion booked."),
+    "hold": ("Not done", "Course on hold."),
+    "resume": ("Not done", "Course resumed."),
+}
+COURSE_FORMS = StepForms("infusions", "/api/infusion-courses", "/courses", COURSE_STEPS)
 
 
 # A session as the API sends it leaves out what has not happened yet.
@@ -236,25 +244,13 @@ class CoursePageController(_Pages):
         """Show the dose this plan gives (the infusions service computes and checks it,
         saving nothing); agree it only from that page, so nobody saves a dose unseen."""
         body = _plan_body(data)
-        path = f"/api/infusion-courses/{course_id}/plan"
         if data.get("step") != "agree":
-            preview, refused = await api_write(
-                request, "infusions", "POST", f"{path}/preview", body, {}
-            )
+            path = f"/api/infusion-courses/{course_id}/plan/preview"
+            preview, refused = await api_write(request, "infusions", "POST", path, body, {})
             return await _course_page(
                 request, course_id, plan_form=data, preview=preview, plan_refused=refused
             )
-        here = f"/courses/{course_id}"
-        return await form_write(
-            request,
-            "infusions",
-            path,
-            body,
-            data,
-            back=here,
-            failed="Plan not agreed",
-            done="Dosing plan agreed.",
-        )
+        return await COURSE_FORMS.write(request, course_id, "plan", body, data)
 
     @post("/{course_id:uuid}/sessions", guards=[requires(Role.infusion_clinician)])
     async def book(
@@ -270,17 +266,7 @@ class CoursePageController(_Pages):
         except ValueError:
             return _back(here, error="Give the day and the start and end times of the infusion.")
         body = {"start": start.isoformat(), "end": end.isoformat(), "kind": data.get("kind")}
-        path = f"/api/infusion-courses/{course_id}/sessions"
-        return await form_write(
-            request,
-            "infusions",
-            path,
-            _filled(**body),
-            data,
-            back=here,
-            failed="Not booked",
-            done="Infusion booked.",
-        )
+        return await COURSE_FORMS.write(request, course_id, "sessions", _filled(**body), data)
 
     @post("/{course_id:uuid}/{action:str}")
     async def hold_or_resume(
@@ -290,21 +276,10 @@ class CoursePageController(_Pages):
         action: FromPath[str],
         data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
-        here = f"/courses/{course_id}"
         if action not in ("hold", "resume"):
-            return _back(here, error="Hold or resume the course.")
+            return _back(f"/courses/{course_id}", error="Hold or resume the course.")
         body = {"reason": (data.get("reason") or "").strip()}
-        path = f"/api/infusion-courses/{course_id}/{action}"
-        return await form_write(
-            request,
-            "infusions",
-            path,
-            body,
-            data,
-            back=here,
-            failed="Not done",
-            done="Course on hold." if action == "hold" else "Course resumed.",
-        )
+        return await COURSE_FORMS.write(request, course_id, action, body, data)
 
 
 class RunSheetController(_Pages):

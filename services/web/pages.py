@@ -10,7 +10,8 @@ script only makes the status page live.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Annotated, Any, get_args
 from urllib.parse import quote, urlencode
@@ -159,6 +160,33 @@ async def form_write(
     if refused:
         return _back(back, error=f"{failed}: {refused}")
     return _back(back, done=done)
+
+
+@dataclass(frozen=True)
+class StepForms:
+    """The forms on the page of one course or episode: each is a step written to the
+    record's own path in its service's API (``{api}/{id}/{step}``), then back to the page
+    (``{page}/{id}``) saying, in the step's words, that it was refused or done."""
+
+    service: str
+    api: str
+    page: str
+    said: Mapping[str, tuple[str, str]]  # each step's (refused, done)
+
+    async def write(
+        self,
+        request: Request[Any, Any, Any],
+        record_id: UUID,
+        step: str,
+        body: dict[str, Any] | None,
+        data: dict[str, str],
+    ) -> Redirect:
+        failed, done = self.said[step]
+        path = f"{self.api}/{record_id}/{step}"
+        back = f"{self.page}/{record_id}"
+        return await form_write(
+            request, self.service, path, body, data, back=back, failed=failed, done=done
+        )
 
 
 class _Pages(Controller):

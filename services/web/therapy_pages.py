@@ -19,6 +19,7 @@ from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Redirect, Template
 
 from services.web.pages import (
+    StepForms,
     _back,
     _flash,
     _local,
@@ -41,6 +42,13 @@ APPOINTMENT_ACTIONS = {
     "noshow": "Marked not attended.",
     "cancel": "Cancelled.",
 }
+# What an episode page's form says when the therapy service refuses it, and once it is done.
+EPISODE_STEPS = {
+    "assign": ("Not taken on", "Taken on to your caseload: book the first appointment."),
+    "appointments": ("Not booked", "Appointment booked."),
+    "discharge": ("Not discharged", "Discharged; the referral is closed."),
+}
+EPISODE_FORMS = StepForms("therapy", "/api/therapy-episodes", "/episodes", EPISODE_STEPS)
 DISCHARGE_REASONS = ["completed", "declined", "did-not-attend", "moved-away", "other"]
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 SLOT_DAYS = 14
@@ -183,18 +191,8 @@ class EpisodePageController(_Pages):
         episode_id: FromPath[UUID],
         data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
-        here = f"/episodes/{episode_id}"
         body = {"clinician_id": _me(request).id}
-        return await form_write(
-            request,
-            "therapy",
-            f"/api/therapy-episodes/{episode_id}/assign",
-            body,
-            data,
-            back=here,
-            failed="Not taken on",
-            done="Taken on to your caseload: book the first appointment.",
-        )
+        return await EPISODE_FORMS.write(request, episode_id, "assign", body, data)
 
     @post("/{episode_id:uuid}/appointments", guards=[requires(Role.psychologist)])
     async def book(
@@ -203,7 +201,6 @@ class EpisodePageController(_Pages):
         episode_id: FromPath[UUID],
         data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
-        here = f"/episodes/{episode_id}"
         body: dict[str, Any] = {
             "kind": data.get("kind", ""),
             "start": data.get("start", ""),
@@ -211,16 +208,7 @@ class EpisodePageController(_Pages):
         }
         if (data.get("location") or "").strip():
             body["location"] = data["location"].strip()
-        return await form_write(
-            request,
-            "therapy",
-            f"/api/therapy-episodes/{episode_id}/appointments",
-            body,
-            data,
-            back=here,
-            failed="Not booked",
-            done="Appointment booked.",
-        )
+        return await EPISODE_FORMS.write(request, episode_id, "appointments", body, data)
 
     @post("/{episode_id:uuid}/discharge")
     async def discharge(
@@ -229,18 +217,8 @@ class EpisodePageController(_Pages):
         episode_id: FromPath[UUID],
         data: URLEncodedBody[dict[str, str]],
     ) -> Redirect:
-        here = f"/episodes/{episode_id}"
         body = {"reason": data.get("reason", ""), "note": (data.get("note") or "").strip() or None}
-        return await form_write(
-            request,
-            "therapy",
-            f"/api/therapy-episodes/{episode_id}/discharge",
-            body,
-            data,
-            back=here,
-            failed="Not discharged",
-            done="Discharged; the referral is closed.",
-        )
+        return await EPISODE_FORMS.write(request, episode_id, "discharge", body, data)
 
     @post("/{episode_id:uuid}/appointments/{appointment_id:uuid}/measures")
     async def record_measure(
