@@ -28,6 +28,17 @@ class WorkingCalendar:
         self.holidays = holidays.country_holidays(country, subdiv=subdivision or None)
         self.time_zone = time_zone
         self.bank_holidays = bank_holidays
+        self._by_year: dict[int, frozenset[date]] = {}
+
+    def _holidays_in(self, year: int) -> frozenset[date]:
+        # The package's own lookup converts its key on every call; an inbox page asks
+        # about thousands of days (each referral's wait, day by day before this).
+        found = self._by_year.get(year)
+        if found is None:
+            self.holidays.get(date(year, 1, 1))  # fills in that year's holidays
+            found = frozenset(day for day in self.holidays if day.year == year)
+            self._by_year[year] = found
+        return found
 
     def local(self, moment: datetime) -> datetime:
         """The moment on the clinic's wall clock (for people, never for storage)."""
@@ -37,7 +48,7 @@ class WorkingCalendar:
         return self.local(moment).date()
 
     def is_working_day(self, day: date) -> bool:
-        return day.weekday() < 5 and day not in self.holidays
+        return day.weekday() < 5 and day not in self._holidays_in(day.year)
 
     def bank_holiday(self, day: date) -> str | None:
         return self.holidays.get(day)
@@ -70,11 +81,26 @@ class WorkingCalendar:
         return datetime.combine(day, time(23, 59, 59), tzinfo=self.zone).astimezone(UTC)
 
     def working_days_between(self, start: datetime, end: datetime) -> int:
-        """Working days after the start's day up to and including the end's day (spans are
-        weeks to months, so counting day by day is cheap and plainly right)."""
-        first, last = self.day_of(start), self.day_of(end)
+        """Working days after the start's day up to and including the end's day."""
+        return self.working_days_after(self.day_of(start), self.day_of(end))
+
+    def working_days_after(self, first: date, last: date) -> int:
+        """Working days after `first` up to and including `last`: the weekdays, counted
+        a whole week at a time, less the bank holidays on weekdays in between."""
         span = (last - first).days
-        return sum(1 for n in range(1, span + 1) if self.is_working_day(first + timedelta(days=n)))
+        if span <= 0:
+            return 0
+        weeks, rest = divmod(span, 7)
+        weekdays = 5 * weeks + sum(
+            1 for n in range(1, rest + 1) if (first + timedelta(days=n)).weekday() < 5
+        )
+        closed = sum(
+            1
+            for year in range(first.year, last.year + 1)
+            for day in self._holidays_in(year)
+            if first < day <= last and day.weekday() < 5
+        )
+        return weekdays - closed
 
 
 @cache

@@ -172,9 +172,7 @@ def standard_for(
 def working_days_between(start: date, end: date) -> int:
     """Working days after ``start`` up to and including ``end``, in the clinic's calendar
     (Monday to Friday less England and Wales bank holidays, shared/calendar.py)."""
-    calendar = working_calendar()
-    span = (end - start).days
-    return sum(1 for n in range(1, span + 1) if calendar.is_working_day(start + timedelta(days=n)))
+    return working_calendar().working_days_after(start, end)
 
 
 WaitingState = Literal["within", "at-risk", "breached"]
@@ -247,18 +245,23 @@ def sees_clinical_detail(role: str) -> bool:
 
 
 class Referred(Protocol):
-    id: UUID
-    patient_id: UUID
-    target: str
-    status: str
-    received_at: datetime
+    @property
+    def id(self) -> UUID: ...
+    @property
+    def patient_id(self) -> UUID: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def received_at(self) -> datetime: ...
 
 
 R = TypeVar("R", bound=Referred)
 
 
 def possible_duplicates(
-    referrals: Iterable[R], open_referrals: Iterable[R], window: timedelta
+    referrals: Iterable[Referred], open_referrals: Iterable[R], window: timedelta
 ) -> dict[UUID, R]:
     """Each open referral that may repeat another, with the earliest open referral of the
     same patient to the same team received up to `window` before it. Never a refusal: the

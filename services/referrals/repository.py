@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from sqlalchemy import func, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from services.referrals import domain
@@ -128,13 +129,24 @@ def _visible_to(user: User) -> Sequence[Any]:
     return (or_(col(Referral.target) == team, col(Referral.created_by) == user.id),)
 
 
-def open_referrals_of(session: Session, patient_ids: Iterable[UUID]) -> Sequence[Referral]:
+class OpenReferral(NamedTuple):
+    """What a possible duplicate is judged on: not the whole referral, whose clinical
+    JSON (baseline, prior treatments) a page of the inbox would otherwise decode twice."""
+
+    id: UUID
+    patient_id: UUID
+    target: str
+    status: str
+    received_at: datetime
+
+
+def open_referrals_of(session: Session, patient_ids: Iterable[UUID]) -> list[OpenReferral]:
     """Every open referral of these patients: one query for a page's possible duplicates."""
     wanted = list(set(patient_ids))
     if not wanted:
         return []
-    return session.exec(
-        select(Referral).where(
-            col(Referral.patient_id).in_(wanted), col(Referral.status).in_(domain.OPEN)
-        )
-    ).all()
+    columns = [col(getattr(Referral, name)) for name in OpenReferral._fields]
+    statement = sa_select(*columns).where(
+        col(Referral.patient_id).in_(wanted), col(Referral.status).in_(domain.OPEN)
+    )
+    return [OpenReferral(*row) for row in session.execute(statement)]

@@ -42,14 +42,16 @@ def patient_names(patients: Sequence[Patient]) -> PatientNames:
     )
 
 
-def possible_duplicates(session: Session, referrals: Sequence[Referral]) -> dict[UUID, Referral]:
+def possible_duplicates(
+    session: Session, referrals: Sequence[Referral]
+) -> dict[UUID, repository.OpenReferral]:
     """Which of these referrals may repeat an earlier open one (issue 16), in one query."""
     window = timedelta(days=clinical_policy().requests.possible_duplicate_days)
     others = repository.open_referrals_of(session, (r.patient_id for r in referrals))
     return domain.possible_duplicates(referrals, others, window)
 
 
-def duplicate_link(first: Referral) -> DuplicateLink:
+def duplicate_link(first: domain.Referred) -> DuplicateLink:
     return DuplicateLink(
         id=first.id, href=f"/api/referrals/{first.id}", received_at=first.received_at
     )
@@ -63,7 +65,7 @@ def referral_read(
     detail: bool = False,
     now: datetime | None = None,
     patient: Patient | None = None,
-    duplicate_of: Referral | None = None,
+    duplicate_of: domain.Referred | None = None,
 ) -> ReferralRead:
     clinical = domain.sees_clinical_detail(user.role)
     read = ReferralRead(

@@ -3,9 +3,11 @@ Europe/London) and England and Wales bank holidays."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.calendar import WorkingCalendar
 
@@ -75,3 +77,24 @@ def test_the_count_reaches_the_allowance_on_the_due_day() -> None:
     received = utc(2027, 3, 25, 10, 0)
     due = LONDON.add_working_days(received, 2)
     assert LONDON.working_days_between(received, due) == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    first=st.dates(min_value=date(2019, 1, 1), max_value=date(2031, 12, 31)),
+    span=st.integers(min_value=-10, max_value=800),
+    calendar=st.sampled_from([LONDON, WorkingCalendar("Europe/London", "GB-SCT")]),
+)
+def test_working_days_counted_a_week_at_a_time_equal_counting_day_by_day(
+    first: date, span: int, calendar: WorkingCalendar
+) -> None:
+    """The inbox counts each referral's wait; counting whole weeks must give exactly what
+    asking the holidays package about every day gives."""
+    last = first + timedelta(days=span)
+    day_by_day = sum(
+        1
+        for n in range(1, span + 1)
+        if (first + timedelta(days=n)).weekday() < 5
+        and (first + timedelta(days=n)) not in calendar.holidays
+    )
+    assert calendar.working_days_after(first, last) == day_by_day
