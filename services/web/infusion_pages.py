@@ -16,11 +16,12 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Request, get, post
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from services.infusions.domain import BLOCKING, CAUTIONS, CHECKLIST
 from services.web.pages import (
+    FormData,
     StepForms,
     _back,
     _flash,
@@ -213,10 +214,7 @@ class CoursePageController(_Pages):
 
     @post("/{course_id:uuid}/assessment", guards=[requires(Role.infusion_clinician)])
     async def assess(
-        self,
-        request: Request[Any, Any, Any],
-        course_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        self, request: Request[Any, Any, Any], course_id: FromPath[UUID], data: FormData
     ) -> Redirect:
         """The eligibility checklist as the clinic fills it in; the infusions service
         decides the outcome, and the page says it in its words."""
@@ -236,10 +234,7 @@ class CoursePageController(_Pages):
 
     @post("/{course_id:uuid}/plan", guards=[requires(Role.infusion_clinician)])
     async def plan(
-        self,
-        request: Request[Any, Any, Any],
-        course_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        self, request: Request[Any, Any, Any], course_id: FromPath[UUID], data: FormData
     ) -> Template | Redirect:
         """Show the dose this plan gives (the infusions service computes and checks it,
         saving nothing); agree it only from that page, so nobody saves a dose unseen."""
@@ -254,10 +249,7 @@ class CoursePageController(_Pages):
 
     @post("/{course_id:uuid}/sessions", guards=[requires(Role.infusion_clinician)])
     async def book(
-        self,
-        request: Request[Any, Any, Any],
-        course_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        self, request: Request[Any, Any, Any], course_id: FromPath[UUID], data: FormData
     ) -> Redirect:
         here = f"/courses/{course_id}"
         try:
@@ -274,7 +266,7 @@ class CoursePageController(_Pages):
         request: Request[Any, Any, Any],
         course_id: FromPath[UUID],
         action: FromPath[str],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
     ) -> Redirect:
         if action not in ("hold", "resume"):
             return _back(f"/courses/{course_id}", error="Hold or resume the course.")
@@ -322,7 +314,7 @@ class RunSheetController(_Pages):
         request: Request[Any, Any, Any],
         session_id: FromPath[UUID],
         step: FromPath[str],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
     ) -> Redirect:
         here = f"/infusion-sessions/{session_id}"
         if step not in SESSION_STEPS:

@@ -73,6 +73,8 @@ MY_ALERTS_SHOWN = 50
 STATUS_PAGE = 50
 LIVE = "/live/pathways"
 MEETING_PATH = "/worklist/meeting"
+# Every form posts its fields url-encoded, read here as plain strings.
+FormData = URLEncodedBody[dict[str, str]]
 DECISIONS = ["continue", "stop-infusions", "start-maintenance", "refer-psychology", "discharge"]
 
 
@@ -214,9 +216,7 @@ class SignInController(_Pages):
         )
 
     @post("/sign-in")
-    async def sign_in(
-        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
-    ) -> Response[Any]:
+    async def sign_in(self, request: Request[Any, Any, Any], data: FormData) -> Response[Any]:
         if not _dev_sign_in(request):
             raise PermissionDeniedException("development sign-in is only for the embedded mode")
         user_id = (data.get("user") or "").strip()
@@ -501,7 +501,7 @@ class PatientController(_Pages):
         request: Request[Any, Any, Any],
         patient_id: FromPath[UUID],
         alert_id: FromPath[str],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
     ) -> Redirect:
         here = f"/patients/{patient_id}"
         action = data.get("action")
@@ -518,10 +518,7 @@ class PatientController(_Pages):
 
     @post("/{patient_id:uuid}/reviews", guards=[requires(Role.mdt)])
     async def record_review(
-        self,
-        request: Request[Any, Any, Any],
-        patient_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        self, request: Request[Any, Any, Any], patient_id: FromPath[UUID], data: FormData
     ) -> Redirect:
         here = f"/patients/{patient_id}"
         meeting = _meeting_step(data.get("then"))
@@ -604,10 +601,7 @@ class InboxController(_Pages):
 
     @post("/{referral_id:uuid}/triage")
     async def triage(
-        self,
-        request: Request[Any, Any, Any],
-        referral_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        self, request: Request[Any, Any, Any], referral_id: FromPath[UUID], data: FormData
     ) -> Redirect:
         decision = data.get("decision", "")
         body: dict[str, Any] = {"decision": decision}
@@ -698,7 +692,7 @@ class OperationsController(_Pages):
         request: Request[Any, Any, Any],
         service: FromPath[str],
         dead_letter_id: FromPath[int],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
     ) -> Redirect:
         if service not in SERVICES:
             return _back("/operations", error="No such service.")

@@ -14,10 +14,10 @@ from uuid import UUID
 
 import httpx
 from litestar import Request, get, post
-from litestar.params import FromPath, FromQuery, URLEncodedBody
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
-from services.web.pages import _back, _flash, _page, _Pages, api_write, form_write
+from services.web.pages import FormData, _back, _flash, _page, _Pages, api_write, form_write
 from shared.auth import Role, requires
 from shared.client import ApiProblem
 from shared.events.catalogue import Condition, ReferralTarget
@@ -74,9 +74,7 @@ class ReferralPagesController(_Pages):
         )
 
     @post("/trace")
-    async def trace(
-        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
-    ) -> Redirect:
+    async def trace(self, request: Request[Any, Any, Any], data: FormData) -> Redirect:
         """PDS-style: the NHS number with a matching birth date and family name."""
         body = {
             "nhs_number": (data.get("nhs_number") or "").replace(" ", ""),
@@ -95,9 +93,7 @@ class ReferralPagesController(_Pages):
         return Redirect(path=f"{NEW}?patient_id={traced['id']}", status_code=303)
 
     @post("/patients")
-    async def register(
-        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
-    ) -> Redirect:
+    async def register(self, request: Request[Any, Any, Any], data: FormData) -> Redirect:
         body = {
             "given_name": (data.get("given_name") or "").strip(),
             "family_name": (data.get("family_name") or "").strip(),
@@ -113,9 +109,7 @@ class ReferralPagesController(_Pages):
         return Redirect(path=f"{NEW}?patient_id={created['id']}", status_code=303)
 
     @post("/new")
-    async def refer(
-        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
-    ) -> Redirect:
+    async def refer(self, request: Request[Any, Any, Any], data: FormData) -> Redirect:
         patient_id = data.get("patient_id", "")
         back = f"{NEW}?patient_id={patient_id}" if patient_id else NEW
         _, refused = await api_write(
@@ -127,10 +121,7 @@ class ReferralPagesController(_Pages):
 
     @post("/{referral_id:uuid}/answer")
     async def answer(
-        self,
-        request: Request[Any, Any, Any],
-        referral_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        self, request: Request[Any, Any, Any], referral_id: FromPath[UUID], data: FormData
     ) -> Redirect:
         body = {"answer": (data.get("answer") or "").strip()}
         path = f"/api/referrals/{referral_id}/info"

@@ -15,10 +15,11 @@ from typing import Any
 from uuid import UUID
 
 from litestar import Request, get, post
-from litestar.params import FromPath, URLEncodedBody
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from services.web.pages import (
+    FormData,
     StepForms,
     _back,
     _flash,
@@ -56,16 +57,6 @@ SLOT_DAYS = 14
 OPEN_EPISODE = ("waitlist", "active", "onhold")
 
 
-async def _therapy(
-    request: Request[Any, Any, Any],
-    method: str,
-    path: str,
-    body: dict[str, Any] | None,
-    data: dict[str, str],
-) -> tuple[Any, str | None]:
-    return await api_write(request, "therapy", method, path, body, data)
-
-
 def _me(request: Request[Any, Any, Any]) -> User:
     user: User = request.user
     return user
@@ -95,9 +86,7 @@ class CaseloadController(_Pages):
         )
 
     @post("/diary")
-    async def set_hours(
-        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
-    ) -> Redirect:
+    async def set_hours(self, request: Request[Any, Any, Any], data: FormData) -> Redirect:
         """Join the service (first time) and set the weekly working hours."""
         me = _me(request)
         try:
@@ -110,23 +99,22 @@ class CaseloadController(_Pages):
             return _back("/caseload", error="Choose at least one working day.")
         if data.get("join"):
             name = (data.get("display_name") or "").strip() or me.id
-            _, refused = await _therapy(
-                request, "POST", "/api/clinicians", {"id": me.id, "display_name": name}, data
+            clinician = {"id": me.id, "display_name": name}
+            _, refused = await api_write(
+                request, "therapy", "POST", "/api/clinicians", clinician, data
             )
             if refused:
                 return _back("/caseload", error=f"Not joined: {refused}")
         hours = {"hours": [{"weekday": n, "start": start, "end": end} for n in days]}
-        _, refused = await _therapy(
-            request, "PUT", f"/api/clinicians/{me.id}/working-hours", hours, {}
+        _, refused = await api_write(
+            request, "therapy", "PUT", f"/api/clinicians/{me.id}/working-hours", hours, {}
         )
         if refused:
             return _back("/caseload", error=f"Working hours not saved: {refused}")
         return _back("/caseload", done="Working hours saved.")
 
     @post("/leave")
-    async def add_leave(
-        self, request: Request[Any, Any, Any], data: URLEncodedBody[dict[str, str]]
-    ) -> Redirect:
+    async def add_leave(self, request: Request[Any, Any, Any], data: FormData) -> Redirect:
         me = _me(request)
         body = {"first_day": data.get("first_day", ""), "last_day": data.get("last_day", "")}
         return await form_write(
@@ -186,20 +174,14 @@ class EpisodePageController(_Pages):
 
     @post("/{episode_id:uuid}/assign", guards=[requires(Role.psychologist)])
     async def take_on(
-        self,
-        request: Request[Any, Any, Any],
-        episode_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        self, request: Request[Any, Any, Any], episode_id: FromPath[UUID], data: FormData
     ) -> Redirect:
         body = {"clinician_id": _me(request).id}
         return await EPISODE_FORMS.write(request, episode_id, "assign", body, data)
 
     @post("/{episode_id:uuid}/appointments", guards=[requires(Role.psychologist)])
     async def book(
-        self,
-        request: Request[Any, Any, Any],
-        episode_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        self, request: Request[Any, Any, Any], episode_id: FromPath[UUID], data: FormData
     ) -> Redirect:
         body: dict[str, Any] = {
             "kind": data.get("kind", ""),
@@ -212,10 +194,7 @@ class EpisodePageController(_Pages):
 
     @post("/{episode_id:uuid}/discharge")
     async def discharge(
-        self,
-        request: Request[Any, Any, Any],
-        episode_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        self, request: Request[Any, Any, Any], episode_id: FromPath[UUID], data: FormData
     ) -> Redirect:
         body = {"reason": data.get("reason", ""), "note": (data.get("note") or "").strip() or None}
         return await EPISODE_FORMS.write(request, episode_id, "discharge", body, data)
@@ -226,7 +205,7 @@ class EpisodePageController(_Pages):
         request: Request[Any, Any, Any],
         episode_id: FromPath[UUID],
         appointment_id: FromPath[UUID],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
     ) -> Redirect:
         here = f"/episodes/{episode_id}#appointment-{appointment_id}"
         instrument = data.get("instrument", "")
@@ -239,7 +218,7 @@ class EpisodePageController(_Pages):
             return _back(here, error=f"Not recorded: answer every {instrument} item.")
         body = {"instrument": instrument, "items": items}
         path = f"/api/appointments/{appointment_id}/measures"
-        measure, refused = await _therapy(request, "POST", path, body, data)
+        measure, refused = await api_write(request, "therapy", "POST", path, body, data)
         if refused:
             return _back(here, error=f"{instrument} not recorded: {refused}")
         said = f"{instrument} recorded: {measure['total']} ({measure['band']})."
@@ -258,7 +237,7 @@ class EpisodePageController(_Pages):
         episode_id: FromPath[UUID],
         appointment_id: FromPath[UUID],
         action: FromPath[str],
-        data: URLEncodedBody[dict[str, str]],
+        data: FormData,
     ) -> Redirect:
         here = f"/episodes/{episode_id}#appointment-{appointment_id}"
         if action not in APPOINTMENT_ACTIONS:
