@@ -155,9 +155,13 @@ def serve(service: str, host: str, port: int, workers: int) -> None:
     services' APIs (`serve web`, at each CAREPATH_<SERVICE>_URL): the distributed mode."""
     os.environ[SERVE_ENV] = service  # the worker processes build the same app
     if workers == 1:
-        _run(service_app(), host, port, _platform())
+        app = service_app()
+        _run(app, host, port, app.state.platform)
         return
-    _run(f"{__name__}:service_app", host, port, _platform(), workers=workers)
+    from shared.settings import PlatformSettings
+
+    # Each worker process configures itself (logging, the clock) as it builds the app.
+    _run(f"{__name__}:service_app", host, port, PlatformSettings(), workers=workers)
 
 
 # `carepath serve` names its service here for `service_app`, which a server that starts

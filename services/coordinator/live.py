@@ -95,12 +95,17 @@ def send_notices(runtime: ServiceRuntime) -> None:
     event.listen(runtime.sessions, "after_rollback", forget)
 
 
-class _ListenOnStart(InitPluginProtocol):
-    """Embedded: notices from worker threads reach the channel on the app's loop."""
+class _ChannelLifespan(InitPluginProtocol):
+    """Embedded: notices from worker threads reach the channel on the app's loop.
+    Distributed: the channel's Redis client is closed once the channel has stopped (its
+    backend closes its subscription, not the client)."""
 
-    def __init__(self, runtime: ServiceRuntime, plugin: ChannelsPlugin) -> None:
+    def __init__(
+        self, runtime: ServiceRuntime, plugin: ChannelsPlugin, client: redis.asyncio.Redis | None
+    ) -> None:
         self.runtime = runtime
         self.plugin = plugin
+        self.client = client
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         def listen() -> None:
@@ -108,20 +113,25 @@ class _ListenOnStart(InitPluginProtocol):
             if notices.redis is None:
                 notices.plugin, notices.loop = self.plugin, asyncio.get_running_loop()
 
+        async def close() -> None:
+            if self.client is not None:
+                await self.client.aclose()
+
         app_config.on_startup.append(listen)
+        app_config.on_shutdown.append(close)
         return app_config
 
 
 def stream_plugins(runtime: ServiceRuntime) -> Sequence[Any]:
     """The channel the API's streams wait on, and its wiring to this process's notices."""
+    client = None
     if runtime.settings.platform.broker is BrokerKind.redis:
-        backend: Any = RedisChannelsPubSubBackend(
-            redis=redis.asyncio.Redis.from_url(runtime.settings.platform.redis_url)
-        )
+        client = redis.asyncio.Redis.from_url(runtime.settings.platform.redis_url)
+        backend: Any = RedisChannelsPubSubBackend(redis=client)
     else:
         backend = MemoryChannelsBackend()
     plugin = ChannelsPlugin(backend=backend, channels=[channel_of(runtime)])
-    return (plugin, _ListenOnStart(runtime, plugin))
+    return (plugin, _ChannelLifespan(runtime, plugin, client))
 
 
 @asynccontextmanager
