@@ -146,12 +146,17 @@ def load_outbox(database_url: str, n: int, batch: int = 1000) -> dict[str, Any]:
     return {"rows": n, "seconds": elapsed, "rows_per_s": n / elapsed}
 
 
-def pipeline_throughput(procs: Processes, n: int, urls: dict[str, str]) -> dict[str, Any]:
-    """Relay start -> every event in the coordinator's inbox (workers left running)."""
+def pipeline_throughput(
+    procs: Processes, n: int, urls: dict[str, str], processes: int = 1
+) -> dict[str, Any]:
+    """Relay start -> every event in the coordinator's inbox (workers left running), with
+    `processes` coordinator worker processes consuming."""
     referrals, coordinator = make_engine(urls["referrals"]), make_engine(urls["coordinator"])
     try:
-        procs.start("worker-coordinator", [CAREPATH, "worker", "coordinator"])
-        procs.wait_for_log("worker-coordinator", "worker is consuming")
+        for number in range(1, processes + 1):
+            name = "worker-coordinator" + (f"-{number}" if number > 1 else "")
+            procs.start(name, [CAREPATH, "worker", "coordinator"])
+            procs.wait_for_log(name, "worker is consuming")
         loaded = load_outbox(urls["referrals"], n)
         procs.start("worker-referrals", [CAREPATH, "worker", "referrals"])
         started = procs.wait_for_log("worker-referrals", "worker is consuming")
@@ -180,6 +185,7 @@ def pipeline_throughput(procs: Processes, n: int, urls: dict[str, str]) -> dict[
         "relay_per_s": n / (relayed - started),
         "end_to_end_seconds": consumed - started,
         "end_to_end_per_s": n / (consumed - started),
+        "coordinator_worker_processes": processes,
         "pathways": pathways,
         "dead_letters": dead,
     }
@@ -267,7 +273,11 @@ def print_report(result: dict[str, Any]) -> None:
         ("raw dramatiq no-op, enqueue only", f"{raw['enqueue_per_s']:.0f} msgs/s"),
         ("raw dramatiq no-op, end to end", f"{raw['msgs_per_s']:.0f} msgs/s"),
         ("pipeline relay only (outbox empty)", f"{pipe['relay_per_s']:.0f} events/s"),
-        ("pipeline end to end (inbox = N)", f"{pipe['end_to_end_per_s']:.0f} events/s"),
+        (
+            f"pipeline end to end (inbox = N), {pipe['coordinator_worker_processes']} "
+            "coordinator worker process(es)",
+            f"{pipe['end_to_end_per_s']:.0f} events/s",
+        ),
         ("pipeline / raw dramatiq", f"{result['pipeline_to_raw_ratio']:.3f}"),
         ("pipeline pathways / dead letters", f"{pipe['pathways']} / {pipe['dead_letters']}"),
     ]
@@ -301,6 +311,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=PlatformSettings().worker_threads)
     parser.add_argument("--relay-interval", type=float, default=0.1, help="seconds")
     parser.add_argument(
+        "--worker-processes", type=int, default=1, help="coordinator worker processes consuming"
+    )
+    parser.add_argument(
         "--latency-pause", type=float, default=0.0, help="seconds idle between latency samples"
     )
     parser.add_argument(
@@ -319,6 +332,7 @@ def main() -> None:
         "events": args.events,
         "latency_samples": args.latency_samples,
         "worker_threads": args.threads,
+        "coordinator_worker_processes": args.worker_processes,
         "relay_interval_s": args.relay_interval,
         "latency_pause_s": args.latency_pause,
         "worker_poll_ms": args.poll_ms,
@@ -358,7 +372,13 @@ def main() -> None:
             f"raw dramatiq: {n} no-op messages", raw_dramatiq, procs, n, args.threads, namespace
         )
         result["pipeline"] = timed(
-            f"pipeline: {n} events outbox -> coordinator", pipeline_throughput, procs, n, urls
+            f"pipeline: {n} events outbox -> coordinator ({args.worker_processes} worker "
+            "process(es))",
+            pipeline_throughput,
+            procs,
+            n,
+            urls,
+            args.worker_processes,
         )
         result["pipeline_to_raw_ratio"] = (
             result["pipeline"]["end_to_end_per_s"] / result["raw_dramatiq"]["msgs_per_s"]
