@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +42,13 @@ def accepted_connection() -> Iterator[socket.socket]:
 def made(protocol_class: type[H11Protocol], connection: socket.socket) -> None:
     config = Config(app, http=protocol_class)
     config.load()
-    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
+    loop = asyncio.new_event_loop()  # its own: never the one another test left behind
+    try:
+        protocol = protocol_class(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+    finally:
+        loop.close()
     transport = Mock()
     extras = {
         "socket": connection,
