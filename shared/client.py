@@ -246,7 +246,9 @@ def connection_pool(transport: httpx.AsyncBaseTransport | None = None) -> httpx.
     most of it reading proxy settings) nor opens a connection."""
     # No cap on connections: each open live stream the pages relay holds one for as long
     # as a dashboard is open, and a capped pool would make the next call wait for one.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=50)
+    # An idle connection is dropped before the other side's uvicorn closes it (after 5 s),
+    # so a call is not sent down a connection the server is just closing.
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=50, keepalive_expiry=4.0)
     return httpx.AsyncClient(transport=transport, timeout=10.0, verify=_tls(), limits=limits)
 
 

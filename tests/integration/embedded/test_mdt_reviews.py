@@ -94,6 +94,17 @@ def test_the_mdt_sees_the_name_the_referrals_service_holds(embedded: Embedded) -
     assert any(record.action == "R" and record.agent_role == "mdt" for record in reads)
 
 
+def test_names_are_asked_over_the_connections_the_app_keeps(embedded: Embedded) -> None:
+    """Each read asks the referrals service through the one pool the app opened at start
+    (shared.client.connection_pool), which a call leaves open for the next."""
+    patient_id = referred(embedded)
+    pool = embedded.app.state.peer_pool
+    for _ in range(2):
+        assert pathway(embedded, patient_id)["name_status"] == "shown"
+        assert embedded.app.state.peer_pool is pool
+        assert not pool.is_closed
+
+
 def test_admins_get_no_name_and_the_referrals_service_is_not_asked(embedded: Embedded) -> None:
     patient_id = referred(embedded)
     patient_reads = (AuditRecord.entity_type == "Patient", AuditRecord.entity_id == patient_id)
