@@ -126,3 +126,53 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> dict
     if field is not None:
         assert body["errors"][0]["field"] == field, body
     return body
+
+
+# --- an infusion course's assessment and plan, as the clinic fills them in -------------
+
+CHECKLIST_ITEMS = (
+    "uncontrolled-cardiovascular-disease",
+    "psychosis",
+    "severe-hepatic-impairment",
+    "raised-intracranial-or-intraocular-pressure",
+    "pregnancy",
+    "active-substance-misuse",
+    "moderate-hepatic-impairment",
+    "controlled-hypertension",
+    "history-of-substance-misuse",
+)
+BASELINE_PHQ9 = [2, 2, 2, 2, 2, 2, 1, 1, 0]  # 14
+
+
+def checklist(*present: str) -> dict[str, dict[str, Any]]:
+    return {item: {"present": item in present, "note": ""} for item in CHECKLIST_ITEMS}
+
+
+def assessment_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "weight_kg": 70,
+        "systolic": 130,
+        "diastolic": 80,
+        "heart_rate": 70,
+        "opioid_mme_per_day": 40,
+        "pain_nrs": 8,
+        "phq9_items": BASELINE_PHQ9,
+        "prior_treatments": [{"name": "pregabalin", "kind": "medicine"}],
+        "checklist": checklist(),
+    }
+    body.update(overrides)
+    return body
+
+
+def plan_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "indication": "pain",
+        "weight_kg": 70,
+        "rate_mg_per_kg_per_h": 0.3,
+        "duration_hours": 4,  # 0.3 x 70 x 4 = 84 mg
+        "induction_count": 2,
+        "induction_spacing_days": 3,
+        "maintenance_interval_days": 28,
+    }
+    body.update(overrides)
+    return body

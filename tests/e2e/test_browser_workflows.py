@@ -20,11 +20,11 @@ import httpx
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from services.infusions.domain import CHECKLIST
 from shared.calendar import working_calendar
 from shared.policy import clinical_policy
 from tests.e2e import test_browser
 from tests.e2e.test_browser import SCREENSHOTS, sign_in
+from tests.embedded import assessment_body, plan_body
 from tests.support import patient_body, referral_body, token, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.embedded_only]
@@ -243,33 +243,13 @@ def booked_infusion(base: str, given: str, family: str) -> dict[str, Any]:
     first infusion booked for tomorrow at 09:00 on the clinic's wall clock."""
     patient_id, _ = accepted_referral(base, given, family, "ketamine-infusion")
     course = opened(base, "infusion-clinician", "/api/infusion-courses", patient_id)["id"]
-    assessment = {
-        "weight_kg": 70,
-        "systolic": 130,
-        "diastolic": 80,
-        "heart_rate": 70,
-        "opioid_mme_per_day": 40,
-        "pain_nrs": 8,
-        "phq9_items": [2, 2, 2, 2, 2, 2, 1, 1, 0],
-        "prior_treatments": [{"name": "pregabalin", "kind": "medicine"}],
-        "checklist": {item: {"present": False, "note": ""} for item in CHECKLIST},
-    }
-    plan = {
-        "indication": "pain",
-        "weight_kg": 70,
-        "rate_mg_per_kg_per_h": 0.3,
-        "duration_hours": 4,
-        "induction_count": 2,
-        "induction_spacing_days": 3,
-        "maintenance_interval_days": 28,
-    }
     calendar = working_calendar()
     tomorrow = calendar.day_of(datetime.now(UTC)) + timedelta(days=1)
     start = datetime.combine(tomorrow, time(9, 0), tzinfo=calendar.zone).astimezone(UTC)
     when = {"start": start.isoformat(), "end": (start + timedelta(hours=4)).isoformat()}
     with api(base, "infusion-clinician", NURSE) as infusions:
-        ok(infusions.post(f"/api/infusion-courses/{course}/assessments", json=assessment))
-        ok(infusions.post(f"/api/infusion-courses/{course}/plan", json=plan))
+        ok(infusions.post(f"/api/infusion-courses/{course}/assessments", json=assessment_body()))
+        ok(infusions.post(f"/api/infusion-courses/{course}/plan", json=plan_body()))
         session: dict[str, Any] = ok(
             infusions.post(f"/api/infusion-courses/{course}/sessions", json=when)
         )

@@ -22,6 +22,7 @@ from litestar.testing import TestClient
 from shared import clock
 from shared.clock import ClinicClock, MemoryOffset
 from shared.messaging import queue_sender
+from tests.embedded import CHECKLIST_ITEMS as CHECKLIST
 from tests.integration.conftest import Stack
 from tests.support import (
     Processes,
@@ -41,17 +42,6 @@ CLINICIAN = ("infusion-clinician", "inf-1")
 MDT = ("mdt", "mdt-1")
 REFERRER = ("referrer", "gp-1")
 
-CHECKLIST = (
-    "uncontrolled-cardiovascular-disease",
-    "psychosis",
-    "severe-hepatic-impairment",
-    "raised-intracranial-or-intraocular-pressure",
-    "pregnancy",
-    "active-substance-misuse",
-    "moderate-hepatic-impairment",
-    "controlled-hypertension",
-    "history-of-substance-misuse",
-)
 # A pain plan inside its band: 0.3 mg/kg/h x 70 kg x 4 h = 84 mg.
 PLAN = {
     "indication": "pain",

@@ -29,7 +29,15 @@ from shared.auth import Role
 from shared.clock import clinic_clock
 from shared.events import Envelope, Subject, new_event, payload_type
 from shared.tables import AuditRecord
-from tests.embedded import VALID_NHS, Embedded, assert_problem, referral_body, register
+from tests.embedded import (
+    VALID_NHS,
+    Embedded,
+    assert_problem,
+    assessment_body,
+    plan_body,
+    referral_body,
+    register,
+)
 
 from .factories import ACTOR, T0, patient_registered, referral_received
 
@@ -965,17 +973,6 @@ def test_alerts_are_flags_active_until_resolved() -> None:
 PHQ9_LATER = [1, 1, 1, 1, 1, 1, 1, 0, 0]  # 7
 PHQ9_THERAPY = [2, 2, 2, 2, 2, 1, 1, 1, 0]  # 13
 GAD7 = [1, 1, 1, 1, 1, 1, 1]  # 7
-CHECKLIST = (
-    "uncontrolled-cardiovascular-disease",
-    "psychosis",
-    "severe-hepatic-impairment",
-    "raised-intracranial-or-intraocular-pressure",
-    "pregnancy",
-    "active-substance-misuse",
-    "moderate-hepatic-impairment",
-    "controlled-hypertension",
-    "history-of-substance-misuse",
-)
 VITALS_OK = {"systolic": 130, "diastolic": 80, "heart_rate": 72, "spo2": 97}
 VITALS_HIGH = {"systolic": 185, "diastolic": 100, "heart_rate": 90, "spo2": 91}
 
@@ -1028,27 +1025,9 @@ def infusions(embedded: Embedded, patient_id: str) -> None:
         "the course to open",
     )
     course = f"/api/infusion-courses/{courses[0]['id']}"
-    assessment = {
-        "weight_kg": 70,
-        "systolic": 130,
-        "diastolic": 80,
-        "heart_rate": 70,
-        "opioid_mme_per_day": 40,
-        "pain_nrs": 8,
-        "phq9_items": [2, 2, 2, 2, 2, 2, 1, 1, 0],
-        "prior_treatments": [{"name": "pregabalin", "kind": "medicine"}],
-        "checklist": {item: {"present": False, "note": ""} for item in CHECKLIST},
-    }
+    assessment = assessment_body()
     call(embedded, "POST", f"{course}/assessments", clinician, assessment)
-    plan = {
-        "indication": "pain",
-        "weight_kg": 70,
-        "rate_mg_per_kg_per_h": 0.3,
-        "duration_hours": 4,
-        "induction_count": 3,
-        "induction_spacing_days": 3,
-        "maintenance_interval_days": 28,
-    }
+    plan = plan_body(induction_count=3)
     call(embedded, "POST", f"{course}/plan", clinician, plan)
     for days, finish in ((0, True), (3, False)):
         if days:  # the series waits for the reassessment after the first infusion

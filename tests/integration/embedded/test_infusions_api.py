@@ -43,6 +43,7 @@ from shared.settings import BrokerKind, PlatformSettings, RunMode, load_service_
 from shared.tables import AuditRecord, InboxEvent, OutboxEvent
 from shared.urgent_alerts import UrgentAlert
 from shared.web import build_app
+from tests.embedded import BASELINE_PHQ9, assessment_body, checklist, plan_body
 
 SECRET = "unit-test-secret-for-infusions-0123456789abcdef"
 CLINICIAN = "ic-1"
@@ -55,18 +56,6 @@ INFUSION_TABLES = (
     AdverseEvent,
     OutboxEvent,
 )
-CHECKLIST_ITEMS = (
-    "uncontrolled-cardiovascular-disease",
-    "psychosis",
-    "severe-hepatic-impairment",
-    "raised-intracranial-or-intraocular-pressure",
-    "pregnancy",
-    "active-substance-misuse",
-    "moderate-hepatic-impairment",
-    "controlled-hypertension",
-    "history-of-substance-misuse",
-)
-BASELINE_PHQ9 = [2, 2, 2, 2, 2, 2, 1, 1, 0]  # 14
 LATER_PHQ9 = [1, 1, 1, 1, 1, 1, 1, 0, 0]  # 7: a 50% fall
 
 
@@ -208,40 +197,6 @@ def open_course(embedded: Embedded) -> Opened:
     patient_id, referral_id = refer_and_accept(embedded)
     items = wait_for(lambda: courses_of(embedded, patient_id), "the course to open")
     return Opened(patient_id, referral_id, items[0]["id"])
-
-
-def checklist(*present: str) -> dict[str, dict[str, Any]]:
-    return {item: {"present": item in present, "note": ""} for item in CHECKLIST_ITEMS}
-
-
-def assessment_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "weight_kg": 70,
-        "systolic": 130,
-        "diastolic": 80,
-        "heart_rate": 70,
-        "opioid_mme_per_day": 40,
-        "pain_nrs": 8,
-        "phq9_items": BASELINE_PHQ9,
-        "prior_treatments": [{"name": "pregabalin", "kind": "medicine"}],
-        "checklist": checklist(),
-    }
-    body.update(overrides)
-    return body
-
-
-def plan_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "indication": "pain",
-        "weight_kg": 70,
-        "rate_mg_per_kg_per_h": 0.3,
-        "duration_hours": 4,  # 0.3 x 70 x 4 = 84 mg
-        "induction_count": 2,
-        "induction_spacing_days": 3,
-        "maintenance_interval_days": 28,
-    }
-    body.update(overrides)
-    return body
 
 
 def assess(embedded: Embedded, course_id: str, **overrides: Any) -> dict[str, Any]:
