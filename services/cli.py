@@ -153,14 +153,15 @@ def _distributed_runtime(service: str) -> tuple[PlatformSettings, ServiceRuntime
 def serve(service: str, host: str, port: int, workers: int) -> None:
     """Run one service's API against its database and Redis, or the web pages against the
     services' APIs (`serve web`, at each CAREPATH_<SERVICE>_URL): the distributed mode."""
-    os.environ[SERVE_ENV] = service  # the worker processes build the same app
     if workers == 1:
-        app = service_app()
+        app = _service_app(service)
         _run(app, host, port, app.state.platform)
         return
     from shared.settings import PlatformSettings
 
-    # Each worker process configures itself (logging, the clock) as it builds the app.
+    # Each worker process builds the same app, and configures itself (logging, the clock)
+    # as it does.
+    os.environ[SERVE_ENV] = service
     _run(f"{__name__}:service_app", host, port, PlatformSettings(), workers=workers)
 
 
@@ -171,9 +172,12 @@ SERVE_ENV = "CAREPATH_SERVE"
 
 def service_app() -> Litestar:
     """The app `carepath serve` runs for the service named in CAREPATH_SERVE."""
+    return _service_app(os.environ[SERVE_ENV])
+
+
+def _service_app(service: str) -> Litestar:
     from shared.web import build_app
 
-    service = os.environ[SERVE_ENV]
     if service == WEB:
         return _web_app()
     platform, runtime = _distributed_runtime(service)
@@ -192,7 +196,7 @@ def _web_app() -> Litestar:
     from dramatiq.brokers.stub import StubBroker
 
     from services.web.app import WEB as WEB_PAGES
-    from shared.settings import peer_urls
+    from shared.names import peer_urls
     from shared.web import build_app
 
     return build_app(

@@ -15,8 +15,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.names import SERVICES as SERVICES  # re-exported: settings name the services
-from shared.names import Role, service_env
-from shared.names import peer_urls as peer_urls  # re-exported: settings say where peers answer
+from shared.names import Role, peer_urls, service_env
 from shared.tokens import DEFAULT_JWT_SECRET, MAX_TOKEN_HOURS, TOKEN_HOURS
 
 
