@@ -250,7 +250,11 @@ def worker(service: str, metrics_port: int | None) -> None:
     if metrics_port is not None:
         start_http_server(metrics_port)
     runtime.declare_consumer()
-    workers = InProcessWorkers(runtime.broker, platform.worker_threads, platform.worker_poll_ms)
+    threads = platform.worker_threads
+    if runtime.spec.handle_events is not None:
+        # A thread holds each event of a batch until its transaction commits.
+        threads = max(threads, platform.event_batch)
+    workers = InProcessWorkers(runtime.broker, threads, platform.worker_poll_ms)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -10,7 +10,9 @@ from uuid import UUID
 
 import msgspec
 from litestar.exceptions import NotFoundException
-from sqlalchemy import event, exc, text
+from sqlalchemy import Table, event, exc, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -147,16 +149,44 @@ def ping(engine: Engine) -> None:
         connection.execute(text("SELECT 1"))
 
 
-def lock_for_transaction(session: Session, key: UUID) -> None:
+def lock_for_transaction(session: Session, *keys: UUID) -> None:
     """Serialise transactions about one thing (e.g. one patient) until commit.
 
-    PostgreSQL takes a transaction-scoped advisory lock; SQLite needs nothing, since
-    every write transaction there already begins with the database's write lock.
+    PostgreSQL takes a transaction-scoped advisory lock per key; SQLite needs nothing,
+    since every write transaction there already begins with the database's write lock.
+    Several keys are taken in one statement and always in the same order, so two
+    transactions that each lock several never wait for each other in a circle.
     """
     bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        signed = int.from_bytes(key.bytes[:8], "big", signed=True)
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": signed})
+    if bind.dialect.name != "postgresql" or not keys:
+        return
+    signed = sorted({int.from_bytes(key.bytes[:8], "big", signed=True) for key in keys})
+    if len(signed) == 1:
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": signed[0]})
+        return
+    # unnest hands the keys over in the array's order, one lock call each.
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key"),
+        {"keys": signed},
+    )
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A model's table, for Core statements on a hot path (SQLModel does not type it)."""
+    table: Table = getattr(model, "__table__")  # noqa: B009 - untyped on SQLModel
+    return table
+
+
+def insert_new(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> set[Any]:
+    """Insert the rows whose primary key is not there yet, in one statement, and return
+    the keys inserted. A key another transaction is inserting waits for that one to end:
+    its commit makes the row here a no-op, its rollback lets this one in."""
+    if not rows:
+        return set()
+    (key,) = table.primary_key.columns
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table).values(list(rows)).on_conflict_do_nothing().returning(key)
+    return set(session.scalars(statement))
 
 
 # --- what every repository does -------------------------------------------------------

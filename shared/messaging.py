@@ -8,7 +8,8 @@ consumer's code (and the API process needs no actors declared).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
@@ -26,7 +27,7 @@ from dramatiq.middleware import (
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from shared.db import SessionFactory
+from shared.db import SessionFactory, insert_new, table_of
 from shared.events import Envelope, InvalidEvent, decode_envelope
 from shared.events.subscriptions import actor_name, queue_name
 from shared.observability import (
@@ -37,11 +38,13 @@ from shared.observability import (
     get_logger,
 )
 from shared.settings import BrokerKind, PlatformSettings
-from shared.tables import DeadLetter, InboxEvent
+from shared.tables import DeadLetter, InboxEvent, utcnow
 
 log = get_logger(__name__)
 
 EventHandler = Callable[[Session, Envelope], None]
+# Acts on several events in one transaction (the coordinator's, when its queue is deep).
+BatchHandler = Callable[[Session, Sequence[Envelope]], None]
 
 
 class DeadLetterRecorder(Middleware):
@@ -209,6 +212,141 @@ def consume(
     return True
 
 
+def consume_together(
+    service: str, sessions: SessionFactory, handle: BatchHandler, envelopes: Sequence[Envelope]
+) -> list[bool]:
+    """Act on several events in one transaction: their inbox rows, then the effect of
+    those not consumed before. Returns, for each envelope, whether it was consumed now.
+    If it raises, nothing of it was written."""
+    with sessions() as session:
+        # In one order, so two transactions inserting the same events never wait in a circle.
+        unique = sorted({e.event_id: e for e in envelopes}.values(), key=lambda e: e.event_id)
+        rows = [{"event_id": e.event_id, "type": e.type, "received_at": utcnow()} for e in unique]
+        new = insert_new(session, table_of(InboxEvent), rows)
+        fresh = [e for e in unique if e.event_id in new]
+        if fresh:
+            handle(session, fresh)
+        session.commit()
+    outcomes: list[bool] = []
+    for envelope in envelopes:
+        consumed = envelope.event_id in new
+        new.discard(envelope.event_id)  # the same event twice in one batch: once
+        outcomes.append(consumed)
+        if consumed:
+            EVENTS_CONSUMED.labels(service, "processed").inc()
+            log.info(
+                "event.consumed",
+                service=service,
+                event_id=str(envelope.event_id),
+                type=envelope.type,
+                correlation_id=envelope.correlation_id,
+            )
+        else:
+            _ignored_duplicate(service, envelope)
+    return outcomes
+
+
+@dataclass(eq=False)
+class _Waiting:
+    envelope: Envelope
+    woken: threading.Event = field(default_factory=threading.Event)
+    # Handed the lead: this thread consumes the next batch, its own event first.
+    leads: bool = False
+    # Consumed in a batch (False: a duplicate); None: to be consumed alone.
+    consumed: bool | None = None
+
+
+class GroupConsumer:
+    """Worker threads' events consumed together, one transaction for the lot (group
+    commit): while one thread's transaction runs, the events the other threads take
+    from the queue gather, and the next thread to lead consumes them all at once. A
+    quiet queue gives batches of one, consumed alone as before; a deep one gives as
+    many as the worker has threads (up to ``most``), which is where a transaction's
+    fixed costs (its round trips, its commit, its locks) are shared.
+
+    A batch that fails is not retried as a batch: each of its events is consumed alone
+    in its own thread, so a bad event fails (and is retried or dead-lettered) by itself.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        sessions: SessionFactory,
+        handle: BatchHandler,
+        most: int,
+    ) -> None:
+        self.service = service
+        self.sessions = sessions
+        self.handle = handle
+        self.most = most
+        self._lock = threading.Lock()
+        self._waiting: list[_Waiting] = []
+        self._led = False
+
+    def consume(self, envelope: Envelope) -> bool:
+        waiting = _Waiting(envelope)
+        with self._lock:
+            self._waiting.append(waiting)
+            waiting.leads = not self._led
+            self._led = True
+        while not waiting.leads:
+            waiting.woken.wait()
+            waiting.woken.clear()
+            if waiting.consumed is not None or not waiting.leads:
+                break
+        if waiting.leads:
+            self._lead()
+        if waiting.consumed is None:
+            return consume(self.service, self.sessions, self._alone, envelope)
+        return waiting.consumed
+
+    def waiting(self) -> int:
+        """Events held by threads, waiting for a transaction to take them."""
+        with self._lock:
+            return len(self._waiting)
+
+    def _alone(self, session: Session, envelope: Envelope) -> None:
+        self.handle(session, [envelope])
+
+    def _lead(self) -> None:
+        """Consume the events waiting, this thread's own first; the next thread to lead
+        takes over only once this transaction has ended."""
+        with self._lock:
+            batch = self._waiting[: self.most]
+            del self._waiting[: self.most]
+        outcomes: list[bool | None] = [None] * len(batch)
+        try:
+            if len(batch) == 1:  # alone, as before; its failure is this thread's own
+                outcomes = [consume(self.service, self.sessions, self._alone, batch[0].envelope)]
+                return
+            try:
+                envelopes = [waiting.envelope for waiting in batch]
+                outcomes = [*consume_together(self.service, self.sessions, self.handle, envelopes)]
+            except Exception as error:  # each is consumed alone, and fails alone
+                log.warning(
+                    "events.batch_failed",
+                    service=self.service,
+                    events=len(batch),
+                    error=describe_error(error),
+                )
+        finally:
+            # Even when the thread is interrupted, the others must not wait for ever.
+            self._hand_on(batch, outcomes)
+
+    def _hand_on(self, batch: list[_Waiting], outcomes: list[bool | None]) -> None:
+        with self._lock:
+            heir = self._waiting[0] if self._waiting else None
+            if heir is None:
+                self._led = False
+            else:
+                heir.leads = True
+        for waiting, consumed in zip(batch, outcomes, strict=True):
+            waiting.consumed = consumed
+            waiting.woken.set()
+        if heir is not None:
+            heir.woken.set()
+
+
 def declare_consumer(
     broker: Broker,
     service: str,
@@ -216,11 +354,17 @@ def declare_consumer(
     handle: EventHandler,
     *,
     accept_unknown_types: bool = False,
+    together: GroupConsumer | None = None,
 ) -> dramatiq.Actor[Any, Any]:
-    """Declare ``<service>.handle_event``: validate, deduplicate, act, all in one transaction."""
+    """Declare ``<service>.handle_event``: validate, deduplicate, act, all in one
+    transaction (shared with the events other threads hold, given ``together``)."""
 
     def handle_event(raw: dict[str, Any]) -> None:
-        consume(service, sessions, handle, decode_envelope(raw, allow_unknown=accept_unknown_types))
+        envelope = decode_envelope(raw, allow_unknown=accept_unknown_types)
+        if together is not None:
+            together.consume(envelope)
+        else:
+            consume(service, sessions, handle, envelope)
 
     queue = queue_name(service)
     dead_letter_recorder(broker).register(queue, sessions)

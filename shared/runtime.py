@@ -16,7 +16,14 @@ from shared import db, idempotency, migrations
 from shared.catchup import FEED_LAG, FeedFollower, ReadPage, feed_reader
 from shared.events import Envelope, decode_envelope
 from shared.events.subscriptions import feeds_of
-from shared.messaging import EventHandler, consume, declare_consumer, queue_sender
+from shared.messaging import (
+    BatchHandler,
+    EventHandler,
+    GroupConsumer,
+    consume,
+    declare_consumer,
+    queue_sender,
+)
 from shared.observability import get_logger
 from shared.outbox import Relay
 from shared.peers import Peers, peer_over_http
@@ -95,6 +102,9 @@ class ServiceSpec:
     route_handlers: Sequence[Any]
     migrations_dir: Path
     handle_event: EventHandler | None = None
+    # The same, for several events in one transaction: the live consumer gathers what
+    # its threads hold when the queue is deep (shared.messaging.GroupConsumer).
+    handle_events: BatchHandler | None = None
     # The coordinator keeps events it does not know yet instead of dead-lettering them.
     accept_unknown_events: bool = False
     # Work a service's worker does besides consuming (the coordinator's clock).
@@ -176,14 +186,20 @@ class ServiceRuntime:
         )
 
     def declare_consumer(self) -> None:
-        if self.spec.handle_event is not None:
-            declare_consumer(
-                self.broker,
-                self.spec.name,
-                self.sessions,
-                self.spec.handle_event,
-                accept_unknown_types=self.spec.accept_unknown_events,
-            )
+        if self.spec.handle_event is None:
+            return
+        together = None
+        if self.spec.handle_events is not None:
+            most = self.settings.platform.event_batch
+            together = GroupConsumer(self.spec.name, self.sessions, self.spec.handle_events, most)
+        declare_consumer(
+            self.broker,
+            self.spec.name,
+            self.sessions,
+            self.spec.handle_event,
+            accept_unknown_types=self.spec.accept_unknown_events,
+            together=together,
+        )
 
     def start_background(self) -> None:
         if self._background is not None:

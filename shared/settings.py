@@ -56,6 +56,9 @@ class PlatformSettings(BaseSettings):
     # the consumer's own dead_letter table is the durable record.
     dead_message_ttl_ms: int = Field(default=3 * 24 * 3600 * 1000, ge=1_000)
     worker_threads: int = Field(default=4, ge=1)
+    # Most queued events a consumer that can (the coordinator) acts on in one transaction;
+    # it gathers those its worker threads hold, so it also needs as many threads.
+    event_batch: int = Field(default=16, ge=1, le=500)
     # An idle dramatiq consumer backs off up to this long between polls; dramatiq's own
     # 1 s default adds up to a second before a quiet clinic's event is picked up.
     worker_poll_ms: int = Field(default=100, ge=10, le=5_000)

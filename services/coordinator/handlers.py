@@ -7,23 +7,30 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
-from sqlalchemy.orm import QueryableAttribute, defer
-from sqlalchemy.orm.attributes import flag_modified
+from sqlalchemy import bindparam, delete, insert, tuple_, update
 from sqlmodel import Session, select
 
 from services.coordinator.domain import SEVERITY_RANK, Alert, Pathway
 from services.coordinator.models import PathwayAlert, PathwayRow, StoredEvent
-from services.coordinator.projection import Fold, active_teams, finish, fold_history, project
+from services.coordinator.projection import (
+    Fold,
+    active_teams,
+    finish,
+    fold_history,
+    place,
+    project,
+)
 from services.coordinator.rules import next_due
-from shared.db import lock_for_transaction
+from shared.db import lock_for_transaction, table_of
 from shared.events import Actor, Envelope, Subject, decode_envelope, encode_envelope, new_event
 from shared.events.catalogue import PathwayUrgentAlertOpened
-from shared.observability import current_correlation_id, get_logger
+from shared.observability import bind_correlation_id, current_correlation_id, get_logger
 from shared.outbox import add_event
 from shared.policy import ClinicalPolicy, clinical_policy
 from shared.tables import InboxEvent, utcnow
@@ -31,6 +38,12 @@ from shared.tables import InboxEvent, utcnow
 log = get_logger(__name__)
 
 URGENT = ("urgent", "critical")
+
+# The hot path writes with Core statements, a few for a whole batch of events, instead
+# of an ORM flush per row (issue 15: the ORM's unit of work was most of an event's CPU).
+STORE = table_of(StoredEvent)
+PATHWAY = table_of(PathwayRow)
+ALERTS = table_of(PathwayAlert)
 
 
 @dataclass
@@ -90,15 +103,24 @@ class FoldCache:
 FOLDS = FoldCache(max_events=200_000)
 
 
-def handle_event(session: Session, envelope: Envelope) -> None:
+def handle_events(session: Session, envelopes: Sequence[Envelope]) -> None:
+    """Store the events and fold each patient's into their pathway, in this transaction:
+    a few statements for the lot, however many events and patients (issue 15: the
+    queue's deep end is consumed several events at a time, shared.messaging)."""
+    arrived: dict[UUID, list[Envelope]] = {}
+    for envelope in envelopes:
+        arrived.setdefault(envelope.patient_id, []).append(envelope)
     # Two workers folding one patient's events at once would each miss the other's
     # uncommitted event and the later commit would win with a pathway missing one.
-    lock_for_transaction(session, envelope.patient_id)
+    lock_for_transaction(session, *arrived)
     # The consumer's inbox has already turned a redelivery into a no-op.
-    session.add(_stored(envelope))
-    session.flush()
-    _note_gap(session, envelope)
-    refresh_pathway(session, envelope.patient_id, envelope)
+    session.execute(insert(STORE), [_stored(envelope) for envelope in envelopes])
+    _note_gaps(session, envelopes)
+    _refresh(session, arrived)
+
+
+def handle_event(session: Session, envelope: Envelope) -> None:
+    handle_events(session, [envelope])
 
 
 def record_own_event(session: Session, event: Envelope) -> Envelope:
@@ -115,147 +137,203 @@ def fold_own_event(session: Session, envelope: Envelope) -> None:
     """Fold a coordinator event already in this transaction's outbox, with its inbox
     row (so the copy that comes back through the queue is a duplicate)."""
     session.add(InboxEvent(event_id=envelope.event_id, type=envelope.type))
+    session.flush()
     handle_event(session, envelope)
 
 
-def _note_gap(session: Session, envelope: Envelope) -> None:
+def _note_gaps(session: Session, envelopes: Sequence[Envelope]) -> None:
     """An aggregate's sequence with a hole: the feed catch-up will fill it; say so."""
-    if envelope.sequence <= 1:
+    after = [e for e in envelopes if e.sequence > 1]
+    if not after:
         return
-    previous = session.exec(
-        select(StoredEvent.event_id).where(
-            StoredEvent.subject_type == envelope.subject.type,
-            StoredEvent.subject_id == envelope.subject.id,
-            StoredEvent.sequence == envelope.sequence - 1,
-        )
-    ).first()
-    if previous is None:
-        log.info(
-            "pathway.gap_detected",
-            producer=envelope.producer,
-            subject_type=envelope.subject.type,
-            sequence=envelope.sequence,
-        )
+    columns = (STORE.c.subject_type, STORE.c.subject_id, STORE.c.sequence)
+    wanted = [(e.subject.type, e.subject.id, e.sequence - 1) for e in after]
+    found = {
+        tuple(row) for row in session.execute(select(*columns).where(tuple_(*columns).in_(wanted)))
+    }
+    for envelope, previous in zip(after, wanted, strict=True):
+        if previous not in found:
+            log.info(
+                "pathway.gap_detected",
+                producer=envelope.producer,
+                subject_type=envelope.subject.type,
+                sequence=envelope.sequence,
+            )
 
 
-def _stored(envelope: Envelope) -> StoredEvent:
-    return StoredEvent(
-        event_id=envelope.event_id,
-        patient_id=envelope.patient_id,
-        type=envelope.type,
-        schema_version=envelope.schema_version,
-        producer=envelope.producer,
-        subject_type=envelope.subject.type,
-        subject_id=envelope.subject.id,
-        sequence=envelope.sequence,
-        occurred_at=envelope.occurred_at,
-        envelope=encode_envelope(envelope),
-    )
+def _stored(envelope: Envelope) -> dict[str, Any]:
+    return {
+        "event_id": envelope.event_id,
+        "patient_id": envelope.patient_id,
+        "type": envelope.type,
+        "schema_version": envelope.schema_version,
+        "producer": envelope.producer,
+        "subject_type": envelope.subject.type,
+        "subject_id": envelope.subject.id,
+        "sequence": envelope.sequence,
+        "occurred_at": envelope.occurred_at,
+        "received_at": utcnow(),
+        "envelope": encode_envelope(envelope),
+    }
 
 
 def stored_events(session: Session, patient_id: UUID) -> list[Envelope]:
-    rows = session.exec(select(StoredEvent).where(StoredEvent.patient_id == patient_id)).all()
-    return [decode_envelope(row.envelope, allow_unknown=True) for row in rows]
+    rows = session.execute(select(STORE.c.envelope).where(STORE.c.patient_id == patient_id))
+    return [decode_envelope(envelope, allow_unknown=True) for envelope in rows.scalars()]
 
 
-def refresh_pathway(
-    session: Session, patient_id: UUID, arrived: Envelope | None = None
-) -> PathwayRow:
-    """Fold the patient's pathway and write it. ``arrived``, the event just stored, is
-    applied to this process's fold of the events before it when that fold is what the
-    stored pathway was written from and the event comes after all of them; otherwise the
-    whole history is folded again from the store."""
-    stored = _stored_pathway(session, patient_id)
-    fold = _fold_with(session, patient_id, arrived, stored.fold_id if stored else None)
-    pathway = finish(fold)
-    fold_id = uuid4()
-    row = _write_pathway(session, stored, pathway, fold_id)
-    _write_alerts(session, patient_id, pathway.alerts)
-    FOLDS.keep(patient_id, fold_id, fold)
-    return row
+def refresh_pathway(session: Session, patient_id: UUID) -> None:
+    """Fold the patient's whole stored history again and write the pathway."""
+    _refresh(session, {patient_id: []})
+
+
+def _refresh(session: Session, arrived: dict[UUID, list[Envelope]]) -> None:
+    """Fold each patient's pathway and write it, with its alert rows. The events that
+    ``arrived`` (just stored) are applied to this process's fold of the events before
+    them when that fold is what the stored pathway was written from and they come after
+    all of it; otherwise the patient's whole history is folded again from the store."""
+    patients = list(arrived)
+    written = _fold_ids(session, patients)
+    alerts = _alert_rows(session, patients)
+    new_rows: list[dict[str, Any]] = []
+    changed_rows: list[dict[str, Any]] = []
+    alert_writes = _AlertWrites()
+    for patient_id, events in arrived.items():
+        folded_by = written.get(patient_id)
+        fold = _fold_with(session, patient_id, events, folded_by)
+        pathway = finish(fold)
+        fold_id = uuid4()
+        row = _pathway_columns(pathway, fold_id)
+        if patient_id in written:
+            changed_rows.append(row)
+        else:
+            new_rows.append(row)
+        # The urgent alert's announcement carries the correlation of what raised it.
+        if events:
+            bind_correlation_id(events[-1].correlation_id)
+        alert_writes.compare(session, patient_id, pathway.alerts, alerts.get(patient_id, {}))
+        FOLDS.keep(patient_id, fold_id, fold)
+    if new_rows:
+        session.execute(insert(PATHWAY), new_rows)
+    if changed_rows:
+        session.execute(
+            update(PATHWAY).where(PATHWAY.c.patient_id == bindparam("pathway_id")),
+            [{**row, "pathway_id": row["patient_id"]} for row in changed_rows],
+        )
+    alert_writes.write(session)
+    _forget_loaded(session, set(patients))
+    session.info["pathway_written"] = True  # the live streams' notice (live.py)
 
 
 def _fold_with(
-    session: Session, patient_id: UUID, arrived: Envelope | None, folded_by: UUID | None
+    session: Session, patient_id: UUID, arrived: list[Envelope], folded_by: UUID | None
 ) -> Fold:
     # Taken out of the cache while it is carried on: a fold that fails half way (or a
     # transaction that rolls back) is never found again.
     kept = FOLDS.take(patient_id)
     if (
-        arrived is not None
+        arrived
         and kept is not None
-        and kept.fold.follows(arrived)
         and kept.policy is clinical_policy()  # its alerts were raised by the same rules
         # Another process (or a rebuild) may have folded this pathway since.
         and kept.fold_id == folded_by
     ):
-        kept.fold.apply(arrived)
-        return kept.fold
+        for envelope in sorted(arrived, key=place):
+            if not kept.fold.follows(envelope):
+                break
+            kept.fold.apply(envelope)
+        else:
+            return kept.fold
     return fold_history(patient_id, stored_events(session, patient_id))
 
 
-# The document column as SQLAlchemy's loader options take it (SQLModel types it as a dict).
-DOCUMENT = cast("QueryableAttribute[Any]", PathwayRow.document)
+def _fold_ids(session: Session, patients: list[UUID]) -> dict[UUID, UUID | None]:
+    """Which of the patients have a stored pathway, and the fold each was written from:
+    read from the database itself, under the patients' locks (the last committed
+    write, or this transaction's)."""
+    rows = session.execute(
+        select(PATHWAY.c.patient_id, PATHWAY.c.fold_id).where(PATHWAY.c.patient_id.in_(patients))
+    )
+    return {patient_id: fold_id for patient_id, fold_id in rows}
 
 
-def _stored_pathway(session: Session, patient_id: UUID) -> PathwayRow | None:
-    """The stored pathway's columns without its document, read from the database itself
-    (the session may hold an older copy; under the patient's lock this is the last
-    committed write, or this transaction's): its `fold_id` says which fold wrote it."""
-    return session.get(PathwayRow, patient_id, populate_existing=True, options=[defer(DOCUMENT)])
-
-
-def _write_pathway(
-    session: Session, row: PathwayRow | None, pathway: Pathway, fold_id: UUID
-) -> PathwayRow:
-    # Only the columns whose value changed are written, and the document is.
-    if row is None:
-        row = PathwayRow(
-            patient_id=pathway.patient_id,
-            stage=pathway.stage,
-            stage_since=pathway.stage_since,
-            event_count=0,
-            document={},
-        )
-    row.teams = "," + "".join(f"{team}," for team in active_teams(pathway))
-    row.stage = pathway.stage
-    row.stage_since = pathway.stage_since
-    row.open_alerts = sum(1 for alert in pathway.alerts if alert.status != "resolved")
-    row.event_count = pathway.event_count
-    row.review_due = pathway.review_due.due if pathway.review_due else None
-    row.review_rank = pathway.review_due.rank if pathway.review_due else None
-    row.next_due = next_due(pathway.streams, pathway.alerts)
-    row.document = msgspec.to_builtins(pathway)
-    # Written whatever the session's copy held (a stale copy may equal the new one).
-    flag_modified(row, "document")
-    row.fold_id = fold_id
-    row.updated_at = utcnow()
-    session.add(row)
-    return row
-
-
-def _write_alerts(session: Session, patient_id: UUID, alerts: list[Alert]) -> None:
-    """The pathway's alerts as rows: new ones inserted, changed ones updated, ones the
-    fold no longer has deleted; an unchanged row is not written."""
-    stored = {
-        row.id: row
-        for row in session.exec(
-            select(PathwayAlert)
-            .where(PathwayAlert.patient_id == patient_id)
-            .execution_options(populate_existing=True)
-        )
+def _pathway_columns(pathway: Pathway, fold_id: UUID) -> dict[str, Any]:
+    return {
+        "patient_id": pathway.patient_id,
+        "teams": "," + "".join(f"{team}," for team in active_teams(pathway)),
+        "stage": pathway.stage,
+        "stage_since": pathway.stage_since,
+        "open_alerts": sum(1 for alert in pathway.alerts if alert.status != "resolved"),
+        "event_count": pathway.event_count,
+        "review_due": pathway.review_due.due if pathway.review_due else None,
+        "review_rank": pathway.review_due.rank if pathway.review_due else None,
+        "next_due": next_due(pathway.streams, pathway.alerts),
+        "document": msgspec.to_builtins(pathway),
+        "fold_id": fold_id,
+        "updated_at": utcnow(),
     }
-    for alert in alerts:
-        row = stored.pop(alert.id, None)
-        if row is None:
-            session.add(PathwayAlert(id=alert.id, patient_id=patient_id, **_alert_columns(alert)))
-            if alert.severity in URGENT and alert.status != "resolved":
-                _announce_urgent(session, patient_id, alert)
-            continue
-        for name, value in _alert_columns(alert).items():
-            setattr(row, name, value)  # the same value again leaves the column unwritten
-    for gone in stored.values():
-        session.delete(gone)
+
+
+ALERT_COLUMNS = ("kind", "severity", "severity_rank", "status", "owner_role", "raised_at", "due")
+
+
+def _alert_rows(session: Session, patients: list[UUID]) -> dict[UUID, dict[str, tuple[Any, ...]]]:
+    """The patients' stored alert rows: patient → alert id → the columns' values."""
+    columns = [ALERTS.c[name] for name in ALERT_COLUMNS]
+    rows = session.execute(
+        select(ALERTS.c.patient_id, ALERTS.c.id, *columns).where(ALERTS.c.patient_id.in_(patients))
+    )
+    stored: dict[UUID, dict[str, tuple[Any, ...]]] = {}
+    for patient_id, alert_id, *values in rows:
+        stored.setdefault(patient_id, {})[alert_id] = tuple(values)
+    return stored
+
+
+@dataclass
+class _AlertWrites:
+    """The pathways' alerts as rows: new ones inserted, changed ones updated, ones the
+    fold no longer has deleted; an unchanged row is not written."""
+
+    inserted: list[dict[str, Any]] = field(default_factory=list)
+    updated: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def compare(
+        self,
+        session: Session,
+        patient_id: UUID,
+        alerts: list[Alert],
+        stored: dict[str, tuple[Any, ...]],
+    ) -> None:
+        stored = dict(stored)
+        for alert in alerts:
+            columns = _alert_columns(alert)
+            before = stored.pop(alert.id, None)
+            if before is None:
+                self.inserted.append({"id": alert.id, "patient_id": patient_id, **columns})
+                if alert.severity in URGENT and alert.status != "resolved":
+                    _announce_urgent(session, patient_id, alert)
+            elif before != tuple(columns[name] for name in ALERT_COLUMNS):
+                self.updated.append({"alert_id": alert.id, **columns})
+        self.deleted.extend(stored)
+
+    def write(self, session: Session) -> None:
+        if self.inserted:
+            session.execute(insert(ALERTS), self.inserted)
+        if self.updated:
+            session.execute(
+                update(ALERTS).where(ALERTS.c.id == bindparam("alert_id")), self.updated
+            )
+        if self.deleted:
+            session.execute(delete(ALERTS).where(ALERTS.c.id.in_(self.deleted)))
+
+
+def _forget_loaded(session: Session, patients: set[UUID]) -> None:
+    """The rows were written past the session's objects: a pathway or alert it loaded
+    before (an API's command) is read again on its next use."""
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, PathwayRow | PathwayAlert) and loaded.patient_id in patients:
+            session.expire(loaded)
 
 
 def _alert_columns(alert: Alert) -> dict[str, Any]:
