@@ -14,7 +14,7 @@ from services.coordinator.api import (
 )
 from services.coordinator.clock import pathway_clock
 from services.coordinator.clock_api import ClockController
-from services.coordinator.handlers import handle_event
+from services.coordinator.handlers import handle_event, handle_events
 from services.coordinator.live import send_notices, stream_plugins
 from shared.runtime import ServiceRuntime, ServiceSpec, TaskGroup
 
@@ -36,6 +36,7 @@ SPEC = ServiceSpec(
     ),
     migrations_dir=Path(__file__).parent / "migrations",
     handle_event=handle_event,
+    handle_events=handle_events,
     accept_unknown_events=True,
     background=background,
     on_runtime=send_notices,
