@@ -1033,6 +1033,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds not counted per phase")
     parser.add_argument("--threads", type=int, default=PlatformSettings().worker_threads)
     parser.add_argument(
+        "--event-batch",
+        type=int,
+        default=PlatformSettings().event_batch,
+        help="CAREPATH_EVENT_BATCH: most events the coordinator consumes in one transaction",
+    )
+    parser.add_argument(
         "--servers",
         default="uvicorn:1",
         help="servers to read pathways from, one after the other: uvicorn:N and granian:N "
@@ -1081,6 +1087,7 @@ def main() -> None:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "worker_threads": args.threads,
+        "event_batch": args.event_batch,
         "worker_processes": args.worker_processes,
         "noop_messages": args.noop_messages,
         "seed": args.seed,
@@ -1101,6 +1108,7 @@ def main() -> None:
         "CAREPATH_REDIS_NAMESPACE": namespace,
         "CAREPATH_JWT_SECRET": secret,
         "CAREPATH_WORKER_THREADS": str(args.threads),
+        "CAREPATH_EVENT_BATCH": str(args.event_batch),
         "CAREPATH_WORKER_POLL_MS": str(poll_ms),
         "dramatiq_worker_timeout": str(poll_ms),
         # Only the benchmark's events: no feed catch-up (no producers run) and no clock

@@ -309,6 +309,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="events for throughput")
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--threads", type=int, default=PlatformSettings().worker_threads)
+    parser.add_argument(
+        "--event-batch",
+        type=int,
+        default=PlatformSettings().event_batch,
+        help="CAREPATH_EVENT_BATCH: most events the coordinator consumes in one transaction",
+    )
     parser.add_argument("--relay-interval", type=float, default=0.1, help="seconds")
     parser.add_argument(
         "--worker-processes", type=int, default=1, help="coordinator worker processes consuming"
@@ -332,6 +338,7 @@ def main() -> None:
         "events": args.events,
         "latency_samples": args.latency_samples,
         "worker_threads": args.threads,
+        "event_batch": args.event_batch,
         "coordinator_worker_processes": args.worker_processes,
         "relay_interval_s": args.relay_interval,
         "latency_pause_s": args.latency_pause,
@@ -356,6 +363,7 @@ def main() -> None:
         "CAREPATH_JWT_SECRET": secret,
         "CAREPATH_RELAY_INTERVAL_S": str(args.relay_interval),
         "CAREPATH_WORKER_THREADS": str(args.threads),
+        "CAREPATH_EVENT_BATCH": str(args.event_batch),
         "CAREPATH_LOG_LEVEL": "INFO",
     }
     env["CAREPATH_WORKER_POLL_MS"] = str(args.poll_ms)

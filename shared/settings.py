@@ -56,9 +56,10 @@ class PlatformSettings(BaseSettings):
     # the consumer's own dead_letter table is the durable record.
     dead_message_ttl_ms: int = Field(default=3 * 24 * 3600 * 1000, ge=1_000)
     worker_threads: int = Field(default=4, ge=1)
-    # Most queued events a consumer that can (the coordinator) acts on in one transaction;
-    # it gathers those its worker threads hold, so it also needs as many threads.
-    event_batch: int = Field(default=16, ge=1, le=500)
+    # Most queued events a consumer that can (the coordinator) acts on in one transaction.
+    # It gathers those its worker threads hold, so its worker runs as many threads
+    # (benchmarks/README.md: 16 gave 0.39 of raw dramatiq, 48 gave 0.56).
+    event_batch: int = Field(default=48, ge=1, le=500)
     # An idle dramatiq consumer backs off up to this long between polls; dramatiq's own
     # 1 s default adds up to a second before a quiet clinic's event is picked up.
     worker_poll_ms: int = Field(default=100, ge=10, le=5_000)
