@@ -6,9 +6,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
+from sqlalchemy import insert
 from sqlmodel import Session
 
-from shared.tables import AuditRecord
+from shared.db import table_of
+from shared.tables import AuditRecord, utcnow
+
+# Written with a Core insert: every read of patient data writes one, and the ORM's
+# flush (and fetching back the new id) cost a read more than the row (issue 15).
+AUDIT_LOG = table_of(AuditRecord)
 
 
 class AuditAction(StrEnum):
@@ -38,19 +44,22 @@ def record_access(
     outcome: AuditOutcome = AuditOutcome.success,
     detail: str | None = None,
 ) -> None:
-    """Add an audit row to the caller's transaction (it commits with the change it describes)."""
-    session.add(
-        AuditRecord(
-            action=action.value,
-            outcome=outcome.value,
-            agent_user=user_id[:100],
-            agent_role=role[:40],
-            entity_type=entity_type,
-            entity_id=entity_id,
-            patient_id=patient_id,
-            path=path[:300],
-            detail=detail[:300] if detail else None,
-        )
+    """Write an audit row in the caller's transaction (it commits with the change it
+    describes, or not at all)."""
+    session.execute(
+        insert(AUDIT_LOG),
+        {
+            "recorded": utcnow(),
+            "action": action.value,
+            "outcome": outcome.value,
+            "agent_user": user_id[:100],
+            "agent_role": role[:40],
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "patient_id": patient_id,
+            "path": path[:300],
+            "detail": detail[:300] if detail else None,
+        },
     )
 
 

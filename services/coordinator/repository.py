@@ -9,9 +9,11 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Text, cast, func, true
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from services.coordinator.models import MdtReview, PathwayAlert, PathwayRow
+from shared.db import table_of
 from shared.pagination import Keyset
 
 # Longest in their stage first; the soonest-due review of the most urgent reason first;
@@ -35,11 +37,13 @@ def pathway(session: Session, patient_id: UUID) -> PathwayRow | None:
 
 def pathway_json(session: Session, patient_id: UUID) -> tuple[str, str] | None:
     """A pathway's teams and its document as the stored JSON text, for a read that
-    decodes it once into its answer instead of into dicts first."""
-    statement = select(PathwayRow.teams, cast(PathwayRow.document, Text)).where(
-        col(PathwayRow.patient_id) == patient_id
+    decodes it once into its answer instead of into dicts first (a Core select: the
+    ORM's loading is no use to a read that wants text)."""
+    pathway = table_of(PathwayRow)
+    statement = sa_select(pathway.c.teams, cast(pathway.c.document, Text)).where(
+        pathway.c.patient_id == patient_id
     )
-    found = session.exec(statement).first()
+    found = session.execute(statement).first()
     return (found[0], found[1]) if found is not None else None
 
 
