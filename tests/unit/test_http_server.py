@@ -14,10 +14,11 @@ import pytest
 import uvicorn
 from uvicorn.config import Config
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from services import cli
-from services.http_server import H11WithoutNagle
+from services.http_server import H11WithoutNagle, HttpToolsWithoutNagle
 from shared.settings import PlatformSettings
 
 
@@ -39,7 +40,7 @@ def accepted_connection() -> Iterator[socket.socket]:
             yield accepted
 
 
-def made(protocol_class: type[H11Protocol], connection: socket.socket) -> None:
+def made(protocol_class: type[H11Protocol | HttpToolsProtocol], connection: socket.socket) -> None:
     config = Config(app, http=protocol_class)
     config.load()
     loop = asyncio.new_event_loop()  # its own: never the one another test left behind
@@ -64,10 +65,16 @@ def nagle_off(connection: socket.socket) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("protocol_class", "expected"), [(H11Protocol, False), (H11WithoutNagle, True)]
+    ("protocol_class", "expected"),
+    [
+        (H11Protocol, False),
+        (H11WithoutNagle, True),
+        (HttpToolsProtocol, False),
+        (HttpToolsWithoutNagle, True),
+    ],
 )
 def test_each_accepted_connection_sends_without_waiting(
-    protocol_class: type[H11Protocol], expected: bool
+    protocol_class: type[H11Protocol | HttpToolsProtocol], expected: bool
 ) -> None:
     with accepted_connection() as connection:
         made(protocol_class, connection)
@@ -82,4 +89,5 @@ def test_the_serve_command_runs_uvicorn_with_it(monkeypatch: pytest.MonkeyPatch)
     assert (ran["factory"], ran["workers"]) == (True, 2)
     config = Config(app, http=ran["http"])
     config.load()
-    assert config.http_protocol_class is H11WithoutNagle
+    assert config.http_protocol_class is HttpToolsWithoutNagle
+    assert ran["loop"] == "uvloop"
