@@ -77,11 +77,18 @@ from shared.settings import BrokerKind, PlatformSettings
 SERVICE = "coordinator"
 PEERS = ("referrals", "infusions", "therapy")
 GRANIAN = str(Path(sys.executable).parent / "granian")
+UVICORN = str(Path(sys.executable).parent / "uvicorn")
 # How each server is started on a port with N worker processes; both run `carepath serve`'s
 # own app (services.cli:service_app, for the service in CAREPATH_SERVE).
 SERVERS: dict[str, Callable[[int, str], list[str]]] = {
     "uvicorn": lambda port, workers: [
         *(CAREPATH, "serve", SERVICE, "--port", str(port), "--workers", workers)
+    ],
+    # uvicorn as carepath served before issue 15: h11's pure-Python parser, asyncio's loop.
+    "uvicorn-h11": lambda port, workers: [
+        *(UVICORN, "--factory", "--http", "services.http_server:H11WithoutNagle"),
+        *("--loop", "asyncio", "--host", "127.0.0.1", "--port", str(port)),
+        *("--workers", workers, "--no-access-log", "services.cli:service_app"),
     ],
     "granian": lambda port, workers: [
         *(GRANIAN, "--interface", "asgi", "--factory", "--host", "127.0.0.1"),
