@@ -13,7 +13,7 @@ from uuid import UUID, uuid4
 
 import dramatiq
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -31,15 +31,9 @@ from shared.settings import BrokerKind, PlatformSettings
 from shared.tables import InboxEvent
 
 from .factories import patient_registered, sqlite_engine
+from .test_consumer import effects
 
 SERVICE = "coordinator"
-
-effects = Table(
-    "unit_batch_effect",
-    MetaData(),
-    Column("id", Integer, primary_key=True),
-    Column("event_id", String(64), nullable=False),
-)
 
 
 class Interrupted(BaseException):
