@@ -323,7 +323,7 @@ def refer_for_review(review: MdtReviewRecorded, uow: UnitOfWork) -> Referral | N
 
 def inbox(
     query: InboxQuery, uow: UnitOfWork, user: User
-) -> tuple[list[tuple[Referral, Patient | None]], str | None]:
+) -> tuple[list[tuple[repository.InboxReferral, repository.InboxPatient | None]], str | None]:
     """The inbox page the user may see; names come only with the clinical roles' rows."""
     filters = {
         name: value

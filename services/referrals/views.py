@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 from uuid import UUID
 
 import msgspec
 from sqlmodel import Session
 
 from services.referrals import domain, repository
-from services.referrals.models import Patient, Referral, ReferralTransition
+from services.referrals.models import Patient, ReferralTransition
 from services.referrals.schemas import (
     AttachmentRead,
     BaselineRead,
@@ -43,7 +44,7 @@ def patient_names(patients: Sequence[Patient]) -> PatientNames:
 
 
 def possible_duplicates(
-    session: Session, referrals: Sequence[Referral]
+    session: Session, referrals: Sequence[domain.Referred]
 ) -> dict[UUID, repository.OpenReferral]:
     """Which of these referrals may repeat an earlier open one (issue 16), in one query."""
     window = timedelta(days=clinical_policy().requests.possible_duplicate_days)
@@ -57,14 +58,35 @@ def duplicate_link(first: domain.Referred) -> DuplicateLink:
     )
 
 
+class Shown(domain.Referred, Protocol):
+    """What a referral's answer is made of: a referral, or an inbox row's columns."""
+
+    @property
+    def priority(self) -> str: ...
+    @property
+    def status_changed_at(self) -> datetime | None: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def conditions(self) -> list[str]: ...
+    @property
+    def referrer(self) -> dict[str, Any]: ...
+    @property
+    def prior_treatments(self) -> list[dict[str, Any]]: ...
+    @property
+    def baseline(self) -> dict[str, Any] | None: ...
+    @property
+    def created_by(self) -> str: ...
+
+
 def referral_read(
     session: Session,
-    referral: Referral,
+    referral: Shown,
     user: User,
     *,
     detail: bool = False,
     now: datetime | None = None,
-    patient: Patient | None = None,
+    patient: Patient | repository.InboxPatient | None = None,
     duplicate_of: domain.Referred | None = None,
 ) -> ReferralRead:
     clinical = domain.sees_clinical_detail(user.role)
@@ -91,7 +113,11 @@ def referral_read(
         read.prior_treatments = msgspec.convert(referral.prior_treatments, list[PriorTreatment])
         patient = patient or repository.patient(session, referral.patient_id)
         if patient is not None:
-            read.patient = msgspec.convert(patient, PatientSummary, from_attributes=True)
+            read.patient = PatientSummary(
+                given_name=patient.given_name,
+                family_name=patient.family_name,
+                birth_date=patient.birth_date,
+            )
     if detail:
         read.history = [
             transition_read(t, clinical) for t in repository.history(session, referral.id)
@@ -111,7 +137,7 @@ def transition_read(transition: ReferralTransition, clinical: bool) -> Transitio
     return read
 
 
-def waiting(referral: Referral, now: datetime) -> Waiting:
+def waiting(referral: Shown, now: datetime) -> Waiting:
     """How long the referral has waited against its standard; the clock stops when the
     referral leaves the waiting list."""
     standard = domain.standard_for(referral.target, referral.priority, referral.status)
