@@ -218,7 +218,7 @@ def _refresh(session: Session, arrived: dict[UUID, list[Envelope]]) -> None:
     if changed_rows:
         session.execute(
             update(PATHWAY).where(PATHWAY.c.patient_id == bindparam("pathway_id")),
-            [{**row, "pathway_id": row["patient_id"]} for row in changed_rows],
+            [{"pathway_id": row.pop("patient_id"), **row} for row in changed_rows],
         )
     alert_writes.write(session)
     _forget_loaded(session, set(patients))
@@ -268,7 +268,8 @@ def _pathway_columns(pathway: Pathway, fold_id: UUID) -> dict[str, Any]:
         "review_due": pathway.review_due.due if pathway.review_due else None,
         "review_rank": pathway.review_due.rank if pathway.review_due else None,
         "next_due": next_due(pathway.streams, pathway.alerts),
-        "document": msgspec.to_builtins(pathway),
+        # The engine's JSON serializer is msgspec's, which writes the Struct as it stands.
+        "document": pathway,
         "fold_id": fold_id,
         "updated_at": utcnow(),
     }
