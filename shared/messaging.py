@@ -289,11 +289,9 @@ class GroupConsumer:
             self._waiting.append(waiting)
             waiting.leads = not self._led
             self._led = True
-        while not waiting.leads:
+        if not waiting.leads:
+            # Woken once: when its batch has ended, or when it is handed the lead.
             waiting.woken.wait()
-            waiting.woken.clear()
-            if waiting.consumed is not None or not waiting.leads:
-                break
         if waiting.leads:
             self._lead()
         if waiting.consumed is None:

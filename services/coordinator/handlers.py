@@ -137,6 +137,8 @@ def fold_own_event(session: Session, envelope: Envelope) -> None:
     """Fold a coordinator event already in this transaction's outbox, with its inbox
     row (so the copy that comes back through the queue is a duplicate)."""
     session.add(InboxEvent(event_id=envelope.event_id, type=envelope.type))
+    # The fold writes with Core statements past the session: the command's own rows go
+    # first, and the pathway and alerts it loaded hold no unwritten change when expired.
     session.flush()
     handle_event(session, envelope)
 
