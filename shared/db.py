@@ -161,9 +161,6 @@ def lock_for_transaction(session: Session, *keys: UUID) -> None:
     if bind.dialect.name != "postgresql" or not keys:
         return
     signed = sorted({int.from_bytes(key.bytes[:8], "big", signed=True) for key in keys})
-    if len(signed) == 1:
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": signed[0]})
-        return
     # unnest hands the keys over in the array's order, one lock call each.
     session.execute(
         text("SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) AS key"),

@@ -207,8 +207,7 @@ def consume(
                 _ignored_duplicate(service, envelope)
                 return False
             raise
-    EVENTS_CONSUMED.labels(service, "processed").inc()
-    log.info("event.consumed", service=service, event_id=str(envelope.event_id), type=envelope.type)
+    _processed(service, envelope)
     return True
 
 
@@ -233,14 +232,7 @@ def consume_together(
         new.discard(envelope.event_id)  # the same event twice in one batch: once
         outcomes.append(consumed)
         if consumed:
-            EVENTS_CONSUMED.labels(service, "processed").inc()
-            log.info(
-                "event.consumed",
-                service=service,
-                event_id=str(envelope.event_id),
-                type=envelope.type,
-                correlation_id=envelope.correlation_id,
-            )
+            _processed(service, envelope)
         else:
             _ignored_duplicate(service, envelope)
     return outcomes
@@ -375,6 +367,18 @@ def declare_consumer(
     )
     consumer: dramatiq.Actor[Any, Any] = declare(handle_event)
     return consumer
+
+
+def _processed(service: str, envelope: Envelope) -> None:
+    EVENTS_CONSUMED.labels(service, "processed").inc()
+    log.info(
+        "event.consumed",
+        service=service,
+        event_id=str(envelope.event_id),
+        type=envelope.type,
+        # A batch's events each name their own (the one bound is the last's).
+        correlation_id=envelope.correlation_id,
+    )
 
 
 def _ignored_duplicate(service: str, envelope: Envelope) -> None:
