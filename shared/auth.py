@@ -7,8 +7,9 @@ check the role.
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Any
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
 
 import msgspec
 from litestar.connection import ASGIConnection
@@ -52,12 +53,64 @@ def user_from_token(token: Token, _connection: ASGIConnection[Any, Any, Any, Any
         raise NotAuthorizedException("the token carries no known role") from None
 
 
+class VerifiedToken(Token):
+    """A token whose signature and claims were checked once is not checked again on every
+    request: the dashboard and the services send the same token with each call, and
+    PyJWT's check was a tenth of a pathway read's CPU (issue 15). Only the expiry can
+    change for the same token and the same secret, so it is checked on every use."""
+
+    @classmethod
+    def decode(
+        cls,
+        encoded_token: str,
+        secret: str,
+        algorithm: str,
+        audience: str | Sequence[str] | None = None,
+        issuer: str | Sequence[str] | None = None,
+        require_claims: Sequence[str] | None = None,
+        verify_exp: bool = True,
+        verify_nbf: bool = True,
+        strict_audience: bool = False,
+    ) -> Self:
+        options = (algorithm, _hashable(audience), _hashable(issuer), _hashable(require_claims))
+        key = (encoded_token, secret, *options, verify_exp, verify_nbf, strict_audience)
+        token = _VERIFIED.get(key)
+        if token is not None and not (verify_exp and token.exp <= datetime.now(UTC)):
+            return token  # type: ignore[return-value]
+        _VERIFIED.pop(key, None)
+        token = super().decode(
+            encoded_token,
+            secret,
+            algorithm,
+            audience,
+            issuer,
+            require_claims,
+            verify_exp,
+            verify_nbf,
+            strict_audience,
+        )
+        if len(_VERIFIED) >= VERIFIED_TOKENS_KEPT:
+            _VERIFIED.pop(next(iter(_VERIFIED)), None)  # the longest kept goes first
+        _VERIFIED[key] = token
+        return token
+
+
+# Tokens in use at once in one process: the signed-in staff and the services' own.
+VERIFIED_TOKENS_KEPT = 4096
+_VERIFIED: dict[tuple[Any, ...], Token] = {}
+
+
+def _hashable(value: str | Sequence[str] | None) -> str | tuple[str, ...] | None:
+    return value if value is None or isinstance(value, str) else tuple(value)
+
+
 def make_jwt_auth(settings: PlatformSettings) -> JWTCookieAuth[User, Token]:
     """Bearer token in the Authorization header (API clients), or the dashboard's
     session cookie holding the same token."""
     return JWTCookieAuth[User, Token](
         retrieve_user_handler=user_from_token,
         token_secret=settings.jwt_secret,
+        token_cls=VerifiedToken,
         exclude=PUBLIC_PATHS,
         default_token_expiration=timedelta(hours=settings.token_hours),
         key=SESSION_COOKIE,

@@ -11,10 +11,11 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get
+from litestar import Controller, MediaType, Request, Response, get
 from litestar.channels import ChannelsPlugin
 from litestar.concurrency import sync_to_thread
 from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import ServerSentEvent
 
@@ -156,6 +157,11 @@ class PathwayController(Controller):
         "/{patient_id:uuid}",
         operation_id="readPathway",
         summary="One patient's pathway across referrals, infusions and therapy",
+        # The answer is the stored document with the name added, sent as bytes; this
+        # says what it is.
+        responses={
+            200: ResponseSpec(PathwayRead, generate_examples=False, description="The pathway")
+        },
     )
     async def read(
         self,
@@ -163,10 +169,10 @@ class PathwayController(Controller):
         patient_id: FromPath[UUID],
         uow: UowDep,
         user: UserDep,
-    ) -> PathwayRead:
-        pathway = await sync_to_thread(services.pathway_document, patient_id, uow, user)
+    ) -> Response[bytes]:
+        document = await sync_to_thread(services.pathway_document, patient_id, uow, user)
         name, status = await services.patient_name(request, user, patient_id)
-        return msgspec.structs.replace(pathway, patient_name=name, name_status=status)
+        return Response(views.pathway_with_name(document, name, status), media_type=MediaType.JSON)
 
     @query(
         "/{patient_id:uuid}/fhir",

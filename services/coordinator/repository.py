@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Text, cast, func, true
+from sqlalchemy import Text, bindparam, cast, func, true
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -35,15 +35,18 @@ def pathway(session: Session, patient_id: UUID) -> PathwayRow | None:
     return session.get(PathwayRow, patient_id)
 
 
+_PATHWAY = table_of(PathwayRow)
+# One statement object, run on the session's connection: the ORM's loading and its
+# execute are no use to a read that wants text (issue 15).
+_PATHWAY_JSON = sa_select(_PATHWAY.c.teams, cast(_PATHWAY.c.document, Text)).where(
+    _PATHWAY.c.patient_id == bindparam("patient_id")
+)
+
+
 def pathway_json(session: Session, patient_id: UUID) -> tuple[str, str] | None:
     """A pathway's teams and its document as the stored JSON text, for a read that
-    decodes it once into its answer instead of into dicts first (a Core select: the
-    ORM's loading is no use to a read that wants text)."""
-    pathway = table_of(PathwayRow)
-    statement = sa_select(pathway.c.teams, cast(pathway.c.document, Text)).where(
-        pathway.c.patient_id == patient_id
-    )
-    found = session.execute(statement).first()
+    sends the text as it is."""
+    found = session.connection().execute(_PATHWAY_JSON, {"patient_id": patient_id}).first()
     return (found[0], found[1]) if found is not None else None
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import jwt
 import pytest
+from litestar.exceptions import NotAuthorizedException
 from litestar.security.jwt import Token
 from pydantic import ValidationError
 
+import shared.auth
+from shared.auth import VerifiedToken
 from shared.names import Role
 from shared.settings import PlatformSettings
 from shared.tokens import ALGORITHM, MAX_TOKEN_HOURS, Signing, issue_token
@@ -74,3 +78,41 @@ def test_token_hours_the_services_refuse_are_refused_naming_the_variable(
         PlatformSettings()
     with pytest.raises(ValueError, match="CAREPATH_TOKEN_HOURS"):
         Signing.from_environment()
+
+
+# --- issue 15: a token checked once is not checked again, but its expiry is -------------
+
+
+def _signed(payload: dict[str, object], secret: str = SECRET) -> str:
+    return jwt.encode(payload, secret, algorithm=ALGORITHM)
+
+
+def test_a_kept_token_is_the_one_checked_first_and_a_bad_one_is_never_kept() -> None:
+    encoded = issue_token(PlatformSettings(jwt_secret=SECRET), "dr-kept", Role.mdt)
+    first = VerifiedToken.decode(encoded, SECRET, ALGORITHM)
+    assert VerifiedToken.decode(encoded, SECRET, ALGORITHM) is first
+    # The same text under another secret, or altered by one character, is checked and
+    # refused: what was kept was the pair, not the text alone.
+    with pytest.raises(NotAuthorizedException):
+        VerifiedToken.decode(encoded, "another-secret-long-enough-0123456789-abcdef", ALGORITHM)
+    tampered = encoded[:-2] + ("A" if encoded[-2] != "A" else "B") + encoded[-1]
+    with pytest.raises(NotAuthorizedException):
+        VerifiedToken.decode(tampered, SECRET, ALGORITHM)
+    with pytest.raises(NotAuthorizedException):
+        VerifiedToken.decode(tampered, SECRET, ALGORITHM)
+
+
+def test_a_kept_token_that_has_expired_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    issued = datetime.now(UTC).replace(microsecond=0)
+    encoded = _signed({"sub": "dr-brief", "iat": issued, "exp": issued + timedelta(seconds=30)})
+    assert VerifiedToken.decode(encoded, SECRET, ALGORITHM).sub == "dr-brief"
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return issued + timedelta(minutes=5)
+
+    monkeypatch.setattr(shared.auth, "datetime", Later)
+    monkeypatch.setattr("jwt.api_jwt.datetime", Later)
+    with pytest.raises(NotAuthorizedException):
+        VerifiedToken.decode(encoded, SECRET, ALGORITHM)

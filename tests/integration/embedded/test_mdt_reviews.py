@@ -17,7 +17,8 @@ import msgspec
 import pytest
 from sqlmodel import col, select
 
-from services.coordinator.models import MdtReview
+from services.coordinator.models import MdtReview, PathwayRow
+from services.coordinator.schemas import PathwayRead
 from services.referrals.models import Referral
 from shared.auth import Role
 from shared.catchup import FeedFollower
@@ -92,6 +93,35 @@ def test_the_mdt_sees_the_name_the_referrals_service_holds(embedded: Embedded) -
         AuditRecord.entity_type == "Patient", AuditRecord.entity_id == patient_id
     )
     assert any(record.action == "R" and record.agent_role == "mdt" for record in reads)
+
+
+def test_the_answer_is_the_stored_pathway_with_the_name_added(embedded: Embedded) -> None:
+    """Issue 15: the read sends the stored document's text with two members added; the
+    answer must still be a whole PathwayRead (every field of the projection's Pathway,
+    strictly typed) and the API's description must still say so."""
+    patient_id = referred(embedded)
+    response = embedded.client.get(
+        f"/api/pathways/{patient_id}", headers=embedded.headers(Role.mdt, user="dr-reader")
+    )
+    assert response.headers["content-type"] == "application/json"
+    read = msgspec.json.decode(response.content, type=PathwayRead)
+    assert (read.patient_id, read.patient_name, read.name_status) == (
+        UUID(patient_id),
+        "Ada Example",
+        "shown",
+    )
+    with embedded.runtime("coordinator").sessions() as session:
+        stored = session.get(PathwayRow, UUID(patient_id))
+        assert stored is not None
+        document = dict(stored.document)
+    answered = response.json()
+    assert set(answered) == set(document) | {"patient_name", "name_status"}
+    assert {key: answered[key] for key in document} == document
+    schema = embedded.client.get("/schema/openapi.json").json()
+    ok = schema["paths"]["/api/pathways/{patient_id}"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/PathwayRead"
+    }
 
 
 def test_names_are_asked_over_the_connections_the_app_keeps(embedded: Embedded) -> None:

@@ -225,10 +225,10 @@ def test_an_admin_sees_stage_and_alert_kinds_but_no_scores_or_item9_wording(
     """DESIGN.md: admins watch pathway status (waits, breaches, alerts); issue 12: never
     scores, item-9 wording or clinical notes, in the pathway or the FHIR export."""
     patient_id, alert = _pathway_with_risk_alert(coordinator)
-    clinical = msgspec.to_builtins(services.pathway_document(patient_id, coordinator.uow(MDT), MDT))
+    clinical = json.loads(services.pathway_document(patient_id, coordinator.uow(MDT), MDT))
     assert clinical["measures"]["phq9"] and "item 9 answered 2" in clinical["alerts"][0]["reason"]
     coordinator.end_requests()
-    seen = msgspec.to_builtins(services.pathway_document(patient_id, coordinator.uow(ADMIN), ADMIN))
+    seen = json.loads(services.pathway_document(patient_id, coordinator.uow(ADMIN), ADMIN))
     assert seen["stage"] == clinical["stage"] == "referred"
     (admin_alert,) = seen["alerts"]
     assert (admin_alert["id"], admin_alert["kind"], admin_alert["severity"]) == (
