@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import holidays
@@ -29,6 +30,10 @@ class WorkingCalendar:
         self.time_zone = time_zone
         self.bank_holidays = bank_holidays
         self._by_year: dict[int, frozenset[date]] = {}
+        # Answers by day: an inbox page asks the same few (its referrals arrived on a
+        # few days, all judged today), and a day's answer never changes.
+        self._nth_after: dict[tuple[date, int], date] = {}
+        self._count_after: dict[tuple[date, date], int] = {}
 
     def _holidays_in(self, year: int) -> frozenset[date]:
         # The package's own lookup converts its key on every call; an inbox page asks
@@ -66,11 +71,18 @@ class WorkingCalendar:
         a referral received on Friday at 16:00 with two working days is due on Tuesday
         at 16:00 (Monday at 16:00 after a bank-holiday Monday is Wednesday)."""
         local = self.local(moment)
-        day = local.date()
-        for _ in range(days):
-            day = self.next_working_day(day)
+        day = self._nth_working_day_after(local.date(), days)
         due = datetime.combine(day, local.timetz().replace(tzinfo=None), tzinfo=self.zone)
         return due.astimezone(UTC)
+
+    def _nth_working_day_after(self, start: date, days: int) -> date:
+        found = self._nth_after.get((start, days))
+        if found is None:
+            found = start
+            for _ in range(days):
+                found = self.next_working_day(found)
+            _keep(self._nth_after, (start, days), found)
+        return found
 
     def end_of_working_day(self, moment: datetime) -> datetime:
         """'Same working day': the end of the moment's day if it is a working day, else the
@@ -90,6 +102,13 @@ class WorkingCalendar:
         span = (last - first).days
         if span <= 0:
             return 0
+        found = self._count_after.get((first, last))
+        if found is None:
+            found = self._count_working_days(first, last, span)
+            _keep(self._count_after, (first, last), found)
+        return found
+
+    def _count_working_days(self, first: date, last: date, span: int) -> int:
         weeks, rest = divmod(span, 7)
         weekdays = 5 * weeks + sum(
             1 for n in range(1, rest + 1) if (first + timedelta(days=n)).weekday() < 5
@@ -101,6 +120,19 @@ class WorkingCalendar:
             if first < day <= last and day.weekday() < 5
         )
         return weekdays - closed
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+# Days asked about in a long-running process: referrals' arrival days times the days
+# they were judged on. Past this the answers are forgotten and worked out again.
+ANSWERS_KEPT = 100_000
+
+
+def _keep(answers: dict[K, V], key: K, value: V) -> None:
+    if len(answers) >= ANSWERS_KEPT:
+        answers.clear()
+    answers[key] = value
 
 
 @cache

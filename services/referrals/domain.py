@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Literal, Protocol, TypeVar
 from uuid import UUID
 
@@ -139,7 +140,12 @@ def standard_for(
 ) -> WaitingStandard:
     """The standard a referral waits against, with the clinical policy's waits (its
     ``waits`` section; without one, the loaded policy's)."""
-    waits = policy or clinical_policy().waits
+    return _standard(target, priority, status, policy or clinical_policy().waits)
+
+
+# A few standards serve every referral: an inbox page asks for one per row (issue 15).
+@lru_cache(maxsize=64)
+def _standard(target: str, priority: str, status: str, waits: WaitingPolicy) -> WaitingStandard:
     if priority == "urgent" and status in (RECEIVED, INFO_REQUESTED):
         days = waits.urgent_triage_working_days
         return WaitingStandard(

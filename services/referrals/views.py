@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -137,6 +138,18 @@ def transition_read(transition: ReferralTransition, clinical: bool) -> Transitio
     return read
 
 
+@lru_cache(maxsize=64)
+def _standard_read(standard: domain.WaitingStandard) -> WaitingStandardRead:
+    # One answer per standard, shared by every row of a page that waits against it.
+    return WaitingStandardRead(
+        name=standard.name,
+        unit="working days" if standard.working_days else "days",
+        at_risk_after=standard.at_risk_after_days,
+        breach_after=standard.breach_after_days,
+        source=standard.source,
+    )
+
+
 def waiting(referral: Shown, now: datetime) -> Waiting:
     """How long the referral has waited against its standard; the clock stops when the
     referral leaves the waiting list."""
@@ -146,13 +159,7 @@ def waiting(referral: Shown, now: datetime) -> Waiting:
     elapsed = domain.waiting_days(referral.received_at, until, standard)
     return Waiting(
         days_waiting=max((until.date() - referral.received_at.date()).days, 0),
-        standard=WaitingStandardRead(
-            name=standard.name,
-            unit="working days" if standard.working_days else "days",
-            at_risk_after=standard.at_risk_after_days,
-            breach_after=standard.breach_after_days,
-            source=standard.source,
-        ),
+        standard=_standard_read(standard),
         elapsed=elapsed,
         state=(
             domain.triage_state(referral.received_at, until, standard)

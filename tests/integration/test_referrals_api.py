@@ -531,6 +531,27 @@ def test_the_inbox_filters_orders_and_pages_through_every_row_exactly_once(
     assert inbox_ids(client, status="closed") == []
 
 
+def test_the_inbox_names_possible_duplicates_on_postgresql(shared_api: SharedApi) -> None:
+    """Issue 16's possible duplicates, found on PostgreSQL with one array of the page's
+    patients (`= ANY`, issue 15): each second referral to a team is linked to its first,
+    and nothing else is linked, whatever page the referrals fall on."""
+    client = shared_api.client
+    firsts, seconds, singles = {}, {}, set()
+    for _ in range(3):
+        patient_id = register(client)
+        firsts[patient_id] = refer(client, patient_id, target=PSY)
+        seconds[patient_id] = refer(client, patient_id, target=PSY)
+        singles.add(refer(client, patient_id, target=KET))
+    for limit in (2, 200):
+        pages = inbox_pages(client, "psychologist", target=PSY, status="received", limit=limit)
+        items = {item["id"]: item for page in pages for item in page}
+        for patient_id, second in seconds.items():
+            assert items[second]["possible_duplicate_of"]["id"] == firsts[patient_id]
+            assert "possible_duplicate_of" not in items[firsts[patient_id]]
+    mdt_view = {item["id"]: item for page in inbox_pages(client, target=KET) for item in page}
+    assert all("possible_duplicate_of" not in mdt_view[single] for single in singles)
+
+
 @pytest.mark.parametrize(
     ("query", "field"),
     [

@@ -98,3 +98,19 @@ def test_working_days_counted_a_week_at_a_time_equal_counting_day_by_day(
         and (first + timedelta(days=n)) not in calendar.holidays
     )
     assert calendar.working_days_after(first, last) == day_by_day
+
+
+def test_answers_kept_by_day_stay_right_when_the_keep_is_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An inbox page asks the same days again (issue 15): the answers are kept by day, up
+    to a bound, then forgotten and worked out again, never mixed up."""
+    monkeypatch.setattr("shared.calendar.ANSWERS_KEPT", 3)
+    calendar = WorkingCalendar()
+    friday = utc(2027, 1, 8, 16, 0)
+    expected = [utc(2027, 1, 8 + gap, 16, 0) for gap in (3, 4, 5, 6, 7)]  # Mon..Fri
+    for _ in range(2):
+        assert [calendar.add_working_days(friday, n) for n in range(1, 6)] == expected
+        counts = [calendar.working_days_after(date(2027, 1, 8), due.date()) for due in expected]
+        assert counts == [1, 2, 3, 4, 5]
+    assert len(calendar._nth_after) <= 3 and len(calendar._count_after) <= 3
