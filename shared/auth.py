@@ -45,7 +45,9 @@ PUBLIC_PATHS = [
 SESSION_COOKIE = "carepath_session"
 
 
-def user_from_token(token: Token, _connection: ASGIConnection[Any, Any, Any, Any]) -> User:
+# Async, though it awaits nothing: Litestar runs a sync user handler or guard in its
+# thread pool, a hop there and back on every request (issue 15).
+async def user_from_token(token: Token, _connection: ASGIConnection[Any, Any, Any, Any]) -> User:
     role = token.extras.get("role")
     try:
         return User(id=token.sub, role=Role(str(role)))
@@ -123,7 +125,9 @@ def requires(*roles: Role) -> Any:
     """A guard letting only the named roles through."""
     allowed = frozenset(roles)
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+    async def guard(
+        connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler
+    ) -> None:
         if connection.scope.get("method") == "OPTIONS":
             return  # a preflight carries no credentials and answers only which methods exist
         user = connection.user

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -207,19 +208,19 @@ def test_a_token_whose_claims_were_edited_is_refused() -> None:
 def test_user_from_token_maps_the_role() -> None:
     settings = PlatformSettings(jwt_secret=LONG_SECRET)
     token = Token.decode(issue_token(settings, "p1", Role.psychologist), LONG_SECRET, "HS256")
-    assert user_from_token(token, None) == User(id="p1", role=Role.psychologist)  # type: ignore[arg-type]
+    assert asyncio.run(user_from_token(token, None)) == User(id="p1", role=Role.psychologist)  # type: ignore[arg-type]
 
 
 def test_user_from_token_refuses_an_unknown_role() -> None:
     token = Token(sub="x", exp=datetime(2100, 1, 1, tzinfo=UTC), extras={"role": "superuser"})
     with pytest.raises(NotAuthorizedException):
-        user_from_token(token, None)  # type: ignore[arg-type]
+        asyncio.run(user_from_token(token, None))  # type: ignore[arg-type]
 
 
 def test_user_from_token_refuses_a_token_without_a_role() -> None:
     token = Token(sub="x", exp=datetime(2100, 1, 1, tzinfo=UTC), extras={})
     with pytest.raises(NotAuthorizedException):
-        user_from_token(token, None)  # type: ignore[arg-type]
+        asyncio.run(user_from_token(token, None))  # type: ignore[arg-type]
 
 
 class _Connection:
@@ -230,15 +231,15 @@ class _Connection:
 
 def test_requires_lets_named_roles_through_and_refuses_others() -> None:
     guard = requires(Role.mdt, Role.admin)
-    guard(_Connection(User(id="m", role=Role.mdt)), None)
+    asyncio.run(guard(_Connection(User(id="m", role=Role.mdt)), None))
     with pytest.raises(PermissionDeniedException, match="admin, mdt"):
-        guard(_Connection(User(id="r", role=Role.referrer)), None)
+        asyncio.run(guard(_Connection(User(id="r", role=Role.referrer)), None))
     with pytest.raises(PermissionDeniedException):
-        guard(_Connection(None), None)
+        asyncio.run(guard(_Connection(None), None))
 
 
 def test_a_preflight_passes_the_role_guard_without_credentials() -> None:
     """Browsers send OPTIONS without a token; it answers only which methods exist."""
-    requires(Role.mdt)(_Connection(None, method="OPTIONS"), None)
+    asyncio.run(requires(Role.mdt)(_Connection(None, method="OPTIONS"), None))
     with pytest.raises(PermissionDeniedException):
-        requires(Role.mdt)(_Connection(None, method="POST"), None)
+        asyncio.run(requires(Role.mdt)(_Connection(None, method="POST"), None))
