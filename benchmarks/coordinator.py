@@ -39,6 +39,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import msgspec
+import psycopg
 import redis
 from harness import (
     CAREPATH,
@@ -839,6 +840,31 @@ def check_answers(base_url: str, token: str, patient_id: str, events: int) -> di
     }
 
 
+def serve_names(
+    procs: Processes, env: dict[str, str], database: str, base_url: str, patient_ids: list[str]
+) -> dict[str, Any]:
+    """The referrals service, with a patient row for every pathway (COPY), on its own port:
+    each read then asks it for the name, and it audits that, as in a clinic."""
+    create_databases([database])
+    migrate("referrals", env)
+    registered = datetime.now(UTC) - timedelta(days=30)
+    with psycopg.connect(env["CAREPATH_REFERRALS_DATABASE_URL"].replace("+psycopg", "")) as conn:
+        with conn.cursor() as cur:
+            columns = "id, given_name, family_name, birth_date, sex, contact_preference"
+            with cur.copy(
+                f"COPY patient ({columns}, registered_by, registered_at) FROM STDIN"
+            ) as copy:
+                for index, patient_id in enumerate(patient_ids):
+                    born = datetime(1960, 1, 1).date() + timedelta(days=index)
+                    row = (patient_id, "Bench", f"Patient{index:05d}", born, "other", "phone")
+                    copy.write_row((*row, "bench", registered))
+        conn.commit()
+    port = base_url.rsplit(":", 1)[1]
+    procs.start("api-referrals", [CAREPATH, "serve", "referrals", "--port", port])
+    procs.wait_for_health("api-referrals", base_url)
+    return {"patients": len(patient_ids), "url": base_url}
+
+
 def reads(
     procs: Processes,
     url: str,
@@ -1057,6 +1083,12 @@ def main() -> None:
         default=1,
         help="`carepath worker coordinator` processes folding at once (each with --threads)",
     )
+    parser.add_argument(
+        "--names",
+        action="store_true",
+        help="run the referrals service too, holding every patient, so each read asks it "
+        "for the name as a clinic's would (without it the read's name call is refused at once)",
+    )
     parser.add_argument("--noop-messages", type=int, default=20_000)
     parser.add_argument("--refold-samples", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
@@ -1096,6 +1128,7 @@ def main() -> None:
         "worker_threads": args.threads,
         "event_batch": args.event_batch,
         "worker_processes": args.worker_processes,
+        "names": args.names,
         "noop_messages": args.noop_messages,
         "seed": args.seed,
         "reader_role": args.role,
@@ -1129,6 +1162,13 @@ def main() -> None:
     # whatever else might listen on carepath's default port.
     closed = f"http://127.0.0.1:{free_port()}"
     env |= {f"CAREPATH_{peer.upper()}_URL": f"{closed}/{peer}" for peer in PEERS}
+    names_database = f"carepath_bench_{suffix}_referrals"
+    names_url = f"http://127.0.0.1:{free_port()}"
+    if args.names:
+        env |= {
+            "CAREPATH_REFERRALS_DATABASE_URL": f"{PG_BASE}/{names_database}",
+            "CAREPATH_REFERRALS_URL": names_url,
+        }
     log_dir = Path(tempfile.mkdtemp(prefix="carepath-bench-coordinator-"))
     procs = Processes(env, log_dir)
     print(f"database {database}; process logs in {log_dir}", flush=True)
@@ -1181,6 +1221,16 @@ def main() -> None:
             args.refold_samples,
             args.seed,
         )
+        if args.names:
+            result["names"] = timed(
+                f"names: the referrals service holding {patients} patients",
+                serve_names,
+                procs,
+                env,
+                names_database,
+                names_url,
+                patient_ids,
+            )
         token = issue_token(PlatformSettings(jwt_secret=secret), "bench", Role(args.role))
         result["servers"] = [
             timed(
@@ -1200,7 +1250,7 @@ def main() -> None:
         result["http"] = result["servers"][0]
     finally:
         procs.stop_all()
-        drop_databases([database])
+        drop_databases([database, names_database] if args.names else [database])
         redis.Redis.from_url(REDIS_URL).flushdb()
     result["wall_seconds"] = time.monotonic() - started
     result["code_changed_during_run"] = code_stamp() != code_before

@@ -7,7 +7,8 @@ server's root, where every resource answers.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from functools import cache
 from typing import Any, Self, TypeVar
@@ -15,10 +16,12 @@ from uuid import UUID
 
 import httpx
 import msgspec
+import structlog
 
 from shared.observability import CORRELATION_HEADER
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 
 class ApiProblem(Exception):
@@ -243,13 +246,63 @@ class CarepathClient:
 def connection_pool(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """Connections one process keeps open to the others, for `AsyncCarepathClient(pool=)`:
     a request that calls another service then neither builds a client (about 1 ms of CPU,
-    most of it reading proxy settings) nor opens a connection."""
+    most of it reading proxy settings) nor opens a connection. Over the network, a service
+    that could not be reached is not tried again for a few seconds (`UnreachablePause`)."""
     # No cap on connections: each open live stream the pages relay holds one for as long
     # as a dashboard is open, and a capped pool would make the next call wait for one.
     # An idle connection is dropped before the other side's uvicorn closes it (after 5 s),
     # so a call is not sent down a connection the server is just closing.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=50, keepalive_expiry=4.0)
-    return httpx.AsyncClient(transport=transport, timeout=10.0, verify=_tls(), limits=limits)
+    if transport is None:
+        transport = UnreachablePause(httpx.AsyncHTTPTransport(verify=_tls(), limits=limits))
+    return httpx.AsyncClient(transport=transport, timeout=10.0)
+
+
+# How long a service that could not be reached is not asked again. Long enough that a
+# clinic's pages stop waiting out a connect timeout (10 s) on every read while a service
+# is down; short enough that names are back within seconds of it coming back.
+UNREACHABLE_PAUSE_S = 5.0
+
+
+class UnreachablePause(httpx.AsyncBaseTransport):
+    """A service that refused or timed out a connection is taken as down for
+    `UNREACHABLE_PAUSE_S`: calls to it fail at once with the same `httpx.ConnectError` a
+    refused connection gives, so each caller's own answer to an outage (a name shown as
+    unavailable, a page showing ids) comes at once. The first call after the pause tries
+    again. A slow answer, or an error the service sent, is no outage."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        pause_s: float = UNREACHABLE_PAUSE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._transport = transport
+        self._pause_s = pause_s
+        self._clock = clock
+        self._down_until: dict[tuple[str, str, int | None], float] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        peer = (request.url.scheme, request.url.host, request.url.port)
+        down_until = self._down_until.get(peer)
+        if down_until is not None and self._clock() < down_until:
+            raise httpx.ConnectError(
+                f"{request.url.host} was not reachable moments ago; not asked again yet",
+                request=request,
+            )
+        try:
+            response = await self._transport.handle_async_request(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout):
+            if down_until is None:
+                log.warning("peer.unreachable", peer=request.url.host, port=request.url.port)
+            self._down_until[peer] = self._clock() + self._pause_s
+            raise
+        if self._down_until.pop(peer, None) is not None:
+            log.info("peer.reachable", peer=request.url.host, port=request.url.port)
+        return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
 
 
 class AsyncCarepathClient:
