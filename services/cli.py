@@ -18,6 +18,7 @@ from shared.names import SERVICES, Role
 # show` must not pay for the web framework, the ORM and the broker at start-up.
 if TYPE_CHECKING:
     from litestar import Litestar
+    from pydantic import ValidationError
 
     from shared.client import CarepathClient, ClockReading, FeedComparison
     from shared.runtime import ServiceRuntime
@@ -30,12 +31,17 @@ WEB = "web"
 
 
 def _platform(**overrides: object) -> PlatformSettings:
+    from pydantic import ValidationError
+
     from shared.clock import configure_clock
     from shared.observability import configure_logging
     from shared.policy import PolicyError, clinical_policy
     from shared.settings import InsecureConfiguration, PlatformSettings
 
-    settings = PlatformSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = PlatformSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise click.ClickException(_settings_refused(error)) from None
     try:
         settings.check_production()
         clinical_policy()  # a bad threshold stops the service, naming its key
@@ -44,6 +50,16 @@ def _platform(**overrides: object) -> PlatformSettings:
     configure_logging(settings.log_level, settings.json_logs)
     configure_clock(settings)
     return settings
+
+
+def _settings_refused(error: ValidationError) -> str:
+    """Each refused setting as the variable to change and the rule it breaks; never its
+    value, which may be a secret."""
+    refused = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "settings"
+        refused.append(f"CAREPATH_{field.upper()}: {problem['msg']}")
+    return "refused settings: " + "; ".join(refused)
 
 
 @click.group()
@@ -157,12 +173,11 @@ def serve(service: str, host: str, port: int, workers: int) -> None:
         app = _service_app(service)
         _run(app, host, port, app.state.platform)
         return
-    from shared.settings import PlatformSettings
 
     # Each worker process builds the same app, and configures itself (logging, the clock)
     # as it does.
     os.environ[SERVE_ENV] = service
-    _run(f"{__name__}:service_app", host, port, PlatformSettings(), workers=workers)
+    _run(f"{__name__}:service_app", host, port, _platform(), workers=workers)
 
 
 # `carepath serve` names its service here for `service_app`, which a server that starts

@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.security.jwt import Token
 from pydantic import ValidationError
 
+from services.cli import main
 from shared.auth import Role, User, issue_token, requires, user_from_token
 from shared.settings import (
     DEFAULT_JWT_SECRET,
@@ -90,6 +92,25 @@ def test_out_of_range_variables_are_refused(
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         PlatformSettings()
+
+
+@pytest.mark.parametrize("command", [["worker", "coordinator"], ["serve", "referrals"]])
+def test_a_command_refuses_bad_variables_in_one_line_naming_each(
+    monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    """A typing slip in the environment stops a service at start with the variables to
+    fix and their rules, not a traceback; a value (a secret, perhaps) is never echoed."""
+    monkeypatch.setenv("CAREPATH_EVENT_BATCH", "forty-eight")
+    monkeypatch.setenv("CAREPATH_WORKER_THREADS", "0")
+    monkeypatch.setenv("CAREPATH_TOKEN_HOURS", "s3cr3t-looking-value")
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    (line,) = result.output.strip().splitlines()
+    for variable in ("CAREPATH_EVENT_BATCH", "CAREPATH_WORKER_THREADS", "CAREPATH_TOKEN_HOURS"):
+        assert variable in line
+    assert "greater than or equal to 1" in line
+    assert "forty-eight" not in line and "s3cr3t" not in line
 
 
 def test_check_production_refuses_the_default_secret() -> None:
