@@ -381,9 +381,6 @@ class AsyncCarepathClient:
         same state, so no key is needed."""
         return await self._call("PUT", path, Any, json=body)
 
-    async def patient_name(self, patient_id: UUID | str) -> PatientName:
-        return await self._call("GET", f"/api/patients/{patient_id}", PatientName)
-
     async def patient_names(self, patient_ids: Iterable[UUID]) -> list[PatientName]:
         """Up to 200 patients' names in one call; those the caller may not see are left out."""
         params = [("id", str(patient_id)) for patient_id in patient_ids]

@@ -191,17 +191,22 @@ def record_stream_opened(uow: UnitOfWork) -> None:
 async def patient_name(
     request: Request[Any, Any, Any], user: User, patient_id: UUID
 ) -> tuple[str | None, NameStatus]:
-    """Ask the referrals service, as this reader, for the name; it decides and audits."""
+    """Ask the referrals service, as this reader, for the name; it decides and audits.
+    Only the name is asked for (its names call), not the patient's record with the NHS
+    number and birth date: the coordinator shows the name and nothing else."""
     if user.role not in NAME_READERS:
         return None, "not-asked"
     try:
         async with service_client(request, "referrals") as referrals:
-            patient = await referrals.patient_name(patient_id)
+            names = await referrals.patient_names([patient_id])
     except ApiProblem as refused:
         return None, "not-permitted" if refused.status in (401, 403) else "unavailable"
     except httpx.HTTPError:
         return None, "unavailable"
-    return f"{patient.given_name} {patient.family_name}", "shown"
+    for patient in names:  # the referrals service leaves out a patient this reader may not see
+        if patient.id == patient_id:
+            return f"{patient.given_name} {patient.family_name}", "shown"
+    return None, "not-permitted"
 
 
 # --- MDT reviews -------------------------------------------------------------------------

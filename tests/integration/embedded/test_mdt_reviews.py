@@ -88,11 +88,15 @@ def test_the_mdt_sees_the_name_the_referrals_service_holds(embedded: Embedded) -
     patient_id = referred(embedded)
     shown = pathway(embedded, patient_id)
     assert (shown["patient_name"], shown["name_status"]) == ("Ada Example", "shown")
-    # The referrals service decided, and its audit log says so.
+    # The referrals service decided, and its audit log says so: a read of the name alone
+    # (its names call), not of the record with the NHS number and birth date.
     reads = embedded.audit(
         AuditRecord.entity_type == "Patient", AuditRecord.entity_id == patient_id
     )
-    assert any(record.action == "R" and record.agent_role == "mdt" for record in reads)
+    assert any(
+        (record.action, record.agent_role, record.detail) == ("R", "mdt", "names")
+        for record in reads
+    )
 
 
 def test_the_answer_is_the_stored_pathway_with_the_name_added(embedded: Embedded) -> None:
