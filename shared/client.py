@@ -255,7 +255,9 @@ def connection_pool(transport: httpx.AsyncBaseTransport | None = None) -> httpx.
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=50, keepalive_expiry=4.0)
     if transport is None:
         transport = UnreachablePause(httpx.AsyncHTTPTransport(verify=_tls(), limits=limits))
-    return httpx.AsyncClient(transport=transport, timeout=10.0)
+    # The TLS context and limits also reach any proxy's transport httpx mounts from the
+    # environment.
+    return httpx.AsyncClient(transport=transport, timeout=10.0, verify=_tls(), limits=limits)
 
 
 # How long a service that could not be reached is not asked again. Long enough that a

@@ -125,7 +125,7 @@ class Cancellation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reason: Text
 
 
-class WaitingStandardRead(msgspec.Struct, kw_only=True):
+class WaitingStandardRead(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     unit: Literal["days", "working days"]
     at_risk_after: int

@@ -98,7 +98,7 @@ def name_patients(patient_ids: Sequence[UUID], uow: UnitOfWork, user: User) -> l
         patients = repository.patients_of_ids(uow.session, set(patient_ids))
         # The MDT, and whoever registered a patient, see the patient whatever the
         # referrals: theirs are not loaded.
-        unsure = [p.id for p in patients if not _sees_any_referral_of(user, p)]
+        unsure = [p.id for p in patients if not _sees_whatever_the_referrals(user, p)]
         referrals = repository.referrals_of_patients(uow.session, unsure)
         found = [p for p in patients if _may_see(user, p, referrals.get(p.id, []))]
         for patient in found:
@@ -225,19 +225,19 @@ def _patient_for(uow: UnitOfWork, user: User, patient_id: UUID) -> Patient:
 
 
 def _may_see_patient(uow: UnitOfWork, user: User, patient: Patient) -> bool:
-    if _sees_any_referral_of(user, patient):
+    if _sees_whatever_the_referrals(user, patient):
         return True
     return _may_see(user, patient, repository.referrals_of(uow.session, patient.id))
 
 
-def _sees_any_referral_of(user: User, patient: Patient) -> bool:
+def _sees_whatever_the_referrals(user: User, patient: Patient) -> bool:
     return user.role is Role.mdt or patient.registered_by == user.id
 
 
 def _may_see(user: User, patient: Patient, referrals: Sequence[Referral]) -> bool:
     """The MDT sees everyone; others the patients they registered or whose referrals
     they see."""
-    if _sees_any_referral_of(user, patient):
+    if _sees_whatever_the_referrals(user, patient):
         return True
     return any(
         domain.can_see_referral(user.role, user.id, r.target, r.created_by) for r in referrals

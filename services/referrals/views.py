@@ -140,7 +140,7 @@ def transition_read(transition: ReferralTransition, clinical: bool) -> Transitio
 
 @lru_cache(maxsize=64)
 def _standard_read(standard: domain.WaitingStandard) -> WaitingStandardRead:
-    # One answer per standard, shared by every row of a page that waits against it.
+    # One answer per standard (frozen), shared by every row that waits against it.
     return WaitingStandardRead(
         name=standard.name,
         unit="working days" if standard.working_days else "days",
