@@ -155,7 +155,9 @@ def test_carepath_clock_moves_the_running_system_and_says_what_it_raised(
         patient = referrer.register_patient(**patient_body())
         referrer.create_referral(**referral_body(str(patient.id), priority="urgent"))
     with CarepathClient(base, token("mdt")) as mdt:
-        wait_until(lambda: _pathway_exists(mdt, str(patient.id)), what="the pathway")
+        # The registration makes the pathway first: wait for the referral on it, or the
+        # clock would be moved before there is a triage to be overdue.
+        wait_until(lambda: _referral_folded(mdt, str(patient.id)), what="the referral")
 
     def clock(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -184,9 +186,9 @@ def test_carepath_clock_moves_the_running_system_and_says_what_it_raised(
     assert "not a duration" in refused.stderr
 
 
-def _pathway_exists(client: CarepathClient, patient_id: str) -> bool:
+def _referral_folded(client: CarepathClient, patient_id: str) -> bool:
     try:
-        client.pathway(patient_id)
+        pathway = client.pathway(patient_id)
     except ApiProblem:
         return False
-    return True
+    return "referral.received" in {item.type for item in pathway.timeline}

@@ -57,16 +57,17 @@ def referred(embedded: Embedded, target: str = "ketamine-infusion", item9: int =
         "/api/referrals", json=body, headers=embedded.headers(Role.referrer)
     )
     assert response.status_code == 201, response.text
-    eventually(
-        lambda: (
-            embedded.client.get(
-                f"/api/pathways/{patient_id}", headers=embedded.headers(Role.mdt)
-            ).status_code
-            == 200
-        ),
-        "the pathway",
-    )
+    # The registration makes the pathway first: wait for the referral on it.
+    eventually(lambda: referral_folded(embedded, patient_id), "the referral on the pathway")
     return patient_id
+
+
+def referral_folded(embedded: Embedded, patient_id: str) -> bool:
+    response = embedded.client.get(
+        f"/api/pathways/{patient_id}", headers=embedded.headers(Role.mdt)
+    )
+    timeline = response.json()["timeline"] if response.status_code == 200 else []
+    return "referral.received" in {entry["type"] for entry in timeline}
 
 
 def review(embedded: Embedded, patient_id: str, role: Role = Role.mdt, **body: Any) -> Any:
