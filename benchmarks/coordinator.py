@@ -58,7 +58,7 @@ from harness import (
     wait_until,
     write_results,
 )
-from inbox import closed_loop, machine_busy, process_cpu_s
+from inbox import PG_PLAIN, closed_loop, machine_busy, process_cpu_s
 from pipeline import raw_dramatiq
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -848,7 +848,7 @@ def serve_names(
     create_databases([database])
     migrate("referrals", env)
     registered = datetime.now(UTC) - timedelta(days=30)
-    with psycopg.connect(env["CAREPATH_REFERRALS_DATABASE_URL"].replace("+psycopg", "")) as conn:
+    with psycopg.connect(f"{PG_PLAIN}/{database}") as conn:
         with conn.cursor() as cur:
             columns = "id, given_name, family_name, birth_date, sex, contact_preference"
             with cur.copy(
